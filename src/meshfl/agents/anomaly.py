@@ -1,0 +1,221 @@
+"""Agent ``anomaly``: anomalies in operational metrics, by a federated isolation forest.
+
+Split features and thresholds come from the mesh's public feature bounds and a public seed
+(:mod:`meshfl.models.isolation_forest`), so every MSP grows the same trees without seeing
+anyone's data; the update is the vector of leaf counts, which sums across MSPs. Each round
+grows a new block of ``trees_per_round`` trees: the global model is the concatenation of the
+blocks' summed counts, so the forest (and its score) gets better round by round.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from pydantic import Field, model_validator
+
+from meshfl.agents.base import Agent, GlobalModel
+from meshfl.agents.registry import register
+from meshfl.agents.update import Update
+from meshfl.config.base import MeshflConfig
+from meshfl.config.errors import DataSchemaError
+from meshfl.data.schema import Column, Schema, load_frame
+from meshfl.data.synthetic import (
+    OPS_METRIC_BOUNDS,
+    OPS_METRIC_FEATURES,
+    OPS_METRICS_SCHEMA,
+    operational_metrics,
+)
+from meshfl.models import isolation_forest as iforest
+
+__all__ = ["Anomaly", "AnomalyConfig", "AnomalyModel"]
+
+
+class AnomalyConfig(MeshflConfig):
+    """Configuration of the ``anomaly`` agent."""
+
+    features: tuple[str, ...] = Field(OPS_METRIC_FEATURES, min_length=1)
+    bounds: dict[str, tuple[float, float]] = Field(
+        default_factory=lambda: dict(OPS_METRIC_BOUNDS),
+        description="Public (low, high) range of every feature; splits are drawn inside it.",
+    )
+    trees_per_round: int = Field(25, ge=1, le=1000, description="Trees grown per round.")
+    depth: int = Field(8, ge=1, le=iforest.MAX_DEPTH, description="Depth of every tree.")
+    subsample_size: int = Field(256, ge=2, description="Virtual subsample size psi.")
+    structure_seed: int = Field(0, ge=0, description="Public seed of the trees' splits.")
+
+    @model_validator(mode="after")
+    def _bounds_cover_features(self) -> AnomalyConfig:
+        missing = [f for f in self.features if f not in self.bounds]
+        if missing:
+            raise ValueError(
+                f"give public bounds for every feature; bounds lack {', '.join(missing)}"
+            )
+        bad = [f for f in self.features if not self.bounds[f][0] < self.bounds[f][1]]
+        if bad:
+            raise ValueError(f"give bounds with low < high; {', '.join(bad)} do not")
+        return self
+
+
+@dataclass(frozen=True)
+class MetricsData:
+    """Prepared local data: the feature matrix and, where present, the anomaly labels."""
+
+    X: np.ndarray
+    labels: np.ndarray | None
+
+    def __len__(self) -> int:
+        return len(self.X)
+
+
+@functools.lru_cache(maxsize=256)
+def _block(
+    low: tuple[float, ...], high: tuple[float, ...], n_trees: int, depth: int, seed: int, block: int
+) -> iforest.ForestStructure:
+    return iforest.grow_structure(
+        np.array(low), np.array(high), n_trees=n_trees, depth=depth,
+        seed=np.random.default_rng([seed, block]),
+    )
+
+
+@register
+class Anomaly(Agent[MetricsData]):
+    """Isolation-forest anomaly scores for operational metrics, federated by leaf counts."""
+
+    name = "anomaly"
+    summary = "anomalies in operational metrics"
+    config_class = AnomalyConfig
+    schema = OPS_METRICS_SCHEMA
+    metric = "auc"
+    label_column = "profile"
+    config: AnomalyConfig
+
+    @property
+    def block_size(self) -> int:
+        """Length of one round's update: leaves of ``trees_per_round`` trees."""
+        return self.config.trees_per_round * 2**self.config.depth
+
+    def forest(self, n_blocks: int) -> iforest.ForestStructure:
+        """The public structure of the first ``n_blocks`` rounds' trees."""
+        low = tuple(float(self.config.bounds[f][0]) for f in self.config.features)
+        high = tuple(float(self.config.bounds[f][1]) for f in self.config.features)
+        blocks = [
+            _block(low, high, self.config.trees_per_round, self.config.depth,
+                   self.config.structure_seed, b)
+            for b in range(n_blocks)
+        ]
+        return functools.reduce(iforest.concat_structures, blocks)
+
+    def load_data(self, data: pd.DataFrame | str | os.PathLike[str]) -> pd.DataFrame:
+        if self.config.features == OPS_METRIC_FEATURES:
+            return load_frame(data, self.schema)
+        schema = Schema(
+            "anomaly data",
+            tuple(Column(f, "number") for f in self.config.features)
+            + (Column("is_anomaly", "bool", required=False),),
+        )
+        return load_frame(data, schema)
+
+    def synthetic_data(self, n: int, *, seed: int) -> pd.DataFrame:
+        return operational_metrics(n, seed=seed)
+
+    def prepare(self, frame: pd.DataFrame) -> MetricsData:
+        frame = self.load_data(frame)
+        X = frame[list(self.config.features)].to_numpy(dtype=np.float64)
+        labels = frame["is_anomaly"].to_numpy(dtype=bool) if "is_anomaly" in frame else None
+        return MetricsData(X, labels)
+
+    def init_vector(self, *, seed: int) -> np.ndarray:
+        return np.zeros(0)
+
+    def update_size(self, vector: np.ndarray) -> int:
+        return self.block_size
+
+    def _blocks_in(self, vector: np.ndarray) -> int:
+        if vector.size % self.block_size:
+            raise DataSchemaError(
+                f"An anomaly model vector must hold whole blocks of {self.block_size} leaf "
+                f"counts; got {vector.size} values."
+            )
+        return vector.size // self.block_size
+
+    def local_update(
+        self, vector: np.ndarray, local: MetricsData, *, server_round: int, seed: int
+    ) -> Update:
+        # The next block follows the blocks already in the global model (not the round
+        # number), so a skipped round cannot misalign counts and trees.
+        block = self._blocks_in(vector)
+        structure = self.forest(block + 1)
+        counts = iforest.leaf_counts(structure, local.X)[block * self.block_size :]
+        return Update(vector=counts, weight=1.0, metrics={"examples": float(len(local))})
+
+    def combine(
+        self, vector: np.ndarray, summed: np.ndarray, total_weight: float, *, server_round: int
+    ) -> np.ndarray:
+        return np.concatenate([vector, summed])
+
+    def score_samples(self, vector: np.ndarray, X: np.ndarray) -> np.ndarray:
+        """Scores on sklearn's scale (lower is more abnormal); 0-tree models score all -0.5."""
+        n_blocks = self._blocks_in(vector)
+        if n_blocks == 0:
+            return np.full(len(X), -0.5)
+        return iforest.score_samples(
+            self.forest(n_blocks), vector, X, subsample_size=self.config.subsample_size
+        )
+
+    def evaluate(self, vector: np.ndarray, local: MetricsData) -> dict[str, float]:
+        from sklearn.metrics import average_precision_score, roc_auc_score
+
+        score = self.score_samples(vector, local.X)
+        out = {"mean_score": float(score.mean()), "examples": float(len(local))}
+        if local.labels is not None and 0 < local.labels.sum() < len(local.labels):
+            out["auc"] = float(roc_auc_score(local.labels, -score))
+            out["average_precision"] = float(average_precision_score(local.labels, -score))
+        return out
+
+    def model(self, vector: np.ndarray) -> AnomalyModel:
+        return AnomalyModel(self, vector)
+
+
+class AnomalyModel(GlobalModel):
+    """The global anomaly model, with scikit-learn's ``IsolationForest`` conventions."""
+
+    agent: Anomaly
+
+    @property
+    def n_trees(self) -> int:
+        """Trees in the forest."""
+        return self.vector.size // 2**self.agent.config.depth
+
+    def _X(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+        features = list(self.agent.config.features)
+        if isinstance(X, pd.DataFrame):
+            missing = [f for f in features if f not in X.columns]
+            if missing:
+                raise DataSchemaError(
+                    f"The anomaly model scores columns {', '.join(features)}; "
+                    f"the DataFrame lacks {', '.join(missing)}."
+                )
+            return X[features].to_numpy(dtype=np.float64)
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != len(features):
+            raise DataSchemaError(
+                f"The anomaly model needs an array of shape (n, {len(features)}) "
+                f"(features {', '.join(features)}); got shape {X.shape}."
+            )
+        return X
+
+    def score_samples(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """Anomaly score in ``[-1, 0)``; lower is more abnormal (as sklearn)."""
+        return self.agent.score_samples(self.vector, self._X(X))
+
+    def decision_function(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """``score_samples + 0.5``: negative for outliers (sklearn's contamination="auto")."""
+        return self.score_samples(X) + 0.5
+
+    def predict(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """``-1`` for outliers, ``+1`` for inliers."""
+        return np.where(self.decision_function(X) < 0, -1, 1)

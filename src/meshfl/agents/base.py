@@ -1,0 +1,184 @@
+"""The interface every meshfl agent implements, and the global model it produces.
+
+An agent is stateless apart from its config: the global model is a flat vector that the
+agent knows how to interpret. That keeps federation, privacy and encryption agnostic of
+model families: they only ever see vectors, weights and privacy events (see
+:class:`meshfl.agents.update.Update`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar, Generic, TypeVar
+
+import numpy as np
+import pandas as pd
+
+from meshfl.agents.update import Update
+from meshfl.config.base import MeshflConfig
+from meshfl.config.errors import ConfigError, MeshflError
+from meshfl.data.schema import Schema, load_frame
+
+__all__ = ["Agent", "GlobalModel"]
+
+LocalT = TypeVar("LocalT")
+
+
+class Agent(ABC, Generic[LocalT]):
+    """One of the mesh's agent models.
+
+    Subclasses set the class attributes and implement the abstract methods; the
+    federation calls them in this order each round: :meth:`prepare` (once per MSP and
+    data set), :meth:`local_update` on every sampled MSP, :meth:`combine` on the summed
+    updates, :meth:`evaluate` on every MSP's held-out data.
+
+    Parameters
+    ----------
+    config : MeshflConfig or mapping, optional
+        The agent's configuration (an instance of :attr:`config_class`, or a mapping of
+        its fields). ``None`` takes the defaults.
+    **overrides
+        Individual config fields, applied on top of ``config``.
+    """
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    config_class: ClassVar[type[MeshflConfig]]
+    schema: ClassVar[Schema]
+    metric: ClassVar[str]
+    """The headline evaluation metric (a key of :meth:`evaluate`'s result); higher is better."""
+    label_column: ClassVar[str]
+    """Column whose distribution the partitioner skews across MSPs (non-IID)."""
+
+    def __init__(self, config: MeshflConfig | Mapping[str, Any] | None = None, **overrides: Any):
+        if isinstance(config, MeshflConfig):
+            if not isinstance(config, self.config_class):
+                raise ConfigError(
+                    f"The 'config' parameter of agent {self.name!r} must be a "
+                    f"{self.config_class.__name__}. Got a {type(config).__name__} instead."
+                )
+            values = config.model_dump()
+        elif config is None:
+            values = {}
+        elif isinstance(config, Mapping):
+            values = dict(config)
+        else:
+            raise ConfigError(
+                f"The 'config' parameter of agent {self.name!r} must be a "
+                f"{self.config_class.__name__}, a mapping or None. Got {config!r} instead."
+            )
+        values.update(overrides)
+        self.config = self.config_class.model_validate(values)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config!r})"
+
+    # -- data ------------------------------------------------------------------------
+    @abstractmethod
+    def synthetic_data(self, n: int, *, seed: int) -> pd.DataFrame:
+        """Seeded synthetic MSP data of this agent's schema (``n`` rows)."""
+
+    def load_data(self, data: pd.DataFrame | str | os.PathLike[str]) -> pd.DataFrame:
+        """Validate a user's DataFrame or CSV file against :attr:`schema`."""
+        return load_frame(data, self.schema)
+
+    @abstractmethod
+    def prepare(self, frame: pd.DataFrame) -> LocalT:
+        """Turn validated rows into the features local training needs (done once per data set)."""
+
+    # -- federated learning ----------------------------------------------------------
+    @abstractmethod
+    def init_vector(self, *, seed: int) -> np.ndarray:
+        """The global model before round 1, as a flat vector."""
+
+    @abstractmethod
+    def local_update(
+        self, vector: np.ndarray, local: LocalT, *, server_round: int, seed: int
+    ) -> Update:
+        """Train (or count) on one MSP's data starting from the global ``vector``."""
+
+    def update_size(self, vector: np.ndarray) -> int:
+        """Length of the update vector MSPs send in a round that starts from ``vector``.
+
+        The default (parameter averaging) is the length of the global vector itself.
+        """
+        return int(vector.size)
+
+    def combine(
+        self, vector: np.ndarray, summed: np.ndarray, total_weight: float, *, server_round: int
+    ) -> np.ndarray:
+        """The next global vector from the weighted sum of the round's updates.
+
+        The default is federated averaging: ``summed / total_weight``.
+        """
+        return summed / total_weight
+
+    @abstractmethod
+    def evaluate(self, vector: np.ndarray, local: LocalT) -> dict[str, float]:
+        """Metrics of the model ``vector`` on prepared data; includes ``"examples"``."""
+
+    @abstractmethod
+    def model(self, vector: np.ndarray) -> GlobalModel:
+        """Wrap a global vector as a usable model (``predict``, ``save``)."""
+
+
+class GlobalModel:
+    """A trained global model: an agent, its config and the flat vector.
+
+    Agents subclass it to add ``predict`` and friends. :meth:`save` writes one ``.npz``
+    file holding the vector and a JSON header (agent, config, meshfl version); no pickle
+    is involved, so loading a model file cannot run code.
+    """
+
+    def __init__(self, agent: Agent[Any], vector: np.ndarray):
+        self.agent = agent
+        self.vector = np.asarray(vector, dtype=np.float64)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(agent={self.agent.name!r}, parameters={self.vector.size})"
+
+    def evaluate(self, data: pd.DataFrame | str | os.PathLike[str]) -> dict[str, float]:
+        """Metrics of this model on labelled data of the agent's schema."""
+        frame = self.agent.load_data(data)
+        return self.agent.evaluate(self.vector, self.agent.prepare(frame))
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the model to ``path`` (a ``.npz`` file); returns the path written."""
+        from meshfl import __version__
+
+        path = Path(path)
+        if path.suffix != ".npz":
+            path = path.with_suffix(path.suffix + ".npz") if path.suffix else path.with_suffix(".npz")
+        header = {
+            "format": "meshfl.model/1",
+            "agent": self.agent.name,
+            "config": self.agent.config.model_dump(mode="json"),
+            "meshfl_version": __version__,
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as fh:
+            np.savez_compressed(fh, vector=self.vector, header=np.array(json.dumps(header)))
+        return path
+
+    @staticmethod
+    def load(path: str | os.PathLike[str]) -> GlobalModel:
+        """Read a model written by :meth:`save`."""
+        from meshfl.agents.registry import get
+
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                header = json.loads(str(archive["header"]))
+                vector = archive["vector"]
+        except (OSError, KeyError, ValueError) as err:
+            raise MeshflError(f"{os.fspath(path)!r} is not a meshfl model file: {err}") from err
+        if header.get("format") != "meshfl.model/1":
+            raise MeshflError(
+                f"{os.fspath(path)!r} has model format {header.get('format')!r}; "
+                "this meshfl reads 'meshfl.model/1'."
+            )
+        agent = get(header["agent"])(header["config"])
+        return agent.model(vector)

@@ -1,0 +1,22 @@
+"""Configuration models and the error hierarchy (the bottom layer of meshfl)."""
+
+from meshfl.config.base import MeshflConfig, format_validation_error
+from meshfl.config.errors import (
+    AgentNotBuiltError,
+    ConfigError,
+    DataSchemaError,
+    MeshflError,
+    UnknownAgentError,
+    UpdateRejected,
+)
+
+__all__ = [
+    "AgentNotBuiltError",
+    "ConfigError",
+    "DataSchemaError",
+    "MeshflConfig",
+    "MeshflError",
+    "UnknownAgentError",
+    "UpdateRejected",
+    "format_validation_error",
+]

@@ -1,0 +1,404 @@
+"""Column schemas for the data an MSP brings, and the one loader that checks it.
+
+Every agent declares a :class:`Schema`: the columns it reads, the kind of values each must
+hold, and which ones it can do without. :func:`load_frame` turns what a user hands over (a
+DataFrame, a CSV or Parquet file) into a frame whose columns have the dtypes the agent
+expects, or stops with a sentence that names the column, what it must hold and an example
+of what it holds instead, so that bad data is caught before a federated round starts rather
+than as a shape error deep inside training.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import numpy as np
+import pandas as pd
+
+from meshfl.config.errors import ConfigError, DataSchemaError
+
+__all__ = ["Column", "ColumnKind", "Schema", "load_frame"]
+
+ColumnKind = Literal["text", "category", "number", "integer", "bool", "datetime"]
+"""The kinds of values a :class:`Column` can hold."""
+
+_KINDS: tuple[str, ...] = get_args(ColumnKind)
+
+# How an error message says what a column of each kind must hold.
+_KIND_PHRASE = {
+    "text": "text",
+    "category": "category labels",
+    "number": "finite numbers",
+    "integer": "whole numbers",
+    "bool": "booleans (true/false, 1/0, yes/no)",
+    "datetime": "dates or timestamps",
+}
+
+_TRUE = frozenset({"true", "t", "yes", "y", "1", "1.0"})
+_FALSE = frozenset({"false", "f", "no", "n", "0", "0.0"})
+
+_PARQUET_SUFFIXES = frozenset({".parquet", ".pq"})
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a :class:`Schema`.
+
+    Parameters
+    ----------
+    name : str
+        The column's name in the user's data (case-sensitive).
+    kind : {"text", "category", "number", "integer", "bool", "datetime"}
+        What the column holds. ``text`` and ``category`` become strings, ``number``
+        ``float64``, ``integer`` ``int64``, ``bool`` ``bool`` (``0/1`` and ``"true"/"false"``
+        accepted) and ``datetime`` ``datetime64`` (parsed with :func:`pandas.to_datetime`).
+    required : bool, default True
+        Whether data without this column, or with missing values in it, is rejected.
+    description : str, default ""
+        What the column means, for documentation and error messages.
+    """
+
+    name: str
+    kind: ColumnKind
+    required: bool = True
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ConfigError(
+                f"The 'name' parameter of Column must be a non-empty string. "
+                f"Got {self.name!r} instead."
+            )
+        if self.kind not in _KINDS:
+            raise ConfigError(
+                f"The 'kind' parameter of Column {self.name!r} must be one of "
+                f"{', '.join(map(repr, _KINDS))}. Got {self.kind!r} instead."
+            )
+
+    def describe(self) -> str:
+        """The column as ``"name (kind)"``, as error messages list it."""
+        return f"{self.name} ({self.kind})"
+
+
+@dataclass(frozen=True)
+class Schema:
+    """The columns one agent reads from an MSP's data.
+
+    Parameters
+    ----------
+    name : str
+        How messages refer to the data, after "the": ``"threat_intel data"`` gives
+        "Column 'message' of the threat_intel data ...".
+    columns : tuple of Column
+        The columns, required and optional. A list is accepted and stored as a tuple.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> schema = Schema("demo data", (Column("x", "number"), Column("ok", "bool")))
+    >>> schema.validate(pd.DataFrame({"x": ["1.5", 2], "ok": ["true", 0]})).dtypes.tolist()
+    [dtype('float64'), dtype('bool')]
+    """
+
+    name: str
+    columns: tuple[Column, ...]
+
+    def __post_init__(self) -> None:
+        columns = tuple(self.columns)
+        object.__setattr__(self, "columns", columns)
+        if not columns or not all(isinstance(col, Column) for col in columns):
+            raise ConfigError(
+                f"The 'columns' parameter of Schema {self.name!r} must be a non-empty "
+                f"sequence of Column. Got {columns!r} instead."
+            )
+        seen: set[str] = set()
+        for col in columns:
+            if col.name in seen:
+                raise ConfigError(
+                    f"Schema {self.name!r} declares column {col.name!r} twice; "
+                    "each column may appear once."
+                )
+            seen.add(col.name)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The names of all columns, in declaration order."""
+        return tuple(col.name for col in self.columns)
+
+    @property
+    def required(self) -> tuple[str, ...]:
+        """The names of the required columns, in declaration order."""
+        return tuple(col.name for col in self.columns if col.required)
+
+    def describe(self) -> str:
+        """The expected columns as one phrase, for error messages."""
+        needed = [col.describe() for col in self.columns if col.required]
+        optional = [col.describe() for col in self.columns if not col.required]
+        text = ", ".join(needed) if needed else "no required columns"
+        if optional:
+            text += ", and optionally " + ", ".join(optional)
+        return text
+
+    def validate(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Check ``frame`` against the schema and coerce its columns to their kinds.
+
+        Parameters
+        ----------
+        frame : pandas.DataFrame
+            The user's data. It is not modified.
+
+        Returns
+        -------
+        pandas.DataFrame
+            A new frame with the same rows, index and columns (columns the schema does not
+            name are kept untouched) in which every schema column present has its kind's
+            dtype. Optional ``integer`` and ``bool`` columns with missing values get the
+            nullable ``Int64`` and ``boolean`` dtypes.
+
+        Raises
+        ------
+        DataSchemaError
+            If the frame is empty, lacks a required column, has missing values in a
+            required column, or has a value that cannot be read as its column's kind.
+        """
+        if not isinstance(frame, pd.DataFrame):
+            raise DataSchemaError(
+                f"The {self.name} must be a pandas DataFrame. Got a {type(frame).__name__} "
+                "instead."
+            )
+        if len(frame) == 0:
+            raise DataSchemaError(
+                f"The {self.name} is empty (0 rows); it needs at least one row with "
+                f"columns {self.describe()}."
+            )
+        duplicated = sorted({str(c) for c in frame.columns[frame.columns.duplicated()]})
+        clashing = [name for name in duplicated if name in self.names]
+        if clashing:
+            raise DataSchemaError(
+                f"The {self.name} has more than one column named "
+                f"{', '.join(map(repr, clashing))}; rename or drop the duplicates."
+            )
+        self._check_columns_present(frame)
+
+        out = frame.copy()
+        for col in self.columns:
+            if col.name in out.columns:
+                out[col.name] = self._coerce(col, out[col.name])
+        return out
+
+    # -- helpers ------------------------------------------------------------------------
+    def _check_columns_present(self, frame: pd.DataFrame) -> None:
+        present = {str(c) for c in frame.columns}
+        missing = [name for name in self.required if name not in present]
+        if not missing:
+            return
+        lowered = {name.lower().strip(): name for name in present}
+        hints = [
+            f"{lowered[name.lower()]!r} for {name!r}"
+            for name in missing
+            if name.lower() in lowered
+        ]
+        noun = "column" if len(missing) == 1 else "columns"
+        message = (
+            f"The {self.name} has no {noun} {', '.join(map(repr, missing))}. "
+            f"Expected columns: {self.describe()}. "
+            f"Got columns: {', '.join(map(str, frame.columns)) or 'none'}."
+        )
+        if hints:
+            message += f" Column names are case-sensitive: rename {', '.join(hints)}."
+        raise DataSchemaError(message)
+
+    def _coerce(self, col: Column, series: pd.Series) -> pd.Series:
+        missing = series.isna().to_numpy()
+        if col.required and missing.any():
+            rows = series.index[missing]
+            raise DataSchemaError(
+                f"Column {col.name!r} of the {self.name} has missing values in "
+                f"{len(rows)} of {len(series)} rows (first: row {_label(rows[0])}); "
+                "fill or drop those rows."
+            )
+        converter = _CONVERTERS[col.kind]
+        values, bad = converter(series, missing)
+        if bad.any():
+            rows = series.index[bad]
+            more = f" ({len(rows) - 1} more rows are wrong too)" if len(rows) > 1 else ""
+            raise DataSchemaError(
+                f"Column {col.name!r} of the {self.name} must hold {_KIND_PHRASE[col.kind]}; "
+                f"row {_label(rows[0])} holds {series.loc[bad].iloc[0]!r}{more}."
+            )
+        return values
+
+
+def _label(label: Any) -> str:
+    if isinstance(label, (int, np.integer)):
+        return str(int(label))
+    return repr(label)
+
+
+# Each converter takes the series and its missing-value mask and returns the converted
+# series and a mask of the present values that could not be converted.
+_Converter = Callable[[pd.Series, np.ndarray], tuple[pd.Series, np.ndarray]]
+
+
+def _to_text(series: pd.Series, missing: np.ndarray) -> tuple[pd.Series, np.ndarray]:
+    if pd.api.types.is_string_dtype(series.dtype) and not pd.api.types.is_object_dtype(
+        series.dtype
+    ):
+        return series, np.zeros(len(series), dtype=bool)
+    return series.map(str, na_action="ignore"), np.zeros(len(series), dtype=bool)
+
+
+def _to_number(series: pd.Series, missing: np.ndarray) -> tuple[pd.Series, np.ndarray]:
+    if pd.api.types.is_bool_dtype(series.dtype):
+        series = series.astype("float64")
+    numbers = pd.to_numeric(series, errors="coerce").astype("float64")
+    bad = ~missing & ~np.isfinite(numbers.to_numpy())
+    return numbers, bad
+
+
+def _to_integer(series: pd.Series, missing: np.ndarray) -> tuple[pd.Series, np.ndarray]:
+    numbers, bad = _to_number(series, missing)
+    arr = numbers.to_numpy()
+    with np.errstate(invalid="ignore"):
+        bad |= ~missing & (np.round(arr) != arr)
+    if bad.any():
+        return numbers, bad
+    if missing.any():
+        return numbers.astype("Int64"), bad
+    return numbers.astype("int64"), bad
+
+
+def _to_bool(series: pd.Series, missing: np.ndarray) -> tuple[pd.Series, np.ndarray]:
+    if pd.api.types.is_bool_dtype(series.dtype):
+        none_bad = np.zeros(len(series), dtype=bool)
+        return (series.astype("boolean") if missing.any() else series.astype(bool)), none_bad
+
+    def parse(value: Any) -> bool | None:
+        if isinstance(value, (bool, np.bool_)):
+            return bool(value)
+        if isinstance(value, (int, float, np.integer, np.floating)) and value in (0, 1):
+            return bool(value)
+        if isinstance(value, str):
+            text = value.strip().lower()
+            if text in _TRUE:
+                return True
+            if text in _FALSE:
+                return False
+        return None
+
+    parsed = [None if gone else parse(v) for v, gone in zip(series.tolist(), missing)]
+    bad = np.array([p is None for p in parsed], dtype=bool) & ~missing
+    if bad.any() or missing.any():
+        return pd.Series(parsed, index=series.index, dtype="boolean"), bad
+    return pd.Series(parsed, index=series.index, dtype=bool), bad
+
+
+def _to_datetime(series: pd.Series, missing: np.ndarray) -> tuple[pd.Series, np.ndarray]:
+    if pd.api.types.is_datetime64_any_dtype(series.dtype):
+        return series, np.zeros(len(series), dtype=bool)
+    try:
+        stamps = pd.to_datetime(series, errors="coerce")
+    except (ValueError, TypeError):  # e.g. mixed time zones
+        stamps = None
+    if stamps is None or (~missing & stamps.isna().to_numpy()).any():
+        # The fast path infers one format from the first value; data with several
+        # formats needs element-wise parsing.
+        try:
+            stamps = pd.to_datetime(series, errors="coerce", format="mixed")
+        except (ValueError, TypeError):
+            stamps = pd.to_datetime(series, errors="coerce", format="mixed", utc=True)
+    bad = ~missing & stamps.isna().to_numpy()
+    return stamps, bad
+
+
+_CONVERTERS: dict[str, _Converter] = {
+    "text": _to_text,
+    "category": _to_text,
+    "number": _to_number,
+    "integer": _to_integer,
+    "bool": _to_bool,
+    "datetime": _to_datetime,
+}
+
+
+def load_frame(data: pd.DataFrame | str | os.PathLike[str], schema: Schema) -> pd.DataFrame:
+    """Read and validate a user's data against ``schema``.
+
+    Parameters
+    ----------
+    data : pandas.DataFrame, str or os.PathLike
+        A DataFrame (validated, not modified), or the path of a CSV file (``.tsv`` is read
+        tab-separated; compressed CSV such as ``.csv.gz`` works) or of a Parquet file
+        (``.parquet``/``.pq``, which needs ``pyarrow`` or ``fastparquet``).
+    schema : Schema
+        The columns the data must hold.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The validated frame; see :meth:`Schema.validate`.
+
+    Raises
+    ------
+    DataSchemaError
+        If the path does not exist or cannot be read, if ``data`` is of another type, or
+        if the data does not match the schema.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> schema = Schema("demo data", (Column("cpu_pct", "number"),))
+    >>> load_frame(pd.DataFrame({"cpu_pct": [12, "40.5"]}), schema)["cpu_pct"].tolist()
+    [12.0, 40.5]
+    """
+    if isinstance(data, pd.DataFrame):
+        return schema.validate(data)
+    if isinstance(data, (str, os.PathLike)):
+        return schema.validate(_read(Path(os.fspath(data)), schema))
+    raise DataSchemaError(
+        f"The {schema.name} must be a pandas DataFrame or the path of a CSV or Parquet file "
+        f"(str or os.PathLike). Got a {type(data).__name__} instead."
+    )
+
+
+def _read(path: Path, schema: Schema) -> pd.DataFrame:
+    if not path.exists():
+        raise DataSchemaError(
+            f"There is no file at '{path}' to read the {schema.name} from; check the path "
+            f"(relative paths are resolved from {Path.cwd()})."
+        )
+    if path.is_dir():
+        raise DataSchemaError(
+            f"'{path}' is a directory; the {schema.name} must be one CSV or Parquet file."
+        )
+    suffix = path.suffix.lower()
+    try:
+        if suffix in _PARQUET_SUFFIXES:
+            return _read_parquet(path, schema)
+        return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",")
+    except DataSchemaError:
+        raise
+    except pd.errors.EmptyDataError:
+        raise DataSchemaError(
+            f"The file '{path}' is empty; the {schema.name} needs a header row and at least "
+            "one data row."
+        ) from None
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as err:
+        raise DataSchemaError(
+            f"Could not read the {schema.name} from '{path}' as "
+            f"{'Parquet' if suffix in _PARQUET_SUFFIXES else 'CSV'}: {err}"
+        ) from err
+
+
+def _read_parquet(path: Path, schema: Schema) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(path)
+    except ImportError:
+        raise DataSchemaError(
+            f"Reading the {schema.name} from the Parquet file '{path}' needs pyarrow "
+            "(pip install pyarrow); or save the data as CSV instead."
+        ) from None

@@ -1,0 +1,102 @@
+"""The MSP side: a Flower ``ClientApp`` with one train and one evaluate handler per agent.
+
+Message types are ``train.<agent>`` and ``evaluate.<agent>``. The agent's config travels
+with every message (the coordinator decides how the mesh trains); the MSP decides where its
+data comes from through a *data provider*, a function ``(agent_name, context) -> NodeData``.
+Prepared data (for the text agents: embeddings of the frozen encoder) is cached per node,
+agent config and split, so it is computed once, not once per round.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from flwr.app import Context, Message
+from flwr.clientapp import ClientApp
+
+from meshfl.agents import registry
+from meshfl.agents.base import Agent
+from meshfl.federation.records import (
+    RoundInstructions,
+    decode_instructions,
+    encode_evaluation,
+    encode_update,
+)
+
+__all__ = ["DataProvider", "NodeData", "derive_seed", "make_client_app"]
+
+
+@dataclass(frozen=True)
+class NodeData:
+    """One MSP's data for one agent: rows to train on and held-out rows to evaluate on."""
+
+    train: pd.DataFrame
+    test: pd.DataFrame | None = None
+
+
+DataProvider = Callable[[str, Context], NodeData]
+
+
+def derive_seed(*parts: int) -> int:
+    """A 32-bit seed derived from integers (run seed, round, node), stable across processes."""
+    return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(1)[0])
+
+
+def node_index(context: Context) -> int:
+    """The node's partition id in simulations, else its node id."""
+    return int(context.node_config.get("partition-id", context.node_id))  # type: ignore[arg-type]
+
+
+def make_client_app(data: DataProvider) -> ClientApp:
+    """A ``ClientApp`` that trains and evaluates every built agent on this MSP's data.
+
+    Parameters
+    ----------
+    data : callable
+        ``data(agent_name, context)`` returns the MSP's :class:`NodeData` for that agent.
+        When ``NodeData.test`` is None, evaluation runs on the training rows.
+    """
+    app = ClientApp()
+    agents: dict[tuple[str, str], Agent[Any]] = {}
+    prepared: dict[tuple[int, str, str, str], Any] = {}
+
+    def agent_for(ins: RoundInstructions) -> tuple[Agent[Any], str]:
+        key = json.dumps(ins.agent_config, sort_keys=True)
+        if (ins.agent, key) not in agents:
+            agents[(ins.agent, key)] = registry.get(ins.agent)(ins.agent_config)
+        return agents[(ins.agent, key)], key
+
+    def local(agent: Agent[Any], key: str, context: Context, split: str) -> Any:
+        cache_key = (context.node_id, agent.name, key, split)
+        if cache_key not in prepared:
+            node_data = data(agent.name, context)
+            frame = node_data.train if split == "train" or node_data.test is None else node_data.test
+            prepared[cache_key] = agent.prepare(frame)
+        return prepared[cache_key]
+
+    def train(message: Message, context: Context) -> Message:
+        ins = decode_instructions(message)
+        agent, key = agent_for(ins)
+        update = agent.local_update(
+            ins.vector,
+            local(agent, key, context, "train"),
+            server_round=ins.server_round,
+            seed=derive_seed(ins.seed, ins.server_round, node_index(context)),
+        )
+        return Message(encode_update(update), reply_to=message)
+
+    def evaluate(message: Message, context: Context) -> Message:
+        ins = decode_instructions(message)
+        agent, key = agent_for(ins)
+        metrics = agent.evaluate(ins.vector, local(agent, key, context, "test"))
+        return Message(encode_evaluation(metrics), reply_to=message)
+
+    for name in registry.built():
+        app.train(name)(train)
+        app.evaluate(name)(evaluate)
+    return app

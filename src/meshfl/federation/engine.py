@@ -1,0 +1,160 @@
+"""An in-process engine: the real ServerApp and ClientApp, one process, no Ray.
+
+:class:`InProcessGrid` implements Flower's :class:`~flwr.serverapp.Grid`. Every message it
+carries is deflated into Flower's wire objects (the content-addressed byte objects the
+SuperLink stores and the SuperNodes pull) and inflated again on the other side, so apps
+that pass here serialize exactly as they would over the network, and nothing is shared by
+reference between "server" and "MSP". Nodes run one after another, so a run is
+deterministic under a seed. :func:`run_in_process` wires it together.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import cast
+
+import numpy as np
+from flwr.app import Context, Error, Message, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.common.constant import SUPERLINK_NODE_ID
+from flwr.serverapp import Grid, ServerApp
+from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
+from flwr.supercore.inflatable.inflatable_utils import inflate_object_from_contents
+from flwr.supercore.run import Run
+
+__all__ = ["InProcessGrid", "from_wire", "run_in_process", "to_wire"]
+
+log = logging.getLogger("meshfl.federation")
+
+CLIENT_APP_EXCEPTION = 2  # Flower's ErrorCode.CLIENT_APP_RAISED_EXCEPTION
+
+
+def to_wire(message: Message) -> dict[str, bytes]:
+    """The message as Flower's wire objects: object id -> deflated bytes."""
+    return {oid: obj.deflate() for oid, obj in get_all_nested_objects(message).items()}
+
+
+def from_wire(root_id: str, objects: dict[str, bytes]) -> Message:
+    """Inflate a message from its wire objects (as a SuperNode or the SuperLink does)."""
+    message = cast(Message, inflate_object_from_contents(root_id, dict(objects)))
+    message.metadata.__dict__["_message_id"] = root_id
+    return message
+
+
+class InProcessGrid(Grid):
+    """A Grid whose nodes are ClientApp instances in this process.
+
+    Parameters
+    ----------
+    client_app : ClientApp
+        The app every node runs.
+    num_nodes : int
+        How many nodes (MSPs) the grid holds; node ``i`` sees ``partition-id = i``.
+    seed : int
+        Seeds the node ids.
+    """
+
+    def __init__(self, client_app: ClientApp, num_nodes: int, *, seed: int = 0, run_id: int = 1):
+        self.client_app = client_app
+        rng = np.random.default_rng([seed, 0x6D657368])
+        ids = rng.choice(np.arange(1, 2**62, dtype=np.int64), size=num_nodes, replace=False)
+        self._contexts = {
+            int(node_id): Context(
+                run_id=run_id,
+                node_id=int(node_id),
+                node_config={"partition-id": i, "num-partitions": num_nodes},
+                state=RecordDict(),
+                run_config={},
+            )
+            for i, node_id in enumerate(ids)
+        }
+        self._run = Run.create_empty(run_id)
+        self._replies: dict[str, dict[str, bytes]] = {}
+        self._reply_roots: dict[str, str] = {}
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self.unavailable: set[int] = set()
+        """Node ids that do not answer (to simulate MSPs that drop out)."""
+
+    # -- Grid interface ---------------------------------------------------------------
+    def set_run(self, run: Run) -> None:
+        self._run = run
+
+    @property
+    def run(self) -> Run:
+        return self._run
+
+    def create_message(
+        self,
+        content: RecordDict,
+        message_type: str,
+        dst_node_id: int,
+        group_id: str,
+        ttl: float | None = None,
+    ) -> Message:
+        return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
+
+    def get_node_ids(self) -> Iterable[int]:
+        return list(self._contexts)
+
+    def node_id(self, partition_id: int) -> int:
+        """The node id of partition ``partition_id``."""
+        return list(self._contexts)[partition_id]
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        ids = []
+        for message in messages:
+            message.metadata.__dict__["_run_id"] = self._run.run_id
+            message.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID
+            message.metadata.__dict__["_message_id"] = message.object_id
+            wire = to_wire(message)
+            self.bytes_sent += sum(len(b) for b in wire.values())
+            ids.append(message.object_id)
+            self._deliver(message.object_id, wire)
+        return ids
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        out = []
+        for mid in message_ids:
+            if mid in self._replies:
+                objects = self._replies.pop(mid)
+                self.bytes_received += sum(len(b) for b in objects.values())
+                out.append(from_wire(self._reply_roots.pop(mid), objects))
+        return out
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        # Nodes run synchronously inside push_messages, so every reply that will ever
+        # come is there already; a node that is unavailable never replies, exactly as
+        # a timed-out node on a real grid.
+        return self.pull_messages(self.push_messages(messages))
+
+    # -- the node side ----------------------------------------------------------------
+    def _deliver(self, root_id: str, wire: dict[str, bytes]) -> None:
+        message = from_wire(root_id, wire)
+        node_id = message.metadata.dst_node_id
+        if node_id not in self._contexts or node_id in self.unavailable:
+            return
+        context = self._contexts[node_id]
+        try:
+            reply = self.client_app(message, context)
+        except Exception as err:  # a ClientApp error becomes an error reply, as in Flower
+            log.warning("node %d failed on %s: %s", node_id, message.metadata.message_type, err)
+            reason = f"{type(err).__name__}: {err}"
+            reply = Message(Error(code=CLIENT_APP_EXCEPTION, reason=reason), reply_to=message)
+        reply.metadata.__dict__["_src_node_id"] = node_id
+        reply.metadata.__dict__["_message_id"] = reply.object_id
+        self._replies[root_id] = to_wire(reply)
+        self._reply_roots[root_id] = reply.object_id
+
+
+def run_in_process(
+    server_app: ServerApp, client_app: ClientApp, *, num_nodes: int, seed: int = 0
+) -> InProcessGrid:
+    """Run ``server_app`` to completion against ``num_nodes`` in-process nodes."""
+    grid = InProcessGrid(client_app, num_nodes, seed=seed)
+    context = Context(run_id=1, node_id=SUPERLINK_NODE_ID, node_config={}, state=RecordDict(), run_config={})
+    server_app(grid, context)
+    return grid

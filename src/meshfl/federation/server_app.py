@@ -1,0 +1,134 @@
+"""The coordinator side: a Flower ``ServerApp`` that runs rounds for each planned agent.
+
+Each agent gets an :class:`AgentPlan` (rounds, sampling, minimum MSPs, timeout) and its own
+:class:`~meshfl.federation.strategy.AgentStrategy`. The driver loop is meshfl's rather than
+``Strategy.start`` so that it can report progress and keep a per-round history; it calls the
+same four strategy methods.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, MutableMapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context
+from flwr.serverapp import Grid, ServerApp
+from pydantic import Field, field_validator
+
+from meshfl.agents import registry
+from meshfl.agents.base import Agent
+from meshfl.config.base import MeshflConfig
+from meshfl.federation.strategy import AgentStrategy
+
+__all__ = ["AgentPlan", "AgentRun", "make_server_app", "run_plan"]
+
+log = logging.getLogger("meshfl.federation")
+
+RoundCallback = Callable[[dict[str, Any]], None]
+
+
+class AgentPlan(MeshflConfig):
+    """How the coordinator trains one agent."""
+
+    agent: str = Field(description="Agent name (see meshfl.agents.names()).")
+    agent_config: dict[str, Any] = Field(default_factory=dict, description="The agent's config.")
+    rounds: int = Field(3, ge=1, le=100_000, description="Federated rounds.")
+    fraction_train: float = Field(1.0, gt=0, le=1, description="MSPs sampled per round.")
+    min_msps: int = Field(1, ge=1, description="Fewest valid updates a round needs.")
+    fraction_evaluate: float = Field(1.0, gt=0, le=1, description="MSPs asked to evaluate.")
+    round_timeout: float | None = Field(None, gt=0, description="Seconds to wait for replies.")
+    seed: int = Field(0, ge=0, description="Seeds sampling and local randomness.")
+
+    @field_validator("agent")
+    @classmethod
+    def _built(cls, name: str) -> str:
+        registry.get(name)  # raises with the valid names
+        return name
+
+    def build_agent(self) -> Agent[Any]:
+        """The agent this plan trains, configured."""
+        return registry.get(self.agent)(self.agent_config)
+
+
+@dataclass
+class AgentRun:
+    """The outcome of a plan: the final global vector and the per-round history."""
+
+    agent: Agent[Any]
+    vector: np.ndarray
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def run_plan(grid: Grid, plan: AgentPlan, *, on_round: RoundCallback | None = None) -> AgentRun:
+    """Run every round of one plan over ``grid``; returns the final model and the history."""
+    agent = plan.build_agent()
+    strategy = AgentStrategy(
+        agent,
+        fraction_train=plan.fraction_train,
+        min_msps=plan.min_msps,
+        fraction_evaluate=plan.fraction_evaluate,
+        seed=plan.seed,
+    )
+    arrays = ArrayRecord({"vector": Array(agent.init_vector(seed=plan.seed))})
+    run = AgentRun(agent=agent, vector=arrays["vector"].numpy())
+    for server_round in range(1, plan.rounds + 1):
+        start = time.perf_counter()
+        replies = grid.send_and_receive(
+            strategy.configure_train(server_round, arrays, ConfigRecord(), grid),
+            timeout=plan.round_timeout,
+        )
+        new_arrays, _ = strategy.aggregate_train(server_round, replies)
+        if new_arrays is not None:
+            arrays = new_arrays
+        evaluation = strategy.aggregate_evaluate(
+            server_round,
+            grid.send_and_receive(
+                strategy.configure_evaluate(server_round, arrays, ConfigRecord(), grid),
+                timeout=plan.round_timeout,
+            ),
+        )
+        outcome = strategy.outcome
+        record: dict[str, Any] = {
+            "agent": agent.name,
+            "round": server_round,
+            "msps": outcome.accepted,
+            "dropped": len(outcome.dropped),
+            "skipped": outcome.skipped_reason is not None,
+        }
+        record.update(
+            {k if k.startswith("train_") else f"train_{k}": v for k, v in outcome.train_metrics.items()}
+        )
+        record.update(dict(evaluation or {}))
+        record["seconds"] = time.perf_counter() - start
+        run.history.append(record)
+        if on_round is not None:
+            on_round(record)
+    run.vector = arrays["vector"].numpy()
+    return run
+
+
+def make_server_app(
+    plans: Sequence[AgentPlan],
+    *,
+    on_round: RoundCallback | None = None,
+    results: MutableMapping[str, AgentRun] | None = None,
+) -> ServerApp:
+    """A ``ServerApp`` that runs ``plans`` one after the other.
+
+    ``results`` (optional) receives each agent's :class:`AgentRun` by name; ``on_round`` is
+    called with each round's history record as soon as the round ends.
+    """
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        for plan in plans:
+            run = run_plan(grid, plan, on_round=on_round)
+            if results is not None:
+                results[plan.agent] = run
+
+    return app

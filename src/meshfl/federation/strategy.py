@@ -1,0 +1,178 @@
+"""The per-agent server strategy: sample MSPs, sum their payloads, combine, average metrics.
+
+It implements Flower's :class:`flwr.serverapp.strategy.Strategy` interface, so it also runs
+under ``Strategy.start``; meshfl's own round driver (:mod:`meshfl.federation.server_app`)
+calls the same four methods and adds progress reporting and a per-round history.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+
+from meshfl.agents.base import Agent
+from meshfl.config.errors import UpdateRejected
+from meshfl.federation.records import decode_evaluation, decode_update, encode_instructions
+from meshfl.secure.aggregate import open_payload, sum_payloads
+
+__all__ = ["AgentStrategy", "RoundOutcome"]
+
+log = logging.getLogger("meshfl.federation")
+
+
+@dataclass
+class RoundOutcome:
+    """What happened in one round of one agent (the server's view; no update content)."""
+
+    sampled: int = 0
+    accepted: int = 0
+    dropped: list[tuple[int, str]] = field(default_factory=list)
+    train_metrics: dict[str, float] = field(default_factory=dict)
+    skipped_reason: str | None = None
+
+
+def weighted_mean(metrics: list[dict[str, float]], weight_key: str = "examples") -> dict[str, float]:
+    """Average each metric over MSPs weighted by ``weight_key``; the weights themselves add up."""
+    if not metrics:
+        return {}
+    weights = np.array([m.get(weight_key, 1.0) for m in metrics], dtype=np.float64)
+    keys = sorted(set().union(*metrics))
+    out: dict[str, float] = {}
+    for key in keys:
+        present = [(m[key], w) for m, w in zip(metrics, weights, strict=True) if key in m]
+        values, ws = np.array([v for v, _ in present]), np.array([w for _, w in present])
+        out[key] = float(ws.sum()) if key == weight_key else float(np.dot(values, ws) / ws.sum())
+    return out
+
+
+class AgentStrategy(Strategy):
+    """Federated rounds for one agent.
+
+    Parameters
+    ----------
+    agent : Agent
+        The agent trained by this strategy.
+    fraction_train : float
+        Fraction of connected MSPs sampled for training each round.
+    min_msps : int
+        Fewest valid replies a round needs; with fewer, the global model is kept.
+    fraction_evaluate : float
+        Fraction of MSPs asked to evaluate each new global model.
+    seed : int
+        Seeds MSP sampling and is forwarded to MSPs for their local randomness.
+    """
+
+    def __init__(
+        self,
+        agent: Agent[Any],
+        *,
+        fraction_train: float = 1.0,
+        min_msps: int = 1,
+        fraction_evaluate: float = 1.0,
+        seed: int = 0,
+    ):
+        self.agent = agent
+        self.fraction_train = fraction_train
+        self.min_msps = min_msps
+        self.fraction_evaluate = fraction_evaluate
+        self.seed = seed
+        self.vector = np.zeros(0)
+        self.outcome = RoundOutcome()
+
+    # -- helpers -----------------------------------------------------------------------
+    def _sample(self, grid: Grid, fraction: float, server_round: int, salt: int) -> list[int]:
+        nodes = sorted(int(n) for n in grid.get_node_ids())
+        k = min(len(nodes), max(self.min_msps, math.ceil(fraction * len(nodes))))
+        rng = np.random.default_rng([self.seed, server_round, salt])
+        return sorted(int(n) for n in rng.choice(nodes, size=k, replace=False)) if nodes else []
+
+    def _messages(
+        self, phase: str, nodes: list[int], arrays: ArrayRecord, server_round: int
+    ) -> list[Message]:
+        self.vector = arrays["vector"].numpy()
+        content = encode_instructions(
+            self.agent, self.vector, server_round=server_round, seed=self.seed
+        )
+        return [
+            Message(
+                content,
+                dst_node_id=node,
+                message_type=f"{phase}.{self.agent.name}",
+                group_id=f"{self.agent.name}:{server_round}",
+            )
+            for node in nodes
+        ]
+
+    # -- Flower's Strategy interface ----------------------------------------------------
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        nodes = self._sample(grid, self.fraction_train, server_round, salt=0)
+        self.outcome = RoundOutcome(sampled=len(nodes))
+        return self._messages("train", nodes, arrays, server_round)
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        expected = self.agent.update_size(self.vector) + 1
+        payloads, metrics = [], []
+        for reply in replies:
+            node = int(reply.metadata.src_node_id)
+            try:
+                payload, reply_metrics, _event = decode_update(reply, expected_size=expected)
+            except UpdateRejected as err:
+                log.warning(
+                    "%s round %d: dropped the reply of MSP node %d: %s",
+                    self.agent.name, server_round, node, err,
+                )
+                self.outcome.dropped.append((node, str(err)))
+                continue
+            payloads.append(payload)
+            metrics.append(reply_metrics)
+        self.outcome.accepted = len(payloads)
+        if len(payloads) < self.min_msps:
+            self.outcome.skipped_reason = (
+                f"only {len(payloads)} valid update(s), fewer than min_msps={self.min_msps}; "
+                "the global model is unchanged"
+            )
+            log.warning("%s round %d: %s", self.agent.name, server_round, self.outcome.skipped_reason)
+            return None, None
+        summed, total_weight = open_payload(sum_payloads(payloads))
+        new = self.agent.combine(self.vector, summed, total_weight, server_round=server_round)
+        self.vector = np.asarray(new, dtype=np.float64)
+        self.outcome.train_metrics = weighted_mean(metrics)
+        return ArrayRecord({"vector": Array(self.vector)}), MetricRecord(self.outcome.train_metrics)
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        nodes = self._sample(grid, self.fraction_evaluate, server_round, salt=1)
+        return self._messages("evaluate", nodes, arrays, server_round)
+
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        metrics = []
+        for reply in replies:
+            try:
+                metrics.append(decode_evaluation(reply))
+            except UpdateRejected as err:
+                log.warning(
+                    "%s round %d: dropped the evaluation of MSP node %d: %s",
+                    self.agent.name, server_round, int(reply.metadata.src_node_id), err,
+                )
+        return MetricRecord(weighted_mean(metrics)) if metrics else None
+
+    def summary(self) -> None:
+        log.info(
+            "AgentStrategy(%s): fraction_train=%s, min_msps=%d, fraction_evaluate=%s",
+            self.agent.name, self.fraction_train, self.min_msps, self.fraction_evaluate,
+        )

