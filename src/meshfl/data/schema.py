@@ -225,10 +225,13 @@ class Schema:
         values, bad = converter(series, missing)
         if bad.any():
             rows = series.index[bad]
+            value = series.to_numpy()[np.flatnonzero(bad)[0]]
+            if isinstance(value, np.generic):  # show 2.5, not np.float64(2.5)
+                value = value.item()
             more = f" ({len(rows) - 1} more rows are wrong too)" if len(rows) > 1 else ""
             raise DataSchemaError(
                 f"Column {col.name!r} of the {self.name} must hold {_KIND_PHRASE[col.kind]}; "
-                f"row {_label(rows[0])} holds {series.loc[bad].iloc[0]!r}{more}."
+                f"row {_label(rows[0])} holds {value!r}{more}."
             )
         return values
 

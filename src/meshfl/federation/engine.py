@@ -22,6 +22,7 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 from flwr.supercore.inflatable.inflatable_utils import inflate_object_from_contents
 from flwr.supercore.run import Run
+from flwr.supercore.task_identity import TaskIdentity
 
 __all__ = ["InProcessGrid", "from_wire", "run_in_process", "to_wire"]
 
@@ -58,7 +59,11 @@ class InProcessGrid(Grid):
     def __init__(self, client_app: ClientApp, num_nodes: int, *, seed: int = 0, run_id: int = 1):
         self.client_app = client_app
         rng = np.random.default_rng([seed, 0x6D657368])
-        ids = rng.choice(np.arange(1, 2**62, dtype=np.int64), size=num_nodes, replace=False)
+        ids: list[int] = []
+        while len(ids) < num_nodes:  # random 63-bit ids, as the SuperLink hands out
+            candidate = int(rng.integers(1, 2**63 - 1))
+            if candidate not in ids:
+                ids.append(candidate)
         self._contexts = {
             int(node_id): Context(
                 run_id=run_id,
@@ -70,6 +75,11 @@ class InProcessGrid(Grid):
             for i, node_id in enumerate(ids)
         }
         self._run = Run.create_empty(run_id)
+        # Flower stamps new messages with the identity of the task running in this
+        # process; here that task is the ServerApp of this grid's run.
+        TaskIdentity.task_id = 1
+        TaskIdentity.run_id = run_id
+        TaskIdentity.node_id = SUPERLINK_NODE_ID
         self._replies: dict[str, dict[str, bytes]] = {}
         self._reply_roots: dict[str, str] = {}
         self.bytes_sent = 0
@@ -141,7 +151,7 @@ class InProcessGrid(Grid):
         try:
             reply = self.client_app(message, context)
         except Exception as err:  # a ClientApp error becomes an error reply, as in Flower
-            log.warning("node %d failed on %s: %s", node_id, message.metadata.message_type, err)
+            log.info("node %d failed on %s: %s", node_id, message.metadata.message_type, err)
             reason = f"{type(err).__name__}: {err}"
             reply = Message(Error(code=CLIENT_APP_EXCEPTION, reason=reason), reply_to=message)
         reply.metadata.__dict__["_src_node_id"] = node_id

@@ -83,7 +83,7 @@ def train_head(
             )
             loss.backward()  # type: ignore[union-attr]
             optimizer.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)  # type: ignore[union-attr]
             count += len(idx)
         last = total / max(count, 1)
     head.eval()

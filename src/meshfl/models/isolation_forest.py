@@ -30,16 +30,30 @@ anomalies as well. meshfl combines the two:
 
 The path length of a point in one tree mimics a tree grown on a subsample of ``psi`` points
 (``subsample_size``, 256 as in the paper and in scikit-learn). Each node's mass is rescaled to
-that virtual subsample, ``m = mass / tree_total * psi``. The classic tree stops splitting a node
-holding at most one point, so the path of ``x`` stops at the first level ``d`` at which the node
-``x`` falls in holds ``m <= 1`` virtual points, and ``h(x) = d``: a point that lands in a
-near-empty region gets a short path even though the fixed tree goes on splitting there. If no
-node on the way down is that light, ``h(x) = depth + c(m_leaf)``, where ``c`` is the average path
-length of an unsuccessful search in a binary search tree (:func:`average_path_length`) that
-accounts for the unbuilt subtree below the leaf.
+that virtual subsample, ``m = mass / tree_total * psi``, and two differences between a fixed
+tree and a classic one are accounted for:
+
+* *Isolation before the leaf.* The classic tree stops splitting a node holding at most one
+  point, so the path of ``x`` stops at the first node on its way down that holds ``m <= 1``
+  virtual points: a point that lands in a near-empty region gets a short path even though
+  the fixed tree goes on splitting there. If no node on the way is that light, the path ends
+  at the leaf and adds ``c(m_leaf)``, the average path length of an unsuccessful search in a
+  binary search tree (:func:`average_path_length`), for the unbuilt subtree below the leaf.
+* *Splits that miss the data.* A classic tree draws every threshold between the smallest
+  and largest point of its node, so every split separates points. A fixed tree drawn from
+  wide public bounds often splits where one side is empty; the classic tree would not have
+  made that split, so it must not lengthen the path of the points that go on to the full
+  side. Each level therefore adds ``min(1, m_sibling)`` instead of 1, where ``m_sibling`` is
+  the virtual mass on the other side of the split. Without this, every score drifts towards
+  0 (normal) as the bounds widen relative to the data, and sklearn's ``-0.5`` threshold
+  stops flagging anything; with it the scores keep sklearn's scale whatever the bounds.
+
+So ``h(x) = sum of min(1, m_sibling) over the levels passed + c(m_leaf)`` (``c`` omitted
+when the path stops early, where ``c(m <= 1) = 0`` anyway).
 
 Masses of internal nodes are sums of the leaf counts below them, so the leaf counts are all a
-forest needs. Noisy counts can be negative; they are clipped at zero before use.
+forest needs. Noisy counts can be negative: the sums are taken over the raw counts, where the
+zero-mean noise cancels, and each node's mass is clipped at zero only afterwards.
 """
 
 from __future__ import annotations
@@ -378,8 +392,9 @@ def score_samples(
     structure : ForestStructure
     counts : array-like of float, shape (n_trees * 2**depth,)
         Leaf counts as returned by :func:`leaf_counts`, usually summed over MSPs. Noisy
-        (even negative) counts are accepted; negatives are clipped to zero. Trees whose
-        clipped counts are all zero carry no information and are left out of the average.
+        (even negative) counts are accepted: node masses are sums of the raw counts, clipped
+        at zero. Trees whose counts sum to zero or less carry no information and are left out
+        of the average.
     X : array-like of float, shape (n_samples, n_features)
     subsample_size : int, default 256
         Size ``psi`` of the virtual subsample each tree stands for (at least 2).
@@ -392,11 +407,13 @@ def score_samples(
 
     Notes
     -----
-    Each tree's node masses are rescaled to ``psi`` virtual points. The path of ``x`` stops at
-    the first level ``d`` whose node holds at most one virtual point (``h = d``), otherwise at
-    the leaf with ``h = depth + c(m_leaf)``. As masses are fractional, ``c`` is interpolated
-    linearly between the integers around ``m``, where it equals :func:`average_path_length`;
-    sklearn's closed form itself dips below zero for ``1 < m < 2``.
+    Each tree's node masses are rescaled to ``psi`` virtual points. Going down, each level
+    adds ``min(1, m_sibling)`` to the path (a split with nothing on the other side is one a
+    classic isolation tree would not have made); the path stops at the first node holding at
+    most one virtual point, and otherwise at the leaf, adding ``c(m_leaf)``. As masses are
+    fractional, ``c`` is interpolated linearly between the integers around ``m``, where it
+    equals :func:`average_path_length`; sklearn's closed form itself dips below zero for
+    ``1 < m < 2``. See the module docstring for why.
 
     Examples
     --------
@@ -468,28 +485,36 @@ def _leaf_path_lengths(
         )
     if not np.all(np.isfinite(counts_arr)):
         raise ConfigError("The 'counts' vector must be finite. Got NaN or infinite entries.")
-    mass = np.clip(counts_arr.reshape(n_trees, n_leaves), 0.0, None)
+    # Node masses are sums of the RAW leaf counts, clipped only afterwards: zero-mean noise
+    # cancels in the sums, whereas clipping each leaf first would pile the positive half of
+    # the noise of every empty leaf into the internal nodes' masses.
+    mass = counts_arr.reshape(n_trees, n_leaves)
     total = mass.sum(axis=1, keepdims=True)
     valid = total[:, 0] > 0
     if not np.any(valid):
         raise ConfigError(
-            "The 'counts' vector must hold some positive mass; after clipping negatives to "
-            "zero every tree is empty. Train the forest with leaf_counts on some data first."
+            "The 'counts' vector must hold some positive mass, but every tree's counts sum to "
+            "zero or less. Train the forest with leaf_counts on some data first."
         )
     scale = np.where(valid[:, None], psi / np.where(valid[:, None], total, 1.0), 0.0)
 
-    path = np.full((n_trees, n_leaves), float(depth))
+    path = np.zeros((n_trees, n_leaves))
     stopped = np.zeros((n_trees, n_leaves), dtype=bool)
     for d in range(depth + 1):
         size = 2 ** (depth - d)  # leaves under one node of level d
-        node_mass = mass.reshape(n_trees, 2**d, size).sum(axis=2) * scale
-        leaf_view = np.repeat(node_mass, size, axis=1)
+        node_mass = np.clip(mass.reshape(n_trees, 2**d, size).sum(axis=2), 0.0, None) * scale
+        if d > 0:
+            # The split into level d counts as much as it separates: fully when the sibling
+            # holds at least one virtual point, not at all when it is empty (a classic tree
+            # never splits outside its data, so it would not have made that split).
+            sibling = node_mass.reshape(n_trees, -1, 2)[:, :, ::-1].reshape(n_trees, -1)
+            step = np.repeat(np.minimum(sibling, 1.0), size, axis=1)
+            path[~stopped] += step[~stopped]
+        leaf_mass = np.repeat(node_mass, size, axis=1)
         if d < depth:
-            newly = ~stopped & (leaf_view <= 1.0)
-            path[newly] = d
-            stopped |= newly
+            stopped |= leaf_mass <= 1.0
         else:
-            path[~stopped] += _interpolated_path_length(leaf_view[~stopped])
+            path[~stopped] += _interpolated_path_length(leaf_mass[~stopped])
     path[~valid] = np.nan
     return path
 

@@ -1,0 +1,330 @@
+"""Split one data set over simulated MSPs the way real MSPs differ: non-IID.
+
+MSPs serve different clients, so their labels are skewed (one sees mostly phishing, another
+mostly brute force) and their sizes differ. :func:`partition` reproduces both, following
+the Dirichlet label-skew scheme of Hsu, Qi and Brown, "Measuring the Effects of
+Non-Identical Data Distribution for Federated Visual Classification" (2019): each class is
+spread over the MSPs in proportions drawn from ``Dirichlet(alpha)``. Sizes are drawn
+separately from a log-normal, and the two are reconciled by iterative proportional fitting,
+so label skew and size skew are independent knobs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from meshfl.config.errors import ConfigError, DataSchemaError
+
+__all__ = ["label_distribution", "partition", "train_test_split"]
+
+
+def _check_frame(frame: Any, func: str) -> pd.DataFrame:
+    if not isinstance(frame, pd.DataFrame):
+        raise DataSchemaError(
+            f"The 'frame' parameter of {func} must be a pandas DataFrame. "
+            f"Got a {type(frame).__name__} instead."
+        )
+    return frame
+
+
+def _check_int(value: Any, name: str, func: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ConfigError(
+            f"The {name!r} parameter of {func} must be an integer >= {minimum}. "
+            f"Got {value!r} instead."
+        )
+    return int(value)
+
+
+def _check_float(value: Any, name: str, func: str, rule: str, ok: bool) -> float:
+    is_number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, bool
+    )
+    if not is_number or math.isnan(float(value)) or not ok:
+        raise ConfigError(
+            f"The {name!r} parameter of {func} must be a float {rule}. Got {value!r} instead."
+        )
+    return float(value)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, bool
+    )
+
+
+def _largest_remainder(total: int, weights: np.ndarray) -> np.ndarray:
+    """Integers summing to ``total`` in proportion to ``weights`` (Hamilton's method)."""
+    exact = total * weights / weights.sum()
+    counts = np.floor(exact).astype(np.int64)
+    short = total - int(counts.sum())
+    if short:
+        counts[np.argsort(-(exact - counts), kind="stable")[:short]] += 1
+    return counts
+
+
+def _fit_margins(
+    weights: np.ndarray, rows: np.ndarray, cols: np.ndarray, iterations: int = 500
+) -> np.ndarray:
+    """Scale ``weights`` so its row sums are ``rows`` and column sums ``cols`` (IPF).
+
+    Iterative proportional fitting keeps every cross ratio of ``weights``, i.e. the
+    relative over- and under-representation of each class at each MSP that the Dirichlet
+    draw produced, while meeting the class totals and the MSP sizes.
+    """
+    fitted = weights.astype(np.float64)
+    for _ in range(iterations):
+        fitted *= (rows / fitted.sum(axis=1))[:, None]
+        fitted *= (cols / fitted.sum(axis=0))[None, :]
+        if np.allclose(fitted.sum(axis=1), rows, rtol=1e-9, atol=1e-6):
+            break
+    return fitted
+
+
+def _round_matrix(fitted: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Integer matrix with row sums ``rows`` and column sums ``cols``, close to ``fitted``."""
+    counts = np.floor(fitted).astype(np.int64)
+    row_left = rows - counts.sum(axis=1)
+    col_left = cols - counts.sum(axis=0)
+    # First round up the cells with the largest fractional parts, as far as both margins
+    # allow; then settle whatever remains (only left when IPF had not fully converged).
+    for flat in np.argsort(-(fitted - counts), axis=None, kind="stable"):
+        i, k = divmod(int(flat), fitted.shape[1])
+        if row_left[i] > 0 and col_left[k] > 0:
+            counts[i, k] += 1
+            row_left[i] -= 1
+            col_left[k] -= 1
+    for i in np.flatnonzero(row_left > 0):
+        for k in np.flatnonzero(col_left > 0):
+            take = min(row_left[i], col_left[k])
+            counts[i, k] += take
+            row_left[i] -= take
+            col_left[k] -= take
+            if row_left[i] == 0:
+                break
+    return counts
+
+
+def partition(
+    frame: pd.DataFrame,
+    num_msps: int,
+    *,
+    label_column: str | None = None,
+    alpha: float = 0.5,
+    size_skew: float = 0.0,
+    min_size: int = 10,
+    seed: int = 0,
+) -> list[pd.DataFrame]:
+    """Split ``frame`` over ``num_msps`` simulated MSPs with label and size skew.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        The rows to split.
+    num_msps : int
+        Number of MSPs, at least 1.
+    label_column : str, optional
+        Column whose distribution differs between MSPs. ``None`` splits IID.
+    alpha : float, default 0.5
+        Concentration of the Dirichlet distribution over MSPs drawn for each class: the
+        smaller, the more each class concentrates on a few MSPs (0.1 is strongly non-IID,
+        100 close to IID). ``float("inf")`` gives every MSP the global label distribution
+        (a stratified IID split).
+    size_skew : float, default 0.0
+        Sigma of the log-normal from which MSP shares of the data are drawn: 0 gives equal
+        sizes (to within one row), 1 sizes that differ several-fold.
+    min_size : int, default 10
+        Rows every MSP gets at least; ``num_msps * min_size`` must not exceed
+        ``len(frame)``.
+    seed : int, default 0
+        Seed of the random generator; the same arguments give the same split.
+
+    Returns
+    -------
+    list of pandas.DataFrame
+        One frame per MSP, holding its rows in their original order with a fresh
+        ``RangeIndex``. Every row of ``frame`` is in exactly one of them.
+
+    Raises
+    ------
+    ConfigError
+        If an argument is out of range, ``label_column`` is not a column of ``frame``, or
+        the frame is too small for ``num_msps * min_size`` rows.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> frame = pd.DataFrame({"y": ["a"] * 60 + ["b"] * 40})
+    >>> parts = partition(frame, 4, label_column="y", alpha=0.3, seed=1)
+    >>> [len(p) for p in parts], sum(len(p) for p in parts)
+    ([25, 25, 25, 25], 100)
+    """
+    func = "partition"
+    frame = _check_frame(frame, func)
+    num_msps = _check_int(num_msps, "num_msps", func, 1)
+    alpha = _check_float(
+        alpha, "alpha", func, "in (0, inf]", _is_number(alpha) and float(alpha) > 0
+    )
+    size_skew = _check_float(
+        size_skew,
+        "size_skew",
+        func,
+        "in [0, inf)",
+        _is_number(size_skew) and 0 <= float(size_skew) < math.inf,
+    )
+    min_size = _check_int(min_size, "min_size", func, 0)
+    seed = _check_int(seed, "seed", func, 0)
+    if label_column is not None and label_column not in frame.columns:
+        raise ConfigError(
+            f"The 'label_column' parameter of {func} must name a column of the frame, or be "
+            f"None for an IID split. Got {label_column!r}; the columns are "
+            f"{', '.join(map(repr, frame.columns))}."
+        )
+    n = len(frame)
+    if n == 0:
+        raise DataSchemaError("partition got an empty frame; there are no rows to split.")
+    if num_msps * min_size > n:
+        most_msps = n // min_size if min_size else 0
+        raise ConfigError(
+            f"Cannot give each of {num_msps} MSPs at least min_size={min_size} rows: the frame "
+            f"has only {n} rows. Lower 'min_size' to at most {n // num_msps}, lower "
+            f"'num_msps' to at most {most_msps}, or pass more data."
+        )
+
+    rng = np.random.default_rng(seed)
+    shares = rng.lognormal(0.0, size_skew, size=num_msps) if size_skew > 0 else None
+    spare = n - num_msps * min_size
+    sizes = min_size + _largest_remainder(
+        spare, shares if shares is not None else np.ones(num_msps)
+    )
+
+    if label_column is None:
+        codes = np.zeros(n, dtype=np.int64)
+        num_classes = 1
+    else:
+        codes, uniques = pd.factorize(frame[label_column], use_na_sentinel=False)
+        num_classes = len(uniques)
+    class_sizes = np.bincount(codes, minlength=num_classes)
+
+    if label_column is None or math.isinf(alpha) or num_msps == 1:
+        weights = np.ones((num_classes, num_msps))
+    else:
+        weights = rng.dirichlet(np.full(num_msps, alpha), size=num_classes)
+        # A tiny alpha can underflow to exact zeros; keep every cell reachable so the
+        # fitting can still meet every MSP's size.
+        weights = np.maximum(weights, 1e-12)
+    counts = _round_matrix(_fit_margins(weights, class_sizes, sizes), class_sizes, sizes)
+
+    owner = np.empty(n, dtype=np.int64)
+    for c in range(num_classes):
+        members = rng.permutation(np.flatnonzero(codes == c))
+        owner[members] = np.repeat(np.arange(num_msps), counts[c])
+    return [frame.iloc[np.flatnonzero(owner == k)].reset_index(drop=True) for k in range(num_msps)]
+
+
+def train_test_split(
+    frame: pd.DataFrame, *, test_fraction: float = 0.2, seed: int = 0
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split one MSP's rows into a training and a held-out part at random.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        The rows to split; at least 2.
+    test_fraction : float, default 0.2
+        Share of rows held out, in (0, 1); rounded to a whole number of rows and kept
+        between 1 and ``len(frame) - 1`` so that neither part is empty.
+    seed : int, default 0
+        Seed of the shuffle that picks the held-out rows.
+
+    Returns
+    -------
+    (train, test) : tuple of pandas.DataFrame
+        Both keep the rows' original order (time series stay sorted) with a fresh
+        ``RangeIndex``.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> train, test = train_test_split(pd.DataFrame({"x": range(10)}), test_fraction=0.3)
+    >>> len(train), len(test)
+    (7, 3)
+    """
+    func = "train_test_split"
+    frame = _check_frame(frame, func)
+    test_fraction = _check_float(
+        test_fraction,
+        "test_fraction",
+        func,
+        "in (0, 1)",
+        _is_number(test_fraction) and 0 < float(test_fraction) < 1,
+    )
+    seed = _check_int(seed, "seed", func, 0)
+    n = len(frame)
+    if n < 2:
+        raise DataSchemaError(
+            f"train_test_split needs at least 2 rows to leave a row on each side; the frame "
+            f"has {n}."
+        )
+    n_test = min(max(round(n * test_fraction), 1), n - 1)
+    held_out = np.zeros(n, dtype=bool)
+    held_out[np.random.default_rng(seed).permutation(n)[:n_test]] = True
+    return (
+        frame.iloc[np.flatnonzero(~held_out)].reset_index(drop=True),
+        frame.iloc[np.flatnonzero(held_out)].reset_index(drop=True),
+    )
+
+
+def label_distribution(parts: Sequence[pd.DataFrame], label_column: str) -> pd.DataFrame:
+    """Count each label at each MSP, to see how skewed a partition is.
+
+    Parameters
+    ----------
+    parts : sequence of pandas.DataFrame
+        The MSPs' frames, as :func:`partition` returns them.
+    label_column : str
+        The column to count.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per MSP (index ``msp``, 0-based) and one column per label (sorted), holding
+        ``int64`` counts; a label absent at an MSP counts 0.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> parts = [pd.DataFrame({"y": ["a", "a", "b"]}), pd.DataFrame({"y": ["b"]})]
+    >>> label_distribution(parts, "y").to_numpy().tolist()
+    [[2, 1], [0, 1]]
+    """
+    func = "label_distribution"
+    if isinstance(parts, pd.DataFrame) or not isinstance(parts, Sequence):
+        raise ConfigError(
+            f"The 'parts' parameter of {func} must be a list of DataFrames, one per MSP. "
+            f"Got a {type(parts).__name__} instead."
+        )
+    counts = []
+    for k, part in enumerate(parts):
+        if not isinstance(part, pd.DataFrame):
+            raise ConfigError(
+                f"The 'parts' parameter of {func} must hold DataFrames; item {k} is a "
+                f"{type(part).__name__}."
+            )
+        if label_column not in part.columns:
+            raise ConfigError(
+                f"The 'label_column' parameter of {func} must name a column of every part; "
+                f"part {k} has no column {label_column!r} (its columns: "
+                f"{', '.join(map(repr, part.columns))})."
+            )
+        counts.append(part[label_column].value_counts(dropna=False))
+    table = pd.DataFrame(counts).fillna(0).astype(np.int64) if counts else pd.DataFrame()
+    table = table.reindex(columns=sorted(table.columns, key=str))
+    table.index = pd.RangeIndex(len(parts), name="msp")
+    table.columns.name = label_column
+    return table

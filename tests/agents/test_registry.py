@@ -1,0 +1,32 @@
+import pytest
+
+from meshfl import agents
+from meshfl.config.errors import AgentNotBuiltError, MeshflError, UnknownAgentError
+
+
+def test_all_ten_agents_are_known():
+    assert len(agents.names()) == 10
+    assert {"threat_intel", "anomaly"} <= set(agents.built())
+
+
+def test_unknown_name_lists_valid_names():
+    with pytest.raises(UnknownAgentError) as info:
+        agents.get("threat_intell")
+    assert "threat_intel" in str(info.value) and "compliance" in str(info.value)
+    assert isinstance(info.value, ValueError)
+
+
+def test_known_but_unbuilt_agent_says_so():
+    with pytest.raises(AgentNotBuiltError, match="not built in this release"):
+        agents.get("revenue")
+
+
+def test_duplicate_registration_raises():
+    cls = agents.get("anomaly")
+
+    class Impostor(cls):  # type: ignore[misc, valid-type]
+        pass
+
+    with pytest.raises(MeshflError, match="already registered"):
+        agents.register(Impostor)
+    assert agents.register(cls) is cls  # re-registering the same class is harmless
