@@ -35,6 +35,7 @@ class Baselines:
 
 
 def _one_node(plan: AgentPlan, train: pd.DataFrame) -> tuple[GlobalModel, float]:
+    plan = plan.model_copy(update={"min_msps": 1, "fraction_train": 1.0, "min_available_msps": 1})
     run, _, _ = federate(plan, [NodeData(train, train)])
     seconds = sum(r["seconds"] for r in run.history) / max(len(run.history), 1)
     return run.agent.model(run.vector), seconds
@@ -42,13 +43,11 @@ def _one_node(plan: AgentPlan, train: pd.DataFrame) -> tuple[GlobalModel, float]
 
 def local_only(plan: AgentPlan, partitions: Sequence[NodeData]) -> tuple[list[GlobalModel], float]:
     """One model per MSP, trained on that MSP's rows only; and mean seconds per round."""
-    plan = plan.model_copy(update={"min_msps": 1, "fraction_train": 1.0})
     runs = [_one_node(plan, p.train) for p in partitions]
     return [m for m, _ in runs], sum(s for _, s in runs) / len(runs)
 
 
 def centralized(plan: AgentPlan, partitions: Sequence[NodeData]) -> tuple[GlobalModel, float]:
     """One model trained on every MSP's rows pooled; and seconds per round."""
-    plan = plan.model_copy(update={"min_msps": 1, "fraction_train": 1.0})
     pooled = pd.concat([p.train for p in partitions], ignore_index=True)
     return _one_node(plan, pooled)

@@ -224,6 +224,7 @@ def simulate(
         seed=seed,
         fraction_train=fraction_train,
         min_msps=min_msps,
+        min_available_msps=num_msps,
     )
     the_agent = plan.build_agent()
     partitions = make_partitions(

@@ -61,12 +61,12 @@ def test_columns_given_as_list_are_stored_as_tuple() -> None:
 
 
 def test_duplicate_column_in_schema_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match="'x' twice"):
+    with pytest.raises(ConfigError, match=r"'x' twice"):
         Schema("demo data", (Column("x", "number"), Column("x", "text")))
 
 
 def test_unknown_kind_lists_the_valid_kinds() -> None:
-    with pytest.raises(ConfigError, match="'kind' parameter of Column 'x'.*'number'.*'float'"):
+    with pytest.raises(ConfigError, match=r"'kind' parameter of Column 'x'.*'number'.*'float'"):
         Column("x", "float")  # type: ignore[arg-type]
 
 
@@ -156,7 +156,7 @@ def test_missing_required_column_names_column_schema_and_expected_columns() -> N
 
 def test_missing_column_with_other_case_suggests_the_rename() -> None:
     frame = pd.DataFrame({"Message": ["x"], "threat_class": ["benign"]})
-    with pytest.raises(DataSchemaError, match="rename 'Message' for 'message'"):
+    with pytest.raises(DataSchemaError, match=r"rename 'Message' for 'message'"):
         EVENTS.validate(frame)
 
 
@@ -173,22 +173,22 @@ def test_mistyped_number_names_column_kind_row_and_value() -> None:
 
 def test_mistyped_integer_bool_and_datetime_are_named() -> None:
     base = {"cpu_pct": [1.0, 2.0], "samples": [1, 2]}
-    with pytest.raises(DataSchemaError, match="'samples'.*whole numbers; row 1 holds 2.5"):
+    with pytest.raises(DataSchemaError, match=r"'samples'.*whole numbers; row 1 holds 2.5"):
         METRICS.validate(pd.DataFrame({**base, "samples": [1, 2.5]}))
-    with pytest.raises(DataSchemaError, match="'is_anomaly'.*booleans.*row 0 holds 'maybe'"):
+    with pytest.raises(DataSchemaError, match=r"'is_anomaly'.*booleans.*row 0 holds 'maybe'"):
         METRICS.validate(pd.DataFrame({**base, "is_anomaly": ["maybe", "true"]}))
-    with pytest.raises(DataSchemaError, match="'is_anomaly'.*row 1 holds 2"):
+    with pytest.raises(DataSchemaError, match=r"'is_anomaly'.*row 1 holds 2"):
         METRICS.validate(pd.DataFrame({**base, "is_anomaly": [0, 2]}))
     frame = pd.DataFrame(
         {"message": ["a", "b"], "threat_class": ["x", "y"], "timestamp": ["2024-01-01", "soon"]}
     )
-    with pytest.raises(DataSchemaError, match="'timestamp'.*dates or timestamps; row 1 holds"):
+    with pytest.raises(DataSchemaError, match=r"'timestamp'.*dates or timestamps; row 1 holds"):
         EVENTS.validate(frame)
 
 
 def test_infinite_number_is_rejected() -> None:
     frame = pd.DataFrame({"cpu_pct": [1.0, math.inf], "samples": [1, 2]})
-    with pytest.raises(DataSchemaError, match="row 1 holds inf"):
+    with pytest.raises(DataSchemaError, match=r"row 1 holds inf"):
         METRICS.validate(frame)
 
 
@@ -201,13 +201,13 @@ def test_missing_values_in_required_column_name_column_and_count() -> None:
 
 
 def test_empty_frame_is_rejected() -> None:
-    with pytest.raises(DataSchemaError, match="operational-metrics data is empty"):
+    with pytest.raises(DataSchemaError, match=r"operational-metrics data is empty"):
         METRICS.validate(pd.DataFrame({"cpu_pct": [], "samples": []}))
 
 
 def test_duplicate_schema_column_in_data_is_rejected() -> None:
     frame = pd.DataFrame([[1.0, 2.0, 3]], columns=["cpu_pct", "cpu_pct", "samples"])
-    with pytest.raises(DataSchemaError, match="more than one column named 'cpu_pct'"):
+    with pytest.raises(DataSchemaError, match=r"more than one column named 'cpu_pct'"):
         METRICS.validate(frame)
 
 
@@ -247,22 +247,22 @@ def test_load_frame_reads_tsv(tmp_path) -> None:
 def test_load_frame_errors_in_a_csv_name_the_column(tmp_path) -> None:
     path = tmp_path / "metrics.csv"
     path.write_text("cpu_pct,samples\n1,1\n2,2\nhigh,3\n")
-    with pytest.raises(DataSchemaError, match="Column 'cpu_pct'.*row 2 holds 'high'"):
+    with pytest.raises(DataSchemaError, match=r"Column 'cpu_pct'.*row 2 holds 'high'"):
         load_frame(path, METRICS)
 
 
 def test_load_frame_nonexistent_path_is_named(tmp_path) -> None:
     path = tmp_path / "nowhere.csv"
-    with pytest.raises(DataSchemaError, match="no file at '.*nowhere.csv'"):
+    with pytest.raises(DataSchemaError, match=r"no file at '.*nowhere.csv'"):
         load_frame(path, METRICS)
 
 
 def test_load_frame_directory_and_empty_file(tmp_path) -> None:
-    with pytest.raises(DataSchemaError, match="is a directory"):
+    with pytest.raises(DataSchemaError, match=r"is a directory"):
         load_frame(tmp_path, METRICS)
     empty = tmp_path / "empty.csv"
     empty.write_text("")
-    with pytest.raises(DataSchemaError, match="is empty"):
+    with pytest.raises(DataSchemaError, match=r"is empty"):
         load_frame(empty, METRICS)
 
 
@@ -280,7 +280,7 @@ _HAS_PARQUET = any(importlib.util.find_spec(m) for m in ("pyarrow", "fastparquet
 def test_parquet_without_engine_says_what_to_install(tmp_path) -> None:
     path = tmp_path / "metrics.parquet"
     path.write_bytes(b"PAR1")
-    with pytest.raises(DataSchemaError, match="needs pyarrow"):
+    with pytest.raises(DataSchemaError, match=r"needs pyarrow"):
         load_frame(path, METRICS)
 
 
@@ -289,3 +289,20 @@ def test_parquet_round_trip(tmp_path) -> None:  # pragma: no cover - depends on 
     path = tmp_path / "metrics.parquet"
     METRICS.validate(metrics_frame()).to_parquet(path)
     assert load_frame(path, METRICS)["samples"].tolist() == [1, 2, 3, 4]
+
+
+def test_categorical_text_becomes_strings_and_numbers_become_unix_times() -> None:
+    frame = pd.DataFrame(
+        {
+            "message": pd.Categorical(["a", "b", "a"]),
+            "threat_class": [1, 2, 1],
+            "timestamp": [1_732_590_847, 1_732_590_848, 1_732_590_849],
+        }
+    )
+    out = EVENTS.validate(frame)
+    assert not isinstance(out["message"].dtype, pd.CategoricalDtype)
+    assert out["message"].tolist() == ["a", "b", "a"]
+    assert out["threat_class"].tolist() == ["1", "2", "1"]
+    assert out["timestamp"].iloc[0] == pd.Timestamp("2024-11-26 03:14:07")
+    millis = EVENTS.validate(frame.assign(timestamp=frame["timestamp"] * 1000))
+    assert millis["timestamp"].equals(out["timestamp"].astype(millis["timestamp"].dtype))

@@ -81,7 +81,7 @@ def test_sources_are_varied_and_templates_many_per_class(events: pd.DataFrame) -
 def test_syslog_lines_carry_the_row_timestamp_and_host(events: pd.DataFrame) -> None:
     rows = events[events["source"] == "sshd"]
     assert len(rows) > 50
-    for ts, host, message in zip(rows["timestamp"], rows["host"], rows["message"]):
+    for ts, host, message in zip(rows["timestamp"], rows["host"], rows["message"], strict=True):
         assert message.startswith(f"{ts:%b} {ts.day:2d} {ts:%H:%M:%S} {host} sshd[")
 
 
@@ -102,8 +102,8 @@ def test_label_noise_replaces_exactly_that_fraction_of_labels() -> None:
 
 def test_text_is_learnable_but_not_trivially(events: pd.DataFrame) -> None:
     train, test = events.iloc[:2250], events.iloc[2250:]
-    vectorizer = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), min_df=2)
-    model = LogisticRegression(max_iter=2000, C=10.0)
+    vectorizer = TfidfVectorizer(sublinear_tf=True, min_df=2)
+    model = LogisticRegression(C=10.0, solver="saga", max_iter=1000)  # lbfgs is 10x slower
     model.fit(vectorizer.fit_transform(train["message"]), train["threat_class"])
     accuracy = (model.predict(vectorizer.transform(test["message"])) == test["threat_class"]).mean()
     assert 0.7 < accuracy < 0.99
@@ -173,7 +173,9 @@ def test_every_value_lies_inside_the_bounds(n: int, seed: int, fraction: float) 
 
 
 def test_operational_metrics_is_deterministic() -> None:
-    pd.testing.assert_frame_equal(operational_metrics(500, seed=2), operational_metrics(500, seed=2))
+    pd.testing.assert_frame_equal(
+        operational_metrics(500, seed=2), operational_metrics(500, seed=2)
+    )
     assert not operational_metrics(500, seed=2).equals(operational_metrics(500, seed=3))
 
 

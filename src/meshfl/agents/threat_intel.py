@@ -38,9 +38,9 @@ class ThreatIntelConfig(MeshflConfig):
         description="'minilm' (bundled, pretrained), 'tiny' (tests), a local path or a HF name.",
     )
     max_length: int = Field(96, ge=8, le=512, description="Tokens kept per log line.")
-    hidden: int = Field(64, ge=0, le=4096, description="Hidden width of the head (0: linear).")
-    local_epochs: int = Field(2, ge=1, le=1000, description="Local epochs per round.")
-    learning_rate: float = Field(5e-3, gt=0, le=1, description="Adam learning rate of the head.")
+    hidden: int = Field(128, ge=0, le=4096, description="Hidden width of the head (0: linear).")
+    local_epochs: int = Field(5, ge=1, le=1000, description="Local epochs per round.")
+    learning_rate: float = Field(1e-2, gt=0, le=1, description="Adam learning rate of the head.")
     batch_size: int = Field(32, ge=1, description="Local mini-batch size.")
     classes: tuple[str, ...] = Field(THREAT_CLASSES, min_length=2)
     severities: tuple[str, ...] = Field(SEVERITIES, min_length=2)

@@ -53,9 +53,7 @@ def _check_float(value: Any, name: str, func: str, rule: str, ok: bool) -> float
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
-        value, bool
-    )
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
 def _largest_remainder(total: int, weights: np.ndarray) -> np.ndarray:

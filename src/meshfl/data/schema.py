@@ -43,6 +43,9 @@ _FALSE = frozenset({"false", "f", "no", "n", "0", "0.0"})
 
 _PARQUET_SUFFIXES = frozenset({".parquet", ".pq"})
 
+# Unix times: the largest magnitude (exclusive) each unit is assumed for.
+_EPOCH_UNITS = (("s", 1e11), ("ms", 1e14), ("us", 1e17), ("ns", float("inf")))
+
 
 @dataclass(frozen=True)
 class Column:
@@ -55,7 +58,10 @@ class Column:
     kind : {"text", "category", "number", "integer", "bool", "datetime"}
         What the column holds. ``text`` and ``category`` become strings, ``number``
         ``float64``, ``integer`` ``int64``, ``bool`` ``bool`` (``0/1`` and ``"true"/"false"``
-        accepted) and ``datetime`` ``datetime64`` (parsed with :func:`pandas.to_datetime`).
+        accepted) and ``datetime`` ``datetime64`` (strings parsed with
+        :func:`pandas.to_datetime`, several formats allowed; time zones that differ between
+        rows are converted to UTC; numbers read as Unix times, in seconds, milliseconds,
+        microseconds or nanoseconds as their magnitude shows).
     required : bool, default True
         Whether data without this column, or with missing values in it, is rejected.
     description : str, default ""
@@ -167,8 +173,7 @@ class Schema:
         """
         if not isinstance(frame, pd.DataFrame):
             raise DataSchemaError(
-                f"The {self.name} must be a pandas DataFrame. Got a {type(frame).__name__} "
-                "instead."
+                f"The {self.name} must be a pandas DataFrame. Got a {type(frame).__name__} instead."
             )
         if len(frame) == 0:
             raise DataSchemaError(
@@ -198,9 +203,7 @@ class Schema:
             return
         lowered = {name.lower().strip(): name for name in present}
         hints = [
-            f"{lowered[name.lower()]!r} for {name!r}"
-            for name in missing
-            if name.lower() in lowered
+            f"{lowered[name.lower()]!r} for {name!r}" for name in missing if name.lower() in lowered
         ]
         noun = "column" if len(missing) == 1 else "columns"
         message = (
@@ -248,11 +251,10 @@ _Converter = Callable[[pd.Series, np.ndarray], tuple[pd.Series, np.ndarray]]
 
 
 def _to_text(series: pd.Series, missing: np.ndarray) -> tuple[pd.Series, np.ndarray]:
-    if pd.api.types.is_string_dtype(series.dtype) and not pd.api.types.is_object_dtype(
-        series.dtype
-    ):
-        return series, np.zeros(len(series), dtype=bool)
-    return series.map(str, na_action="ignore"), np.zeros(len(series), dtype=bool)
+    none_bad = np.zeros(len(series), dtype=bool)
+    if isinstance(series.dtype, pd.StringDtype):
+        return series, none_bad
+    return series.astype(object).map(str, na_action="ignore"), none_bad
 
 
 def _to_number(series: pd.Series, missing: np.ndarray) -> tuple[pd.Series, np.ndarray]:
@@ -293,7 +295,7 @@ def _to_bool(series: pd.Series, missing: np.ndarray) -> tuple[pd.Series, np.ndar
                 return False
         return None
 
-    parsed = [None if gone else parse(v) for v, gone in zip(series.tolist(), missing)]
+    parsed = [None if gone else parse(v) for v, gone in zip(series.tolist(), missing, strict=True)]
     bad = np.array([p is None for p in parsed], dtype=bool) & ~missing
     if bad.any() or missing.any():
         return pd.Series(parsed, index=series.index, dtype="boolean"), bad
@@ -303,6 +305,13 @@ def _to_bool(series: pd.Series, missing: np.ndarray) -> tuple[pd.Series, np.ndar
 def _to_datetime(series: pd.Series, missing: np.ndarray) -> tuple[pd.Series, np.ndarray]:
     if pd.api.types.is_datetime64_any_dtype(series.dtype):
         return series, np.zeros(len(series), dtype=bool)
+    if pd.api.types.is_numeric_dtype(series.dtype) and not pd.api.types.is_bool_dtype(series.dtype):
+        # Numbers are Unix times; their magnitude tells the unit (1.7e9 s = 1.7e12 ms).
+        numbers = series.astype("float64")
+        bad = ~missing & ~np.isfinite(numbers.to_numpy())
+        magnitude = float(numbers[~missing & ~bad].abs().max()) if (~missing & ~bad).any() else 0
+        unit = next(u for u, top in _EPOCH_UNITS if magnitude < top)
+        return pd.to_datetime(numbers.where(~bad), unit=unit), bad
     try:
         stamps = pd.to_datetime(series, errors="coerce")
     except (ValueError, TypeError):  # e.g. mixed time zones

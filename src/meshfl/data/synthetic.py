@@ -170,45 +170,112 @@ _GENERIC_DETECTIONS = (
 )  # fmt: skip
 _RANSOM_FAMILIES = ("LockBit", "BlackCat", "Akira", "Royal", "Conti", "Play", "BlackBasta")
 _RANSOM_EXTS = (".lockbit", ".akira", ".royal", ".encrypted", ".locked", ".crypt", ".basta")
-_RANSOM_NOTES = ("README-RESTORE.txt", "HOW_TO_DECRYPT.html", "Restore-My-Files.txt",
-                 "!!!READ_ME!!!.txt", "akira_readme.txt")
+_RANSOM_NOTES = (
+    "README-RESTORE.txt",
+    "HOW_TO_DECRYPT.html",
+    "Restore-My-Files.txt",
+    "!!!READ_ME!!!.txt",
+    "akira_readme.txt",
+)
 _SHARES = ("finance", "hr", "projects", "scans", "public", "accounting", "legal")
-_DOC_FILES = ("Q3_report.xlsx", "invoice_88213.pdf", "payroll_2024.csv", "customers.xlsx",
-              "contract_final.docx", "budget_FY25.xlsx", "board_minutes.docx")
-_SENSITIVE_FILES = ("customer_export.csv", "payroll_2024.xlsx", "ssn_list.xlsx",
-                    "patients_full.csv", "crm_dump.zip", "source_backup.7z")
-_DLP_POLICIES = ("PCI card numbers", "US SSN", "HIPAA PHI", "GDPR personal data",
-                 "Source code")
-_GROUPS = ("Domain Admins", "Enterprise Admins", "Administrators", "Backup Operators",
-           "Schema Admins", "Account Operators")
-_ADMIN_CMDS = ("/bin/systemctl restart nginx", "/usr/bin/apt-get upgrade -y", "/bin/bash",
-               "/usr/bin/vim /etc/hosts", "/usr/bin/docker ps", "/bin/journalctl -u sshd",
-               "/usr/sbin/usermod -aG docker {user}")
-_SVC_STOPS = ("VeeamBackupSvc", "MSSQLSERVER", "SQLWriter", "vss", "BackupExecJobEngine",
-              "SophosHealth", "WinDefend")
-_WEB_PATHS = ("", "index.html", "api/v1/orders", "assets/app.js", "login", "products?page=2",
-              "static/logo.png", "cart", "api/v1/health")
-_UAS = ('"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/124.0"',
-        '"Mozilla/5.0 (Macintosh; Intel Mac OS X 14_4) Safari/605.1.15"',
-        '"Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) Mobile/15E148"')
-_BOT_UAS = ('"python-requests/2.31.0"', '"Go-http-client/1.1"', '"curl/8.4.0"',
-            '"Mozilla/5.0 zgrab/0.x"', '"WPScan v3.8.25"')
+_DOC_FILES = (
+    "Q3_report.xlsx",
+    "invoice_88213.pdf",
+    "payroll_2024.csv",
+    "customers.xlsx",
+    "contract_final.docx",
+    "budget_FY25.xlsx",
+    "board_minutes.docx",
+)
+_SENSITIVE_FILES = (
+    "customer_export.csv",
+    "payroll_2024.xlsx",
+    "ssn_list.xlsx",
+    "patients_full.csv",
+    "crm_dump.zip",
+    "source_backup.7z",
+)
+_DLP_POLICIES = ("PCI card numbers", "US SSN", "HIPAA PHI", "GDPR personal data", "Source code")
+_GROUPS = (
+    "Domain Admins",
+    "Enterprise Admins",
+    "Administrators",
+    "Backup Operators",
+    "Schema Admins",
+    "Account Operators",
+)
+_ADMIN_CMDS = (
+    "/bin/systemctl restart nginx",
+    "/usr/bin/apt-get upgrade -y",
+    "/bin/bash",
+    "/usr/bin/vim /etc/hosts",
+    "/usr/bin/docker ps",
+    "/bin/journalctl -u sshd",
+    "/usr/sbin/usermod -aG docker {user}",
+)
+_SVC_STOPS = (
+    "VeeamBackupSvc",
+    "MSSQLSERVER",
+    "SQLWriter",
+    "vss",
+    "BackupExecJobEngine",
+    "SophosHealth",
+    "WinDefend",
+)
+_WEB_PATHS = (
+    "",
+    "index.html",
+    "api/v1/orders",
+    "assets/app.js",
+    "login",
+    "products?page=2",
+    "static/logo.png",
+    "cart",
+    "api/v1/health",
+)
+_UAS = (
+    '"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/124.0"',
+    '"Mozilla/5.0 (Macintosh; Intel Mac OS X 14_4) Safari/605.1.15"',
+    '"Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) Mobile/15E148"',
+)
+_BOT_UAS = (
+    '"python-requests/2.31.0"',
+    '"Go-http-client/1.1"',
+    '"curl/8.4.0"',
+    '"Mozilla/5.0 zgrab/0.x"',
+    '"WPScan v3.8.25"',
+)
 _COUNTRIES = ("RU", "NG", "CN", "KP", "IR", "BR", "VN", "RO")
 _EXFIL_TOOLS = ("rclone.exe", "WinSCP.exe", "MEGAsync.exe", "7z.exe", "curl.exe", "restic")
 _AMP = (("DNS", 53), ("NTP", 123), ("memcached", 11211), ("SSDP", 1900), ("CLDAP", 389))
-_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
-           "September", "October", "November", "December")
+_MONTHS = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
 
 # Hosts that emit each log source.
 _HOST_POOLS: dict[str, Callable[[np.random.Generator], str]] = {
-    "linux": lambda r: f"{_pick(r, ('web', 'app', 'db', 'bastion', 'jump', 'k8s-node'))}"
-    f"-{r.integers(1, 13):02d}",
+    "linux": lambda r: (
+        f"{_pick(r, ('web', 'app', 'db', 'bastion', 'jump', 'k8s-node'))}-{r.integers(1, 13):02d}"
+    ),
     "firewall": lambda r: _pick(r, ("fw-01", "fw-02", "edge-fw01", "pfsense-01", "asa-core")),
     "ids": lambda r: _pick(r, ("ids-01", "ids-02", "suricata-dmz")),
     "workstation": lambda r: f"ws-{r.integers(1, 400):04d}",
-    "windows": lambda r: _pick(r, ("DC01", "DC02", "FS01", "EXCH01", "SQL01", "RDS01"))
-    if r.random() < 0.5
-    else f"WS-{r.integers(1, 400):04d}",
+    "windows": lambda r: (
+        _pick(r, ("DC01", "DC02", "FS01", "EXCH01", "SQL01", "RDS01"))
+        if r.random() < 0.5
+        else f"WS-{r.integers(1, 400):04d}"
+    ),
     "mail": lambda r: _pick(r, ("mx-01", "mx-02", "mailgw-01")),
     "proxy": lambda r: _pick(r, ("proxy-01", "proxy-02")),
     "dns": lambda r: _pick(r, ("ns-01", "ns-02", "dc01")),
@@ -279,6 +346,11 @@ def _bytes_between(r: np.random.Generator, low: float, high: float) -> str:
     return str(int(np.exp(r.uniform(np.log(low), np.log(high)))))
 
 
+def _app(r: np.random.Generator) -> str:
+    path, signer = _APPS[int(r.integers(len(_APPS)))]
+    return f'image="C:\\Program Files\\{path}" signer="{signer}"'
+
+
 # Placeholder name -> generator. A trailing digit (``{user2}``) draws a second,
 # independent value of the same kind.
 _FIELDS: dict[str, Callable[[np.random.Generator], str]] = {
@@ -296,13 +368,16 @@ _FIELDS: dict[str, Callable[[np.random.Generator], str]] = {
     "NETBIOS": lambda r: _pick(r, _NETBIOS),
     "saas": lambda r: _pick(r, _SAAS),
     "cloud_storage": lambda r: _pick(r, _CLOUD_STORAGE),
-    "phish_domain": lambda r: f"{_pick(r, _BRANDS)}-{_pick(r, _PHISH_WORDS)}"
-    f"{'-' + str(r.integers(10, 99)) if r.random() < 0.4 else ''}.{_pick(r, _SHADY_TLDS)}",
+    "phish_domain": lambda r: (
+        f"{_pick(r, _BRANDS)}-{_pick(r, _PHISH_WORDS)}"
+        f"{'-' + str(r.integers(10, 99)) if r.random() < 0.4 else ''}.{_pick(r, _SHADY_TLDS)}"
+    ),
     "dga_domain": lambda r: f"{_word(r, int(r.integers(9, 17)))}.{_pick(r, _SHADY_TLDS)}",
     "tunnel_domain": lambda r: f"{_word(r, int(r.integers(4, 8)))}.{_pick(r, _SHADY_TLDS)}",
     "sender_domain": lambda r: _pick(r, _SENDER_DOMAINS),
-    "sender": lambda r: _pick(r, ("billing", "noreply", "support", "accounts", "it-desk",
-                                  "hr", "notifications", "sales")),
+    "sender": lambda r: _pick(
+        r, ("billing", "noreply", "support", "accounts", "it-desk", "hr", "notifications", "sales")
+    ),
     "phish_subject": lambda r: _pick(r, _PHISH_SUBJECTS).format(
         digits=r.integers(10000, 99999), month=_pick(r, _MONTHS)
     ),
@@ -310,20 +385,15 @@ _FIELDS: dict[str, Callable[[np.random.Generator], str]] = {
         digits=r.integers(10000, 99999), month=_pick(r, _MONTHS)
     ),
     "digits": lambda r: str(r.integers(10000, 99999)),
-    "month": lambda r: _pick(r, _MONTHS),
     "sha256": lambda r: _hex(r, 64),
-    "md5": lambda r: _hex(r, 32),
     "hex8": lambda r: _hex(r, 8),
     "hex16": lambda r: _hex(r, 16),
     "queue_id": lambda r: _hex(r, 10).upper(),
-    "guid": lambda r: f"{_hex(r, 8)}-{_hex(r, 4)}-{_hex(r, 4)}-{_hex(r, 4)}-{_hex(r, 12)}",
     "rand": lambda r: _word(r, int(r.integers(5, 10))),
     "b64": lambda r: _b64(r, int(r.integers(24, 60))),
     "b32": lambda r: _word(r, int(r.integers(20, 40))),
     "benign_proc": lambda r: _pick(r, _BENIGN_PROCS),
-    "app": lambda r: "image=\"C:\\Program Files\\{0}\" signer=\"{1}\"".format(
-        *_APPS[int(r.integers(len(_APPS)))]
-    ),
+    "app": _app,
     "office_proc": lambda r: _pick(r, _OFFICE_PROCS),
     "susp_proc": lambda r: _pick(r, _SUSP_PROCS),
     "malware": lambda r: _pick(r, _MALWARE),
@@ -368,10 +438,11 @@ _FIELDS: dict[str, Callable[[np.random.Generator], str]] = {
     "logon_type": lambda r: _pick(r, ("2", "3", "3", "10")),
     "rate": lambda r: str(r.integers(450, 90000)),
     "gbps": lambda r: f"{r.uniform(1.5, 80):.1f}",
-    "amp": lambda r: "{0}/{1}".format(*_AMP[int(r.integers(len(_AMP)))]),
+    "amp": lambda r: "{}/{}".format(*_AMP[int(r.integers(len(_AMP)))]),
     "float": lambda r: f"{r.uniform(1, 60):.3f}",
-    "job": lambda r: _pick(r, ("Nightly-Servers", "FS01-Daily", "SQL-Full", "M365-Backup",
-                               "Offsite-Copy")),
+    "job": lambda r: _pick(
+        r, ("Nightly-Servers", "FS01-Daily", "SQL-Full", "M365-Backup", "Offsite-Copy")
+    ),
     "bucket": lambda r: f"{_pick(r, _NETBIOS).lower()}-{_pick(r, ('backups', 'exports', 'data'))}",
 }
 
@@ -386,166 +457,355 @@ _EDR = "{iso_ts} {host} edr: "
 
 _CLASS_TEMPLATES: dict[str, tuple[_Template, ...]] = {
     "benign": (
-        ("sshd", _SYS + "sshd[{pid}]: Accepted publickey for {user} from {int_ip} port "
-         "{hiport} ssh2: RSA SHA256:{b64}"),
-        ("windows-security", _WIN + "4624 An account was successfully logged on. Account Name: "
-         "{user} Account Domain: {NETBIOS} Logon Type: {logon_type} Source Network Address: "
-         "{int_ip}"),
-        ("windows-security", _WIN + "4634 An account was logged off. Account Name: {user} "
-         "Account Domain: {NETBIOS} Logon Type: {logon_type}"),
-        ("proxy", "{epoch} {elapsed} {int_ip} TCP_TUNNEL/200 {bytes_small} CONNECT "
-         "{saas}:443 {user} HIER_DIRECT/{ext_ip} -"),
-        ("firewall", _SYS + "%ASA-6-302013: Built outbound TCP connection {conn_id} for "
-         "outside:{ext_ip}/443 ({ext_ip}/443) to inside:{int_ip}/{hiport} ({int_ip}/{hiport})"),
-        ("edr", _EDR + "process_start {app} parent=explorer.exe "
-         "user={NETBIOS}\\{user} verdict=clean"),
-        ("mail-gateway", _SYS + "postfix/smtp[{pid}]: {queue_id}: to=<{user}@{client_domain}>, "
-         "relay=mail.{sender_domain}[{ext_ip}]:25, delay=0.{digits}, status=sent "
-         "(250 2.0.0 OK)"),
-        ("dns", _SYS + "named[{pid}]: client @0x{hex8} {int_ip}#{hiport} ({saas}): query: "
-         "{saas} IN A + ({int_ip2})"),
-        ("backup", "{iso_ts} {HOST} Veeam.Backup.Service: Backup job '{job}' finished with "
-         "Success. Processed {gb} GB, {small_count} warnings."),
-        ("web-server", "{ext_ip} - - [{clf_ts}] \"GET /{web_path} HTTP/1.1\" 200 {bytes_small} "
-         "\"-\" {ua}"),
-        ("windows-defender", "{iso_ts} {host} Microsoft-Windows-Windows Defender[1001]: Scan "
-         "completed. Scan Type: Quick Scan. Threats found: 0. User: NT AUTHORITY\\SYSTEM"),
+        (
+            "sshd",
+            _SYS + "sshd[{pid}]: Accepted publickey for {user} from {int_ip} port "
+            "{hiport} ssh2: RSA SHA256:{b64}",
+        ),
+        (
+            "windows-security",
+            _WIN + "4624 An account was successfully logged on. Account Name: "
+            "{user} Account Domain: {NETBIOS} Logon Type: {logon_type} Source Network Address: "
+            "{int_ip}",
+        ),
+        (
+            "windows-security",
+            _WIN + "4634 An account was logged off. Account Name: {user} "
+            "Account Domain: {NETBIOS} Logon Type: {logon_type}",
+        ),
+        (
+            "proxy",
+            "{epoch} {elapsed} {int_ip} TCP_TUNNEL/200 {bytes_small} CONNECT "
+            "{saas}:443 {user} HIER_DIRECT/{ext_ip} -",
+        ),
+        (
+            "firewall",
+            _SYS + "%ASA-6-302013: Built outbound TCP connection {conn_id} for "
+            "outside:{ext_ip}/443 ({ext_ip}/443) to inside:{int_ip}/{hiport} ({int_ip}/{hiport})",
+        ),
+        (
+            "edr",
+            _EDR + "process_start {app} parent=explorer.exe user={NETBIOS}\\{user} verdict=clean",
+        ),
+        (
+            "mail-gateway",
+            _SYS + "postfix/smtp[{pid}]: {queue_id}: to=<{user}@{client_domain}>, "
+            "relay=mail.{sender_domain}[{ext_ip}]:25, delay=0.{digits}, status=sent "
+            "(250 2.0.0 OK)",
+        ),
+        (
+            "dns",
+            _SYS + "named[{pid}]: client @0x{hex8} {int_ip}#{hiport} ({saas}): query: "
+            "{saas} IN A + ({int_ip2})",
+        ),
+        (
+            "backup",
+            "{iso_ts} {HOST} Veeam.Backup.Service: Backup job '{job}' finished with "
+            "Success. Processed {gb} GB, {small_count} warnings.",
+        ),
+        (
+            "web-server",
+            '{ext_ip} - - [{clf_ts}] "GET /{web_path} HTTP/1.1" 200 {bytes_small} "-" {ua}',
+        ),
+        (
+            "windows-defender",
+            "{iso_ts} {host} Microsoft-Windows-Windows Defender[1001]: Scan "
+            "completed. Scan Type: Quick Scan. Threats found: 0. User: NT AUTHORITY\\SYSTEM",
+        ),
     ),
     "brute_force": (
-        ("sshd", _SYS + "sshd[{pid}]: Failed password for invalid user {baduser} from {ext_ip} "
-         "port {hiport} ssh2"),
-        ("sshd", _SYS + "sshd[{pid}]: error: maximum authentication attempts exceeded for "
-         "invalid user {baduser} from {ext_ip} port {hiport} ssh2 [preauth]"),
-        ("sshd", _SYS + "sshd[{pid}]: Disconnecting invalid user {baduser} {ext_ip} port "
-         "{hiport}: Too many authentication failures [preauth]"),
-        ("windows-security", _WIN + "4625 An account failed to log on. Account Name: {baduser} "
-         "Failure Reason: Unknown user name or bad password. Status: 0xC000006D Sub Status: "
-         "0xC0000064 Logon Type: 10 Source Network Address: {ext_ip} ({count} events in "
-         "{minutes} min)"),
-        ("ids", _SYS + "suricata[{pid}]: [1:2001219:20] ET SCAN Potential SSH Scan "
-         "[Classification: Attempted Information Leak] [Priority: 2] {{TCP}} "
-         "{ext_ip}:{hiport} -> {int_ip}:22"),
-        ("web-server", "{ext_ip} - - [{clf_ts}] \"POST /wp-login.php HTTP/1.1\" 200 "
-         "{bytes_small} \"-\" {bot_ua}"),
-        ("cloud-audit", "{iso_ts} {host} signin: user={user}@{client_domain} result=failure "
-         "errorCode=50126 ip={ext_ip} country={country} app=\"Azure AD PowerShell\" "
-         "attempts={count} pattern=password_spray"),
-        ("firewall", _SYS + "%ASA-4-733100: [ Scanning] drop rate-1 exceeded. Source {ext_ip} "
-         "hit {count} login attempts on port {svc_port} in {minutes} min"),
+        (
+            "sshd",
+            _SYS + "sshd[{pid}]: Failed password for invalid user {baduser} from {ext_ip} "
+            "port {hiport} ssh2",
+        ),
+        (
+            "sshd",
+            _SYS + "sshd[{pid}]: error: maximum authentication attempts exceeded for "
+            "invalid user {baduser} from {ext_ip} port {hiport} ssh2 [preauth]",
+        ),
+        (
+            "sshd",
+            _SYS + "sshd[{pid}]: Disconnecting invalid user {baduser} {ext_ip} port "
+            "{hiport}: Too many authentication failures [preauth]",
+        ),
+        (
+            "windows-security",
+            _WIN + "4625 An account failed to log on. Account Name: {baduser} "
+            "Failure Reason: Unknown user name or bad password. Status: 0xC000006D Sub Status: "
+            "0xC0000064 Logon Type: 10 Source Network Address: {ext_ip} ({count} events in "
+            "{minutes} min)",
+        ),
+        (
+            "ids",
+            _SYS + "suricata[{pid}]: [1:2001219:20] ET SCAN Potential SSH Scan "
+            "[Classification: Attempted Information Leak] [Priority: 2] {{TCP}} "
+            "{ext_ip}:{hiport} -> {int_ip}:22",
+        ),
+        (
+            "web-server",
+            '{ext_ip} - - [{clf_ts}] "POST /wp-login.php HTTP/1.1" 200 {bytes_small} "-" {bot_ua}',
+        ),
+        (
+            "cloud-audit",
+            "{iso_ts} {host} signin: user={user}@{client_domain} result=failure "
+            'errorCode=50126 ip={ext_ip} country={country} app="Azure AD PowerShell" '
+            "attempts={count} pattern=password_spray",
+        ),
+        (
+            "firewall",
+            _SYS + "%ASA-4-733100: [ Scanning] drop rate-1 exceeded. Source {ext_ip} "
+            "hit {count} login attempts on port {svc_port} in {minutes} min",
+        ),
     ),
     "malware": (
-        ("edr", _EDR + "alert=malware_detected file=\"{win_temp}\" sha256={sha256} "
-         "family=\"{malware}\" action=quarantined"),
-        ("windows-defender", "{iso_ts} {host} Microsoft-Windows-Windows Defender[1116]: "
-         "Malware detected. Name: {malware} Path: file:_{win_temp} Process: {susp_proc} "
-         "User: {NETBIOS}\\{user}"),
-        ("edr", _EDR + "process_start image={susp_proc} parent={office_proc} "
-         "cmdline=\"{susp_proc} -nop -w hidden -enc {b64}\" user={NETBIOS}\\{user}"),
-        ("ids", _SYS + "suricata[{pid}]: [1:2035595:3] ET MALWARE {malware} CnC Beacon "
-         "[Classification: A Network Trojan was detected] [Priority: 1] {{TCP}} "
-         "{int_ip}:{hiport} -> {ext_ip}:{c2_port}"),
-        ("proxy", "{epoch} {elapsed} {int_ip} TCP_MISS/200 {bytes_small} GET "
-         "http://{dga_domain}/{rand}.php?id={hex8} - HIER_DIRECT/{ext_ip} "
-         "application/octet-stream"),
-        ("dns", _SYS + "named[{pid}]: client @0x{hex8} {int_ip}#{hiport}: query: {dga_domain} "
-         "IN A + (NXDOMAIN x{count})"),
-        ("edr", _EDR + "persistence registry_set key=HKCU\\Software\\Microsoft\\Windows\\"
-         "CurrentVersion\\Run\\{rand} value=\"{win_temp}\" process={susp_proc}"),
-        ("edr", _EDR + "scheduled_task_created name=\"\\Microsoft\\Windows\\{rand}\" "
-         "action=\"{susp_proc} /c {win_temp}\" user={NETBIOS}\\{user}"),
+        (
+            "edr",
+            _EDR + 'alert=malware_detected file="{win_temp}" sha256={sha256} '
+            'family="{malware}" action=quarantined',
+        ),
+        (
+            "windows-defender",
+            "{iso_ts} {host} Microsoft-Windows-Windows Defender[1116]: "
+            "Malware detected. Name: {malware} Path: file:_{win_temp} Process: {susp_proc} "
+            "User: {NETBIOS}\\{user}",
+        ),
+        (
+            "edr",
+            _EDR + "process_start image={susp_proc} parent={office_proc} "
+            'cmdline="{susp_proc} -nop -w hidden -enc {b64}" user={NETBIOS}\\{user}',
+        ),
+        (
+            "ids",
+            _SYS + "suricata[{pid}]: [1:2035595:3] ET MALWARE {malware} CnC Beacon "
+            "[Classification: A Network Trojan was detected] [Priority: 1] {{TCP}} "
+            "{int_ip}:{hiport} -> {ext_ip}:{c2_port}",
+        ),
+        (
+            "proxy",
+            "{epoch} {elapsed} {int_ip} TCP_MISS/200 {bytes_small} GET "
+            "http://{dga_domain}/{rand}.php?id={hex8} - HIER_DIRECT/{ext_ip} "
+            "application/octet-stream",
+        ),
+        (
+            "dns",
+            _SYS + "named[{pid}]: client @0x{hex8} {int_ip}#{hiport}: query: {dga_domain} "
+            "IN A + (NXDOMAIN x{count})",
+        ),
+        (
+            "edr",
+            _EDR + "persistence registry_set key=HKCU\\Software\\Microsoft\\Windows\\"
+            'CurrentVersion\\Run\\{rand} value="{win_temp}" process={susp_proc}',
+        ),
+        (
+            "edr",
+            _EDR + 'scheduled_task_created name="\\Microsoft\\Windows\\{rand}" '
+            'action="{susp_proc} /c {win_temp}" user={NETBIOS}\\{user}',
+        ),
     ),
     "phishing": (
-        ("mail-gateway", _SYS + "mailgw[{pid}]: msgid=<{hex16}@{phish_domain}> "
-         "from=<{sender}@{phish_domain}> to=<{user}@{client_domain}> "
-         "subject=\"{phish_subject}\" spf=fail dkim=none verdict=phish action=quarantine"),
-        ("mail-gateway", _SYS + "mailgw[{pid}]: url_click user={user}@{client_domain} "
-         "url=https://{phish_domain}/{rand}/login.php verdict=malicious "
-         "category=credential_phishing action=blocked"),
-        ("mail-gateway", _SYS + "mailgw[{pid}]: attachment blocked from=<{sender}@"
-         "{phish_domain}> to=<{user}@{client_domain}> file={rand}.html reason=html_smuggling"),
-        ("proxy", "{epoch} {elapsed} {int_ip} TCP_MISS/200 {bytes_small} GET "
-         "https://{phish_domain}/common/oauth2/{rand} {user} HIER_DIRECT/{ext_ip} text/html"),
-        ("cloud-audit", "{iso_ts} {host} signin: user={user}@{client_domain} result=success "
-         "ip={ext_ip} country={country} app=OfficeHome risk=high "
-         "detection=anomalousToken session_from={phish_domain}"),
-        ("mail-gateway", _SYS + "mailgw[{pid}]: user_report reporter={user}@{client_domain} "
-         "subject=\"{phish_subject}\" from=<{sender}@{phish_domain}> similar_messages={count}"),
-        ("mail-gateway", _SYS + "mailgw[{pid}]: dmarc=fail (p=reject) header.from="
-         "{phish_domain} smtp.mailfrom={sender}@{phish_domain} to=<{user}@{client_domain}> "
-         "subject=\"{phish_subject}\""),
+        (
+            "mail-gateway",
+            _SYS + "mailgw[{pid}]: msgid=<{hex16}@{phish_domain}> "
+            "from=<{sender}@{phish_domain}> to=<{user}@{client_domain}> "
+            'subject="{phish_subject}" spf=fail dkim=none verdict=phish action=quarantine',
+        ),
+        (
+            "mail-gateway",
+            _SYS + "mailgw[{pid}]: url_click user={user}@{client_domain} "
+            "url=https://{phish_domain}/{rand}/login.php verdict=malicious "
+            "category=credential_phishing action=blocked",
+        ),
+        (
+            "mail-gateway",
+            _SYS + "mailgw[{pid}]: attachment blocked from=<{sender}@"
+            "{phish_domain}> to=<{user}@{client_domain}> file={rand}.html reason=html_smuggling",
+        ),
+        (
+            "proxy",
+            "{epoch} {elapsed} {int_ip} TCP_MISS/200 {bytes_small} GET "
+            "https://{phish_domain}/common/oauth2/{rand} {user} HIER_DIRECT/{ext_ip} text/html",
+        ),
+        (
+            "cloud-audit",
+            "{iso_ts} {host} signin: user={user}@{client_domain} result=success "
+            "ip={ext_ip} country={country} app=OfficeHome risk=high "
+            "detection=anomalousToken session_from={phish_domain}",
+        ),
+        (
+            "mail-gateway",
+            _SYS + "mailgw[{pid}]: user_report reporter={user}@{client_domain} "
+            'subject="{phish_subject}" from=<{sender}@{phish_domain}> similar_messages={count}',
+        ),
+        (
+            "mail-gateway",
+            _SYS + "mailgw[{pid}]: dmarc=fail (p=reject) header.from="
+            "{phish_domain} smtp.mailfrom={sender}@{phish_domain} to=<{user}@{client_domain}> "
+            'subject="{phish_subject}"',
+        ),
     ),
     "data_exfiltration": (
-        ("dlp", "{iso_ts} {host} DLP: policy=\"{dlp_policy}\" user={user}@{client_domain} "
-         "channel=web_upload dest={cloud_storage} file={sensitive_file} matches={count} "
-         "action=block"),
-        ("dns", _SYS + "named[{pid}]: client @0x{hex8} {int_ip}#{hiport}: query: "
-         "{b32}.{b32_2}.{tunnel_domain} IN TXT + (dns_tunnel_score=0.9{small_count})"),
-        ("edr", _EDR + "process_start image={exfil_tool} cmdline=\"{exfil_tool} copy "
-         "\\\\FS01\\{share} remote:{rand} --transfers 16\" user={NETBIOS}\\{user}"),
-        ("firewall", _SYS + "%ASA-6-302014: Teardown TCP connection {conn_id} for "
-         "outside:{ext_ip}/{odd_port} to inside:{int_ip}/{hiport} duration {duration} bytes "
-         "{bytes_huge} TCP FINs (volume anomaly)"),
-        ("cloud-audit", "{iso_ts} {host} s3:GetObject x{count} principal={user} "
-         "sourceIp={ext_ip} bucket={bucket} userAgent=aws-cli/2.15 anomaly=mass_download"),
-        ("mail-gateway", _SYS + "mailgw[{pid}]: outbound from=<{user}@{client_domain}> "
-         "to=<{rand}@gmail.com> attachments={small_count} size={mb}MB "
-         "file={sensitive_file} dlp=match"),
-        ("edr", _EDR + "removable_media_write device=\"USB Mass Storage {hex8}\" "
-         "user={NETBIOS}\\{user} files={count} bytes={bytes_huge}"),
+        (
+            "dlp",
+            '{iso_ts} {host} DLP: policy="{dlp_policy}" user={user}@{client_domain} '
+            "channel=web_upload dest={cloud_storage} file={sensitive_file} matches={count} "
+            "action=block",
+        ),
+        (
+            "dns",
+            _SYS + "named[{pid}]: client @0x{hex8} {int_ip}#{hiport}: query: "
+            "{b32}.{b32_2}.{tunnel_domain} IN TXT + (dns_tunnel_score=0.9{small_count})",
+        ),
+        (
+            "edr",
+            _EDR + 'process_start image={exfil_tool} cmdline="{exfil_tool} copy '
+            '\\\\FS01\\{share} remote:{rand} --transfers 16" user={NETBIOS}\\{user}',
+        ),
+        (
+            "firewall",
+            _SYS + "%ASA-6-302014: Teardown TCP connection {conn_id} for "
+            "outside:{ext_ip}/{odd_port} to inside:{int_ip}/{hiport} duration {duration} bytes "
+            "{bytes_huge} TCP FINs (volume anomaly)",
+        ),
+        (
+            "cloud-audit",
+            "{iso_ts} {host} s3:GetObject x{count} principal={user} "
+            "sourceIp={ext_ip} bucket={bucket} userAgent=aws-cli/2.15 anomaly=mass_download",
+        ),
+        (
+            "mail-gateway",
+            _SYS + "mailgw[{pid}]: outbound from=<{user}@{client_domain}> "
+            "to=<{rand}@gmail.com> attachments={small_count} size={mb}MB "
+            "file={sensitive_file} dlp=match",
+        ),
+        (
+            "edr",
+            _EDR + 'removable_media_write device="USB Mass Storage {hex8}" '
+            "user={NETBIOS}\\{user} files={count} bytes={bytes_huge}",
+        ),
     ),
     "privilege_escalation": (
-        ("windows-security", _WIN + "4728 A member was added to a security-enabled global "
-         "group. Member: CN={user2} Group: {group} Subject: {user} (outside change window)"),
-        ("sudo", _SYS + "sudo[{pid}]:     {user} : user NOT in sudoers ; TTY=pts/{tty} ; "
-         "PWD=/tmp ; USER=root ; COMMAND=/bin/bash"),
-        ("edr", _EDR + "credential_access target=lsass.exe source={susp_proc} access=0x1010 "
-         "user={NETBIOS}\\{user} technique=T1003.001"),
-        ("polkit", _SYS + "pkexec[{pid}]: {user}: Executing command [USER=root] [TTY=unknown] "
-         "[CWD=/tmp] [COMMAND=/tmp/.{rand}] (GCONV_PATH set)"),
-        ("windows-security", _WIN + "4697 A service was installed in the system. Service "
-         "Name: {rand} Service File Name: %COMSPEC% /c {win_temp} Account: LocalSystem"),
-        ("edr", _EDR + "token_manipulation process={susp_proc} technique=T1134 "
-         "user={NETBIOS}\\{user} integrity=system parent={benign_proc}"),
-        ("auditd", _SYS + "audit[{pid}]: type=EXECVE argc=3 a0=\"chmod\" a1=\"u+s\" "
-         "a2=\"/tmp/{rand}\" auid={pid2} uid=0 exe=\"/usr/bin/chmod\""),
-        ("windows-security", _WIN + "4673 A privileged service was called. Account Name: "
-         "{user} Privileges: SeDebugPrivilege SeTcbPrivilege Process: {win_temp}"),
+        (
+            "windows-security",
+            _WIN + "4728 A member was added to a security-enabled global "
+            "group. Member: CN={user2} Group: {group} Subject: {user} (outside change window)",
+        ),
+        (
+            "sudo",
+            _SYS + "sudo[{pid}]:     {user} : user NOT in sudoers ; TTY=pts/{tty} ; "
+            "PWD=/tmp ; USER=root ; COMMAND=/bin/bash",
+        ),
+        (
+            "edr",
+            _EDR + "credential_access target=lsass.exe source={susp_proc} access=0x1010 "
+            "user={NETBIOS}\\{user} technique=T1003.001",
+        ),
+        (
+            "polkit",
+            _SYS + "pkexec[{pid}]: {user}: Executing command [USER=root] [TTY=unknown] "
+            "[CWD=/tmp] [COMMAND=/tmp/.{rand}] (GCONV_PATH set)",
+        ),
+        (
+            "windows-security",
+            _WIN + "4697 A service was installed in the system. Service "
+            "Name: {rand} Service File Name: %COMSPEC% /c {win_temp} Account: LocalSystem",
+        ),
+        (
+            "edr",
+            _EDR + "token_manipulation process={susp_proc} technique=T1134 "
+            "user={NETBIOS}\\{user} integrity=system parent={benign_proc}",
+        ),
+        (
+            "auditd",
+            _SYS + 'audit[{pid}]: type=EXECVE argc=3 a0="chmod" a1="u+s" '
+            'a2="/tmp/{rand}" auid={pid2} uid=0 exe="/usr/bin/chmod"',
+        ),
+        (
+            "windows-security",
+            _WIN + "4673 A privileged service was called. Account Name: "
+            "{user} Privileges: SeDebugPrivilege SeTcbPrivilege Process: {win_temp}",
+        ),
     ),
     "ddos": (
-        ("firewall", _SYS + "%ASA-4-733100: [ SYN Attack] drop rate-1 exceeded. Current burst "
-         "rate is {rate} per second, max configured rate is 400; Current average rate is "
-         "{rate2} per second"),
-        ("ids", _SYS + "suricata[{pid}]: [1:2019010:3] ET DOS Possible NTP DDoS Inbound "
-         "Frequent Un-Authed MON_LIST Requests [Priority: 2] {{UDP}} {ext_ip}:123 -> "
-         "{int_ip}:{hiport}"),
-        ("netflow", "{iso_ts} {host} netflow: inbound {gbps} Gbps {amp} from {count} sources "
-         "to {ext_ip} (reflection attack)"),
-        ("cloud-audit", "{iso_ts} {host} DDoSProtection: mitigation started for public IP "
-         "{ext_ip} vector=SYN_flood peak_pps={count}000"),
-        ("firewall", _SYS + "%ASA-3-201013: Per-client connection limit exceeded {rate}/2000 "
-         "for input packet from {ext_ip}/{hiport} to {int_ip}/443 on interface outside"),
-        ("web-server", _SYS + "nginx[{pid}]: worker_connections are not enough, {rate} "
-         "requests/s from {count} clients; upstream timed out (110: Connection timed out)"),
-        ("netflow", "{iso_ts} {host} netflow: UDP flood to {ext_ip}:{svc_port} {rate}k pps, "
-         "top sources {ext_ip2} {ext_ip3} {ext_ip4}"),
+        (
+            "firewall",
+            _SYS + "%ASA-4-733100: [ SYN Attack] drop rate-1 exceeded. Current burst "
+            "rate is {rate} per second, max configured rate is 400; Current average rate is "
+            "{rate2} per second",
+        ),
+        (
+            "ids",
+            _SYS + "suricata[{pid}]: [1:2019010:3] ET DOS Possible NTP DDoS Inbound "
+            "Frequent Un-Authed MON_LIST Requests [Priority: 2] {{UDP}} {ext_ip}:123 -> "
+            "{int_ip}:{hiport}",
+        ),
+        (
+            "netflow",
+            "{iso_ts} {host} netflow: inbound {gbps} Gbps {amp} from {count} sources "
+            "to {ext_ip} (reflection attack)",
+        ),
+        (
+            "cloud-audit",
+            "{iso_ts} {host} DDoSProtection: mitigation started for public IP "
+            "{ext_ip} vector=SYN_flood peak_pps={count}000",
+        ),
+        (
+            "firewall",
+            _SYS + "%ASA-3-201013: Per-client connection limit exceeded {rate}/2000 "
+            "for input packet from {ext_ip}/{hiport} to {int_ip}/443 on interface outside",
+        ),
+        (
+            "web-server",
+            _SYS + "nginx[{pid}]: worker_connections are not enough, {rate} "
+            "requests/s from {count} clients; upstream timed out (110: Connection timed out)",
+        ),
+        (
+            "netflow",
+            "{iso_ts} {host} netflow: UDP flood to {ext_ip}:{svc_port} {rate}k pps, "
+            "top sources {ext_ip2} {ext_ip3} {ext_ip4}",
+        ),
     ),
     "ransomware": (
-        ("edr", _EDR + "ransomware_behavior process={rand}.exe files_renamed={count} "
-         "extension={ransom_ext} path=\\\\FS01\\{share} action=isolate_host"),
-        ("edr", _EDR + "process_start image=vssadmin.exe cmdline=\"vssadmin delete shadows "
-         "/all /quiet\" parent={susp_proc} user={NETBIOS}\\{user}"),
-        ("edr", _EDR + "process_start image=bcdedit.exe cmdline=\"bcdedit /set {{default}} "
-         "recoveryenabled No\" parent=cmd.exe user={NETBIOS}\\{user}"),
-        ("file-audit", "{iso_ts} {HOST} smb-audit: {user} renamed {count} files in "
-         "\\\\FS01\\{share} to *{ransom_ext} within {minutes} min"),
-        ("edr", _EDR + "file_create path=\"\\\\FS01\\{share}\\{ransom_note}\" "
-         "process={rand}.exe copies={count} (ransom note)"),
-        ("windows-defender", "{iso_ts} {host} Microsoft-Windows-Windows Defender[1116]: "
-         "Malware detected. Name: Ransom:Win32/{ransom_family}.A!MTB Path: file:_{win_temp}"),
-        ("edr", _EDR + "service_stop process={rand}.exe stopped={svc_stop},{svc_stop2},"
-         "{svc_stop3} technique=T1489"),
-        ("edr", _EDR + "process_start image=wbadmin.exe cmdline=\"wbadmin delete catalog "
-         "-quiet\" parent={susp_proc}"),
+        (
+            "edr",
+            _EDR + "ransomware_behavior process={rand}.exe files_renamed={count} "
+            "extension={ransom_ext} path=\\\\FS01\\{share} action=isolate_host",
+        ),
+        (
+            "edr",
+            _EDR + 'process_start image=vssadmin.exe cmdline="vssadmin delete shadows '
+            '/all /quiet" parent={susp_proc} user={NETBIOS}\\{user}',
+        ),
+        (
+            "edr",
+            _EDR + 'process_start image=bcdedit.exe cmdline="bcdedit /set {{default}} '
+            'recoveryenabled No" parent=cmd.exe user={NETBIOS}\\{user}',
+        ),
+        (
+            "file-audit",
+            "{iso_ts} {HOST} smb-audit: {user} renamed {count} files in "
+            "\\\\FS01\\{share} to *{ransom_ext} within {minutes} min",
+        ),
+        (
+            "edr",
+            _EDR + 'file_create path="\\\\FS01\\{share}\\{ransom_note}" '
+            "process={rand}.exe copies={count} (ransom note)",
+        ),
+        (
+            "windows-defender",
+            "{iso_ts} {host} Microsoft-Windows-Windows Defender[1116]: "
+            "Malware detected. Name: Ransom:Win32/{ransom_family}.A!MTB Path: file:_{win_temp}",
+        ),
+        (
+            "edr",
+            _EDR + "service_stop process={rand}.exe stopped={svc_stop},{svc_stop2},"
+            "{svc_stop3} technique=T1489",
+        ),
+        (
+            "edr",
+            _EDR + 'process_start image=wbadmin.exe cmdline="wbadmin delete catalog '
+            '-quiet" parent={susp_proc}',
+        ),
     ),
 }
 
@@ -553,64 +813,123 @@ _CLASS_TEMPLATES: dict[str, tuple[_Template, ...]] = {
 # keep a text classifier honest (accuracy well under 100%).
 _SHARED_TEMPLATES: dict[str, tuple[_Template, ...]] = {
     "auth_fail": (
-        ("sshd", _SYS + "sshd[{pid}]: Failed password for {user} from {any_ip} port {hiport} "
-         "ssh2"),
-        ("windows-security", _WIN + "4625 An account failed to log on. Account Name: {user} "
-         "Failure Reason: Unknown user name or bad password. Logon Type: {logon_type} Source "
-         "Network Address: {any_ip}"),
-        ("windows-security", _WIN + "4740 A user account was locked out. Account Name: {user} "
-         "Caller Computer Name: WS-{digits}"),
-        ("cloud-audit", "{iso_ts} {host} signin: user={user}@{client_domain} result=failure "
-         "errorCode=50126 ip={any_ip} app=\"Microsoft Office\" attempts={small_count}"),
+        ("sshd", _SYS + "sshd[{pid}]: Failed password for {user} from {any_ip} port {hiport} ssh2"),
+        (
+            "windows-security",
+            _WIN + "4625 An account failed to log on. Account Name: {user} "
+            "Failure Reason: Unknown user name or bad password. Logon Type: {logon_type} Source "
+            "Network Address: {any_ip}",
+        ),
+        (
+            "windows-security",
+            _WIN + "4740 A user account was locked out. Account Name: {user} "
+            "Caller Computer Name: WS-{digits}",
+        ),
+        (
+            "cloud-audit",
+            "{iso_ts} {host} signin: user={user}@{client_domain} result=failure "
+            'errorCode=50126 ip={any_ip} app="Microsoft Office" attempts={small_count}',
+        ),
     ),
     "big_transfer": (
-        ("proxy", "{epoch} {elapsed} {int_ip} TCP_MISS/200 {bytes_large} POST "
-         "https://{cloud_storage}/upload {user} HIER_DIRECT/{ext_ip} application/json"),
-        ("firewall", _SYS + "%ASA-6-302014: Teardown TCP connection {conn_id} for "
-         "outside:{ext_ip}/443 to inside:{int_ip}/{hiport} duration {duration} bytes "
-         "{bytes_large} TCP FINs"),
-        ("edr", _EDR + "network_summary process={benign_proc} user={NETBIOS}\\{user} "
-         "dest={cloud_storage} bytes_out={bytes_large}"),
+        (
+            "proxy",
+            "{epoch} {elapsed} {int_ip} TCP_MISS/200 {bytes_large} POST "
+            "https://{cloud_storage}/upload {user} HIER_DIRECT/{ext_ip} application/json",
+        ),
+        (
+            "firewall",
+            _SYS + "%ASA-6-302014: Teardown TCP connection {conn_id} for "
+            "outside:{ext_ip}/443 to inside:{int_ip}/{hiport} duration {duration} bytes "
+            "{bytes_large} TCP FINs",
+        ),
+        (
+            "edr",
+            _EDR + "network_summary process={benign_proc} user={NETBIOS}\\{user} "
+            "dest={cloud_storage} bytes_out={bytes_large}",
+        ),
     ),
     "traffic_burst": (
-        ("web-server", _SYS + "nginx[{pid}]: limiting requests, excess: {float} by zone "
-         "\"perip\", client: {ext_ip}, server: www.{client_domain}, request: \"GET / HTTP/1.1\""),
-        ("web-server", _SYS + "haproxy[{pid}]: backend app_servers has no server available! "
-         "{rate} sessions queued"),
-        ("firewall", _SYS + "%ASA-4-419002: Received {rate} connections per second to "
-         "inside:{int_ip}/443 from outside, above the threshold"),
+        (
+            "web-server",
+            _SYS + "nginx[{pid}]: limiting requests, excess: {float} by zone "
+            '"perip", client: {ext_ip}, server: www.{client_domain}, request: "GET / HTTP/1.1"',
+        ),
+        (
+            "web-server",
+            _SYS + "haproxy[{pid}]: backend app_servers has no server available! "
+            "{rate} sessions queued",
+        ),
+        (
+            "firewall",
+            _SYS + "%ASA-4-419002: Received {rate} connections per second to "
+            "inside:{int_ip}/443 from outside, above the threshold",
+        ),
     ),
     "mail": (
-        ("mail-gateway", _SYS + "postfix/smtpd[{pid}]: {queue_id}: client=mail.{sender_domain}"
-         "[{ext_ip}] from=<{sender}@{sender_domain}> to=<{user}@{client_domain}> "
-         "subject=\"{subject}\""),
-        ("mail-gateway", _SYS + "mailgw[{pid}]: attachment scanned file={doc} from=<{sender}@"
-         "{sender_domain}> to=<{user}@{client_domain}> sandbox=pending"),
-        ("mail-gateway", _SYS + "mailgw[{pid}]: url_rewrite user={user}@{client_domain} "
-         "url=https://{rand}.{sender_domain}/{rand2} clicks={small_count}"),
+        (
+            "mail-gateway",
+            _SYS + "postfix/smtpd[{pid}]: {queue_id}: client=mail.{sender_domain}"
+            "[{ext_ip}] from=<{sender}@{sender_domain}> to=<{user}@{client_domain}> "
+            'subject="{subject}"',
+        ),
+        (
+            "mail-gateway",
+            _SYS + "mailgw[{pid}]: attachment scanned file={doc} from=<{sender}@"
+            "{sender_domain}> to=<{user}@{client_domain}> sandbox=pending",
+        ),
+        (
+            "mail-gateway",
+            _SYS + "mailgw[{pid}]: url_rewrite user={user}@{client_domain} "
+            "url=https://{rand}.{sender_domain}/{rand2} clicks={small_count}",
+        ),
     ),
     "priv": (
-        ("sudo", _SYS + "sudo[{pid}]:     {user} : TTY=pts/{tty} ; PWD=/home/{user} ; "
-         "USER=root ; COMMAND={admin_cmd}"),
-        ("windows-security", _WIN + "4672 Special privileges assigned to new logon. Account "
-         "Name: {user} Privileges: SeBackupPrivilege SeRestorePrivilege SeDebugPrivilege"),
-        ("windows-security", _WIN + "4732 A member was added to a security-enabled local group. "
-         "Member: {NETBIOS}\\{user} Group: Administrators Subject: it.admin"),
+        (
+            "sudo",
+            _SYS + "sudo[{pid}]:     {user} : TTY=pts/{tty} ; PWD=/home/{user} ; "
+            "USER=root ; COMMAND={admin_cmd}",
+        ),
+        (
+            "windows-security",
+            _WIN + "4672 Special privileges assigned to new logon. Account "
+            "Name: {user} Privileges: SeBackupPrivilege SeRestorePrivilege SeDebugPrivilege",
+        ),
+        (
+            "windows-security",
+            _WIN + "4732 A member was added to a security-enabled local group. "
+            "Member: {NETBIOS}\\{user} Group: Administrators Subject: it.admin",
+        ),
     ),
     "exec": (
-        ("edr", _EDR + "process_start image=powershell.exe cmdline=\"powershell.exe "
-         "-ExecutionPolicy Bypass -File C:\\Windows\\Temp\\{rand}.ps1\" "
-         "user={NETBIOS}\\{user}"),
-        ("windows-security", _WIN + "4688 A new process has been created. New Process Name: "
-         "{win_temp} Creator Process Name: {susp_proc} Token Elevation Type: %%1937"),
+        (
+            "edr",
+            _EDR + 'process_start image=powershell.exe cmdline="powershell.exe '
+            '-ExecutionPolicy Bypass -File C:\\Windows\\Temp\\{rand}.ps1" '
+            "user={NETBIOS}\\{user}",
+        ),
+        (
+            "windows-security",
+            _WIN + "4688 A new process has been created. New Process Name: "
+            "{win_temp} Creator Process Name: {susp_proc} Token Elevation Type: %%1937",
+        ),
     ),
     "file_activity": (
-        ("windows-defender", "{iso_ts} {host} Microsoft-Windows-Windows Defender[1116]: "
-         "Malware detected. Name: {generic_detection} Path: file:_{win_temp}"),
-        ("edr", _EDR + "alert=suspicious_file_writes process={rand}.exe files_modified={count} "
-         "path=C:\\Users\\{user}\\Documents"),
-        ("edr", _EDR + "process_start image={susp_proc} parent={office_proc} "
-         "cmdline=\"{susp_proc} /c start {win_temp}\""),
+        (
+            "windows-defender",
+            "{iso_ts} {host} Microsoft-Windows-Windows Defender[1116]: "
+            "Malware detected. Name: {generic_detection} Path: file:_{win_temp}",
+        ),
+        (
+            "edr",
+            _EDR + "alert=suspicious_file_writes process={rand}.exe files_modified={count} "
+            "path=C:\\Users\\{user}\\Documents",
+        ),
+        (
+            "edr",
+            _EDR + "process_start image={susp_proc} parent={office_proc} "
+            'cmdline="{susp_proc} /c start {win_temp}"',
+        ),
     ),
 }
 
@@ -688,7 +1007,7 @@ def security_events(n: int, *, seed: int = 0, label_noise: float = 0.03) -> pd.D
     times = _START + pd.to_timedelta(offsets, unit="s")
 
     hosts, sources, messages = [], [], []
-    for c, ts in zip(classes, times):
+    for c, ts in zip(classes, times, strict=True):
         label = THREAT_CLASSES[c]
         rate = _SHARED_RATE.get(label, _SHARED_RATE_ATTACK)
         if rng.random() < rate:
@@ -834,9 +1153,7 @@ _DIURNAL = {"web": 0.9, "database": 0.4, "batch": -0.5, "file_server": 0.6, "vdi
 _ANOMALY_KINDS = ("spike", "correlation_break", "profile_mix", "saturation", "outage")
 
 
-def _regime(
-    rng: np.random.Generator, profile: str, hours: np.ndarray
-) -> np.ndarray:
+def _regime(rng: np.random.Generator, profile: str, hours: np.ndarray) -> np.ndarray:
     """Normal metrics of ``len(hours)`` rows of one profile (before clipping)."""
     m = len(hours)
     loadings = _LOADINGS[profile]
@@ -850,9 +1167,9 @@ def _regime(
 
 def _from_z(profile: str, z: np.ndarray) -> np.ndarray:
     out = np.empty_like(z)
-    for j, ((center, spread), scale) in enumerate(zip(_REGIMES[profile], _SCALES)):
-        out[:, j] = center + spread * z[:, j] if scale == "linear" else center * np.exp(
-            spread * z[:, j]
+    for j, ((center, spread), scale) in enumerate(zip(_REGIMES[profile], _SCALES, strict=True)):
+        out[:, j] = (
+            center + spread * z[:, j] if scale == "linear" else center * np.exp(spread * z[:, j])
         )
     return out
 
@@ -895,9 +1212,7 @@ def _inject(
     return x
 
 
-def operational_metrics(
-    n: int, *, seed: int = 0, anomaly_fraction: float = 0.05
-) -> pd.DataFrame:
+def operational_metrics(n: int, *, seed: int = 0, anomaly_fraction: float = 0.05) -> pd.DataFrame:
     """Synthetic host metrics of an MSP's monitoring, with labelled injected anomalies.
 
     Each host runs one workload profile (``web``, ``database``, ``batch``, ``file_server``,
@@ -989,10 +1304,21 @@ def operational_metrics(
     return frame
 
 
+_FEATURE_DESCRIPTIONS = {
+    "cpu_pct": "CPU utilisation, percent.",
+    "mem_pct": "Memory in use, percent.",
+    "disk_io_mbps": "Disk read + write throughput, MB/s.",
+    "net_in_mbps": "Inbound network throughput, Mbit/s.",
+    "net_out_mbps": "Outbound network throughput, Mbit/s.",
+    "latency_ms": "Service response latency, milliseconds.",
+    "error_rate_pct": "Share of requests that failed, percent.",
+    "open_connections": "Open network connections.",
+}
+
 OPS_METRICS_SCHEMA = Schema(
     "anomaly data",
-    tuple(Column(f, "number", description=f"Host metric {f}.") for f in OPS_METRIC_FEATURES)
-    + (
+    (
+        *(Column(f, "number", description=_FEATURE_DESCRIPTIONS[f]) for f in OPS_METRIC_FEATURES),
         Column("profile", "category", required=False, description="Workload profile."),
         Column(
             "is_anomaly",

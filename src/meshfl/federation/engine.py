@@ -60,8 +60,8 @@ class InProcessGrid(Grid):
         self.client_app = client_app
         rng = np.random.default_rng([seed, 0x6D657368])
         ids: list[int] = []
-        while len(ids) < num_nodes:  # random 63-bit ids, as the SuperLink hands out
-            candidate = int(rng.integers(1, 2**63 - 1))
+        while len(ids) < num_nodes:  # random unsigned 64-bit ids, as the SuperLink hands out
+            candidate = int(rng.integers(1, 2**64 - 1, dtype=np.uint64))
             if candidate not in ids:
                 ids.append(candidate)
         self._contexts = {

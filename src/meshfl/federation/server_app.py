@@ -41,6 +41,8 @@ class AgentPlan(MeshflConfig):
     min_msps: int = Field(1, ge=1, description="Fewest valid updates a round needs.")
     fraction_evaluate: float = Field(1.0, gt=0, le=1, description="MSPs asked to evaluate.")
     round_timeout: float | None = Field(None, gt=0, description="Seconds to wait for replies.")
+    min_available_msps: int = Field(1, ge=1, description="MSPs connected before a round starts.")
+    connect_timeout: float = Field(300.0, gt=0, description="Seconds to wait for them.")
     seed: int = Field(0, ge=0, description="Seeds sampling and local randomness.")
 
     @field_validator("agent")
@@ -72,6 +74,8 @@ def run_plan(grid: Grid, plan: AgentPlan, *, on_round: RoundCallback | None = No
         min_msps=plan.min_msps,
         fraction_evaluate=plan.fraction_evaluate,
         seed=plan.seed,
+        min_available=plan.min_available_msps,
+        connect_timeout=plan.connect_timeout,
     )
     arrays = ArrayRecord({"vector": Array(agent.init_vector(seed=plan.seed))})
     run = AgentRun(agent=agent, vector=arrays["vector"].numpy())
@@ -95,6 +99,7 @@ def run_plan(grid: Grid, plan: AgentPlan, *, on_round: RoundCallback | None = No
         record: dict[str, Any] = {
             "agent": agent.name,
             "round": server_round,
+            "sampled": outcome.sampled,
             "msps": outcome.accepted,
             "dropped": len(outcome.dropped),
             "skipped": outcome.skipped_reason is not None,

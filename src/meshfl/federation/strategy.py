@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,6 +69,10 @@ class AgentStrategy(Strategy):
         Fraction of MSPs asked to evaluate each new global model.
     seed : int
         Seeds MSP sampling and is forwarded to MSPs for their local randomness.
+    min_available : int
+        MSPs that must be connected before a round starts.
+    connect_timeout : float
+        Seconds to wait for them; after that the round starts with those connected.
     """
 
     def __init__(
@@ -78,7 +83,11 @@ class AgentStrategy(Strategy):
         min_msps: int = 1,
         fraction_evaluate: float = 1.0,
         seed: int = 0,
+        min_available: int = 1,
+        connect_timeout: float = 300.0,
     ):
+        self.min_available = min_available
+        self.connect_timeout = connect_timeout
         self.agent = agent
         self.fraction_train = fraction_train
         self.min_msps = min_msps
@@ -88,11 +97,26 @@ class AgentStrategy(Strategy):
         self.outcome = RoundOutcome()
 
     # -- helpers -----------------------------------------------------------------------
+    def _connected(self, grid: Grid) -> list[int]:
+        deadline = time.monotonic() + self.connect_timeout
+        while len(nodes := sorted(int(n) for n in grid.get_node_ids())) < self.min_available:
+            if time.monotonic() > deadline:
+                log.warning(
+                    "%s: only %d of %d MSPs connected after %.0f s; going on with them",
+                    self.agent.name, len(nodes), self.min_available, self.connect_timeout,
+                )
+                break
+            time.sleep(0.2)
+        return nodes
+
     def _sample(self, grid: Grid, fraction: float, server_round: int, salt: int) -> list[int]:
-        nodes = sorted(int(n) for n in grid.get_node_ids())
+        nodes = self._connected(grid)
         k = min(len(nodes), max(self.min_msps, math.ceil(fraction * len(nodes))))
         rng = np.random.default_rng([self.seed, server_round, salt])
-        return sorted(int(n) for n in rng.choice(nodes, size=k, replace=False)) if nodes else []
+        # Sample positions, not ids: node ids are unsigned 64-bit and must not pass
+        # through a numpy array (they would become floats and lose their low bits).
+        picks = rng.choice(len(nodes), size=k, replace=False) if nodes else []
+        return sorted(nodes[int(i)] for i in picks)
 
     def _messages(
         self, phase: str, nodes: list[int], arrays: ArrayRecord, server_round: int
