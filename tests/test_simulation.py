@@ -9,8 +9,15 @@ FAST = {"anomaly": {"trees_per_round": 5, "depth": 6}, "threat_intel": {"encoder
 
 
 def _run(**kw):
-    args = dict(agent="anomaly", num_msps=3, rounds=2, seed=0, progress=False,
-                agent_config=FAST["anomaly"], samples_per_msp=100)
+    args = dict(
+        agent="anomaly",
+        num_msps=3,
+        rounds=2,
+        seed=0,
+        progress=False,
+        agent_config=FAST["anomaly"],
+        samples_per_msp=100,
+    )
     args.update(kw)
     return meshfl.simulate(**args)
 
@@ -54,12 +61,15 @@ def test_wrong_number_of_partitions_is_explained():
         _run(data=[frame])
 
 
-@pytest.mark.parametrize(("kw", "match"), [
-    ({"rounds": 0}, "'rounds'"),
-    ({"num_msps": 0}, "'num_msps'"),
-    ({"agent": "revenue"}, "not built"),
-    ({"agent_config": {"depth": 99}}, "'depth'"),
-])
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"rounds": 0}, "'rounds'"),
+        ({"num_msps": 0}, "'num_msps'"),
+        ({"agent": "revenue"}, "not built"),
+        ({"agent_config": {"depth": 99}}, "'depth'"),
+    ],
+)
 def test_bad_arguments_are_explained(kw, match):
     with pytest.raises(meshfl.MeshflError, match=match):
         _run(**kw)

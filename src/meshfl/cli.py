@@ -1,8 +1,8 @@
 """The ``meshfl`` command line: simulate a federation, list agents.
 
-    meshfl simulate                       # every built agent, 5 MSPs, 3 rounds
-    meshfl simulate --agent anomaly --msps 10 --rounds 5
-    meshfl agents
+meshfl simulate                       # every built agent, 5 MSPs, 3 rounds
+meshfl simulate --agent anomaly --msps 10 --rounds 5
+meshfl agents
 """
 
 from __future__ import annotations
@@ -21,8 +21,17 @@ __all__ = ["main"]
 
 # Columns of the per-round table, in this order when present.
 TABLE_COLUMNS = [
-    "round", "msps", "dropped", "train_loss", "accuracy", "macro_f1", "severity_accuracy",
-    "auc", "average_precision", "loss", "seconds",
+    "round",
+    "msps",
+    "dropped",
+    "train_loss",
+    "accuracy",
+    "macro_f1",
+    "severity_accuracy",
+    "auc",
+    "average_precision",
+    "loss",
+    "seconds",
 ]
 
 
@@ -48,7 +57,9 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     names = args.agent or built()
     for name in names:
         config = {"encoder": args.encoder} if args.encoder and name == "threat_intel" else None
-        print(f"\n== {name}: {args.msps} MSPs, {args.rounds} rounds, seed {args.seed} ==", flush=True)
+        print(
+            f"\n== {name}: {args.msps} MSPs, {args.rounds} rounds, seed {args.seed} ==", flush=True
+        )
         result = simulate(
             agent=name,
             num_msps=args.msps,
@@ -84,7 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     agents.set_defaults(func=_cmd_agents)
 
     sim = sub.add_parser("simulate", help="simulate a federation of MSPs in one process")
-    sim.add_argument("--agent", action="append", help="agent to train (repeatable; default: all built)")
+    sim.add_argument(
+        "--agent", action="append", help="agent to train (repeatable; default: all built)"
+    )
     sim.add_argument("--msps", type=int, default=5, help="number of MSPs (default 5)")
     sim.add_argument("--rounds", type=int, default=3, help="federated rounds (default 3)")
     sim.add_argument("--seed", type=int, default=0)
@@ -101,7 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``meshfl`` console script."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     if not args.verbose:
         logging.getLogger("flwr").setLevel(logging.ERROR)
     try:

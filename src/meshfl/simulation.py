@@ -15,7 +15,6 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from meshfl.agents import registry
 from meshfl.agents.base import Agent, GlobalModel
 from meshfl.config.errors import ConfigError
 from meshfl.data.partition import partition, train_test_split
@@ -61,7 +60,9 @@ class SimulationResult:
         """Every MSP's held-out rows, pooled (a test set no single MSP could hold)."""
         return pd.concat([p.test for p in self.partitions if p.test is not None], ignore_index=True)
 
-    def evaluate(self, data: pd.DataFrame | str | os.PathLike[str] | None = None) -> dict[str, float]:
+    def evaluate(
+        self, data: pd.DataFrame | str | os.PathLike[str] | None = None
+    ) -> dict[str, float]:
         """Metrics of the final model on ``data`` (default: the pooled held-out rows)."""
         return self.model.evaluate(self.test_data if data is None else data)
 
@@ -134,7 +135,7 @@ def federate(
 
     server_app = make_server_app([plan], on_round=on_round, results=results)
     parts = list(partitions)
-    client_app = make_client_app(lambda _agent, ctx: parts[int(ctx.node_config["partition-id"])])  # type: ignore[arg-type]
+    client_app = make_client_app(lambda _agent, ctx: parts[int(ctx.node_config["partition-id"])])
     try:
         if backend == "in-process":
             grid = run_in_process(server_app, client_app, num_nodes=len(parts), seed=plan.seed)
@@ -215,7 +216,8 @@ def simulate(
     """
     if not isinstance(num_msps, int) or num_msps < 1:
         raise ConfigError(
-            f"The 'num_msps' parameter of simulate must be an integer >= 1. Got {num_msps!r} instead."
+            "The 'num_msps' parameter of simulate must be an integer >= 1. "
+            f"Got {num_msps!r} instead."
         )
     plan = AgentPlan(
         agent=agent,

@@ -76,6 +76,7 @@ def test_combining_two_updates_equals_their_weighted_sum(agent):
     ub = agent.local_update(vector, half_b, server_round=1, seed=2)
     summed = ua.weight * ua.vector + ub.weight * ub.vector
     combined = agent.combine(vector, summed, ua.weight + ub.weight, server_round=1)
-    assert combined.shape == agent.combine(
-        vector, ua.weight * ua.vector, ua.weight, server_round=1
-    ).shape
+    assert (
+        combined.shape
+        == agent.combine(vector, ua.weight * ua.vector, ua.weight, server_round=1).shape
+    )

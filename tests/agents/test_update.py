@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from meshfl.agents import Update
-from meshfl.config.errors import UpdateRejected
+from meshfl.config.errors import InvalidUpdateError
 
 
 def test_update_normalises_types():
@@ -21,5 +21,5 @@ def test_update_normalises_types():
     ],
 )
 def test_bad_updates_are_rejected_with_reason(vector, weight, match):
-    with pytest.raises(UpdateRejected, match=match):
+    with pytest.raises(InvalidUpdateError, match=match):
         Update(vector=vector, weight=weight)

@@ -1,5 +1,5 @@
 import pytest
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from meshfl.config import ConfigError, MeshflConfig, MeshflError
 
@@ -18,7 +18,9 @@ def test_out_of_range_value_names_parameter_rule_and_value():
 
 
 def test_unknown_parameter_lists_valid_ones():
-    with pytest.raises(ConfigError, match=r"'epsilonn' is not a parameter of DemoConfig.*epsilon, unit"):
+    with pytest.raises(
+        ConfigError, match=r"'epsilonn' is not a parameter of DemoConfig.*epsilon, unit"
+    ):
         DemoConfig(epsilonn=1.0)
 
 
@@ -31,5 +33,5 @@ def test_config_error_is_meshfl_and_value_error():
 
 def test_configs_are_frozen():
     config = DemoConfig()
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         config.epsilon = 2.0  # type: ignore[misc]

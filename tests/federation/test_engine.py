@@ -13,6 +13,9 @@ FAST_ANOMALY = {"trees_per_round": 4, "depth": 5}
 
 
 def test_wire_roundtrip_preserves_content_and_copies():
+    from flwr.supercore.task_identity import TaskIdentity
+
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 1
     vector = np.random.default_rng(0).normal(size=50)
     content = RecordDict(
         {"global": ArrayRecord({"vector": Array(vector)}), "config": ConfigRecord({"x": 1})}
@@ -87,8 +90,12 @@ def test_strategy_samples_a_fraction_deterministically():
     grid = InProcessGrid(make_client_app(lambda a, ctx: parts[ctx.node_config["partition-id"]]), 5)
     strategy = AgentStrategy(plan.build_agent(), fraction_train=0.4, seed=1)
     arrays = ArrayRecord({"vector": Array(np.zeros(0))})
-    first = [m.metadata.dst_node_id for m in strategy.configure_train(1, arrays, ConfigRecord(), grid)]
-    again = [m.metadata.dst_node_id for m in strategy.configure_train(1, arrays, ConfigRecord(), grid)]
+    first = [
+        m.metadata.dst_node_id for m in strategy.configure_train(1, arrays, ConfigRecord(), grid)
+    ]
+    again = [
+        m.metadata.dst_node_id for m in strategy.configure_train(1, arrays, ConfigRecord(), grid)
+    ]
     assert len(first) == 2 and first == again
 
 

@@ -20,8 +20,13 @@ CASES = {
 def test_federated_beats_average_local_only(agent):
     case = CASES[agent]
     result = meshfl.simulate(
-        agent=agent, num_msps=5, rounds=case["rounds"], seed=0, alpha=0.3,
-        agent_config=case["config"], progress=False,
+        agent=agent,
+        num_msps=5,
+        rounds=case["rounds"],
+        seed=0,
+        alpha=0.3,
+        agent_config=case["config"],
+        progress=False,
     )
     metric = result.model.agent.metric
     test = result.test_data
@@ -32,8 +37,10 @@ def test_federated_beats_average_local_only(agent):
     local = [m.evaluate(test)[metric] for m in local_models]
     central, _ = centralized(plan, result.partitions)
     pooled = central.evaluate(test)[metric]
-    print(f"\n{agent} {metric}: federated {federated:.3f}, local-only mean {np.mean(local):.3f} "
-          f"(best {max(local):.3f}), centralized {pooled:.3f}")
+    print(
+        f"\n{agent} {metric}: federated {federated:.3f}, local-only mean {np.mean(local):.3f} "
+        f"(best {max(local):.3f}), centralized {pooled:.3f}"
+    )
 
     assert federated > np.mean(local) + 0.02
     assert federated >= max(local) - 0.01
@@ -42,7 +49,9 @@ def test_federated_beats_average_local_only(agent):
         assert federated > 0.75
         acc = result.history["accuracy"].to_numpy()
         assert acc[-1] > acc[0] + 0.1  # accuracy rises over the rounds
-        preds = result.model.predict(["Failed password for invalid user admin from 1.2.3.4 port 22"])
+        preds = result.model.predict(
+            ["Failed password for invalid user admin from 1.2.3.4 port 22"]
+        )
         assert preds[0] in result.model.classes_
     else:
         assert federated > 0.85

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from meshfl.config.errors import UpdateRejected
+from meshfl.config.errors import InvalidUpdateError
 from meshfl.models.flat import flat_size, get_flat, set_flat
 from meshfl.models.heads import MultiTaskHead
 
@@ -30,5 +30,5 @@ def test_flat_roundtrip_and_frozen_parameters_excluded():
 
 def test_wrong_length_names_expected_size():
     head = MultiTaskHead(8, (3,), hidden=0)
-    with pytest.raises(UpdateRejected, match="27 values"):
+    with pytest.raises(InvalidUpdateError, match="27 values"):
         set_flat(head, np.zeros(5))

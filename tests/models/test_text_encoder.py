@@ -40,5 +40,5 @@ def test_tiny_encoder_is_deterministic():
 
 
 def test_missing_named_model_explains_offline_options():
-    with pytest.raises(MeshflError, match="minilm.*local path"):
+    with pytest.raises(MeshflError, match=r"minilm.*local path"):
         load_text_encoder("no-such-org/no-such-model-xyz")

@@ -4,7 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from meshfl.config.errors import UpdateRejected
+from meshfl.config.errors import InvalidUpdateError
 from meshfl.secure import open_payload, seal_payload, sum_payloads, validate_payload
 
 floats = st.floats(-1e6, 1e6, allow_nan=False)
@@ -45,5 +45,5 @@ def test_equal_updates_average_to_themselves(vector, n):
     ],
 )
 def test_malformed_payloads_are_rejected_with_reason(payload, match):
-    with pytest.raises(UpdateRejected, match=match):
+    with pytest.raises(InvalidUpdateError, match=match):
         validate_payload(payload, expected_size=4 if payload.size == 5 else None)

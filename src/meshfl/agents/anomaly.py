@@ -76,7 +76,10 @@ def _block(
     low: tuple[float, ...], high: tuple[float, ...], n_trees: int, depth: int, seed: int, block: int
 ) -> iforest.ForestStructure:
     return iforest.grow_structure(
-        np.array(low), np.array(high), n_trees=n_trees, depth=depth,
+        np.array(low),
+        np.array(high),
+        n_trees=n_trees,
+        depth=depth,
         seed=np.random.default_rng([seed, block]),
     )
 
@@ -103,8 +106,14 @@ class Anomaly(Agent[MetricsData]):
         low = tuple(float(self.config.bounds[f][0]) for f in self.config.features)
         high = tuple(float(self.config.bounds[f][1]) for f in self.config.features)
         blocks = [
-            _block(low, high, self.config.trees_per_round, self.config.depth,
-                   self.config.structure_seed, b)
+            _block(
+                low,
+                high,
+                self.config.trees_per_round,
+                self.config.depth,
+                self.config.structure_seed,
+                b,
+            )
             for b in range(n_blocks)
         ]
         return functools.reduce(iforest.concat_structures, blocks)
@@ -114,8 +123,10 @@ class Anomaly(Agent[MetricsData]):
             return load_frame(data, self.schema)
         schema = Schema(
             "anomaly data",
-            tuple(Column(f, "number") for f in self.config.features)
-            + (Column("is_anomaly", "bool", required=False),),
+            (
+                *(Column(f, "number") for f in self.config.features),
+                Column("is_anomaly", "bool", required=False),
+            ),
         )
         return load_frame(data, schema)
 
@@ -190,7 +201,7 @@ class AnomalyModel(GlobalModel):
         """Trees in the forest."""
         return self.vector.size // 2**self.agent.config.depth
 
-    def _X(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+    def _features(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         features = list(self.agent.config.features)
         if isinstance(X, pd.DataFrame):
             missing = [f for f in features if f not in X.columns]
@@ -210,7 +221,7 @@ class AnomalyModel(GlobalModel):
 
     def score_samples(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         """Anomaly score in ``[-1, 0)``; lower is more abnormal (as sklearn)."""
-        return self.agent.score_samples(self.vector, self._X(X))
+        return self.agent.score_samples(self.vector, self._features(X))
 
     def decision_function(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         """``score_samples + 0.5``: negative for outliers (sklearn's contamination="auto")."""

@@ -152,7 +152,9 @@ class GlobalModel:
 
         path = Path(path)
         if path.suffix != ".npz":
-            path = path.with_suffix(path.suffix + ".npz") if path.suffix else path.with_suffix(".npz")
+            path = (
+                path.with_suffix(path.suffix + ".npz") if path.suffix else path.with_suffix(".npz")
+            )
         header = {
             "format": "meshfl.model/1",
             "agent": self.agent.name,

@@ -77,9 +77,7 @@ def get(name: str) -> type[Agent[Any]]:
             f"Agent {name!r} ({KNOWN_AGENTS[name]}) is part of the mesh but not built in "
             f"this release of meshfl. Built agents: {', '.join(built())}."
         )
-    raise UnknownAgentError(
-        f"Unknown agent {name!r}. Valid agents: {', '.join(KNOWN_AGENTS)}."
-    )
+    raise UnknownAgentError(f"Unknown agent {name!r}. Valid agents: {', '.join(KNOWN_AGENTS)}.")
 
 
 def _load_builtin() -> None:

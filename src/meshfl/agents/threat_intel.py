@@ -7,7 +7,6 @@ across MSPs (FedAvg; McMahan et al., AISTATS 2017). Only the head's parameters t
 
 from __future__ import annotations
 
-
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +21,12 @@ from meshfl.agents.registry import register
 from meshfl.agents.update import Update
 from meshfl.config.base import MeshflConfig
 from meshfl.config.errors import DataSchemaError
-from meshfl.data.synthetic import SECURITY_EVENTS_SCHEMA, SEVERITIES, THREAT_CLASSES, security_events
+from meshfl.data.synthetic import (
+    SECURITY_EVENTS_SCHEMA,
+    SEVERITIES,
+    THREAT_CLASSES,
+    security_events,
+)
 from meshfl.models.flat import get_flat, set_flat
 from meshfl.models.heads import MultiTaskHead, predict_proba, train_head
 from meshfl.models.text_encoder import TextEncoder, load_text_encoder
@@ -215,7 +219,9 @@ class ThreatIntelModel(GlobalModel):
         """The most likely threat class of each text."""
         return self.classes_[self.predict_proba(texts).argmax(1)]
 
-    def predict_details(self, texts: str | Iterable[str] | pd.Series | pd.DataFrame) -> pd.DataFrame:
+    def predict_details(
+        self, texts: str | Iterable[str] | pd.Series | pd.DataFrame
+    ) -> pd.DataFrame:
         """Threat class, its probability and the most likely severity of each text."""
         proba_class, proba_sev = self._probabilities(texts)
         return pd.DataFrame(
@@ -225,5 +231,3 @@ class ThreatIntelModel(GlobalModel):
                 "severity": np.asarray(self.agent.config.severities)[proba_sev.argmax(1)],
             }
         )
-
-

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from meshfl.config.errors import UpdateRejected
+from meshfl.config.errors import InvalidUpdateError
 from meshfl.privacy.events import PrivacyEvent
 
 __all__ = ["Update"]
@@ -43,14 +43,14 @@ class Update:
     def __post_init__(self) -> None:
         vector = np.ascontiguousarray(self.vector, dtype=np.float64)
         if vector.ndim != 1:
-            raise UpdateRejected(
+            raise InvalidUpdateError(
                 f"Update.vector must be a flat (1-D) array. Got shape {vector.shape} instead."
             )
         if not np.all(np.isfinite(vector)):
-            raise UpdateRejected("Update.vector must hold finite numbers. Got NaN or inf.")
+            raise InvalidUpdateError("Update.vector must hold finite numbers. Got NaN or inf.")
         weight = float(self.weight)
         if not (np.isfinite(weight) and weight > 0):
-            raise UpdateRejected(
+            raise InvalidUpdateError(
                 f"Update.weight must be a finite number > 0. Got {self.weight!r} instead."
             )
         object.__setattr__(self, "vector", vector)

@@ -5,9 +5,9 @@ from meshfl.config.errors import (
     AgentNotBuiltError,
     ConfigError,
     DataSchemaError,
+    InvalidUpdateError,
     MeshflError,
     UnknownAgentError,
-    UpdateRejected,
 )
 
 __all__ = [
@@ -17,6 +17,6 @@ __all__ = [
     "MeshflConfig",
     "MeshflError",
     "UnknownAgentError",
-    "UpdateRejected",
+    "InvalidUpdateError",
     "format_validation_error",
 ]

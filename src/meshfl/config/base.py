@@ -32,9 +32,7 @@ def format_validation_error(model: type[BaseModel], error: ValidationError) -> s
         kind = item["type"]
         if kind == "extra_forbidden":
             valid = ", ".join(sorted(model.model_fields))
-            lines.append(
-                f"{param!r} is not a parameter of {name}. Valid parameters: {valid}."
-            )
+            lines.append(f"{param!r} is not a parameter of {name}. Valid parameters: {valid}.")
             continue
         if kind == "missing":
             lines.append(f"The {param!r} parameter of {name} is required.")
@@ -66,7 +64,7 @@ class MeshflConfig(BaseModel):
             raise ConfigError(format_validation_error(type(self), err)) from None
 
     @classmethod
-    def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: D102
+    def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return super().model_validate(obj, *args, **kwargs)
         except ValidationError as err:

@@ -13,7 +13,7 @@ __all__ = [
     "DataSchemaError",
     "MeshflError",
     "UnknownAgentError",
-    "UpdateRejected",
+    "InvalidUpdateError",
 ]
 
 
@@ -43,5 +43,5 @@ class AgentNotBuiltError(MeshflError, NotImplementedError):
     """A known agent whose implementation has not landed in this release yet."""
 
 
-class UpdateRejected(MeshflError, ValueError):
+class InvalidUpdateError(MeshflError, ValueError):
     """An MSP's reply failed validation; the coordinator drops it and the round goes on."""

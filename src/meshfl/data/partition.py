@@ -85,26 +85,24 @@ def _fit_margins(
 
 
 def _round_matrix(fitted: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Integer matrix with row sums ``rows`` and column sums ``cols``, close to ``fitted``."""
-    counts = np.floor(fitted).astype(np.int64)
-    row_left = rows - counts.sum(axis=1)
-    col_left = cols - counts.sum(axis=0)
-    # First round up the cells with the largest fractional parts, as far as both margins
-    # allow; then settle whatever remains (only left when IPF had not fully converged).
-    for flat in np.argsort(-(fitted - counts), axis=None, kind="stable"):
-        i, k = divmod(int(flat), fitted.shape[1])
-        if row_left[i] > 0 and col_left[k] > 0:
-            counts[i, k] += 1
-            row_left[i] -= 1
-            col_left[k] -= 1
-    for i in np.flatnonzero(row_left > 0):
-        for k in np.flatnonzero(col_left > 0):
-            take = min(row_left[i], col_left[k])
-            counts[i, k] += take
-            row_left[i] -= take
-            col_left[k] -= take
-            if row_left[i] == 0:
-                break
+    """Non-negative integers with row sums ``rows`` and column sums ``cols``, near ``fitted``.
+
+    Each class (row) in turn is spread over the MSPs with room left, in proportion to
+    ``fitted`` (largest remainders), never beyond an MSP's remaining size. As the margins
+    have the same total, the last class exactly fills what is left. This holds even where
+    the fitting did not converge (a tiny alpha underflows the Dirichlet draw).
+    """
+    fitted = np.nan_to_num(np.maximum(fitted, 0.0))
+    counts = np.zeros(fitted.shape, dtype=np.int64)
+    room = cols.astype(np.int64).copy()
+    for i, need in enumerate(rows.astype(np.int64)):
+        while need > 0:
+            open_ = room > 0
+            weights = np.where(open_, fitted[i] + 1e-12, 0.0)
+            take = np.minimum(_largest_remainder(int(need), weights), room)
+            counts[i] += take
+            room -= take
+            need -= int(take.sum())
     return counts
 
 

@@ -49,7 +49,7 @@ def derive_seed(*parts: int) -> int:
 
 def node_index(context: Context) -> int:
     """The node's partition id in simulations, else its node id."""
-    return int(context.node_config.get("partition-id", context.node_id))  # type: ignore[arg-type]
+    return int(context.node_config.get("partition-id", context.node_id))
 
 
 def make_client_app(data: DataProvider) -> ClientApp:
@@ -75,7 +75,9 @@ def make_client_app(data: DataProvider) -> ClientApp:
         cache_key = (context.node_id, agent.name, key, split)
         if cache_key not in prepared:
             node_data = data(agent.name, context)
-            frame = node_data.train if split == "train" or node_data.test is None else node_data.test
+            frame = (
+                node_data.train if split == "train" or node_data.test is None else node_data.test
+            )
             prepared[cache_key] = agent.prepare(frame)
         return prepared[cache_key]
 

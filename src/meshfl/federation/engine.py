@@ -165,6 +165,8 @@ def run_in_process(
 ) -> InProcessGrid:
     """Run ``server_app`` to completion against ``num_nodes`` in-process nodes."""
     grid = InProcessGrid(client_app, num_nodes, seed=seed)
-    context = Context(run_id=1, node_id=SUPERLINK_NODE_ID, node_config={}, state=RecordDict(), run_config={})
+    context = Context(
+        run_id=1, node_id=SUPERLINK_NODE_ID, node_config={}, state=RecordDict(), run_config={}
+    )
     server_app(grid, context)
     return grid

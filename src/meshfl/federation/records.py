@@ -27,7 +27,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 
 from meshfl.agents.base import Agent
 from meshfl.agents.update import Update
-from meshfl.config.errors import UpdateRejected
+from meshfl.config.errors import InvalidUpdateError
 from meshfl.privacy.events import PrivacyEvent
 from meshfl.secure.aggregate import seal_payload, validate_payload
 
@@ -53,7 +53,9 @@ class RoundInstructions:
     seed: int
 
 
-def encode_instructions(agent: Agent[Any], vector: np.ndarray, *, server_round: int, seed: int) -> RecordDict:
+def encode_instructions(
+    agent: Agent[Any], vector: np.ndarray, *, server_round: int, seed: int
+) -> RecordDict:
     """The content of a ``train.<agent>`` or ``evaluate.<agent>`` message."""
     return RecordDict(
         {
@@ -98,16 +100,16 @@ def encode_update(update: Update) -> RecordDict:
 def decode_update(
     message: Message, *, expected_size: int | None
 ) -> tuple[np.ndarray, dict[str, float], PrivacyEvent]:
-    """Payload, metrics and privacy event of a train reply; raises :class:`UpdateRejected`."""
+    """Payload, metrics and privacy event of a train reply; raises :class:`InvalidUpdateError`."""
     if message.has_error():
-        raise UpdateRejected(f"the MSP replied with an error: {message.error.reason}")
+        raise InvalidUpdateError(f"the MSP replied with an error: {message.error.reason}")
     content = message.content
     try:
         payload = content.array_records["update"]["payload"].numpy()
         metrics = {k: float(v) for k, v in content.metric_records["metrics"].items()}  # type: ignore[arg-type]
         event = PrivacyEvent.from_dict(dict(content.config_records["privacy"]))
     except (KeyError, TypeError, ValueError) as err:
-        raise UpdateRejected(f"the reply is malformed ({type(err).__name__}: {err})") from err
+        raise InvalidUpdateError(f"the reply is malformed ({type(err).__name__}: {err})") from err
     return validate_payload(payload, expected_size=expected_size), metrics, event
 
 
@@ -117,16 +119,16 @@ def encode_evaluation(metrics: dict[str, float]) -> RecordDict:
 
 
 def decode_evaluation(message: Message) -> dict[str, float]:
-    """Metrics of an evaluate reply; raises :class:`UpdateRejected`."""
+    """Metrics of an evaluate reply; raises :class:`InvalidUpdateError`."""
     if message.has_error():
-        raise UpdateRejected(f"the MSP replied with an error: {message.error.reason}")
+        raise InvalidUpdateError(f"the MSP replied with an error: {message.error.reason}")
     try:
         metrics = {
             k: float(v)  # type: ignore[arg-type]
             for k, v in message.content.metric_records["metrics"].items()
         }
     except (KeyError, TypeError, ValueError) as err:
-        raise UpdateRejected(f"the reply is malformed ({type(err).__name__}: {err})") from err
+        raise InvalidUpdateError(f"the reply is malformed ({type(err).__name__}: {err})") from err
     if not metrics.get("examples", 0) > 0:
-        raise UpdateRejected("evaluation metrics must include 'examples' > 0")
+        raise InvalidUpdateError("evaluation metrics must include 'examples' > 0")
     return metrics

@@ -105,7 +105,10 @@ def run_plan(grid: Grid, plan: AgentPlan, *, on_round: RoundCallback | None = No
             "skipped": outcome.skipped_reason is not None,
         }
         record.update(
-            {k if k.startswith("train_") else f"train_{k}": v for k, v in outcome.train_metrics.items()}
+            {
+                k if k.startswith("train_") else f"train_{k}": v
+                for k, v in outcome.train_metrics.items()
+            }
         )
         record.update(dict(evaluation or {}))
         record["seconds"] = time.perf_counter() - start

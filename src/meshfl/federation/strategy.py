@@ -20,7 +20,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from meshfl.agents.base import Agent
-from meshfl.config.errors import UpdateRejected
+from meshfl.config.errors import InvalidUpdateError
 from meshfl.federation.records import decode_evaluation, decode_update, encode_instructions
 from meshfl.secure.aggregate import open_payload, sum_payloads
 
@@ -40,7 +40,9 @@ class RoundOutcome:
     skipped_reason: str | None = None
 
 
-def weighted_mean(metrics: list[dict[str, float]], weight_key: str = "examples") -> dict[str, float]:
+def weighted_mean(
+    metrics: list[dict[str, float]], weight_key: str = "examples"
+) -> dict[str, float]:
     """Average each metric over MSPs weighted by ``weight_key``; the weights themselves add up."""
     if not metrics:
         return {}
@@ -103,7 +105,10 @@ class AgentStrategy(Strategy):
             if time.monotonic() > deadline:
                 log.warning(
                     "%s: only %d of %d MSPs connected after %.0f s; going on with them",
-                    self.agent.name, len(nodes), self.min_available, self.connect_timeout,
+                    self.agent.name,
+                    len(nodes),
+                    self.min_available,
+                    self.connect_timeout,
                 )
                 break
             time.sleep(0.2)
@@ -115,7 +120,7 @@ class AgentStrategy(Strategy):
         rng = np.random.default_rng([self.seed, server_round, salt])
         # Sample positions, not ids: node ids are unsigned 64-bit and must not pass
         # through a numpy array (they would become floats and lose their low bits).
-        picks = rng.choice(len(nodes), size=k, replace=False) if nodes else []
+        picks: Any = rng.choice(len(nodes), size=k, replace=False) if nodes else []
         return sorted(nodes[int(i)] for i in picks)
 
     def _messages(
@@ -152,10 +157,13 @@ class AgentStrategy(Strategy):
             node = int(reply.metadata.src_node_id)
             try:
                 payload, reply_metrics, _event = decode_update(reply, expected_size=expected)
-            except UpdateRejected as err:
+            except InvalidUpdateError as err:
                 log.warning(
                     "%s round %d: dropped the reply of MSP node %d: %s",
-                    self.agent.name, server_round, node, err,
+                    self.agent.name,
+                    server_round,
+                    node,
+                    err,
                 )
                 self.outcome.dropped.append((node, str(err)))
                 continue
@@ -167,13 +175,17 @@ class AgentStrategy(Strategy):
                 f"only {len(payloads)} valid update(s), fewer than min_msps={self.min_msps}; "
                 "the global model is unchanged"
             )
-            log.warning("%s round %d: %s", self.agent.name, server_round, self.outcome.skipped_reason)
+            log.warning(
+                "%s round %d: %s", self.agent.name, server_round, self.outcome.skipped_reason
+            )
             return None, None
         summed, total_weight = open_payload(sum_payloads(payloads))
         new = self.agent.combine(self.vector, summed, total_weight, server_round=server_round)
         self.vector = np.asarray(new, dtype=np.float64)
         self.outcome.train_metrics = weighted_mean(metrics)
-        return ArrayRecord({"vector": Array(self.vector)}), MetricRecord(self.outcome.train_metrics)
+        return ArrayRecord({"vector": Array(self.vector)}), MetricRecord(
+            dict(self.outcome.train_metrics)
+        )  # type: ignore[arg-type]
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -188,15 +200,21 @@ class AgentStrategy(Strategy):
         for reply in replies:
             try:
                 metrics.append(decode_evaluation(reply))
-            except UpdateRejected as err:
+            except InvalidUpdateError as err:
                 log.warning(
                     "%s round %d: dropped the evaluation of MSP node %d: %s",
-                    self.agent.name, server_round, int(reply.metadata.src_node_id), err,
+                    self.agent.name,
+                    server_round,
+                    int(reply.metadata.src_node_id),
+                    err,
                 )
-        return MetricRecord(weighted_mean(metrics)) if metrics else None
+        return MetricRecord(weighted_mean(metrics))  # type: ignore[arg-type] if metrics else None
 
     def summary(self) -> None:
         log.info(
             "AgentStrategy(%s): fraction_train=%s, min_msps=%d, fraction_evaluate=%s",
-            self.agent.name, self.fraction_train, self.min_msps, self.fraction_evaluate,
+            self.agent.name,
+            self.fraction_train,
+            self.min_msps,
+            self.fraction_evaluate,
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from meshfl.config.errors import UpdateRejected
+from meshfl.config.errors import InvalidUpdateError
 
 __all__ = ["flat_size", "get_flat", "set_flat"]
 
@@ -35,7 +35,7 @@ def set_flat(module: torch.nn.Module, vector: np.ndarray) -> None:
     """Load a vector produced by :func:`get_flat` into the module's trainable parameters."""
     expected = flat_size(module)
     if vector.shape != (expected,):
-        raise UpdateRejected(
+        raise InvalidUpdateError(
             f"The model vector must have {expected} values for {type(module).__name__}. "
             f"Got shape {tuple(vector.shape)} instead."
         )

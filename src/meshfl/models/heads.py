@@ -31,7 +31,9 @@ class MultiTaskHead(nn.Module):
         Dropout on the hidden layer during training.
     """
 
-    def __init__(self, in_dim: int, n_classes: Sequence[int], *, hidden: int = 64, dropout: float = 0.1):
+    def __init__(
+        self, in_dim: int, n_classes: Sequence[int], *, hidden: int = 64, dropout: float = 0.1
+    ):
         super().__init__()
         if hidden > 0:
             self.body: nn.Module = nn.Sequential(
@@ -78,9 +80,7 @@ def train_head(
             idx = order[start : start + batch_size]
             optimizer.zero_grad()
             logits = head(x[idx])
-            loss = sum(
-                nn.functional.cross_entropy(out, y[idx, t]) for t, out in enumerate(logits)
-            )
+            loss = sum(nn.functional.cross_entropy(out, y[idx, t]) for t, out in enumerate(logits))
             loss.backward()  # type: ignore[union-attr]
             optimizer.step()
             total += float(loss.detach()) * len(idx)  # type: ignore[union-attr]

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from meshfl.config.errors import UpdateRejected
+from meshfl.config.errors import InvalidUpdateError
 
 __all__ = ["open_payload", "seal_payload", "sum_payloads", "validate_payload"]
 
@@ -24,22 +24,22 @@ def seal_payload(vector: np.ndarray, weight: float) -> np.ndarray:
 
 
 def validate_payload(payload: np.ndarray, *, expected_size: int | None) -> np.ndarray:
-    """Check one MSP's payload before it joins the sum; raises :class:`UpdateRejected`."""
+    """Check one MSP's payload before it joins the sum; raises :class:`InvalidUpdateError`."""
     payload = np.asarray(payload)
     if payload.ndim != 1:
-        raise UpdateRejected(f"payload must be a flat vector; got shape {payload.shape}")
+        raise InvalidUpdateError(f"payload must be a flat vector; got shape {payload.shape}")
     if not np.issubdtype(payload.dtype, np.floating):
-        raise UpdateRejected(f"payload must hold floats; got dtype {payload.dtype}")
+        raise InvalidUpdateError(f"payload must hold floats; got dtype {payload.dtype}")
     if expected_size is not None and payload.size != expected_size:
-        raise UpdateRejected(
+        raise InvalidUpdateError(
             f"payload has {payload.size} values; this round expects {expected_size}"
         )
     if payload.size == 0:
-        raise UpdateRejected("payload is empty; it must at least carry its weight")
+        raise InvalidUpdateError("payload is empty; it must at least carry its weight")
     if not np.all(np.isfinite(payload)):
-        raise UpdateRejected("payload holds NaN or inf")
+        raise InvalidUpdateError("payload holds NaN or inf")
     if not payload[-1] > 0:
-        raise UpdateRejected(f"payload weight must be > 0; got {payload[-1]!r}")
+        raise InvalidUpdateError(f"payload weight must be > 0; got {payload[-1]!r}")
     return payload.astype(np.float64, copy=False)
 
 
