@@ -42,7 +42,7 @@ class AnomalyConfig(MeshflConfig):
         default_factory=lambda: dict(OPS_METRIC_BOUNDS),
         description="Public (low, high) range of every feature; splits are drawn inside it.",
     )
-    trees_per_round: int = Field(25, ge=1, le=1000, description="Trees grown per round.")
+    trees_per_round: int = Field(10, ge=1, le=1000, description="Trees grown per round.")
     depth: int = Field(8, ge=1, le=iforest.MAX_DEPTH, description="Depth of every tree.")
     subsample_size: int = Field(256, ge=2, description="Virtual subsample size psi.")
     structure_seed: int = Field(0, ge=0, description="Public seed of the trees' splits.")

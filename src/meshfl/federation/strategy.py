@@ -12,10 +12,10 @@ import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, MetricRecordValues
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
@@ -54,6 +54,10 @@ def weighted_mean(
         values, ws = np.array([v for v, _ in present]), np.array([w for _, w in present])
         out[key] = float(ws.sum()) if key == weight_key else float(np.dot(values, ws) / ws.sum())
     return out
+
+
+def _record(metrics: dict[str, float]) -> MetricRecord:
+    return MetricRecord(cast(dict[str, MetricRecordValues], dict(metrics)))
 
 
 class AgentStrategy(Strategy):
@@ -183,9 +187,7 @@ class AgentStrategy(Strategy):
         new = self.agent.combine(self.vector, summed, total_weight, server_round=server_round)
         self.vector = np.asarray(new, dtype=np.float64)
         self.outcome.train_metrics = weighted_mean(metrics)
-        return ArrayRecord({"vector": Array(self.vector)}), MetricRecord(
-            dict(self.outcome.train_metrics)
-        )  # type: ignore[arg-type]
+        return ArrayRecord({"vector": Array(self.vector)}), _record(self.outcome.train_metrics)
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -208,7 +210,7 @@ class AgentStrategy(Strategy):
                     int(reply.metadata.src_node_id),
                     err,
                 )
-        return MetricRecord(weighted_mean(metrics))  # type: ignore[arg-type] if metrics else None
+        return _record(weighted_mean(metrics)) if metrics else None
 
     def summary(self) -> None:
         log.info(

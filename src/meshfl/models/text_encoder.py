@@ -14,10 +14,11 @@ round and every epoch.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,7 @@ class TextEncoder:
     """
 
     def __init__(
-        self, model: Any, tokenizer: Any, *, name: str, max_length: int = 128, batch_size: int = 64
+        self, model: Any, tokenizer: Any, *, name: str, max_length: int = 128, batch_size: int = 32
     ):
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -70,7 +71,8 @@ class TextEncoder:
 
         texts = [str(t) for t in texts]
         with self._lock:
-            missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+            # Similar lengths per batch waste less compute on padding.
+            missing = sorted(dict.fromkeys(t for t in texts if t not in self._cache), key=len)
             for start in range(0, len(missing), self.batch_size):
                 batch = missing[start : start + self.batch_size]
                 tokens = self.tokenizer(
@@ -93,11 +95,31 @@ class TextEncoder:
             return np.stack([self._cache[t] for t in texts])
 
 
+@contextlib.contextmanager
+def _quiet_loading() -> Iterator[None]:
+    # transformers shows a "Loading weights" bar per model; meshfl has its own progress bar.
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 @functools.lru_cache(maxsize=8)
 def load_text_encoder(
     spec: str = "minilm", *, max_length: int = 128, allow_download: bool = False
 ) -> TextEncoder:
     """Load (once per process) the frozen encoder named by ``spec``.
+
+    Examples
+    --------
+    >>> encoder = load_text_encoder("minilm")
+    >>> encoder.encode(["Failed password for root from 10.0.0.1"]).shape
+    (1, 384)
 
     Parameters
     ----------
@@ -110,6 +132,11 @@ def load_text_encoder(
         Let ``transformers`` fetch a named model from the hub; off by default so that an
         offline MSP fails fast with an explanation instead of hanging on the network.
     """
+    with _quiet_loading():
+        return _load(spec, max_length=max_length, allow_download=allow_download)
+
+
+def _load(spec: str, *, max_length: int, allow_download: bool) -> TextEncoder:
     from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel
 
     if not isinstance(spec, str) or not spec:
