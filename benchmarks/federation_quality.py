@@ -63,8 +63,15 @@ def run_one(agent: str, *, seed: int, msps: int, rounds: int, alpha: float) -> d
 
 
 def summarize(rows: pd.DataFrame) -> pd.DataFrame:
-    cols = ["federated", "local_mean", "centralized", "federated_round_s_steady",
-            "local_s_per_round", "centralized_s_per_round", "bytes_per_round"]
+    cols = [
+        "federated",
+        "local_mean",
+        "centralized",
+        "federated_round_s_steady",
+        "local_s_per_round",
+        "centralized_s_per_round",
+        "bytes_per_round",
+    ]
     grouped = rows.groupby(["agent", "metric"])[cols]
     mean, std = grouped.mean(), grouped.std().fillna(0.0)
     table = mean.copy()
@@ -73,9 +80,7 @@ def summarize(rows: pd.DataFrame) -> pd.DataFrame:
     for c in ["federated_round_s_steady", "local_s_per_round", "centralized_s_per_round"]:
         table[c] = [f"{m:.3f}" for m in mean[c]]
     table["bytes_per_round"] = [f"{m / 1e6:.2f} MB" for m in mean["bytes_per_round"]]
-    table["federated − local"] = [
-        f"{d:+.3f}" for d in (mean["federated"] - mean["local_mean"])
-    ]
+    table["federated - local"] = [f"{d:+.3f}" for d in (mean["federated"] - mean["local_mean"])]
     return table.reset_index()
 
 
@@ -91,8 +96,13 @@ def plot(rows: pd.DataFrame, path: Path) -> None:
         sub = rows[rows["agent"] == agent]
         names = ["local-only\n(mean MSP)", "federated", "centralized\n(pooled)"]
         values = [sub["local_mean"], sub["federated"], sub["centralized"]]
-        ax.bar(names, [v.mean() for v in values], yerr=[v.std() for v in values],
-               color=["#bbbbbb", "#2a7ab0", "#6c6c6c"], capsize=4)
+        ax.bar(
+            names,
+            [v.mean() for v in values],
+            yerr=[v.std() for v in values],
+            color=["#bbbbbb", "#2a7ab0", "#6c6c6c"],
+            capsize=4,
+        )
         for x, v in enumerate(values):
             ax.text(x, v.mean(), f"{v.mean():.3f}", ha="center", va="bottom", fontsize=9)
         lo = min(v.min() for v in values)
@@ -116,19 +126,31 @@ def main() -> None:
     rows = []
     for agent in args.agents.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):
-            rows.append(run_one(agent, seed=seed, msps=args.msps,
-                                rounds=ROUNDS.get(agent, 5), alpha=args.alpha))
-            print(f"  {agent} seed {seed}: federated {rows[-1]['federated']:.3f}, "
-                  f"local {rows[-1]['local_mean']:.3f}, central {rows[-1]['centralized']:.3f}",
-                  flush=True)
+            rows.append(
+                run_one(
+                    agent, seed=seed, msps=args.msps, rounds=ROUNDS.get(agent, 5), alpha=args.alpha
+                )
+            )
+            print(
+                f"  {agent} seed {seed}: federated {rows[-1]['federated']:.3f}, "
+                f"local {rows[-1]['local_mean']:.3f}, central {rows[-1]['centralized']:.3f}",
+                flush=True,
+            )
     frame = pd.DataFrame(rows)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out / "federation_quality.csv", index=False)
     table = summarize(frame)
-    (out / "federation_quality.json").write_text(json.dumps(
-        {"machine": platform.platform(), "runs": rows,
-         "summary": table.to_dict(orient="records")}, indent=2))
+    (out / "federation_quality.json").write_text(
+        json.dumps(
+            {
+                "machine": platform.platform(),
+                "runs": rows,
+                "summary": table.to_dict(orient="records"),
+            },
+            indent=2,
+        )
+    )
     plot(frame, out / "federation_quality.png")
     print()
     print(table.to_markdown(index=False) if _has_tabulate() else table.to_string(index=False))
