@@ -42,3 +42,13 @@ def test_tiny_encoder_is_deterministic():
 def test_missing_named_model_explains_offline_options():
     with pytest.raises(MeshflError, match=r"minilm.*local path"):
         load_text_encoder("no-such-org/no-such-model-xyz")
+
+
+def test_a_local_model_directory_loads_through_transformers(tmp_path):
+    tiny = load_text_encoder("tiny")
+    tiny.model.save_pretrained(tmp_path)
+    tiny.tokenizer.save_pretrained(tmp_path)
+    local = load_text_encoder(str(tmp_path))
+    assert local.name == str(tmp_path) and local.dim == tiny.dim
+    text = ["a log line loaded from a local model directory"]
+    np.testing.assert_allclose(local.encode(text), tiny.encode(text), atol=1e-6)
