@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from meshfl.config.checks import check_float, check_int
 from meshfl.config.errors import ConfigError, DataSchemaError
 
 __all__ = ["label_distribution", "partition", "train_test_split"]
@@ -30,30 +31,6 @@ def _check_frame(frame: Any, func: str) -> pd.DataFrame:
             f"Got a {type(frame).__name__} instead."
         )
     return frame
-
-
-def _check_int(value: Any, name: str, func: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ConfigError(
-            f"The {name!r} parameter of {func} must be an integer >= {minimum}. "
-            f"Got {value!r} instead."
-        )
-    return int(value)
-
-
-def _check_float(value: Any, name: str, func: str, rule: str, ok: bool) -> float:
-    is_number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
-        value, bool
-    )
-    if not is_number or math.isnan(float(value)) or not ok:
-        raise ConfigError(
-            f"The {name!r} parameter of {func} must be a float {rule}. Got {value!r} instead."
-        )
-    return float(value)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
 def _largest_remainder(total: int, weights: np.ndarray) -> np.ndarray:
@@ -162,19 +139,13 @@ def partition(
     """
     func = "partition"
     frame = _check_frame(frame, func)
-    num_msps = _check_int(num_msps, "num_msps", func, 1)
-    alpha = _check_float(
-        alpha, "alpha", func, "in (0, inf]", _is_number(alpha) and float(alpha) > 0
+    num_msps = check_int(num_msps, "num_msps", where=func, minimum=1)
+    alpha = check_float(alpha, "alpha", where=func, rule="in (0, inf]", ok=lambda v: v > 0)
+    size_skew = check_float(
+        size_skew, "size_skew", where=func, rule="in [0, inf)", ok=lambda v: 0 <= v < math.inf
     )
-    size_skew = _check_float(
-        size_skew,
-        "size_skew",
-        func,
-        "in [0, inf)",
-        _is_number(size_skew) and 0 <= float(size_skew) < math.inf,
-    )
-    min_size = _check_int(min_size, "min_size", func, 0)
-    seed = _check_int(seed, "seed", func, 0)
+    min_size = check_int(min_size, "min_size", where=func, minimum=0)
+    seed = check_int(seed, "seed", where=func, minimum=0)
     if label_column is not None and label_column not in frame.columns:
         raise ConfigError(
             f"The 'label_column' parameter of {func} must name a column of the frame, or be "
@@ -253,14 +224,10 @@ def train_test_split(
     """
     func = "train_test_split"
     frame = _check_frame(frame, func)
-    test_fraction = _check_float(
-        test_fraction,
-        "test_fraction",
-        func,
-        "in (0, 1)",
-        _is_number(test_fraction) and 0 < float(test_fraction) < 1,
+    test_fraction = check_float(
+        test_fraction, "test_fraction", where=func, rule="in (0, 1)", ok=lambda v: 0 < v < 1
     )
-    seed = _check_int(seed, "seed", func, 0)
+    seed = check_int(seed, "seed", where=func, minimum=0)
     n = len(frame)
     if n < 2:
         raise DataSchemaError(

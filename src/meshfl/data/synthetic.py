@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import string
 from collections.abc import Callable, Mapping
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from meshfl.config.errors import ConfigError
+from meshfl.config.checks import check_float, check_int
 from meshfl.data.schema import Column, Schema
 
 __all__ = [
@@ -39,25 +38,6 @@ __all__ = [
 # ---------------------------------------------------------------------------------------
 # Argument checks
 # ---------------------------------------------------------------------------------------
-
-
-def _check_int(value: Any, name: str, func: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ConfigError(
-            f"The {name!r} parameter of {func} must be an integer >= {minimum}. "
-            f"Got {value!r} instead."
-        )
-    return int(value)
-
-
-def _check_fraction(value: Any, name: str, func: str, upper: float = 1.0) -> float:
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-    if not ok or not 0.0 <= float(value) <= upper:
-        raise ConfigError(
-            f"The {name!r} parameter of {func} must be a float in [0, {upper:g}]. "
-            f"Got {value!r} instead."
-        )
-    return float(value)
 
 
 # ---------------------------------------------------------------------------------------
@@ -995,9 +975,15 @@ def security_events(n: int, *, seed: int = 0, label_noise: float = 0.03) -> pd.D
     >>> frame.equals(security_events(5, seed=1))
     True
     """
-    n = _check_int(n, "n", "security_events", 1)
-    seed = _check_int(seed, "seed", "security_events", 0)
-    label_noise = _check_fraction(label_noise, "label_noise", "security_events")
+    n = check_int(n, "n", where="security_events", minimum=1)
+    seed = check_int(seed, "seed", where="security_events", minimum=0)
+    label_noise = check_float(
+        label_noise,
+        "label_noise",
+        where="security_events",
+        rule="in [0, 1]",
+        ok=lambda v: 0 <= v <= 1,
+    )
     rng = np.random.default_rng(seed)
 
     classes = rng.choice(len(THREAT_CLASSES), size=n, p=_CLASS_SHARES)
@@ -1247,10 +1233,14 @@ def operational_metrics(n: int, *, seed: int = 0, anomaly_fraction: float = 0.05
     >>> bool((frame["cpu_pct"] <= 100).all())
     True
     """
-    n = _check_int(n, "n", "operational_metrics", 1)
-    seed = _check_int(seed, "seed", "operational_metrics", 0)
-    anomaly_fraction = _check_fraction(
-        anomaly_fraction, "anomaly_fraction", "operational_metrics", upper=0.5
+    n = check_int(n, "n", where="operational_metrics", minimum=1)
+    seed = check_int(seed, "seed", where="operational_metrics", minimum=0)
+    anomaly_fraction = check_float(
+        anomaly_fraction,
+        "anomaly_fraction",
+        where="operational_metrics",
+        rule="in [0, 0.5]",
+        ok=lambda v: 0 <= v <= 0.5,
     )
     rng = np.random.default_rng(seed)
 

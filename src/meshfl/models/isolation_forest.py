@@ -63,6 +63,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from meshfl.config.checks import check_int
 from meshfl.config.errors import ConfigError
 
 __all__ = [
@@ -120,7 +121,7 @@ class ForestStructure:
     high: NDArray[np.float64]
 
     def __post_init__(self) -> None:
-        depth = _check_int("depth", self.depth, minimum=1, maximum=MAX_DEPTH)
+        depth = check_int(self.depth, "depth", minimum=1, maximum=MAX_DEPTH)
         low, high = _check_bounds(self.low, self.high)
         feature = np.array(self.feature, copy=True)
         threshold = np.array(self.threshold, dtype=np.float64, copy=True)
@@ -216,8 +217,8 @@ def grow_structure(
     ((3, 3), 4, 2)
     """
     low_arr, high_arr = _check_bounds(low, high)
-    n_trees = _check_int("n_trees", n_trees, minimum=1)
-    depth = _check_int("depth", depth, minimum=1, maximum=MAX_DEPTH)
+    n_trees = check_int(n_trees, "n_trees", minimum=1)
+    depth = check_int(depth, "depth", minimum=1, maximum=MAX_DEPTH)
     rng = _check_seed(seed)
     n_features = low_arr.shape[0]
     n_internal = 2**depth - 1
@@ -424,7 +425,7 @@ def score_samples(
     >>> bool(outlier < inlier)
     True
     """
-    psi = _check_int("subsample_size", subsample_size, minimum=2)
+    psi = check_int(subsample_size, "subsample_size", minimum=2)
     path = _leaf_path_lengths(structure, counts, psi)
     leaves = leaf_index(structure, X)
     offset = (np.arange(structure.n_trees, dtype=np.intp) * structure.n_leaves)[None, :]
@@ -527,17 +528,6 @@ def _interpolated_path_length(m: NDArray[np.float64]) -> NDArray[np.float64]:
     lo = np.floor(m)
     frac = m - lo
     return (1.0 - frac) * average_path_length(lo) + frac * average_path_length(lo + 1.0)
-
-
-def _check_int(name: str, value: object, *, minimum: int, maximum: int | None = None) -> int:
-    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
-        as_int = int(value)
-        if as_int >= minimum and (maximum is None or as_int <= maximum):
-            return as_int
-    upper = "inf)" if maximum is None else f"{maximum}]"
-    raise ConfigError(
-        f"The '{name}' parameter must be an int in [{minimum}, {upper}. Got {value!r} instead."
-    )
 
 
 def _check_seed(seed: object) -> np.random.Generator:
