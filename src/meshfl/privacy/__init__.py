@@ -1,5 +1,6 @@
 """Differential privacy: events, mechanisms, accountant and ledger."""
 
+from meshfl.privacy.config import DPConfig
 from meshfl.privacy.events import Mechanism, PrivacyEvent
 
-__all__ = ["Mechanism", "PrivacyEvent"]
+__all__ = ["DPConfig", "Mechanism", "PrivacyEvent"]
