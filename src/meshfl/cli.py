@@ -3,6 +3,7 @@
 meshfl simulate                       # every built agent, 5 MSPs, 3 rounds
 meshfl simulate --agent anomaly --msps 10 --rounds 5
 meshfl agents
+meshfl bench privacy --agent threat_intel --epsilons 0.1,0.5,1,2,8,inf
 """
 
 from __future__ import annotations
@@ -85,6 +86,28 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_privacy(args: argparse.Namespace) -> int:
+    from meshfl.bench.privacy import parse_epsilons, privacy_sweep, write_privacy_report
+
+    config = {"encoder": args.encoder} if args.encoder else None
+    frame = privacy_sweep(
+        agent=args.agent,
+        epsilons=parse_epsilons(args.epsilons),
+        num_msps=args.msps,
+        rounds=args.rounds,
+        seed=args.seed,
+        delta=args.delta,
+        unit=args.unit,
+        agent_config=config,
+        progress=not args.no_progress,
+    )
+    shown = frame.drop(columns=["delta"])
+    print(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    for path in write_privacy_report(frame, args.out):
+        print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``meshfl`` command."""
     parser = argparse.ArgumentParser(prog="meshfl", description=__doc__.splitlines()[0])
@@ -108,6 +131,22 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--out", help="directory to save models and histories to")
     sim.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     sim.set_defaults(func=_cmd_simulate)
+
+    bench = sub.add_parser("bench", help="research benchmarks").add_subparsers(
+        dest="bench", required=True
+    )
+    priv = bench.add_parser("privacy", help="accuracy against the privacy budget epsilon")
+    priv.add_argument("--agent", required=True, help="agent to sweep")
+    priv.add_argument("--epsilons", default="0.1,0.5,1,2,8,inf", help="comma-separated ε")
+    priv.add_argument("--delta", type=float, default=1e-5)
+    priv.add_argument("--unit", choices=["sample", "msp"], default="sample")
+    priv.add_argument("--msps", type=int, default=5)
+    priv.add_argument("--rounds", type=int, default=5)
+    priv.add_argument("--seed", type=int, default=0)
+    priv.add_argument("--encoder", help="text encoder ('minilm', 'tiny', path)")
+    priv.add_argument("--out", default="results/privacy", help="output directory")
+    priv.add_argument("--no-progress", action="store_true")
+    priv.set_defaults(func=_cmd_bench_privacy)
     return parser
 
 

@@ -8,9 +8,13 @@ It runs the very ServerApp and ClientApp a deployment runs, on the in-process en
 from __future__ import annotations
 
 import logging
+import math
 import os
+import tempfile
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
@@ -21,6 +25,8 @@ from meshfl.data.partition import partition, train_test_split
 from meshfl.federation.client_app import NodeData, make_client_app
 from meshfl.federation.engine import run_in_process
 from meshfl.federation.server_app import AgentPlan, AgentRun, make_server_app
+from meshfl.privacy.budget import msp_level_noise_report
+from meshfl.privacy.config import DPConfig
 
 __all__ = ["SimulationResult", "federate", "make_partitions", "simulate"]
 
@@ -46,6 +52,13 @@ class SimulationResult:
         Each MSP's training and held-out rows.
     bytes_sent, bytes_received : int
         Wire bytes from the coordinator to the MSPs and back (in-process engine only).
+    privacy : pandas.DataFrame or None
+        With differential privacy: per MSP, the ε it reports having spent on the agent (the
+        coordinator's mirror of the MSPs' ledgers), the budget, and the rounds it declined.
+    stopped_reason : str or None
+        Why the run ended before its last round (e.g. every MSP's budget was spent).
+    state_dir : Path or None
+        Where the MSPs' state (privacy ledgers) lives: ``<state_dir>/msp-<i>/privacy``.
     """
 
     agent: str
@@ -54,6 +67,9 @@ class SimulationResult:
     partitions: list[NodeData] = field(repr=False)
     bytes_sent: int = 0
     bytes_received: int = 0
+    privacy: pd.DataFrame | None = None
+    stopped_reason: str | None = None
+    state_dir: Path | None = None
 
     @property
     def test_data(self) -> pd.DataFrame:
@@ -121,8 +137,16 @@ def federate(
     *,
     backend: Backend = "in-process",
     progress: bool = False,
+    state_dir: str | os.PathLike[str] | None = None,
 ) -> tuple[AgentRun, int, int]:
-    """Run one agent's plan over the given MSP partitions; returns the run and wire bytes."""
+    """Run one agent's plan over the given MSP partitions; returns the run and wire bytes.
+
+    MSP ``i`` keeps its state (privacy ledger) in ``<state_dir>/msp-<i>``; without a
+    ``state_dir`` a plan with privacy gets a fresh temporary one.
+    """
+    if state_dir is None and plan.privacy is not None:
+        state_dir = tempfile.mkdtemp(prefix="meshfl-state-")
+    root = Path(state_dir) if state_dir is not None else None
     results: dict[str, AgentRun] = {}
     bar = _progress(plan, enabled=progress)
 
@@ -135,7 +159,12 @@ def federate(
 
     server_app = make_server_app([plan], on_round=on_round, results=results)
     parts = list(partitions)
-    client_app = make_client_app(lambda _agent, ctx: parts[int(ctx.node_config["partition-id"])])
+    client_app = make_client_app(
+        lambda _agent, ctx: parts[int(ctx.node_config["partition-id"])],
+        state_dir=None
+        if root is None
+        else (lambda ctx: root / f"msp-{int(ctx.node_config['partition-id'])}"),
+    )
     try:
         if backend == "in-process":
             grid = run_in_process(server_app, client_app, num_nodes=len(parts), seed=plan.seed)
@@ -168,7 +197,9 @@ def simulate(
     alpha: float = 0.5,
     size_skew: float = 0.5,
     fraction_train: float = 1.0,
-    min_msps: int = 1,
+    min_msps: int | None = None,
+    privacy: DPConfig | None = None,
+    state_dir: str | os.PathLike[str] | None = None,
     backend: Backend = "in-process",
     progress: bool = True,
 ) -> SimulationResult:
@@ -195,7 +226,14 @@ def simulate(
     alpha, size_skew : float
         Dirichlet label skew (smaller is more skewed) and log-normal size skew.
     fraction_train, min_msps : float, int
-        MSPs sampled per round; fewest valid updates a round needs.
+        MSPs sampled per round; fewest valid updates a round needs (default 1; with
+        ``unit="msp"`` privacy, every sampled MSP, since each adds a share of the noise).
+    privacy : DPConfig, optional
+        Differential privacy (``None``: off). Each MSP keeps a persistent ledger and
+        declines rounds that would exceed ``privacy.epsilon``.
+    state_dir : path, optional
+        The MSPs' state (their privacy ledgers). Reuse it to continue spending the same
+        budgets, as a restarted MSP would; default: a fresh temporary directory.
     backend : {"in-process", "ray"}
         ``"ray"`` runs on Flower's Simulation Engine (``pip install meshfl[ray]``).
     progress : bool
@@ -219,6 +257,9 @@ def simulate(
             "The 'num_msps' parameter of simulate must be an integer >= 1. "
             f"Got {num_msps!r} instead."
         )
+    if min_msps is None:
+        msp_level = privacy is not None and privacy.unit == "msp"
+        min_msps = max(1, math.ceil(fraction_train * num_msps)) if msp_level else 1
     plan = AgentPlan(
         agent=agent,
         agent_config=dict(agent_config or {}),
@@ -227,6 +268,7 @@ def simulate(
         fraction_train=fraction_train,
         min_msps=min_msps,
         min_available_msps=num_msps,
+        privacy=privacy,
     )
     the_agent = plan.build_agent()
     partitions = make_partitions(
@@ -238,7 +280,13 @@ def simulate(
         alpha=alpha,
         size_skew=size_skew,
     )
-    run, sent, received = federate(plan, partitions, backend=backend, progress=progress)
+    if privacy is not None and privacy.unit == "msp":
+        warn_if_noise_swamps_signal(plan, the_agent)
+    if state_dir is None and privacy is not None:
+        state_dir = tempfile.mkdtemp(prefix="meshfl-state-")
+    run, sent, received = federate(
+        plan, partitions, backend=backend, progress=progress, state_dir=state_dir
+    )
     return SimulationResult(
         agent=agent,
         history=pd.DataFrame(run.history),
@@ -246,7 +294,42 @@ def simulate(
         partitions=partitions,
         bytes_sent=sent,
         bytes_received=received,
+        privacy=_privacy_table(run, privacy, num_msps),
+        stopped_reason=run.stopped_reason,
+        state_dir=Path(state_dir) if state_dir is not None else None,
     )
+
+
+def _privacy_table(run: AgentRun, privacy: DPConfig | None, num_msps: int) -> pd.DataFrame | None:
+    if privacy is None:
+        return None
+    declined = [0] * num_msps
+    for record in run.history:
+        for msp in record.get("declined_msps", []):
+            declined[msp] += 1
+    return pd.DataFrame(
+        {
+            "msp": range(num_msps),
+            "epsilon_spent": [run.epsilon_by_msp.get(i, 0.0) for i in range(num_msps)],
+            "epsilon_budget": privacy.epsilon,
+            "delta": privacy.delta,
+            "declined_rounds": declined,
+        }
+    )
+
+
+def warn_if_noise_swamps_signal(plan: AgentPlan, agent: Agent[Any]) -> None:
+    """Say loudly when MSP-level noise will drown every update (too few MSPs for the ε)."""
+    assert plan.privacy is not None
+    report = msp_level_noise_report(
+        plan.privacy,
+        dim=agent.update_size(agent.init_vector(seed=plan.seed)),
+        msps_per_round=plan.min_msps,
+        sample_rate=plan.fraction_train,
+        rounds=plan.rounds,
+    )
+    if report is not None:
+        warnings.warn(report, UserWarning, stacklevel=3)
 
 
 def _progress(plan: AgentPlan, *, enabled: bool) -> Any:

@@ -30,6 +30,9 @@ from meshfl.data.synthetic import (
     operational_metrics,
 )
 from meshfl.models import isolation_forest as iforest
+from meshfl.privacy.budget import DPStep
+from meshfl.privacy.events import Mechanism
+from meshfl.privacy.mechanisms import add_gaussian_noise
 
 __all__ = ["Anomaly", "AnomalyConfig", "AnomalyModel"]
 
@@ -94,6 +97,8 @@ class Anomaly(Agent[MetricsData]):
     schema = OPS_METRICS_SCHEMA
     metric = "auc"
     label_column = "profile"
+    # An MSP's whole count vector has sensitivity n·sqrt(trees): MSP-level DP would drown it.
+    supports_msp_dp = False
     config: AnomalyConfig
 
     @property
@@ -153,15 +158,40 @@ class Anomaly(Agent[MetricsData]):
             )
         return vector.size // self.block_size
 
+    def privacy_shape(self, local: MetricsData) -> tuple[Mechanism, float, int]:
+        # One Gaussian mechanism on the round's leaf counts, over all rows.
+        return "gaussian", 1.0, 1
+
     def local_update(
-        self, vector: np.ndarray, local: MetricsData, *, server_round: int, seed: int
+        self,
+        vector: np.ndarray,
+        local: MetricsData,
+        *,
+        server_round: int,
+        seed: int,
+        dp: DPStep | None = None,
     ) -> Update:
         # The next block follows the blocks already in the global model (not the round
         # number), so a skipped round cannot misalign counts and trees.
         block = self._blocks_in(vector)
         structure = self.forest(block + 1)
         counts = iforest.leaf_counts(structure, local.X)[block * self.block_size :]
-        return Update(vector=counts, weight=1.0, metrics={"examples": float(len(local))})
+        if dp is None:
+            return Update(vector=counts, weight=1.0, metrics={"examples": float(len(local))})
+        # A row lands in exactly one leaf of each tree: adding or removing it changes
+        # trees_per_round counts by one, an L2 sensitivity of sqrt(trees_per_round).
+        noisy = add_gaussian_noise(
+            counts,
+            sensitivity=float(np.sqrt(self.config.trees_per_round)),
+            noise_multiplier=dp.noise_multiplier,
+            rng=np.random.default_rng(seed),
+        )
+        return Update(
+            vector=noisy,
+            weight=1.0,
+            metrics={"examples": float(len(local))},
+            privacy_event=dp.event(),
+        )
 
     def combine(
         self, vector: np.ndarray, summed: np.ndarray, total_weight: float, *, server_round: int

@@ -13,7 +13,7 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -22,6 +22,10 @@ from meshfl.agents.update import Update
 from meshfl.config.base import MeshflConfig
 from meshfl.config.errors import ConfigError, MeshflError
 from meshfl.data.schema import Schema, load_frame
+from meshfl.privacy.events import Mechanism
+
+if TYPE_CHECKING:  # the budget module loads the accountant (Opacus, torch)
+    from meshfl.privacy.budget import DPStep
 
 __all__ = ["Agent", "GlobalModel"]
 
@@ -53,6 +57,8 @@ class Agent(ABC, Generic[LocalT]):
     """The headline evaluation metric (a key of :meth:`evaluate`'s result); higher is better."""
     label_column: ClassVar[str]
     """Column whose distribution the partitioner skews across MSPs (non-IID)."""
+    supports_msp_dp: ClassVar[bool] = True
+    """Whether MSP-level DP (clip the MSP's model delta, add distributed noise) fits the agent."""
 
     def __init__(self, config: MeshflConfig | Mapping[str, Any] | None = None, **overrides: Any):
         if isinstance(config, MeshflConfig):
@@ -97,9 +103,23 @@ class Agent(ABC, Generic[LocalT]):
 
     @abstractmethod
     def local_update(
-        self, vector: np.ndarray, local: LocalT, *, server_round: int, seed: int
+        self,
+        vector: np.ndarray,
+        local: LocalT,
+        *,
+        server_round: int,
+        seed: int,
+        dp: DPStep | None = None,
     ) -> Update:
-        """Train (or count) on one MSP's data starting from the global ``vector``."""
+        """Train (or count) on one MSP's data starting from the global ``vector``.
+
+        With ``dp`` the agent applies that sample-level mechanism (DP-SGD or the Gaussian
+        mechanism) and returns its event in ``Update.privacy_event``.
+        """
+
+    @abstractmethod
+    def privacy_shape(self, local: LocalT) -> tuple[Mechanism, float, int]:
+        """``(mechanism, sample_rate, steps)`` of one round of sample-level DP on ``local``."""
 
     def update_size(self, vector: np.ndarray) -> int:
         """Length of the update vector MSPs send in a round that starts from ``vector``.

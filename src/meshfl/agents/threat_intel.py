@@ -28,8 +28,11 @@ from meshfl.data.synthetic import (
     security_events,
 )
 from meshfl.models.flat import get_flat, set_flat
-from meshfl.models.heads import MultiTaskHead, predict_proba, train_head
+from meshfl.models.heads import MultiTaskHead, multitask_loss, predict_proba, train_head
 from meshfl.models.text_encoder import TextEncoder, load_text_encoder
+from meshfl.privacy.budget import DPStep
+from meshfl.privacy.dpsgd import train_private
+from meshfl.privacy.events import Mechanism, PrivacyEvent
 
 __all__ = ["ThreatIntel", "ThreatIntelConfig", "ThreatIntelModel"]
 
@@ -128,28 +131,61 @@ class ThreatIntel(Agent[TextData]):
             torch.manual_seed(seed)
             return get_flat(self.head())
 
+    def privacy_shape(self, local: TextData) -> tuple[Mechanism, float, int]:
+        # DP-SGD with Poisson sampling: rate q = batch / n, round(1 / q) steps per epoch.
+        rate = min(1.0, self.config.batch_size / max(len(local), 1))
+        return "dp-sgd", rate, self.config.local_epochs * max(1, round(1 / rate))
+
     def local_update(
-        self, vector: np.ndarray, local: TextData, *, server_round: int, seed: int
+        self,
+        vector: np.ndarray,
+        local: TextData,
+        *,
+        server_round: int,
+        seed: int,
+        dp: DPStep | None = None,
     ) -> Update:
         if local.targets is None or len(local) == 0:
             raise DataSchemaError("threat_intel needs labelled rows to train on.")
         head = self.head()
         set_flat(head, vector)
+        event = PrivacyEvent.none()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # dropout masks
-            loss = train_head(
-                head,
-                local.features,
-                local.targets,
-                epochs=self.config.local_epochs,
-                lr=self.config.learning_rate,
-                batch_size=self.config.batch_size,
-                seed=seed,
-            )
+            if dp is None:
+                loss = train_head(
+                    head,
+                    local.features,
+                    local.targets,
+                    epochs=self.config.local_epochs,
+                    lr=self.config.learning_rate,
+                    batch_size=self.config.batch_size,
+                    seed=seed,
+                )
+            else:
+                result = train_private(
+                    head,
+                    local.features,
+                    local.targets,
+                    loss_fn=multitask_loss,
+                    epochs=self.config.local_epochs,
+                    batch_size=self.config.batch_size,
+                    lr=self.config.learning_rate,
+                    noise_multiplier=dp.noise_multiplier,
+                    max_grad_norm=dp.max_grad_norm,
+                    seed=seed,
+                )
+                if (result.steps, result.sample_rate) != (dp.steps, dp.sample_rate):
+                    raise RuntimeError(  # the ledger must record what actually ran
+                        f"DP-SGD ran {result.steps} steps at rate {result.sample_rate}, "
+                        f"but the round was planned as {dp.steps} at {dp.sample_rate}"
+                    )
+                loss, event = result.loss, dp.event()
+        metrics = {"examples": float(len(local))}
+        if dp is None:  # the training loss is computed on raw data: not private
+            metrics["train_loss"] = loss
         return Update(
-            vector=get_flat(head),
-            weight=float(len(local)),
-            metrics={"train_loss": loss, "examples": float(len(local))},
+            vector=get_flat(head), weight=float(len(local)), metrics=metrics, privacy_event=event
         )
 
     def evaluate(self, vector: np.ndarray, local: TextData) -> dict[str, float]:

@@ -10,8 +10,10 @@ agent config and split, so it is computed once, not once per round.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,12 +23,16 @@ from flwr.clientapp import ClientApp
 
 from meshfl.agents import registry
 from meshfl.agents.base import Agent
+from meshfl.federation.msp_privacy import train_round
 from meshfl.federation.records import (
+    Decline,
     RoundInstructions,
     decode_instructions,
+    encode_decline,
     encode_evaluation,
     encode_update,
 )
+from meshfl.privacy.ledger import PrivacyLedger
 
 __all__ = ["DataProvider", "NodeData", "derive_seed", "make_client_app"]
 
@@ -40,6 +46,7 @@ class NodeData:
 
 
 DataProvider = Callable[[str, Context], NodeData]
+StateDirectory = Callable[[Context], "str | os.PathLike[str]"]
 
 
 def derive_seed(*parts: int) -> int:
@@ -52,7 +59,7 @@ def node_index(context: Context) -> int:
     return int(context.node_config.get("partition-id", context.node_id))
 
 
-def make_client_app(data: DataProvider) -> ClientApp:
+def make_client_app(data: DataProvider, *, state_dir: StateDirectory | None = None) -> ClientApp:
     """A ``ClientApp`` that trains and evaluates every built agent on this MSP's data.
 
     Parameters
@@ -60,10 +67,26 @@ def make_client_app(data: DataProvider) -> ClientApp:
     data : callable
         ``data(agent_name, context)`` returns the MSP's :class:`NodeData` for that agent.
         When ``NodeData.test`` is None, evaluation runs on the training rows.
+    state_dir : callable, optional
+        ``state_dir(context)`` is the MSP's state directory (its privacy ledger lives
+        there). Defaults to the node config's ``state-dir``; training under differential
+        privacy needs one.
     """
     app = ClientApp()
     agents: dict[tuple[str, str], Agent[Any]] = {}
     prepared: dict[tuple[int, str, str, str], Any] = {}
+    ledgers: dict[Path, PrivacyLedger] = {}
+
+    def ledger_for(context: Context) -> PrivacyLedger | None:
+        if state_dir is not None:
+            directory = Path(state_dir(context))
+        elif "state-dir" in context.node_config:
+            directory = Path(str(context.node_config["state-dir"]))
+        else:
+            return None
+        if directory not in ledgers:
+            ledgers[directory] = PrivacyLedger(directory / "privacy")
+        return ledgers[directory]
 
     def agent_for(ins: RoundInstructions) -> tuple[Agent[Any], str]:
         key = json.dumps(ins.agent_config, sort_keys=True)
@@ -84,13 +107,19 @@ def make_client_app(data: DataProvider) -> ClientApp:
     def train(message: Message, context: Context) -> Message:
         ins = decode_instructions(message)
         agent, key = agent_for(ins)
-        update = agent.local_update(
-            ins.vector,
+        msp = node_index(context)
+        outcome = train_round(
+            agent,
+            ins,
             local(agent, key, context, "train"),
-            server_round=ins.server_round,
-            seed=derive_seed(ins.seed, ins.server_round, node_index(context)),
+            seed=derive_seed(ins.seed, ins.server_round, msp),
+            ledger=ledger_for(context),
+            msp=msp,
         )
-        return Message(encode_update(update), reply_to=message)
+        if isinstance(outcome, Decline):
+            return Message(encode_decline(outcome), reply_to=message)
+        update, epsilon = outcome
+        return Message(encode_update(update, epsilon_spent=epsilon, msp=msp), reply_to=message)
 
     def evaluate(message: Message, context: Context) -> Message:
         ins = decode_instructions(message)

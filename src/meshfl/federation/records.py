@@ -3,13 +3,19 @@
 Server → MSP (``train.<agent>`` and ``evaluate.<agent>``)::
 
     "global": ArrayRecord {"vector": the global model}
-    "config": ConfigRecord {"agent_config": JSON, "server_round": int, "seed": int}
+    "config": ConfigRecord {"agent_config": JSON, "server_round": int, "seed": int,
+                            "run_id": str, "total_rounds": int, "privacy": JSON or "",
+                            "sample_fraction": float, "noise_shares": int}
 
 MSP → server, after training::
 
     "update":  ArrayRecord {"payload": [w·v, w]}
     "metrics": MetricRecord (small numbers, e.g. train_loss, examples)
-    "privacy": ConfigRecord (the PrivacyEvent)
+    "privacy": ConfigRecord (the PrivacyEvent, "epsilon_spent", "msp")
+
+MSP → server, declining a round (its privacy budget would be exceeded)::
+
+    "declined": ConfigRecord {"reason": str, "epsilon_spent": float, "msp": int}
 
 MSP → server, after evaluation::
 
@@ -19,7 +25,7 @@ MSP → server, after evaluation::
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -28,18 +34,34 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from meshfl.agents.base import Agent
 from meshfl.agents.update import Update
 from meshfl.config.errors import InvalidUpdateError
+from meshfl.privacy.config import DPConfig
 from meshfl.privacy.events import PrivacyEvent
 from meshfl.secure.aggregate import seal_payload, validate_payload
 
 __all__ = [
+    "Decline",
+    "RoundContext",
     "RoundInstructions",
+    "TrainReply",
     "decode_evaluation",
     "decode_instructions",
     "decode_update",
+    "encode_decline",
     "encode_evaluation",
     "encode_instructions",
     "encode_update",
 ]
+
+
+@dataclass(frozen=True)
+class RoundContext:
+    """What every MSP must know about the run to apply privacy consistently."""
+
+    run_id: str = ""
+    total_rounds: int = 1
+    privacy: DPConfig | None = None
+    sample_fraction: float = 1.0
+    noise_shares: int = 1
 
 
 @dataclass(frozen=True)
@@ -51,12 +73,45 @@ class RoundInstructions:
     vector: np.ndarray
     server_round: int
     seed: int
+    context: RoundContext = field(default_factory=RoundContext)
+
+    @property
+    def rounds_left(self) -> int:
+        """Rounds of the plan from this one on (this one included)."""
+        return max(1, self.context.total_rounds - self.server_round + 1)
+
+
+@dataclass(frozen=True)
+class Decline:
+    """An MSP's refusal to train this round, with its reason (no update content)."""
+
+    reason: str
+    epsilon_spent: float
+    msp: int
+
+
+@dataclass(frozen=True)
+class TrainReply:
+    """A validated train reply: payload, metrics, privacy event and the MSP's ε so far."""
+
+    payload: np.ndarray
+    metrics: dict[str, float]
+    event: PrivacyEvent
+    epsilon_spent: float
+    msp: int
 
 
 def encode_instructions(
-    agent: Agent[Any], vector: np.ndarray, *, server_round: int, seed: int
+    agent: Agent[Any],
+    vector: np.ndarray,
+    *,
+    server_round: int,
+    seed: int,
+    context: RoundContext | None = None,
 ) -> RecordDict:
     """The content of a ``train.<agent>`` or ``evaluate.<agent>`` message."""
+    context = context or RoundContext()
+    privacy = context.privacy.model_dump_json() if context.privacy is not None else ""
     return RecordDict(
         {
             "global": ArrayRecord({"vector": Array(np.asarray(vector, dtype=np.float64))}),
@@ -65,6 +120,11 @@ def encode_instructions(
                     "agent_config": json.dumps(agent.config.model_dump(mode="json")),
                     "server_round": int(server_round),
                     "seed": int(seed),
+                    "run_id": context.run_id,
+                    "total_rounds": int(context.total_rounds),
+                    "privacy": privacy,
+                    "sample_fraction": float(context.sample_fraction),
+                    "noise_shares": int(context.noise_shares),
                 }
             ),
         }
@@ -76,41 +136,77 @@ def decode_instructions(message: Message) -> RoundInstructions:
     content = message.content
     config = content.config_records["config"]
     agent = message.metadata.message_type.split(".", 1)[1]
+    privacy = str(config.get("privacy", ""))
     return RoundInstructions(
         agent=agent,
         agent_config=json.loads(str(config["agent_config"])),
         vector=content.array_records["global"]["vector"].numpy(),
         server_round=int(config["server_round"]),  # type: ignore[arg-type]
         seed=int(config["seed"]),  # type: ignore[arg-type]
+        context=RoundContext(
+            run_id=str(config.get("run_id", "")),
+            total_rounds=int(config.get("total_rounds", 1)),  # type: ignore[arg-type]
+            privacy=DPConfig.model_validate_json(privacy) if privacy else None,
+            sample_fraction=float(config.get("sample_fraction", 1.0)),  # type: ignore[arg-type]
+            noise_shares=int(config.get("noise_shares", 1)),  # type: ignore[arg-type]
+        ),
     )
 
 
-def encode_update(update: Update) -> RecordDict:
-    """The content of an MSP's reply to ``train.<agent>``: the sealed payload and its side data."""
+def encode_update(update: Update, *, epsilon_spent: float = 0.0, msp: int = -1) -> RecordDict:
+    """The content of an MSP's reply to ``train.<agent>``: the sealed payload and side data."""
     payload = seal_payload(update.vector, update.weight)
+    privacy = {**update.privacy_event.to_dict(), "epsilon_spent": epsilon_spent, "msp": msp}
     return RecordDict(
         {
             "update": ArrayRecord({"payload": Array(payload)}),
             "metrics": MetricRecord(dict(update.metrics)),
-            "privacy": ConfigRecord(update.privacy_event.to_dict()),
+            "privacy": ConfigRecord(privacy),
         }
     )
 
 
-def decode_update(
-    message: Message, *, expected_size: int | None
-) -> tuple[np.ndarray, dict[str, float], PrivacyEvent]:
-    """Payload, metrics and privacy event of a train reply; raises :class:`InvalidUpdateError`."""
+def encode_decline(decline: Decline) -> RecordDict:
+    """The content of an MSP's reply declining a round."""
+    return RecordDict(
+        {
+            "declined": ConfigRecord(
+                {
+                    "reason": decline.reason,
+                    "epsilon_spent": float(decline.epsilon_spent),
+                    "msp": int(decline.msp),
+                }
+            )
+        }
+    )
+
+
+def decode_update(message: Message, *, expected_size: int | None) -> TrainReply | Decline:
+    """A train reply, or the MSP's decline; raises :class:`InvalidUpdateError` if malformed."""
     if message.has_error():
         raise InvalidUpdateError(f"the MSP replied with an error: {message.error.reason}")
     content = message.content
     try:
+        if "declined" in content.config_records:
+            record = content.config_records["declined"]
+            return Decline(
+                reason=str(record["reason"]),
+                epsilon_spent=float(record["epsilon_spent"]),  # type: ignore[arg-type]
+                msp=int(record["msp"]),  # type: ignore[arg-type]
+            )
         payload = content.array_records["update"]["payload"].numpy()
-        metrics = {k: float(v) for k, v in content.metric_records["metrics"].items()}  # type: ignore[arg-type]
-        event = PrivacyEvent.from_dict(dict(content.config_records["privacy"]))
+        metrics = {
+            k: float(v)  # type: ignore[arg-type]
+            for k, v in content.metric_records["metrics"].items()
+        }
+        privacy: dict[str, Any] = dict(content.config_records["privacy"])
+        epsilon = float(privacy.pop("epsilon_spent", 0.0))
+        msp = int(privacy.pop("msp", -1))
+        event = PrivacyEvent.from_dict(privacy)
     except (KeyError, TypeError, ValueError) as err:
         raise InvalidUpdateError(f"the reply is malformed ({type(err).__name__}: {err})") from err
-    return validate_payload(payload, expected_size=expected_size), metrics, event
+    payload = validate_payload(payload, expected_size=expected_size)
+    return TrainReply(payload, metrics, event, epsilon, msp)
 
 
 def encode_evaluation(metrics: dict[str, float]) -> RecordDict:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,12 +18,14 @@ from typing import Any
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from meshfl.agents import registry
 from meshfl.agents.base import Agent
 from meshfl.config.base import MeshflConfig
+from meshfl.federation.records import RoundContext
 from meshfl.federation.strategy import AgentStrategy
+from meshfl.privacy.config import DPConfig
 
 __all__ = ["AgentPlan", "AgentRun", "make_server_app", "run_plan"]
 
@@ -44,12 +47,24 @@ class AgentPlan(MeshflConfig):
     min_available_msps: int = Field(1, ge=1, description="MSPs connected before a round starts.")
     connect_timeout: float = Field(300.0, gt=0, description="Seconds to wait for them.")
     seed: int = Field(0, ge=0, description="Seeds sampling and local randomness.")
+    privacy: DPConfig | None = Field(None, description="Differential privacy; None is off.")
 
     @field_validator("agent")
     @classmethod
     def _built(cls, name: str) -> str:
         registry.get(name)  # raises with the valid names
         return name
+
+    @model_validator(mode="after")
+    def _privacy_fits_agent(self) -> AgentPlan:
+        msp_level = self.privacy is not None and self.privacy.unit == "msp"
+        if msp_level and not registry.get(self.agent).supports_msp_dp:
+            raise ValueError(
+                f"use unit='sample' for agent {self.agent!r}: its update is a vector of "
+                "counts whose sensitivity to a whole MSP grows with the MSP's size, so "
+                "MSP-level noise would drown it"
+            )
+        return self
 
     def build_agent(self) -> Agent[Any]:
         """The agent this plan trains, configured."""
@@ -63,6 +78,8 @@ class AgentRun:
     agent: Agent[Any]
     vector: np.ndarray
     history: list[dict[str, Any]] = field(default_factory=list)
+    epsilon_by_msp: dict[int, float] = field(default_factory=dict)
+    stopped_reason: str | None = None
 
 
 def run_plan(grid: Grid, plan: AgentPlan, *, on_round: RoundCallback | None = None) -> AgentRun:
@@ -76,6 +93,13 @@ def run_plan(grid: Grid, plan: AgentPlan, *, on_round: RoundCallback | None = No
         seed=plan.seed,
         min_available=plan.min_available_msps,
         connect_timeout=plan.connect_timeout,
+        context=RoundContext(
+            run_id=uuid.uuid4().hex,
+            total_rounds=plan.rounds,
+            privacy=plan.privacy,
+            sample_fraction=plan.fraction_train,
+            noise_shares=plan.min_msps,
+        ),
     )
     arrays = ArrayRecord({"vector": Array(agent.init_vector(seed=plan.seed))})
     run = AgentRun(agent=agent, vector=arrays["vector"].numpy())
@@ -102,6 +126,8 @@ def run_plan(grid: Grid, plan: AgentPlan, *, on_round: RoundCallback | None = No
             "sampled": outcome.sampled,
             "msps": outcome.accepted,
             "dropped": len(outcome.dropped),
+            "declined": len(outcome.declined),
+            "declined_msps": [msp for msp, _ in outcome.declined],
             "skipped": outcome.skipped_reason is not None,
         }
         record.update(
@@ -112,10 +138,20 @@ def run_plan(grid: Grid, plan: AgentPlan, *, on_round: RoundCallback | None = No
         )
         record.update(dict(evaluation or {}))
         record["seconds"] = time.perf_counter() - start
+        if plan.privacy is not None:
+            record["epsilon_max"] = max(strategy.epsilon_by_msp.values(), default=0.0)
         run.history.append(record)
         if on_round is not None:
             on_round(record)
+        if outcome.declined and outcome.accepted == 0:
+            run.stopped_reason = (
+                f"stopped after round {server_round} of {plan.rounds}: every MSP that replied "
+                "declined because its privacy budget is spent"
+            )
+            log.warning("%s: %s", agent.name, run.stopped_reason)
+            break
     run.vector = arrays["vector"].numpy()
+    run.epsilon_by_msp = dict(strategy.epsilon_by_msp)
     return run
 
 

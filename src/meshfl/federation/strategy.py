@@ -21,7 +21,13 @@ from flwr.serverapp.strategy import Strategy
 
 from meshfl.agents.base import Agent
 from meshfl.config.errors import InvalidUpdateError
-from meshfl.federation.records import decode_evaluation, decode_update, encode_instructions
+from meshfl.federation.records import (
+    Decline,
+    RoundContext,
+    decode_evaluation,
+    decode_update,
+    encode_instructions,
+)
 from meshfl.secure.aggregate import open_payload, sum_payloads
 
 __all__ = ["AgentStrategy", "RoundOutcome"]
@@ -37,6 +43,7 @@ class RoundOutcome:
     accepted: int = 0
     dropped: list[tuple[int, str]] = field(default_factory=list)
     train_metrics: dict[str, float] = field(default_factory=dict)
+    declined: list[tuple[int, str]] = field(default_factory=list)
     skipped_reason: str | None = None
 
 
@@ -79,6 +86,8 @@ class AgentStrategy(Strategy):
         MSPs that must be connected before a round starts.
     connect_timeout : float
         Seconds to wait for them; after that the round starts with those connected.
+    context : RoundContext, optional
+        Run id, planned rounds and privacy settings sent to every MSP.
     """
 
     def __init__(
@@ -91,6 +100,7 @@ class AgentStrategy(Strategy):
         seed: int = 0,
         min_available: int = 1,
         connect_timeout: float = 300.0,
+        context: RoundContext | None = None,
     ):
         self.min_available = min_available
         self.connect_timeout = connect_timeout
@@ -99,8 +109,11 @@ class AgentStrategy(Strategy):
         self.min_msps = min_msps
         self.fraction_evaluate = fraction_evaluate
         self.seed = seed
+        self.context = context or RoundContext()
         self.vector = np.zeros(0)
         self.outcome = RoundOutcome()
+        self.epsilon_by_msp: dict[int, float] = {}
+        """Mirror of each MSP's ε spent on this agent, as the MSPs report it."""
 
     # -- helpers -----------------------------------------------------------------------
     def _connected(self, grid: Grid) -> list[int]:
@@ -132,7 +145,11 @@ class AgentStrategy(Strategy):
     ) -> list[Message]:
         self.vector = arrays["vector"].numpy()
         content = encode_instructions(
-            self.agent, self.vector, server_round=server_round, seed=self.seed
+            self.agent,
+            self.vector,
+            server_round=server_round,
+            seed=self.seed,
+            context=self.context,
         )
         return [
             Message(
@@ -160,7 +177,7 @@ class AgentStrategy(Strategy):
         for reply in replies:
             node = int(reply.metadata.src_node_id)
             try:
-                payload, reply_metrics, _event = decode_update(reply, expected_size=expected)
+                decoded = decode_update(reply, expected_size=expected)
             except InvalidUpdateError as err:
                 log.warning(
                     "%s round %d: dropped the reply of MSP node %d: %s",
@@ -171,9 +188,30 @@ class AgentStrategy(Strategy):
                 )
                 self.outcome.dropped.append((node, str(err)))
                 continue
-            payloads.append(payload)
-            metrics.append(reply_metrics)
+            key = decoded.msp if decoded.msp >= 0 else node
+            self.epsilon_by_msp[key] = decoded.epsilon_spent
+            if isinstance(decoded, Decline):
+                log.warning(
+                    "%s round %d: MSP %d declined: %s",
+                    self.agent.name,
+                    server_round,
+                    key,
+                    decoded.reason,
+                )
+                self.outcome.declined.append((key, decoded.reason))
+                continue
+            payloads.append(decoded.payload)
+            metrics.append(decoded.metrics)
         self.outcome.accepted = len(payloads)
+        if self.outcome.declined and not payloads:
+            self.outcome.skipped_reason = (
+                f"all {len(self.outcome.declined)} MSP(s) that replied declined "
+                "(privacy budget spent); the global model is unchanged"
+            )
+            log.warning(
+                "%s round %d: %s", self.agent.name, server_round, self.outcome.skipped_reason
+            )
+            return None, None
         if len(payloads) < self.min_msps:
             self.outcome.skipped_reason = (
                 f"only {len(payloads)} valid update(s), fewer than min_msps={self.min_msps}; "

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["MultiTaskHead", "predict_proba", "train_head"]
+__all__ = ["MultiTaskHead", "multitask_loss", "predict_proba", "train_head"]
 
 
 class MultiTaskHead(nn.Module):
@@ -51,6 +51,14 @@ class MultiTaskHead(nn.Module):
         return [task(h) for task in self.tasks]
 
 
+def multitask_loss(logits: Sequence[torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
+    """Sum over tasks of the mean cross-entropy; ``targets`` has one column per task."""
+    return sum(
+        (nn.functional.cross_entropy(out, targets[:, t]) for t, out in enumerate(logits)),
+        torch.zeros(()),
+    )
+
+
 def train_head(
     head: nn.Module,
     features: np.ndarray,
@@ -80,10 +88,10 @@ def train_head(
             idx = order[start : start + batch_size]
             optimizer.zero_grad()
             logits = head(x[idx])
-            loss = sum(nn.functional.cross_entropy(out, y[idx, t]) for t, out in enumerate(logits))
-            loss.backward()  # type: ignore[union-attr]
+            loss = multitask_loss(logits, y[idx])
+            loss.backward()
             optimizer.step()
-            total += float(loss.detach()) * len(idx)  # type: ignore[union-attr]
+            total += float(loss.detach()) * len(idx)
             count += len(idx)
         last = total / max(count, 1)
     head.eval()

@@ -1,0 +1,189 @@
+"""Privacy against accuracy: the same federation at several budgets ε.
+
+``meshfl bench privacy --agent threat_intel --epsilons 0.1,0.5,1,2,8,inf`` runs the
+federation once per ε (``inf`` is the non-private federation) on the same data, adds the
+local-only reference (each MSP alone, no privacy), and writes a CSV, a markdown table and a
+PNG plot of the headline metric against ε.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from meshfl.baselines import local_only
+from meshfl.federation.server_app import AgentPlan
+from meshfl.privacy.config import DPConfig
+from meshfl.simulation import simulate
+
+__all__ = ["parse_epsilons", "privacy_sweep", "write_privacy_report"]
+
+log = logging.getLogger("meshfl.bench")
+
+
+def parse_epsilons(text: str) -> list[float]:
+    """``"0.1,1,inf"`` → ``[0.1, 1.0, inf]``, with a readable error for anything else."""
+    from meshfl.config.errors import ConfigError
+
+    values = []
+    for part in text.split(","):
+        try:
+            value = float(part.strip())
+        except ValueError:
+            raise ConfigError(
+                f"--epsilons must be a comma-separated list of numbers > 0 or 'inf'. "
+                f"Got {part.strip()!r} in {text!r}."
+            ) from None
+        if not value > 0:
+            raise ConfigError(f"Every epsilon must be > 0 (or 'inf'). Got {value:g}.")
+        values.append(value)
+    return values
+
+
+def privacy_sweep(
+    *,
+    agent: str,
+    epsilons: Sequence[float],
+    num_msps: int = 5,
+    rounds: int = 5,
+    seed: int = 0,
+    delta: float = 1e-5,
+    unit: Literal["sample", "msp"] = "sample",
+    agent_config: Mapping[str, Any] | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """One row per ε (and one local-only reference row): the metric on pooled held-out data."""
+    rows = []
+    partitions = None
+    metric = ""
+    for epsilon in epsilons:
+        privacy = None if math.isinf(epsilon) else DPConfig(epsilon=epsilon, delta=delta, unit=unit)
+        start = time.perf_counter()
+        result = simulate(
+            agent=agent,
+            num_msps=num_msps,
+            rounds=rounds,
+            seed=seed,
+            agent_config=agent_config,
+            privacy=privacy,
+            progress=progress,
+        )
+        metric = result.model.agent.metric
+        partitions = result.partitions
+        spent = (
+            float(result.privacy["epsilon_spent"].max()) if result.privacy is not None else math.inf
+        )
+        rows.append(
+            {
+                "setting": "federated" if privacy is None else "federated + DP",
+                "epsilon": epsilon,
+                "epsilon_spent_max": spent,
+                "delta": delta if privacy is not None else 0.0,
+                "unit": unit if privacy is not None else "-",
+                metric: result.evaluate()[metric],
+                "rounds_completed": int((~result.history["skipped"]).sum()),
+                "seconds": time.perf_counter() - start,
+            }
+        )
+        log.info("%s ε=%s: %s=%.4f", agent, epsilon, metric, rows[-1][metric])
+    assert partitions is not None
+    plan = AgentPlan(agent=agent, agent_config=dict(agent_config or {}), rounds=rounds, seed=seed)
+    models, _ = local_only(plan, partitions)
+    test = pd.concat([p.test for p in partitions if p.test is not None], ignore_index=True)
+    local = [m.evaluate(test)[metric] for m in models]
+    rows.append(
+        {
+            "setting": "local-only (mean MSP, no DP)",
+            "epsilon": math.inf,
+            "epsilon_spent_max": math.inf,
+            "delta": 0.0,
+            "unit": "-",
+            metric: float(np.mean(local)),
+            "rounds_completed": rounds,
+            "seconds": float("nan"),
+        }
+    )
+    frame = pd.DataFrame(rows)
+    frame.attrs.update({"agent": agent, "metric": metric, "msps": num_msps, "rounds": rounds})
+    return frame
+
+
+def write_privacy_report(frame: pd.DataFrame, out: str | os.PathLike[str]) -> list[Path]:
+    """Write ``privacy_<agent>.csv``, ``.md`` and ``.png`` into ``out``; returns the paths."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    agent, metric = frame.attrs["agent"], frame.attrs["metric"]
+    csv, md, png = (out / f"privacy_{agent}.{ext}" for ext in ("csv", "md", "png"))
+    frame.to_csv(csv, index=False)
+    md.write_text(_markdown(frame) + "\n")
+    _plot(frame, png, agent=agent, metric=metric)
+    return [csv, md, png]
+
+
+def _markdown(frame: pd.DataFrame) -> str:
+    cols = list(frame.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, row in frame.iterrows():
+        cells = []
+        for c in cols:
+            v = row[c]
+            cells.append(f"{v:.4g}" if isinstance(v, float) else str(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _plot(frame: pd.DataFrame, path: Path, *, agent: str, metric: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    private = frame[frame["setting"] == "federated + DP"].sort_values("epsilon")
+    public = frame[frame["setting"] == "federated"]
+    local = frame[frame["setting"].str.startswith("local-only")]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    ax.plot(private["epsilon"], private[metric], "o-", color="#2a7ab0", label="federated + DP")
+    for _, row in private.iterrows():
+        ax.annotate(
+            f"{row[metric]:.3f}",
+            (row["epsilon"], row[metric]),
+            textcoords="offset points",
+            xytext=(0, 6),
+            ha="center",
+            fontsize=8,
+        )
+    if len(public):
+        ax.axhline(
+            public[metric].iloc[0],
+            color="#2a7ab0",
+            ls="--",
+            label=f"federated, no DP ({public[metric].iloc[0]:.3f})",
+        )
+    if len(local):
+        ax.axhline(
+            local[metric].iloc[0],
+            color="#888888",
+            ls=":",
+            label=f"local-only mean MSP, no DP ({local[metric].iloc[0]:.3f})",
+        )
+    ax.set_xscale("log")
+    delta = private["delta"].iloc[0] if len(private) else 0.0
+    ax.set_xlabel(f"ε per MSP (δ = {delta:g})")
+    ax.set_ylabel(metric)
+    ax.set_title(
+        f"{agent}: {metric} against privacy budget "
+        f"({frame.attrs['msps']} MSPs, {frame.attrs['rounds']} rounds)"
+    )
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

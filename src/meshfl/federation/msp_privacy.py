@@ -1,0 +1,107 @@
+"""One MSP's training round under its privacy budget: plan, check, train, record, or decline.
+
+The order matters and is the point of this module:
+
+1. a round already in the ledger (same run, same round: a replayed message) is declined,
+   so no event is ever counted twice and no update is trained twice;
+2. the mechanism is planned from the budget and the ledger (:func:`plan_round`); if it does
+   not fit, the MSP declines with the reason — nothing crashes, nothing is spent;
+3. the update is computed under that mechanism;
+4. the event is written to the ledger (fsynced) *before* the update leaves the MSP, so a
+   crash can only ever over-count, never under-count, what was spent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from meshfl.agents.base import Agent
+from meshfl.agents.update import Update
+from meshfl.config.errors import ConfigError, MeshflError
+from meshfl.federation.records import Decline, RoundInstructions
+from meshfl.privacy.accountant import PrivacyBudgetExhausted
+from meshfl.privacy.budget import plan_round
+from meshfl.privacy.ledger import PrivacyLedger
+from meshfl.privacy.mechanisms import add_gaussian_noise, clip_l2
+
+__all__ = ["train_round"]
+
+
+def train_round(
+    agent: Agent[Any],
+    ins: RoundInstructions,
+    local: Any,
+    *,
+    seed: int,
+    ledger: PrivacyLedger | None,
+    msp: int,
+) -> tuple[Update, float] | Decline:
+    """The MSP's update and its ε spent so far on the agent, or a :class:`Decline`."""
+    dp = ins.context.privacy
+    if dp is None:
+        update = agent.local_update(ins.vector, local, server_round=ins.server_round, seed=seed)
+        return update, 0.0
+    if ledger is None:
+        raise MeshflError(
+            "This MSP was asked to train under differential privacy but has no state "
+            "directory for its privacy ledger; start it with a state directory."
+        )
+    key = f"{ins.context.run_id}:{ins.server_round}"
+    spent = ledger.epsilon(agent.name, delta=dp.delta, accountant=dp.accountant)
+    if key in ledger.keys(agent.name):
+        return Decline(
+            f"round {ins.server_round} of run {ins.context.run_id!r} is already in the privacy "
+            "ledger; training it again would spend privacy twice",
+            spent,
+            msp,
+        )
+    dp.check_records(len(local), who=f"MSP {msp}")
+    if dp.unit == "sample":
+        mechanism, rate, steps = agent.privacy_shape(local)
+    elif agent.supports_msp_dp:
+        mechanism, rate, steps = "gaussian", ins.context.sample_fraction, 1
+    else:
+        raise ConfigError(
+            f"Agent {agent.name!r} does not support unit='msp' differential privacy; "
+            "use unit='sample'."
+        )
+    try:
+        step = plan_round(
+            dp,
+            ledger.events(agent.name),
+            mechanism=mechanism,
+            sample_rate=rate,
+            steps=steps,
+            rounds_left=ins.rounds_left,
+        )
+    except PrivacyBudgetExhausted as err:
+        return Decline(str(err), spent, msp)
+
+    if dp.unit == "sample":
+        update = agent.local_update(
+            ins.vector, local, server_round=ins.server_round, seed=seed, dp=step
+        )
+    else:
+        # MSP-level DP: clip this MSP's model delta to max_grad_norm (its sensitivity) and
+        # add its share of the noise; the coordinator's sum carries the full noise.
+        raw = agent.local_update(ins.vector, local, server_round=ins.server_round, seed=seed)
+        delta, _ = clip_l2(raw.vector - ins.vector, dp.max_grad_norm)
+        noisy = add_gaussian_noise(
+            delta,
+            sensitivity=dp.max_grad_norm,
+            noise_multiplier=step.noise_multiplier,
+            rng=np.random.default_rng(seed),
+            shares=ins.context.noise_shares,
+        )
+        update = Update(
+            vector=ins.vector + noisy,
+            weight=1.0,
+            # Only the example count leaves the MSP: the loss and the delta's norm are
+            # computed on raw data and are not covered by the noise.
+            metrics={"examples": raw.metrics.get("examples", 0.0)},
+            privacy_event=step.event(),
+        )
+    ledger.record(agent.name, key, step.event())
+    return update, ledger.epsilon(agent.name, delta=dp.delta, accountant=dp.accountant)

@@ -1,0 +1,54 @@
+"""The Gaussian mechanism, as pure functions on arrays.
+
+* :func:`add_gaussian_noise` — noise of standard deviation ``noise_multiplier ·
+  sensitivity / sqrt(shares)``. With ``shares=1`` one party adds the whole noise (sample-level
+  DP of an MSP's own statistics); with ``shares=m`` each of ``m`` parties adds an equal share
+  so that their *sum* carries the full noise (distributed DP: the sum is private, each
+  share alone is not, so it relies on the coordinator seeing only the sum — which is what
+  secure aggregation gives).
+* :func:`clip_l2` — scale a vector down to an L2 norm bound (the sensitivity of an MSP's
+  update under MSP-level DP).
+
+Dwork & Roth, "The Algorithmic Foundations of Differential Privacy" (2014), Thm. A.1;
+McMahan et al., "Learning Differentially Private Recurrent Language Models" (ICLR 2018) for
+clipping per-user updates.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from meshfl.config.checks import check_float, check_int
+
+__all__ = ["add_gaussian_noise", "clip_l2"]
+
+
+def clip_l2(vector: np.ndarray, max_norm: float) -> tuple[np.ndarray, float]:
+    """``vector`` scaled down to L2 norm at most ``max_norm``; also returns its original norm."""
+    max_norm = check_float(max_norm, "max_norm", where="clip_l2", rule="> 0", ok=lambda v: v > 0)
+    norm = float(np.linalg.norm(vector))
+    return (vector * (max_norm / norm) if norm > max_norm else vector.copy()), norm
+
+
+def add_gaussian_noise(
+    vector: np.ndarray,
+    *,
+    sensitivity: float,
+    noise_multiplier: float,
+    rng: np.random.Generator,
+    shares: int = 1,
+) -> np.ndarray:
+    """``vector`` plus N(0, (noise_multiplier · sensitivity)² / shares) in every coordinate."""
+    check_float(
+        sensitivity, "sensitivity", where="add_gaussian_noise", rule="> 0", ok=lambda v: v > 0
+    )
+    check_float(
+        noise_multiplier,
+        "noise_multiplier",
+        where="add_gaussian_noise",
+        rule=">= 0",
+        ok=lambda v: v >= 0,
+    )
+    shares = check_int(shares, "shares", where="add_gaussian_noise", minimum=1)
+    std = noise_multiplier * sensitivity / np.sqrt(shares)
+    return np.asarray(vector, dtype=np.float64) + rng.normal(0.0, std, size=np.shape(vector))
