@@ -56,4 +56,7 @@ def benchmarks(session: nox.Session) -> None:
 def docs(session: nox.Session) -> None:
     """Run the doctests of the public façades."""
     _install(session)
-    session.run("pytest", "--doctest-modules", "src/meshfl/__init__.py", "src/meshfl/agents/__init__.py", "src/meshfl/simulation.py")
+    session.run(
+        "pytest", "--doctest-modules", "src/meshfl/__init__.py", "src/meshfl/agents/__init__.py",
+        "src/meshfl/simulation.py", "src/meshfl/privacy/",
+    )

@@ -36,3 +36,23 @@ def test_bad_input_is_one_readable_line(capsys):
     assert main(["simulate", "--agent", "revenue", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("meshfl: error:") and "not built" in err
+
+
+def test_bench_privacy_writes_table_markdown_and_plot(tmp_path, capsys):
+    code = main(["bench", "privacy", "--agent", "anomaly", "--epsilons", "0.5,inf",
+                 "--msps", "3", "--rounds", "2", "--no-progress", "--out", str(tmp_path)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "federated + DP" in out and "local-only" in out
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "privacy_anomaly.csv")
+    private = table[table["setting"] == "federated + DP"]
+    assert len(private) == 1 and private["epsilon_spent_max"].iloc[0] <= 0.5
+    assert (tmp_path / "privacy_anomaly.md").read_text().startswith("| setting")
+    assert (tmp_path / "privacy_anomaly.png").stat().st_size > 10_000
+
+
+def test_bench_privacy_rejects_bad_epsilons(capsys):
+    assert main(["bench", "privacy", "--agent", "anomaly", "--epsilons", "0.1,abc"]) == 2
+    assert "--epsilons must be a comma-separated list" in capsys.readouterr().err

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -45,10 +45,17 @@ class ThreatIntelConfig(MeshflConfig):
         description="'minilm' (bundled, pretrained), 'tiny' (tests), a local path or a HF name.",
     )
     max_length: int = Field(96, ge=8, le=512, description="Tokens kept per log line.")
-    hidden: int = Field(128, ge=0, le=4096, description="Hidden width of the head (0: linear).")
+    hidden: int = Field(0, ge=0, le=4096, description="Hidden width of the head (0: linear).")
     local_epochs: int = Field(5, ge=1, le=1000, description="Local epochs per round.")
     learning_rate: float = Field(1e-2, gt=0, le=1, description="Adam learning rate of the head.")
     batch_size: int = Field(32, ge=1, description="Local mini-batch size.")
+    dp_optimizer: Literal["sgd", "adam"] = Field(
+        "sgd", description="Optimizer under DP-SGD (noisy gradients suit plain SGD)."
+    )
+    dp_learning_rate: float = Field(1.0, gt=0, le=100, description="Learning rate under DP-SGD.")
+    dp_batch_size: int = Field(
+        128, ge=1, description="Expected Poisson batch under DP-SGD (larger: less noise per step)."
+    )
     classes: tuple[str, ...] = Field(THREAT_CLASSES, min_length=2)
     severities: tuple[str, ...] = Field(SEVERITIES, min_length=2)
     allow_download: bool = Field(False, description="Let transformers fetch a named encoder.")
@@ -102,6 +109,7 @@ class ThreatIntel(Agent[TextData]):
             self.encoder.dim,
             (len(self.config.classes), len(self.config.severities)),
             hidden=self.config.hidden,
+            input_scale=float(np.sqrt(self.encoder.dim)),
         )
 
     def _targets(self, frame: pd.DataFrame) -> np.ndarray:
@@ -133,7 +141,7 @@ class ThreatIntel(Agent[TextData]):
 
     def privacy_shape(self, local: TextData) -> tuple[Mechanism, float, int]:
         # DP-SGD with Poisson sampling: rate q = batch / n, round(1 / q) steps per epoch.
-        rate = min(1.0, self.config.batch_size / max(len(local), 1))
+        rate = min(1.0, self.config.dp_batch_size / max(len(local), 1))
         return "dp-sgd", rate, self.config.local_epochs * max(1, round(1 / rate))
 
     def local_update(
@@ -169,11 +177,12 @@ class ThreatIntel(Agent[TextData]):
                     local.targets,
                     loss_fn=multitask_loss,
                     epochs=self.config.local_epochs,
-                    batch_size=self.config.batch_size,
-                    lr=self.config.learning_rate,
+                    batch_size=self.config.dp_batch_size,
+                    lr=self.config.dp_learning_rate,
                     noise_multiplier=dp.noise_multiplier,
                     max_grad_norm=dp.max_grad_norm,
                     seed=seed,
+                    optimizer=self.config.dp_optimizer,
                 )
                 if (result.steps, result.sample_rate) != (dp.steps, dp.sample_rate):
                     raise RuntimeError(  # the ledger must record what actually ran

@@ -29,12 +29,23 @@ class MultiTaskHead(nn.Module):
         Width of the shared hidden layer; 0 makes each task a linear probe.
     dropout : float
         Dropout on the hidden layer during training.
+    input_scale : float
+        Fixed (not trained, not sent) factor on the input. Unit-norm sentence embeddings
+        have coordinates of size ~1/sqrt(dim); scaling by sqrt(dim) gives them unit variance,
+        which makes the gradients large enough for DP-SGD's clipping and noise.
     """
 
     def __init__(
-        self, in_dim: int, n_classes: Sequence[int], *, hidden: int = 64, dropout: float = 0.1
+        self,
+        in_dim: int,
+        n_classes: Sequence[int],
+        *,
+        hidden: int = 64,
+        dropout: float = 0.1,
+        input_scale: float = 1.0,
     ):
         super().__init__()
+        self.register_buffer("input_scale", torch.tensor(float(input_scale)))
         if hidden > 0:
             self.body: nn.Module = nn.Sequential(
                 nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout)
@@ -47,7 +58,7 @@ class MultiTaskHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Logits per task."""
-        h = self.body(x)
+        h = self.body(x * self.input_scale)
         return [task(h) for task in self.tasks]
 
 
