@@ -1,6 +1,7 @@
 """What DP-SGD costs: one local epoch of the threat_intel head with and without DP.
 
-The head is the one ``threat_intel`` trains (in_dim 384, hidden 128, tasks (8, 4)) on cached
+The head is the one ``threat_intel`` trains (in_dim 384, tasks (8, 4); linear by default,
+``--hidden 128`` for the MLP variant) on cached
 encoder embeddings, here random float32 rows. One epoch is timed for:
 
 * ``no DP``: ``meshfl.models.heads.train_head`` (Adam, shuffled fixed minibatches of 32;
@@ -20,7 +21,7 @@ all of them alike; the table shows medians.
     .venv/bin/python benchmarks/dp_overhead.py                  # N = 400 and 2000, 7 repetitions
     .venv/bin/python benchmarks/dp_overhead.py --n 400 --reps 3
 
-Prints a table and writes benchmarks/results/dp_overhead.{csv,json}.
+Prints a table and writes benchmarks/results/dp_overhead_hidden<H>.{csv,json}.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from opacus import PrivacyEngine
 from meshfl.models.heads import MultiTaskHead, multitask_loss, train_head
 from meshfl.privacy.dpsgd import train_private
 
-IN_DIM, HIDDEN, TASKS = 384, 128, (8, 4)
+IN_DIM, HIDDEN, TASKS = 384, 0, (8, 4)
 BATCH, LR, NOISE, CLIP = 32, 1e-3, 1.0, 1.0
 RESULTS = Path(__file__).parent / "results"
 
@@ -158,7 +159,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, nargs="+", default=[400, 2000])
     parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument(
+        "--hidden", type=int, default=0, help="hidden width (threat_intel's default: 0, linear)"
+    )
     args = parser.parse_args()
+    global HIDDEN
+    HIDDEN = args.hidden
     warnings.filterwarnings("ignore", message=".*secure.*", category=UserWarning)
     warnings.filterwarnings("ignore", message=".*Full backward hook.*")
     warnings.filterwarnings("ignore", message=".*Secure RNG.*")
@@ -178,7 +184,8 @@ def main() -> None:
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
 
     RESULTS.mkdir(parents=True, exist_ok=True)
-    table.to_csv(RESULTS / "dp_overhead.csv", index=False)
+    table.insert(0, "hidden", HIDDEN)
+    table.to_csv(RESULTS / f"dp_overhead_hidden{HIDDEN}.csv", index=False)
     meta = {
         "model": {"in_dim": IN_DIM, "hidden": HIDDEN, "tasks": list(TASKS)},
         "batch_size": BATCH,
@@ -191,8 +198,9 @@ def main() -> None:
         "processor": platform.processor(),
         "goal": "meshfl DP-SGD ratio_to_no_dp <= 1.5",
     }
-    (RESULTS / "dp_overhead.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    print(f"wrote {RESULTS / 'dp_overhead.csv'} and {RESULTS / 'dp_overhead.json'}")
+    stem = RESULTS / f"dp_overhead_hidden{HIDDEN}"
+    stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    print(f"wrote {stem}.csv and {stem}.json")
 
 
 if __name__ == "__main__":
