@@ -153,8 +153,12 @@ def federate(
     def on_round(record: dict[str, Any]) -> None:
         if bar is not None:
             metric = plan.build_agent().metric
+            postfix: dict[str, Any] = {"msps": record["msps"]}
             if metric in record:
-                bar.set_postfix({metric: f"{record[metric]:.3f}", "msps": record["msps"]})
+                postfix[metric] = f"{record[metric]:.3f}"
+            if "epsilon_max" in record:
+                postfix["ε"] = f"{record['epsilon_max']:.3g}"
+            bar.set_postfix(postfix)
             bar.update(1)
 
     server_app = make_server_app([plan], on_round=on_round, results=results)

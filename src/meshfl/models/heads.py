@@ -45,6 +45,7 @@ class MultiTaskHead(nn.Module):
         input_scale: float = 1.0,
     ):
         super().__init__()
+        self.input_scale: torch.Tensor
         self.register_buffer("input_scale", torch.tensor(float(input_scale)))
         if hidden > 0:
             self.body: nn.Module = nn.Sequential(
