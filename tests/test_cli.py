@@ -39,8 +39,23 @@ def test_bad_input_is_one_readable_line(capsys):
 
 
 def test_bench_privacy_writes_table_markdown_and_plot(tmp_path, capsys):
-    code = main(["bench", "privacy", "--agent", "anomaly", "--epsilons", "0.5,inf",
-                 "--msps", "3", "--rounds", "2", "--no-progress", "--out", str(tmp_path)])
+    code = main(
+        [
+            "bench",
+            "privacy",
+            "--agent",
+            "anomaly",
+            "--epsilons",
+            "0.5,inf",
+            "--msps",
+            "3",
+            "--rounds",
+            "2",
+            "--no-progress",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert "federated + DP" in out and "local-only" in out

@@ -12,11 +12,12 @@ import math
 import os
 import tempfile
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 
 from meshfl.agents.base import Agent, GlobalModel
@@ -24,15 +25,25 @@ from meshfl.config.errors import ConfigError
 from meshfl.data.partition import partition, train_test_split
 from meshfl.federation.client_app import NodeData, make_client_app
 from meshfl.federation.engine import run_in_process
+from meshfl.federation.sealed_model import open_global
 from meshfl.federation.server_app import AgentPlan, AgentRun, make_server_app
 from meshfl.privacy.budget import msp_level_noise_report
 from meshfl.privacy.config import DPConfig
+from meshfl.secure.backend import Aggregator, Sealed, Sealer, plaintext_backend
 
-__all__ = ["SimulationResult", "federate", "make_partitions", "simulate"]
+__all__ = [
+    "FederationOutcome",
+    "SimulationResult",
+    "federate",
+    "make_partitions",
+    "simulate",
+    "simulation_keys",
+]
 
 log = logging.getLogger("meshfl")
 
 Backend = Literal["in-process", "ray"]
+SecureAggregation = Literal["ckks", "plaintext"]
 
 
 @dataclass
@@ -59,6 +70,9 @@ class SimulationResult:
         Why the run ended before its last round (e.g. every MSP's budget was spent).
     state_dir : Path or None
         Where the MSPs' state (privacy ledgers) lives: ``<state_dir>/msp-<i>/privacy``.
+    versions : list of Sealed
+        The model versions the coordinator stored, one sealed round sum per round
+        (ciphertext under ``"ckks"``). ``model`` was opened MSP-side, with an MSP's key.
     """
 
     agent: str
@@ -70,6 +84,7 @@ class SimulationResult:
     privacy: pd.DataFrame | None = None
     stopped_reason: str | None = None
     state_dir: Path | None = None
+    versions: list[Sealed] = field(default_factory=list, repr=False)
 
     @property
     def test_data(self) -> pd.DataFrame:
@@ -131,28 +146,43 @@ def make_partitions(
     return out
 
 
+@dataclass
+class FederationOutcome:
+    """A plan's run (sealed, as the coordinator holds it) and its model opened MSP-side."""
+
+    run: AgentRun
+    vector: np.ndarray
+    bytes_sent: int = 0
+    bytes_received: int = 0
+
+
 def federate(
     plan: AgentPlan,
     partitions: Sequence[NodeData],
     *,
     backend: Backend = "in-process",
+    secure_aggregation: SecureAggregation = "ckks",
     progress: bool = False,
     state_dir: str | os.PathLike[str] | None = None,
-) -> tuple[AgentRun, int, int]:
-    """Run one agent's plan over the given MSP partitions; returns the run and wire bytes.
+) -> FederationOutcome:
+    """Run one agent's plan over the given MSP partitions.
 
     MSP ``i`` keeps its state (privacy ledger) in ``<state_dir>/msp-<i>``; without a
-    ``state_dir`` a plan with privacy gets a fresh temporary one.
+    ``state_dir`` a plan with privacy gets a fresh temporary one. With ``"ckks"`` a fresh
+    key set is made for the run: the coordinator gets only its public context, the
+    simulated MSPs the secret one. The returned ``vector`` is the final global model opened
+    with an MSP's key, as any MSP of the mesh can; the coordinator never opens it.
     """
     if state_dir is None and plan.privacy is not None:
         state_dir = tempfile.mkdtemp(prefix="meshfl-state-")
     root = Path(state_dir) if state_dir is not None else None
+    sealer_for, aggregator, msp_sealer = simulation_keys(secure_aggregation)
     results: dict[str, AgentRun] = {}
     bar = _progress(plan, enabled=progress)
+    metric = plan.build_agent().metric
 
     def on_round(record: dict[str, Any]) -> None:
         if bar is not None:
-            metric = plan.build_agent().metric
             postfix: dict[str, Any] = {"msps": record["msps"]}
             if metric in record:
                 postfix[metric] = f"{record[metric]:.3f}"
@@ -161,10 +191,11 @@ def federate(
             bar.set_postfix(postfix)
             bar.update(1)
 
-    server_app = make_server_app([plan], on_round=on_round, results=results)
+    server_app = make_server_app([plan], aggregator, on_round=on_round, results=results)
     parts = list(partitions)
     client_app = make_client_app(
         lambda _agent, ctx: parts[int(ctx.node_config["partition-id"])],
+        sealer=sealer_for,
         state_dir=None
         if root is None
         else (lambda ctx: root / f"msp-{int(ctx.node_config['partition-id'])}"),
@@ -186,7 +217,32 @@ def federate(
             bar.close()
     if plan.agent not in results:
         raise RuntimeError(f"the {backend} backend finished without a result for {plan.agent!r}")
-    return results[plan.agent], sent, received
+    run = results[plan.agent]
+    vector = open_global(run.agent, run.sealed_history, msp_sealer, seed=run.seed)
+    return FederationOutcome(run, vector, sent, received)
+
+
+def simulation_keys(
+    secure_aggregation: SecureAggregation,
+) -> tuple[Callable[[Any], Sealer], Aggregator, Sealer]:
+    """Per-MSP sealer factory, the coordinator's aggregator, and one MSP's sealer.
+
+    The factory rebuilds the MSP's sealer from serialized key material, so it can be
+    shipped to other processes (Ray workers).
+    """
+    if secure_aggregation == "plaintext":
+        sealer, plain = plaintext_backend()
+        return (lambda _ctx: sealer), plain, sealer
+    if secure_aggregation == "ckks":
+        from meshfl.secure.ckks import CKKSSealer, ephemeral_ckks_backend
+
+        msp_sealer, public = ephemeral_ckks_backend()
+        secret = msp_sealer.to_bytes()
+        return (lambda _ctx: CKKSSealer.from_bytes(secret)), public, msp_sealer
+    raise ConfigError(
+        "The 'secure_aggregation' parameter of simulate must be 'ckks' or 'plaintext'. "
+        f"Got {secure_aggregation!r} instead."
+    )
 
 
 def simulate(
@@ -203,6 +259,7 @@ def simulate(
     fraction_train: float = 1.0,
     min_msps: int | None = None,
     privacy: DPConfig | None = None,
+    secure_aggregation: SecureAggregation = "ckks",
     state_dir: str | os.PathLike[str] | None = None,
     backend: Backend = "in-process",
     progress: bool = True,
@@ -235,6 +292,10 @@ def simulate(
     privacy : DPConfig, optional
         Differential privacy (``None``: off). Each MSP keeps a persistent ledger and
         declines rounds that would exceed ``privacy.epsilon``.
+    secure_aggregation : {"ckks", "plaintext"}
+        ``"ckks"`` (default): MSPs send TenSEAL CKKS ciphertexts that the coordinator adds
+        with a public context only, and global models stay sealed. ``"plaintext"`` turns
+        that protection off (for tests and comparison; it warns loudly).
     state_dir : path, optional
         The MSPs' state (their privacy ledgers). Reuse it to continue spending the same
         budgets, as a restarted MSP would; default: a fresh temporary directory.
@@ -288,16 +349,23 @@ def simulate(
         warn_if_noise_swamps_signal(plan, the_agent)
     if state_dir is None and privacy is not None:
         state_dir = tempfile.mkdtemp(prefix="meshfl-state-")
-    run, sent, received = federate(
-        plan, partitions, backend=backend, progress=progress, state_dir=state_dir
+    outcome = federate(
+        plan,
+        partitions,
+        backend=backend,
+        secure_aggregation=secure_aggregation,
+        progress=progress,
+        state_dir=state_dir,
     )
+    run = outcome.run
     return SimulationResult(
         agent=agent,
         history=pd.DataFrame(run.history),
-        model=run.agent.model(run.vector),
+        model=run.agent.model(outcome.vector),
         partitions=partitions,
-        bytes_sent=sent,
-        bytes_received=received,
+        bytes_sent=outcome.bytes_sent,
+        bytes_received=outcome.bytes_received,
+        versions=run.versions,
         privacy=_privacy_table(run, privacy, num_msps),
         stopped_reason=run.stopped_reason,
         state_dir=Path(state_dir) if state_dir is not None else None,

@@ -7,6 +7,7 @@ from flwr.clientapp import ClientApp
 from meshfl.federation import AgentPlan, AgentStrategy, InProcessGrid, NodeData, make_client_app
 from meshfl.federation.engine import from_wire, to_wire
 from meshfl.federation.server_app import run_plan
+from meshfl.secure import plaintext_backend
 from meshfl.simulation import make_partitions
 
 FAST_ANOMALY = {"trees_per_round": 4, "depth": 5}
@@ -30,6 +31,15 @@ def test_wire_roundtrip_preserves_content_and_copies():
     np.testing.assert_array_equal(back.content.array_records["global"]["vector"].numpy(), vector)
 
 
+SEALER, AGGREGATOR = plaintext_backend()
+
+
+def _app(parts):
+    return make_client_app(
+        lambda a, ctx: parts[ctx.node_config["partition-id"]], sealer=lambda ctx: SEALER
+    )
+
+
 def _partitions(n=3, agent_name="anomaly"):
     plan = AgentPlan(agent=agent_name, agent_config=FAST_ANOMALY, rounds=2)
     return plan, make_partitions(plan.build_agent(), num_msps=n, seed=0, samples_per_msp=80)
@@ -37,8 +47,8 @@ def _partitions(n=3, agent_name="anomaly"):
 
 def test_client_app_registers_per_agent_message_types():
     plan, parts = _partitions()
-    grid = InProcessGrid(make_client_app(lambda a, ctx: parts[ctx.node_config["partition-id"]]), 3)
-    run = run_plan(grid, plan)
+    grid = InProcessGrid(_app(parts), 3)
+    run = run_plan(grid, plan, AGGREGATOR)
     assert [r["msps"] for r in run.history] == [3, 3]
     assert grid.bytes_sent > 0 and grid.bytes_received > 0
 
@@ -46,9 +56,9 @@ def test_client_app_registers_per_agent_message_types():
 def test_failing_and_silent_msps_are_dropped_and_the_round_goes_on(caplog):
     plan, parts = _partitions(4)
     bad = {**{i: p for i, p in enumerate(parts)}, 2: NodeData(pd.DataFrame({"x": [1]}))}
-    grid = InProcessGrid(make_client_app(lambda a, ctx: bad[ctx.node_config["partition-id"]]), 4)
+    grid = InProcessGrid(_app(bad), 4)
     grid.unavailable.add(grid.node_id(3))  # vanished MSP: never replies
-    run = run_plan(grid, plan)
+    run = run_plan(grid, plan, AGGREGATOR)
     assert [r["msps"] for r in run.history] == [2, 2]
     assert [r["dropped"] for r in run.history] == [1, 1]
     assert "dropped the reply of MSP node" in caplog.text and "has no columns" in caplog.text
@@ -56,7 +66,7 @@ def test_failing_and_silent_msps_are_dropped_and_the_round_goes_on(caplog):
 
 def test_malformed_payload_is_dropped_with_reason(caplog):
     plan, parts = _partitions(3)
-    honest = make_client_app(lambda a, ctx: parts[ctx.node_config["partition-id"]])
+    honest = _app(parts)
     liar = ClientApp()
 
     @liar.train("anomaly")
@@ -70,7 +80,7 @@ def test_malformed_payload_is_dropped_with_reason(caplog):
     def evaluate(message, context):
         return honest(message, context)
 
-    run = run_plan(InProcessGrid(liar, 3), plan)
+    run = run_plan(InProcessGrid(liar, 3), plan, AGGREGATOR)
     assert run.history[0]["msps"] == 2 and run.history[0]["dropped"] == 1
     assert "malformed" in caplog.text or "expects" in caplog.text
 
@@ -78,24 +88,19 @@ def test_malformed_payload_is_dropped_with_reason(caplog):
 def test_round_with_too_few_updates_keeps_the_global_model(caplog):
     plan, parts = _partitions(2)
     plan = plan.model_copy(update={"min_msps": 2, "rounds": 1})
-    grid = InProcessGrid(make_client_app(lambda a, ctx: parts[ctx.node_config["partition-id"]]), 2)
+    grid = InProcessGrid(_app(parts), 2)
     grid.unavailable.add(grid.node_id(0))
-    run = run_plan(grid, plan)
-    assert run.history[0]["skipped"] and run.vector.size == 0
+    run = run_plan(grid, plan, AGGREGATOR)
+    assert run.history[0]["skipped"] and run.sealed_history == [] and run.versions == []
     assert "fewer than min_msps=2" in caplog.text
 
 
 def test_strategy_samples_a_fraction_deterministically():
     plan, parts = _partitions(5)
-    grid = InProcessGrid(make_client_app(lambda a, ctx: parts[ctx.node_config["partition-id"]]), 5)
-    strategy = AgentStrategy(plan.build_agent(), fraction_train=0.4, seed=1)
-    arrays = ArrayRecord({"vector": Array(np.zeros(0))})
-    first = [
-        m.metadata.dst_node_id for m in strategy.configure_train(1, arrays, ConfigRecord(), grid)
-    ]
-    again = [
-        m.metadata.dst_node_id for m in strategy.configure_train(1, arrays, ConfigRecord(), grid)
-    ]
+    grid = InProcessGrid(_app(parts), 5)
+    strategy = AgentStrategy(plan.build_agent(), AGGREGATOR, fraction_train=0.4, seed=1)
+    first = [m.metadata.dst_node_id for m in strategy.configure_train(1, grid)]
+    again = [m.metadata.dst_node_id for m in strategy.configure_train(1, grid)]
     assert len(first) == 2 and first == again
 
 

@@ -1,5 +1,6 @@
 """The same apps on Flower's Simulation Engine (Ray)."""
 
+import numpy as np
 import pytest
 
 import meshfl
@@ -21,6 +22,6 @@ def test_ray_backend_runs_the_same_apps():
     on_ray = meshfl.simulate(backend="ray", **kwargs)
     in_process = meshfl.simulate(**kwargs)
     assert list(on_ray.history["msps"]) == [3, 3]
-    # Leaf counts are exact sums, so both engines must agree to the last bit.
-    assert (on_ray.model.vector == in_process.model.vector).all()
+    # Same leaf counts from both engines, up to the CKKS encryption noise.
+    np.testing.assert_allclose(on_ray.model.vector, in_process.model.vector, atol=1e-5)
     assert on_ray.history["auc"].iloc[-1] == pytest.approx(in_process.history["auc"].iloc[-1])

@@ -99,6 +99,7 @@ class Anomaly(Agent[MetricsData]):
     label_column = "profile"
     # An MSP's whole count vector has sensitivity n·sqrt(trees): MSP-level DP would drown it.
     supports_msp_dp = False
+    combine_uses_previous = True  # each round appends its trees' counts
     config: AnomalyConfig
 
     @property

@@ -57,6 +57,8 @@ class Agent(ABC, Generic[LocalT]):
     """The headline evaluation metric (a key of :meth:`evaluate`'s result); higher is better."""
     label_column: ClassVar[str]
     """Column whose distribution the partitioner skews across MSPs (non-IID)."""
+    combine_uses_previous: ClassVar[bool] = False
+    """Whether :meth:`combine` builds on the previous global vector (not just the new sum)."""
     supports_msp_dp: ClassVar[bool] = True
     """Whether MSP-level DP (clip the MSP's model delta, add distributed noise) fits the agent."""
 

@@ -23,6 +23,7 @@ from flwr.clientapp import ClientApp
 
 from meshfl.agents import registry
 from meshfl.agents.base import Agent
+from meshfl.config.errors import MeshflError
 from meshfl.federation.msp_privacy import train_round
 from meshfl.federation.records import (
     Decline,
@@ -32,7 +33,10 @@ from meshfl.federation.records import (
     encode_evaluation,
     encode_update,
 )
+from meshfl.federation.sealed_model import open_global
 from meshfl.privacy.ledger import PrivacyLedger
+from meshfl.secure.aggregate import seal_payload
+from meshfl.secure.backend import Sealer
 
 __all__ = ["DataProvider", "NodeData", "derive_seed", "make_client_app"]
 
@@ -47,6 +51,7 @@ class NodeData:
 
 DataProvider = Callable[[str, Context], NodeData]
 StateDirectory = Callable[[Context], "str | os.PathLike[str]"]
+SealerProvider = Callable[[Context], Sealer]
 
 
 def derive_seed(*parts: int) -> int:
@@ -59,7 +64,12 @@ def node_index(context: Context) -> int:
     return int(context.node_config.get("partition-id", context.node_id))
 
 
-def make_client_app(data: DataProvider, *, state_dir: StateDirectory | None = None) -> ClientApp:
+def make_client_app(
+    data: DataProvider,
+    *,
+    sealer: SealerProvider | None = None,
+    state_dir: StateDirectory | None = None,
+) -> ClientApp:
     """A ``ClientApp`` that trains and evaluates every built agent on this MSP's data.
 
     Parameters
@@ -67,6 +77,10 @@ def make_client_app(data: DataProvider, *, state_dir: StateDirectory | None = No
     data : callable
         ``data(agent_name, context)`` returns the MSP's :class:`NodeData` for that agent.
         When ``NodeData.test`` is None, evaluation runs on the training rows.
+    sealer : callable, optional
+        ``sealer(context)`` is the MSP's :class:`~meshfl.secure.backend.Sealer`: it opens
+        the sealed global model and seals the update. Defaults to a CKKS sealer from the
+        node config's ``secret-key`` (the MSPs' secret context file).
     state_dir : callable, optional
         ``state_dir(context)`` is the MSP's state directory (its privacy ledger lives
         there). Defaults to the node config's ``state-dir``; training under differential
@@ -76,6 +90,23 @@ def make_client_app(data: DataProvider, *, state_dir: StateDirectory | None = No
     agents: dict[tuple[str, str], Agent[Any]] = {}
     prepared: dict[tuple[int, str, str, str], Any] = {}
     ledgers: dict[Path, PrivacyLedger] = {}
+    sealers: dict[int, Sealer] = {}
+
+    def sealer_for(context: Context) -> Sealer:
+        if context.node_id not in sealers:
+            if sealer is not None:
+                sealers[context.node_id] = sealer(context)
+            elif "secret-key" in context.node_config:
+                from meshfl.secure.ckks import CKKSSealer
+
+                path = str(context.node_config["secret-key"])
+                sealers[context.node_id] = CKKSSealer.from_file(path)
+            else:
+                raise MeshflError(
+                    "This MSP has no key to open the sealed global model: set the node "
+                    "config's 'secret-key' to the MSPs' secret context file (meshfl keys init)."
+                )
+        return sealers[context.node_id]
 
     def ledger_for(context: Context) -> PrivacyLedger | None:
         if state_dir is not None:
@@ -108,9 +139,11 @@ def make_client_app(data: DataProvider, *, state_dir: StateDirectory | None = No
         ins = decode_instructions(message)
         agent, key = agent_for(ins)
         msp = node_index(context)
+        box = sealer_for(context)
         outcome = train_round(
             agent,
             ins,
+            open_global(agent, ins.sealed, box, seed=ins.seed),
             local(agent, key, context, "train"),
             seed=derive_seed(ins.seed, ins.server_round, msp),
             ledger=ledger_for(context),
@@ -119,12 +152,22 @@ def make_client_app(data: DataProvider, *, state_dir: StateDirectory | None = No
         if isinstance(outcome, Decline):
             return Message(encode_decline(outcome), reply_to=message)
         update, epsilon = outcome
-        return Message(encode_update(update, epsilon_spent=epsilon, msp=msp), reply_to=message)
+        # Pre-weight, append the weight, seal: the coordinator only ever sees ciphertext.
+        sealed = box.seal(seal_payload(update.vector, update.weight))
+        content = encode_update(
+            sealed,
+            metrics=dict(update.metrics),
+            event=update.privacy_event,
+            epsilon_spent=epsilon,
+            msp=msp,
+        )
+        return Message(content, reply_to=message)
 
     def evaluate(message: Message, context: Context) -> Message:
         ins = decode_instructions(message)
         agent, key = agent_for(ins)
-        metrics = agent.evaluate(ins.vector, local(agent, key, context, "test"))
+        vector = open_global(agent, ins.sealed, sealer_for(context), seed=ins.seed)
+        metrics = agent.evaluate(vector, local(agent, key, context, "test"))
         return Message(encode_evaluation(metrics), reply_to=message)
 
     for name in registry.built():

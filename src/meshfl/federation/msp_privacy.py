@@ -32,16 +32,17 @@ __all__ = ["train_round"]
 def train_round(
     agent: Agent[Any],
     ins: RoundInstructions,
+    vector: np.ndarray,
     local: Any,
     *,
     seed: int,
     ledger: PrivacyLedger | None,
     msp: int,
 ) -> tuple[Update, float] | Decline:
-    """The MSP's update and its ε spent so far on the agent, or a :class:`Decline`."""
+    """The MSP's update from the global ``vector``, and its ε so far; or a :class:`Decline`."""
     dp = ins.context.privacy
     if dp is None:
-        update = agent.local_update(ins.vector, local, server_round=ins.server_round, seed=seed)
+        update = agent.local_update(vector, local, server_round=ins.server_round, seed=seed)
         return update, 0.0
     if ledger is None:
         raise MeshflError(
@@ -81,13 +82,13 @@ def train_round(
 
     if dp.unit == "sample":
         update = agent.local_update(
-            ins.vector, local, server_round=ins.server_round, seed=seed, dp=step
+            vector, local, server_round=ins.server_round, seed=seed, dp=step
         )
     else:
         # MSP-level DP: clip this MSP's model delta to max_grad_norm (its sensitivity) and
         # add its share of the noise; the coordinator's sum carries the full noise.
-        raw = agent.local_update(ins.vector, local, server_round=ins.server_round, seed=seed)
-        delta, _ = clip_l2(raw.vector - ins.vector, dp.max_grad_norm)
+        raw = agent.local_update(vector, local, server_round=ins.server_round, seed=seed)
+        delta, _ = clip_l2(raw.vector - vector, dp.max_grad_norm)
         noisy = add_gaussian_noise(
             delta,
             sensitivity=dp.max_grad_norm,
@@ -96,7 +97,7 @@ def train_round(
             shares=ins.context.noise_shares,
         )
         update = Update(
-            vector=ins.vector + noisy,
+            vector=vector + noisy,
             weight=1.0,
             # Only the example count leaves the MSP: the loss and the delta's norm are
             # computed on raw data and are not covered by the noise.

@@ -2,14 +2,16 @@
 
 Server → MSP (``train.<agent>`` and ``evaluate.<agent>``)::
 
-    "global": ArrayRecord {"vector": the global model}
+    "sealed.0", "sealed.1", ...: ConfigRecord {"backend", "key_id", "length", "chunks"}
+        the sealed round sums the global model is made of (see sealed_model.py)
     "config": ConfigRecord {"agent_config": JSON, "server_round": int, "seed": int,
                             "run_id": str, "total_rounds": int, "privacy": JSON or "",
-                            "sample_fraction": float, "noise_shares": int}
+                            "sample_fraction": float, "noise_shares": int,
+                            "sealed_count": int}
 
 MSP → server, after training::
 
-    "update":  ArrayRecord {"payload": [w·v, w]}
+    "update":  ConfigRecord {"backend", "key_id", "length", "chunks"}: the sealed [w·v, w]
     "metrics": MetricRecord (small numbers, e.g. train_loss, examples)
     "privacy": ConfigRecord (the PrivacyEvent, "epsilon_spent", "msp")
 
@@ -25,18 +27,17 @@ MSP → server, after evaluation::
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 
 from meshfl.agents.base import Agent
-from meshfl.agents.update import Update
 from meshfl.config.errors import InvalidUpdateError
 from meshfl.privacy.config import DPConfig
 from meshfl.privacy.events import PrivacyEvent
-from meshfl.secure.aggregate import seal_payload, validate_payload
+from meshfl.secure.backend import Sealed
 
 __all__ = [
     "Decline",
@@ -45,10 +46,12 @@ __all__ = [
     "TrainReply",
     "decode_evaluation",
     "decode_instructions",
+    "decode_sealed",
     "decode_update",
     "encode_decline",
     "encode_evaluation",
     "encode_instructions",
+    "encode_sealed",
     "encode_update",
 ]
 
@@ -70,7 +73,7 @@ class RoundInstructions:
 
     agent: str
     agent_config: dict[str, Any]
-    vector: np.ndarray
+    sealed: tuple[Sealed, ...]
     server_round: int
     seed: int
     context: RoundContext = field(default_factory=RoundContext)
@@ -92,18 +95,48 @@ class Decline:
 
 @dataclass(frozen=True)
 class TrainReply:
-    """A validated train reply: payload, metrics, privacy event and the MSP's ε so far."""
+    """A train reply: sealed payload, metrics, privacy event and the MSP's ε so far."""
 
-    payload: np.ndarray
+    sealed: Sealed
     metrics: dict[str, float]
     event: PrivacyEvent
     epsilon_spent: float
     msp: int
 
 
+def encode_sealed(sealed: Sealed) -> ConfigRecord:
+    """A sealed vector as a config record (its ciphertexts are bytes values)."""
+    return ConfigRecord(
+        {
+            "backend": sealed.backend,
+            "key_id": sealed.key_id,
+            "length": int(sealed.length),
+            "chunks": list(sealed.chunks),
+        }
+    )
+
+
+def decode_sealed(record: ConfigRecord) -> Sealed:
+    """Inverse of :func:`encode_sealed`; raises :class:`InvalidUpdateError` if malformed."""
+    try:
+        chunks = record["chunks"]
+        if not isinstance(chunks, list) or not all(isinstance(c, bytes) for c in chunks):
+            raise TypeError("'chunks' must be a list of bytes")
+        return Sealed(
+            backend=str(record["backend"]),
+            key_id=str(record["key_id"]),
+            length=int(record["length"]),  # type: ignore[arg-type]
+            chunks=tuple(c for c in chunks if isinstance(c, bytes)),
+        )
+    except (KeyError, TypeError, ValueError) as err:
+        raise InvalidUpdateError(
+            f"a sealed vector is malformed ({type(err).__name__}: {err})"
+        ) from err
+
+
 def encode_instructions(
     agent: Agent[Any],
-    vector: np.ndarray,
+    sealed: Sequence[Sealed],
     *,
     server_round: int,
     seed: int,
@@ -112,23 +145,21 @@ def encode_instructions(
     """The content of a ``train.<agent>`` or ``evaluate.<agent>`` message."""
     context = context or RoundContext()
     privacy = context.privacy.model_dump_json() if context.privacy is not None else ""
-    return RecordDict(
+    records: dict[str, Any] = {f"sealed.{i}": encode_sealed(s) for i, s in enumerate(sealed)}
+    records["config"] = ConfigRecord(
         {
-            "global": ArrayRecord({"vector": Array(np.asarray(vector, dtype=np.float64))}),
-            "config": ConfigRecord(
-                {
-                    "agent_config": json.dumps(agent.config.model_dump(mode="json")),
-                    "server_round": int(server_round),
-                    "seed": int(seed),
-                    "run_id": context.run_id,
-                    "total_rounds": int(context.total_rounds),
-                    "privacy": privacy,
-                    "sample_fraction": float(context.sample_fraction),
-                    "noise_shares": int(context.noise_shares),
-                }
-            ),
+            "agent_config": json.dumps(agent.config.model_dump(mode="json")),
+            "server_round": int(server_round),
+            "seed": int(seed),
+            "run_id": context.run_id,
+            "total_rounds": int(context.total_rounds),
+            "privacy": privacy,
+            "sample_fraction": float(context.sample_fraction),
+            "noise_shares": int(context.noise_shares),
+            "sealed_count": len(sealed),
         }
     )
+    return RecordDict(records)
 
 
 def decode_instructions(message: Message) -> RoundInstructions:
@@ -137,10 +168,11 @@ def decode_instructions(message: Message) -> RoundInstructions:
     config = content.config_records["config"]
     agent = message.metadata.message_type.split(".", 1)[1]
     privacy = str(config.get("privacy", ""))
+    count = int(config.get("sealed_count", 0))  # type: ignore[arg-type]
     return RoundInstructions(
         agent=agent,
         agent_config=json.loads(str(config["agent_config"])),
-        vector=content.array_records["global"]["vector"].numpy(),
+        sealed=tuple(decode_sealed(content.config_records[f"sealed.{i}"]) for i in range(count)),
         server_round=int(config["server_round"]),  # type: ignore[arg-type]
         seed=int(config["seed"]),  # type: ignore[arg-type]
         context=RoundContext(
@@ -153,14 +185,20 @@ def decode_instructions(message: Message) -> RoundInstructions:
     )
 
 
-def encode_update(update: Update, *, epsilon_spent: float = 0.0, msp: int = -1) -> RecordDict:
+def encode_update(
+    sealed: Sealed,
+    *,
+    metrics: dict[str, float],
+    event: PrivacyEvent,
+    epsilon_spent: float = 0.0,
+    msp: int = -1,
+) -> RecordDict:
     """The content of an MSP's reply to ``train.<agent>``: the sealed payload and side data."""
-    payload = seal_payload(update.vector, update.weight)
-    privacy = {**update.privacy_event.to_dict(), "epsilon_spent": epsilon_spent, "msp": msp}
+    privacy = {**event.to_dict(), "epsilon_spent": epsilon_spent, "msp": msp}
     return RecordDict(
         {
-            "update": ArrayRecord({"payload": Array(payload)}),
-            "metrics": MetricRecord(dict(update.metrics)),
+            "update": encode_sealed(sealed),
+            "metrics": MetricRecord(dict(metrics)),
             "privacy": ConfigRecord(privacy),
         }
     )
@@ -181,8 +219,12 @@ def encode_decline(decline: Decline) -> RecordDict:
     )
 
 
-def decode_update(message: Message, *, expected_size: int | None) -> TrainReply | Decline:
-    """A train reply, or the MSP's decline; raises :class:`InvalidUpdateError` if malformed."""
+def decode_update(message: Message) -> TrainReply | Decline:
+    """A train reply, or the MSP's decline; raises :class:`InvalidUpdateError` if malformed.
+
+    The sealed payload is only decoded here; the aggregator checks its key, length and
+    ciphertexts before it joins the sum.
+    """
     if message.has_error():
         raise InvalidUpdateError(f"the MSP replied with an error: {message.error.reason}")
     content = message.content
@@ -194,7 +236,7 @@ def decode_update(message: Message, *, expected_size: int | None) -> TrainReply 
                 epsilon_spent=float(record["epsilon_spent"]),  # type: ignore[arg-type]
                 msp=int(record["msp"]),  # type: ignore[arg-type]
             )
-        payload = content.array_records["update"]["payload"].numpy()
+        sealed = decode_sealed(content.config_records["update"])
         metrics = {
             k: float(v)  # type: ignore[arg-type]
             for k, v in content.metric_records["metrics"].items()
@@ -205,8 +247,7 @@ def decode_update(message: Message, *, expected_size: int | None) -> TrainReply 
         event = PrivacyEvent.from_dict(privacy)
     except (KeyError, TypeError, ValueError) as err:
         raise InvalidUpdateError(f"the reply is malformed ({type(err).__name__}: {err})") from err
-    payload = validate_payload(payload, expected_size=expected_size)
-    return TrainReply(payload, metrics, event, epsilon, msp)
+    return TrainReply(sealed, metrics, event, epsilon, msp)
 
 
 def encode_evaluation(metrics: dict[str, float]) -> RecordDict:

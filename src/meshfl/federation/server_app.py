@@ -15,8 +15,7 @@ from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context
+from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 from pydantic import Field, field_validator, model_validator
 
@@ -26,6 +25,7 @@ from meshfl.config.base import MeshflConfig
 from meshfl.federation.records import RoundContext
 from meshfl.federation.strategy import AgentStrategy
 from meshfl.privacy.config import DPConfig
+from meshfl.secure.backend import Aggregator, Sealed
 
 __all__ = ["AgentPlan", "AgentRun", "make_server_app", "run_plan"]
 
@@ -73,20 +73,31 @@ class AgentPlan(MeshflConfig):
 
 @dataclass
 class AgentRun:
-    """The outcome of a plan: the final global vector and the per-round history."""
+    """The outcome of a plan, as the coordinator holds it: sealed, with a per-round history."""
 
     agent: Agent[Any]
-    vector: np.ndarray
+    seed: int
+    sealed_history: list[Sealed] = field(default_factory=list)
+    """The sealed round sums that make the final global model (open with an MSP's key)."""
+    versions: list[Sealed] = field(default_factory=list)
+    """Every round's sealed sum: the model versions the coordinator stored."""
     history: list[dict[str, Any]] = field(default_factory=list)
     epsilon_by_msp: dict[int, float] = field(default_factory=dict)
     stopped_reason: str | None = None
 
 
-def run_plan(grid: Grid, plan: AgentPlan, *, on_round: RoundCallback | None = None) -> AgentRun:
-    """Run every round of one plan over ``grid``; returns the final model and the history."""
+def run_plan(
+    grid: Grid,
+    plan: AgentPlan,
+    aggregator: Aggregator,
+    *,
+    on_round: RoundCallback | None = None,
+) -> AgentRun:
+    """Run every round of one plan over ``grid``; returns the sealed model and the history."""
     agent = plan.build_agent()
     strategy = AgentStrategy(
         agent,
+        aggregator,
         fraction_train=plan.fraction_train,
         min_msps=plan.min_msps,
         fraction_evaluate=plan.fraction_evaluate,
@@ -101,22 +112,17 @@ def run_plan(grid: Grid, plan: AgentPlan, *, on_round: RoundCallback | None = No
             noise_shares=plan.min_msps,
         ),
     )
-    arrays = ArrayRecord({"vector": Array(agent.init_vector(seed=plan.seed))})
-    run = AgentRun(agent=agent, vector=arrays["vector"].numpy())
+    run = AgentRun(agent=agent, seed=plan.seed)
     for server_round in range(1, plan.rounds + 1):
         start = time.perf_counter()
         replies = grid.send_and_receive(
-            strategy.configure_train(server_round, arrays, ConfigRecord(), grid),
-            timeout=plan.round_timeout,
+            strategy.configure_train(server_round, grid), timeout=plan.round_timeout
         )
-        new_arrays, _ = strategy.aggregate_train(server_round, replies)
-        if new_arrays is not None:
-            arrays = new_arrays
+        strategy.aggregate_train(server_round, replies)
         evaluation = strategy.aggregate_evaluate(
             server_round,
             grid.send_and_receive(
-                strategy.configure_evaluate(server_round, arrays, ConfigRecord(), grid),
-                timeout=plan.round_timeout,
+                strategy.configure_evaluate(server_round, grid), timeout=plan.round_timeout
             ),
         )
         outcome = strategy.outcome
@@ -136,10 +142,11 @@ def run_plan(grid: Grid, plan: AgentPlan, *, on_round: RoundCallback | None = No
                 for k, v in outcome.train_metrics.items()
             }
         )
-        record.update(dict(evaluation or {}))
-        record["seconds"] = time.perf_counter() - start
+        record.update(evaluation)
         if plan.privacy is not None:
             record["epsilon_max"] = max(strategy.epsilon_by_msp.values(), default=0.0)
+        record["update_bytes"] = outcome.bytes_received
+        record["seconds"] = time.perf_counter() - start
         run.history.append(record)
         if on_round is not None:
             on_round(record)
@@ -150,28 +157,31 @@ def run_plan(grid: Grid, plan: AgentPlan, *, on_round: RoundCallback | None = No
             )
             log.warning("%s: %s", agent.name, run.stopped_reason)
             break
-    run.vector = arrays["vector"].numpy()
+    run.sealed_history = list(strategy.history)
+    run.versions = list(strategy.versions)
     run.epsilon_by_msp = dict(strategy.epsilon_by_msp)
     return run
 
 
 def make_server_app(
     plans: Sequence[AgentPlan],
+    aggregator: Aggregator,
     *,
     on_round: RoundCallback | None = None,
     results: MutableMapping[str, AgentRun] | None = None,
 ) -> ServerApp:
-    """A ``ServerApp`` that runs ``plans`` one after the other.
+    """A ``ServerApp`` that runs ``plans`` one after the other, adding sealed updates.
 
-    ``results`` (optional) receives each agent's :class:`AgentRun` by name; ``on_round`` is
-    called with each round's history record as soon as the round ends.
+    ``aggregator`` holds only public material (CKKS: the public context). ``results``
+    (optional) receives each agent's :class:`AgentRun` by name; ``on_round`` is called with
+    each round's history record as soon as the round ends.
     """
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         for plan in plans:
-            run = run_plan(grid, plan, on_round=on_round)
+            run = run_plan(grid, plan, aggregator, on_round=on_round)
             if results is not None:
                 results[plan.agent] = run
 

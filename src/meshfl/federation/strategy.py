@@ -1,8 +1,10 @@
-"""The per-agent server strategy: sample MSPs, sum their payloads, combine, average metrics.
+"""The per-agent server strategy: sample MSPs, check and add their sealed updates, average metrics.
 
-It implements Flower's :class:`flwr.serverapp.strategy.Strategy` interface, so it also runs
-under ``Strategy.start``; meshfl's own round driver (:mod:`meshfl.federation.server_app`)
-calls the same four methods and adds progress reporting and a per-round history.
+It follows the shape of Flower's :class:`flwr.serverapp.strategy.Strategy` (configure and
+aggregate, for training and for evaluation) but does not subclass it: Flower's strategies
+hand the global model around as a plaintext ``ArrayRecord``, and a meshfl coordinator never
+holds a readable model. Its global model is a list of sealed round sums
+(:mod:`meshfl.federation.sealed_model`); adding ciphertexts is all it can do, and all it does.
 """
 
 from __future__ import annotations
@@ -12,12 +14,11 @@ import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, MetricRecordValues
+from flwr.app import Message
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import Strategy
 
 from meshfl.agents.base import Agent
 from meshfl.config.errors import InvalidUpdateError
@@ -28,9 +29,10 @@ from meshfl.federation.records import (
     decode_update,
     encode_instructions,
 )
-from meshfl.secure.aggregate import open_payload, sum_payloads
+from meshfl.federation.sealed_model import next_history
+from meshfl.secure.backend import Aggregator, Sealed
 
-__all__ = ["AgentStrategy", "RoundOutcome"]
+__all__ = ["AgentStrategy", "RoundOutcome", "weighted_mean"]
 
 log = logging.getLogger("meshfl.federation")
 
@@ -42,9 +44,10 @@ class RoundOutcome:
     sampled: int = 0
     accepted: int = 0
     dropped: list[tuple[int, str]] = field(default_factory=list)
-    train_metrics: dict[str, float] = field(default_factory=dict)
     declined: list[tuple[int, str]] = field(default_factory=list)
+    train_metrics: dict[str, float] = field(default_factory=dict)
     skipped_reason: str | None = None
+    bytes_received: int = 0
 
 
 def weighted_mean(
@@ -63,25 +66,23 @@ def weighted_mean(
     return out
 
 
-def _record(metrics: dict[str, float]) -> MetricRecord:
-    return MetricRecord(cast(dict[str, MetricRecordValues], dict(metrics)))
-
-
-class AgentStrategy(Strategy):
-    """Federated rounds for one agent.
+class AgentStrategy:
+    """Federated rounds for one agent, on sealed updates.
 
     Parameters
     ----------
     agent : Agent
         The agent trained by this strategy.
+    aggregator : Aggregator
+        Checks and adds sealed updates (CKKS with the public context, or the plaintext twin).
     fraction_train : float
         Fraction of connected MSPs sampled for training each round.
     min_msps : int
-        Fewest valid replies a round needs; with fewer, the global model is kept.
+        Fewest valid updates a round needs; with fewer, the global model is kept.
     fraction_evaluate : float
         Fraction of MSPs asked to evaluate each new global model.
     seed : int
-        Seeds MSP sampling and is forwarded to MSPs for their local randomness.
+        Seeds MSP sampling and the initial model; forwarded to MSPs for their randomness.
     min_available : int
         MSPs that must be connected before a round starts.
     connect_timeout : float
@@ -93,6 +94,7 @@ class AgentStrategy(Strategy):
     def __init__(
         self,
         agent: Agent[Any],
+        aggregator: Aggregator,
         *,
         fraction_train: float = 1.0,
         min_msps: int = 1,
@@ -102,20 +104,25 @@ class AgentStrategy(Strategy):
         connect_timeout: float = 300.0,
         context: RoundContext | None = None,
     ):
-        self.min_available = min_available
-        self.connect_timeout = connect_timeout
         self.agent = agent
+        self.aggregator = aggregator
         self.fraction_train = fraction_train
         self.min_msps = min_msps
         self.fraction_evaluate = fraction_evaluate
         self.seed = seed
+        self.min_available = min_available
+        self.connect_timeout = connect_timeout
         self.context = context or RoundContext()
-        self.vector = np.zeros(0)
+        self.history: list[Sealed] = []
+        """The sealed round sums that make the current global model."""
+        self.versions: list[Sealed] = []
+        """Every round's sealed sum, in order: the stored model versions."""
+        self.update_length = agent.update_size(agent.init_vector(seed=seed)) + 1
         self.outcome = RoundOutcome()
         self.epsilon_by_msp: dict[int, float] = {}
         """Mirror of each MSP's ε spent on this agent, as the MSPs report it."""
 
-    # -- helpers -----------------------------------------------------------------------
+    # -- sampling ------------------------------------------------------------------------
     def _connected(self, grid: Grid) -> list[int]:
         deadline = time.monotonic() + self.connect_timeout
         while len(nodes := sorted(int(n) for n in grid.get_node_ids())) < self.min_available:
@@ -140,13 +147,10 @@ class AgentStrategy(Strategy):
         picks: Any = rng.choice(len(nodes), size=k, replace=False) if nodes else []
         return sorted(nodes[int(i)] for i in picks)
 
-    def _messages(
-        self, phase: str, nodes: list[int], arrays: ArrayRecord, server_round: int
-    ) -> list[Message]:
-        self.vector = arrays["vector"].numpy()
+    def _messages(self, phase: str, nodes: list[int], server_round: int) -> list[Message]:
         content = encode_instructions(
             self.agent,
-            self.vector,
+            self.history,
             server_round=server_round,
             seed=self.seed,
             context=self.context,
@@ -161,23 +165,25 @@ class AgentStrategy(Strategy):
             for node in nodes
         ]
 
-    # -- Flower's Strategy interface ----------------------------------------------------
-    def configure_train(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
+    # -- training ------------------------------------------------------------------------
+    def configure_train(self, server_round: int, grid: Grid) -> Iterable[Message]:
+        """``train.<agent>`` messages to this round's sampled MSPs."""
         nodes = self._sample(grid, self.fraction_train, server_round, salt=0)
         self.outcome = RoundOutcome(sampled=len(nodes))
-        return self._messages("train", nodes, arrays, server_round)
+        return self._messages("train", nodes, server_round)
 
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        expected = self.agent.update_size(self.vector) + 1
-        payloads, metrics = [], []
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> bool:
+        """Check and add the sealed updates; returns whether the global model changed."""
+        accepted: list[Sealed] = []
+        metrics: list[dict[str, float]] = []
         for reply in replies:
             node = int(reply.metadata.src_node_id)
             try:
-                decoded = decode_update(reply, expected_size=expected)
+                decoded = decode_update(reply)
+                if isinstance(decoded, Decline):
+                    self._declined(server_round, decoded)
+                    continue
+                self.aggregator.check(decoded.sealed, expected_length=self.update_length)
             except InvalidUpdateError as err:
                 log.warning(
                     "%s round %d: dropped the reply of MSP node %d: %s",
@@ -188,54 +194,53 @@ class AgentStrategy(Strategy):
                 )
                 self.outcome.dropped.append((node, str(err)))
                 continue
-            key = decoded.msp if decoded.msp >= 0 else node
-            self.epsilon_by_msp[key] = decoded.epsilon_spent
-            if isinstance(decoded, Decline):
-                log.warning(
-                    "%s round %d: MSP %d declined: %s",
-                    self.agent.name,
-                    server_round,
-                    key,
-                    decoded.reason,
-                )
-                self.outcome.declined.append((key, decoded.reason))
-                continue
-            payloads.append(decoded.payload)
+            self.epsilon_by_msp[decoded.msp if decoded.msp >= 0 else node] = decoded.epsilon_spent
+            self.outcome.bytes_received += decoded.sealed.nbytes
+            accepted.append(decoded.sealed)
             metrics.append(decoded.metrics)
-        self.outcome.accepted = len(payloads)
-        if self.outcome.declined and not payloads:
-            self.outcome.skipped_reason = (
+        self.outcome.accepted = len(accepted)
+        if self.outcome.declined and not accepted:
+            return self._skip(
+                server_round,
                 f"all {len(self.outcome.declined)} MSP(s) that replied declined "
-                "(privacy budget spent); the global model is unchanged"
+                "(privacy budget spent); the global model is unchanged",
             )
-            log.warning(
-                "%s round %d: %s", self.agent.name, server_round, self.outcome.skipped_reason
+        if len(accepted) < self.min_msps:
+            return self._skip(
+                server_round,
+                f"only {len(accepted)} valid update(s), fewer than min_msps={self.min_msps}; "
+                "the global model is unchanged",
             )
-            return None, None
-        if len(payloads) < self.min_msps:
-            self.outcome.skipped_reason = (
-                f"only {len(payloads)} valid update(s), fewer than min_msps={self.min_msps}; "
-                "the global model is unchanged"
-            )
-            log.warning(
-                "%s round %d: %s", self.agent.name, server_round, self.outcome.skipped_reason
-            )
-            return None, None
-        summed, total_weight = open_payload(sum_payloads(payloads))
-        new = self.agent.combine(self.vector, summed, total_weight, server_round=server_round)
-        self.vector = np.asarray(new, dtype=np.float64)
+        total = self.aggregator.add(accepted)
+        self.versions.append(total)
+        self.history = next_history(self.agent, self.history, total)
         self.outcome.train_metrics = weighted_mean(metrics)
-        return ArrayRecord({"vector": Array(self.vector)}), _record(self.outcome.train_metrics)
+        return True
 
-    def configure_evaluate(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
+    def _declined(self, server_round: int, decline: Decline) -> None:
+        log.warning(
+            "%s round %d: MSP %d declined: %s",
+            self.agent.name,
+            server_round,
+            decline.msp,
+            decline.reason,
+        )
+        self.epsilon_by_msp[decline.msp] = decline.epsilon_spent
+        self.outcome.declined.append((decline.msp, decline.reason))
+
+    def _skip(self, server_round: int, reason: str) -> bool:
+        self.outcome.skipped_reason = reason
+        log.warning("%s round %d: %s", self.agent.name, server_round, reason)
+        return False
+
+    # -- evaluation ----------------------------------------------------------------------
+    def configure_evaluate(self, server_round: int, grid: Grid) -> Iterable[Message]:
+        """``evaluate.<agent>`` messages carrying the current sealed global model."""
         nodes = self._sample(grid, self.fraction_evaluate, server_round, salt=1)
-        return self._messages("evaluate", nodes, arrays, server_round)
+        return self._messages("evaluate", nodes, server_round)
 
-    def aggregate_evaluate(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> MetricRecord | None:
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> dict[str, float]:
+        """Metrics averaged over MSPs, weighted by their held-out examples."""
         metrics = []
         for reply in replies:
             try:
@@ -248,13 +253,4 @@ class AgentStrategy(Strategy):
                     int(reply.metadata.src_node_id),
                     err,
                 )
-        return _record(weighted_mean(metrics)) if metrics else None
-
-    def summary(self) -> None:
-        log.info(
-            "AgentStrategy(%s): fraction_train=%s, min_msps=%d, fraction_evaluate=%s",
-            self.agent.name,
-            self.fraction_train,
-            self.min_msps,
-            self.fraction_evaluate,
-        )
+        return weighted_mean(metrics)
