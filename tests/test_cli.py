@@ -71,3 +71,21 @@ def test_bench_privacy_writes_table_markdown_and_plot(tmp_path, capsys):
 def test_bench_privacy_rejects_bad_epsilons(capsys):
     assert main(["bench", "privacy", "--agent", "anomaly", "--epsilons", "0.1,abc"]) == 2
     assert "--epsilons must be a comma-separated list" in capsys.readouterr().err
+
+
+def test_keys_init_writes_a_key_set_and_refuses_to_overwrite(tmp_path, capsys):
+    from meshfl.secure.ckks import CKKSAggregator, CKKSSealer
+    from meshfl.secure.keys import KeyFileError
+
+    assert main(["keys", "init", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "msp.secret.ckks" in out and "coordinator.public.ckks" in out
+    sealer = CKKSSealer.from_file(tmp_path / "msp.secret.ckks")
+    aggregator = CKKSAggregator.from_file(tmp_path / "coordinator.public.ckks")
+    assert sealer.key_id == aggregator.key_id and sealer.key_id in out
+    import pytest
+
+    with pytest.raises(KeyFileError):
+        CKKSAggregator.from_file(tmp_path / "msp.secret.ckks")
+    assert main(["keys", "init", "--out", str(tmp_path)]) == 2
+    assert "overwrite" in capsys.readouterr().err

@@ -4,6 +4,7 @@ meshfl simulate                       # every built agent, 5 MSPs, 3 rounds
 meshfl simulate --agent anomaly --msps 10 --rounds 5
 meshfl agents
 meshfl bench privacy --agent threat_intel --epsilons 0.1,0.5,1,2,8,inf
+meshfl keys init --out keys/
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             agent_config=config,
             samples_per_msp=args.samples,
             alpha=args.alpha,
+            secure_aggregation=args.secure_aggregation,
             backend=args.backend,
             progress=not args.no_progress,
         )
@@ -108,6 +110,17 @@ def _cmd_bench_privacy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_keys_init(args: argparse.Namespace) -> int:
+    from meshfl.secure.keys import generate_keys
+
+    files = generate_keys(args.out, overwrite=args.overwrite)
+    print(f"key set {files.key_id} written to {Path(args.out).resolve()}:")
+    print(f"  {files.secret.name:24s} secret context: give it to every MSP, and to no one else")
+    print(f"  {files.public.name:24s} public context: give it to the coordinator")
+    print(f"  {files.keyset.name:24s} key id and parameters")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``meshfl`` command."""
     parser = argparse.ArgumentParser(prog="meshfl", description=__doc__.splitlines()[0])
@@ -128,6 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--alpha", type=float, default=0.5, help="Dirichlet label skew")
     sim.add_argument("--encoder", help="text encoder of threat_intel ('minilm', 'tiny', path)")
     sim.add_argument("--backend", choices=["in-process", "ray"], default="in-process")
+    sim.add_argument(
+        "--secure-aggregation",
+        choices=["ckks", "plaintext"],
+        default="ckks",
+        help="ckks (default): the coordinator adds ciphertexts; plaintext: protection off",
+    )
     sim.add_argument("--out", help="directory to save models and histories to")
     sim.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     sim.set_defaults(func=_cmd_simulate)
@@ -147,6 +166,14 @@ def build_parser() -> argparse.ArgumentParser:
     priv.add_argument("--out", default="results/privacy", help="output directory")
     priv.add_argument("--no-progress", action="store_true")
     priv.set_defaults(func=_cmd_bench_privacy)
+
+    keys = sub.add_parser("keys", help="CKKS key sets").add_subparsers(dest="keys", required=True)
+    init = keys.add_parser(
+        "init", help="write the MSPs' secret and the coordinator's public context"
+    )
+    init.add_argument("--out", required=True, help="directory to write the key set to")
+    init.add_argument("--overwrite", action="store_true", help="replace an existing key set")
+    init.set_defaults(func=_cmd_keys_init)
     return parser
 
 
