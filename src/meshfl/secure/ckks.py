@@ -88,7 +88,28 @@ CKKS = "ckks"
 ContextSource: TypeAlias = str | os.PathLike[str] | ts.Context
 
 
-class CKKSSealer:
+class _CodecSide:
+    """What both ends of CKKS aggregation expose about their key set."""
+
+    _codec: _Codec
+
+    @property
+    def context(self) -> ts.Context:
+        """The TenSEAL context (the sealer's can decrypt; the aggregator's cannot)."""
+        return self._codec.context
+
+    @property
+    def max_abs(self) -> float:
+        """Largest magnitude of a sum that still decrypts correctly."""
+        return self._codec.max_abs
+
+    @property
+    def values_per_chunk(self) -> int:
+        """N/2: values per ciphertext."""
+        return self._codec.slots
+
+
+class CKKSSealer(_CodecSide):
     """MSP side of CKKS aggregation: seals payloads and opens sealed sums (secret key).
 
     Parameters
@@ -138,22 +159,9 @@ class CKKSSealer:
         return secret_bytes(self.context)
 
     @property
-    def context(self) -> ts.Context:
-        """The secret context (it can decrypt)."""
-        return self._codec.context
-
-    @property
-    def max_abs(self) -> float:
-        return self._codec.max_abs
-
-    @property
     def max_seal_abs(self) -> float:
+        """Largest magnitude one payload may hold (SEAL's encoder keeps a sign bit)."""
         return self._codec.max_seal_abs
-
-    @property
-    def values_per_chunk(self) -> int:
-        """N/2: values per ciphertext."""
-        return self._codec.slots
 
     def seal(self, values: np.ndarray) -> Sealed:
         """Encrypt a flat float vector, N/2 values per ciphertext.
@@ -195,7 +203,7 @@ class CKKSSealer:
         return np.concatenate(parts)[: sealed.length]
 
 
-class CKKSAggregator:
+class CKKSAggregator(_CodecSide):
     """Coordinator side of CKKS aggregation: checks and adds ciphertexts, public context only.
 
     Parameters
@@ -235,18 +243,6 @@ class CKKSAggregator:
         """The public context as bytes (parameters and public key only)."""
         return bytes(self.context.serialize(save_galois_keys=False, save_relin_keys=False))
 
-    @property
-    def context(self) -> ts.Context:
-        """The public context: no secret, Galois or relinearization keys."""
-        return self._codec.context
-
-    @property
-    def max_abs(self) -> float:
-        return self._codec.max_abs
-
-    @property
-    def values_per_chunk(self) -> int:
-        return self._codec.slots
 
     def check(self, sealed: Sealed, *, expected_length: int) -> None:
         """Raise :class:`InvalidUpdateError`, naming the problem, unless ``sealed`` is
