@@ -37,6 +37,11 @@ def format_validation_error(model: type[BaseModel], error: ValidationError) -> s
         if kind == "missing":
             lines.append(f"The {param!r} parameter of {name} is required.")
             continue
+        inner = item.get("ctx", {}).get("error")
+        if isinstance(inner, ConfigError):
+            # A nested meshfl config already said it in full; say where it sits.
+            lines.append(f"{param}: {inner}" if item["loc"] else str(inner))
+            continue
         msg = item["msg"]
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]

@@ -243,7 +243,6 @@ class CKKSAggregator(_CodecSide):
         """The public context as bytes (parameters and public key only)."""
         return bytes(self.context.serialize(save_galois_keys=False, save_relin_keys=False))
 
-
     def check(self, sealed: Sealed, *, expected_length: int) -> None:
         """Raise :class:`InvalidUpdateError`, naming the problem, unless ``sealed`` is
         ``expected_length`` values encrypted under this key set.

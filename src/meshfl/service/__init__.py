@@ -1,0 +1,1 @@
+"""The coordinator as a service: its configuration, metrics and state."""

@@ -1,0 +1,183 @@
+"""``mesh.toml``: the coordinator operator's configuration, validated.
+
+.. code-block:: toml
+
+    [coordinator]
+    state_dir = "state"
+    public_key = "keys/coordinator.public.ckks"
+    fleet_address = "127.0.0.1:9092"
+    metrics_address = "127.0.0.1:9400"
+
+    [coordinator.tls]                      # omit only for a loopback test: it warns loudly
+    ca_cert = "certs/ca.crt"
+    cert = "certs/server.pem"
+    key = "certs/server.key"
+
+    [agents.anomaly]
+    rounds = 5
+    min_msps = 3
+    fraction_train = 1.0
+    round_timeout = 120
+    secure_aggregation = "ckks"
+    privacy = { epsilon = 1.0, delta = 1e-5 }
+    config = { trees_per_round = 10 }
+
+Every table is a strict pydantic model: an unknown key or a wrong value names its full path
+("agents.anomaly.rounds") in the error.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+from meshfl.agents import registry
+from meshfl.config.base import MeshflConfig
+from meshfl.config.errors import ConfigError, MeshflError
+from meshfl.federation.server_app import AgentPlan
+from meshfl.privacy.config import DPConfig
+
+__all__ = ["AgentSection", "CoordinatorSection", "MeshConfig", "TLSSection", "load_mesh_config"]
+
+
+class TLSSection(MeshflConfig):
+    """Certificates of the SuperLink's TLS (Flower's own options)."""
+
+    ca_cert: Path
+    cert: Path
+    key: Path
+
+
+class CoordinatorSection(MeshflConfig):
+    """Where the coordinator keeps its state and listens."""
+
+    state_dir: Path = Field(Path("state"), description="Model store and metadata.")
+    public_key: Path = Field(description="coordinator.public.ckks from `meshfl keys init`.")
+    fleet_address: str = Field("127.0.0.1:9092", description="SuperLink Fleet API (MSPs).")
+    control_address: str = Field("127.0.0.1:9093", description="SuperLink Control API.")
+    serverapp_address: str = Field("127.0.0.1:9091", description="SuperLink ServerAppIo API.")
+    metrics_address: str | None = Field("127.0.0.1:9400", description="Prometheus /metrics.")
+    tls: TLSSection | None = Field(None, description="TLS certificates; None is insecure.")
+    node_auth: bool = Field(True, description="Only registered SuperNode keys may connect.")
+
+    @field_validator("fleet_address", "control_address", "serverapp_address", "metrics_address")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is not None:
+            host, sep, port = value.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError("be 'host:port' with a port in 1..65535")
+        return value
+
+
+class AgentSection(MeshflConfig):
+    """How the coordinator trains one agent (becomes an :class:`AgentPlan`)."""
+
+    rounds: int = Field(3, ge=1)
+    min_msps: int = Field(1, ge=1)
+    min_available_msps: int = Field(1, ge=1)
+    fraction_train: float = Field(1.0, gt=0, le=1)
+    fraction_evaluate: float = Field(1.0, gt=0, le=1)
+    round_timeout: float = Field(300.0, gt=0, description="Seconds; MSPs later are dropouts.")
+    seed: int = Field(0, ge=0)
+    secure_aggregation: Literal["ckks", "plaintext"] = "ckks"
+    privacy: DPConfig | None = None
+    config: dict[str, Any] = Field(default_factory=dict, description="The agent's own config.")
+
+
+class MeshConfig(MeshflConfig):
+    """The whole ``mesh.toml``."""
+
+    coordinator: CoordinatorSection
+    agents: dict[str, AgentSection] = Field(min_length=1)
+
+    @field_validator("agents")
+    @classmethod
+    def _known_agents(cls, agents: dict[str, AgentSection]) -> dict[str, AgentSection]:
+        for name in agents:
+            try:
+                registry.get(name)
+            except MeshflError as err:  # unknown or not built: the message lists what is
+                raise ValueError(f"name built agents only ([agents.{name}]: {err})") from None
+        return agents
+
+    def plans(self) -> list[AgentPlan]:
+        """One :class:`AgentPlan` per configured agent, in file order."""
+        return [
+            AgentPlan(
+                agent=name,
+                agent_config=section.config,
+                rounds=section.rounds,
+                fraction_train=section.fraction_train,
+                min_msps=section.min_msps,
+                fraction_evaluate=section.fraction_evaluate,
+                round_timeout=section.round_timeout,
+                min_available_msps=section.min_available_msps,
+                seed=section.seed,
+                privacy=section.privacy,
+            )
+            for name, section in self.agents.items()
+        ]
+
+    def warn_about_weak_settings(self) -> None:
+        """Say loudly which protections this configuration turns off."""
+        if self.coordinator.tls is None:
+            warnings.warn(
+                "mesh.toml has no [coordinator.tls]: MSPs talk to the coordinator over an "
+                "unencrypted channel. Use this only on loopback for tests; see "
+                "docs/deployment.md for certificates.",
+                UserWarning,
+                stacklevel=2,
+            )
+        if not self.coordinator.node_auth:
+            warnings.warn(
+                "node_auth = false: any SuperNode that can reach the coordinator may join.",
+                UserWarning,
+                stacklevel=2,
+            )
+        for name, section in self.agents.items():
+            if section.secure_aggregation == "plaintext":
+                warnings.warn(
+                    f"agents.{name}.secure_aggregation = 'plaintext': the coordinator can read "
+                    "every update of this agent.",
+                    UserWarning,
+                    stacklevel=2,
+                )
+
+
+def load_mesh_config(path: str | os.PathLike[str]) -> MeshConfig:
+    """Read and validate ``mesh.toml``; relative paths are taken from the file's folder."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"No mesh configuration at {path}.") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path} is not valid TOML: {err}.") from None
+    try:
+        config = MeshConfig.model_validate(data)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    base = path.resolve().parent
+    coordinator = config.coordinator
+    resolved: dict[str, Any] = {
+        "state_dir": base / coordinator.state_dir,
+        "public_key": base / coordinator.public_key,
+    }
+    if coordinator.tls is not None:
+        resolved["tls"] = TLSSection(
+            ca_cert=base / coordinator.tls.ca_cert,
+            cert=base / coordinator.tls.cert,
+            key=base / coordinator.tls.key,
+        )
+    return config.model_copy(update={"coordinator": coordinator.model_copy(update=resolved)})

@@ -1,0 +1,82 @@
+"""Prometheus metrics of the coordinator: what an operator watches on ``/metrics``.
+
+Only plaintext metadata is exported — counts, ε spent, bytes, evaluation metrics the MSPs
+report — never an update or a model (the coordinator has none in the clear).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+__all__ = ["MeshMetrics"]
+
+
+class MeshMetrics:
+    """The coordinator's counters and gauges, in their own registry.
+
+    Parameters
+    ----------
+    registry : prometheus_client.CollectorRegistry, optional
+        Where to register; a fresh one by default (so tests and several coordinators in one
+        process do not collide).
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.rounds = Counter("meshfl_rounds_completed", "Rounds completed", ["agent"], registry=r)
+        self.rounds_skipped = Counter(
+            "meshfl_rounds_skipped", "Rounds that kept the global model", ["agent"], registry=r
+        )
+        self.msps = Gauge(
+            "meshfl_round_msps", "MSPs whose update joined the last round", ["agent"], registry=r
+        )
+        self.dropouts = Counter(
+            "meshfl_msp_dropouts",
+            "Sampled MSPs that did not reply in time, or whose reply was dropped",
+            ["agent"],
+            registry=r,
+        )
+        self.declines = Counter(
+            "meshfl_msp_declines", "Rounds declined by MSPs (privacy budget)", ["agent"], registry=r
+        )
+        self.epsilon = Gauge(
+            "meshfl_epsilon_spent", "ε spent per MSP, as it reports", ["agent", "msp"], registry=r
+        )
+        self.bytes_received = Counter(
+            "meshfl_update_bytes_received",
+            "Bytes of sealed updates received",
+            ["agent"],
+            registry=r,
+        )
+        self.evaluation = Gauge(
+            "meshfl_evaluation",
+            "Latest averaged evaluation metric",
+            ["agent", "metric"],
+            registry=r,
+        )
+
+    def observe_round(self, record: Mapping[str, Any], epsilon_by_msp: Mapping[int, float]) -> None:
+        """Update every metric from one round's history record (see ``run_plan``)."""
+        agent = str(record["agent"])
+        if record.get("skipped"):
+            self.rounds_skipped.labels(agent).inc()
+        else:
+            self.rounds.labels(agent).inc()
+        self.msps.labels(agent).set(record.get("msps", 0))
+        missing = record.get("sampled", 0) - record.get("msps", 0) - record.get("declined", 0)
+        self.dropouts.labels(agent).inc(max(0, missing))
+        self.declines.labels(agent).inc(record.get("declined", 0))
+        self.bytes_received.labels(agent).inc(record.get("update_bytes", 0))
+        for msp, eps in epsilon_by_msp.items():
+            self.epsilon.labels(agent, str(msp)).set(eps)
+        for key in ("accuracy", "macro_f1", "auc", "average_precision", "loss"):
+            if key in record:
+                self.evaluation.labels(agent, key).set(float(record[key]))
+
+    def serve(self, port: int, addr: str = "127.0.0.1") -> None:
+        """Expose ``/metrics`` over HTTP on ``addr:port`` (a daemon thread)."""
+        start_http_server(port, addr=addr, registry=self.registry)

@@ -1,0 +1,47 @@
+import socket
+import urllib.request
+
+from meshfl.service.metrics import MeshMetrics
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _value(metrics, name, **labels):
+    return metrics.registry.get_sample_value(name, labels)
+
+
+def test_round_records_move_the_counters():
+    m = MeshMetrics()
+    record = {
+        "agent": "anomaly",
+        "round": 1,
+        "sampled": 4,
+        "msps": 2,
+        "declined": 1,
+        "dropped": 0,
+        "skipped": False,
+        "auc": 0.91,
+        "update_bytes": 1000,
+    }
+    m.observe_round(record, {0: 0.2, 1: 0.25})
+    m.observe_round({**record, "round": 2, "auc": 0.93}, {0: 0.4, 1: 0.5})
+    assert _value(m, "meshfl_rounds_completed_total", agent="anomaly") == 2
+    assert _value(m, "meshfl_msp_dropouts_total", agent="anomaly") == 2
+    assert _value(m, "meshfl_msp_declines_total", agent="anomaly") == 2
+    assert _value(m, "meshfl_update_bytes_received_total", agent="anomaly") == 2000
+    assert _value(m, "meshfl_epsilon_spent", agent="anomaly", msp="1") == 0.5
+    assert _value(m, "meshfl_evaluation", agent="anomaly", metric="auc") == 0.93
+
+
+def test_metrics_endpoint_serves_the_counters():
+    m = MeshMetrics()
+    port = _free_port()
+    m.serve(port)
+    m.observe_round({"agent": "threat_intel", "msps": 3, "sampled": 3, "accuracy": 0.8}, {})
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert 'meshfl_rounds_completed_total{agent="threat_intel"} 1.0' in text
+    assert 'meshfl_evaluation{agent="threat_intel",metric="accuracy"} 0.8' in text
