@@ -49,7 +49,7 @@ def train_round(
             "This MSP was asked to train under differential privacy but has no state "
             "directory for its privacy ledger; start it with a state directory."
         )
-    key = f"{ins.context.run_id}:{ins.server_round}"
+    key = f"{ins.context.run_id}:{ins.server_round}:{ins.context.session}"
     spent = ledger.epsilon(agent.name, delta=dp.delta, accountant=dp.accountant)
     if key in ledger.keys(agent.name):
         return Decline(

@@ -61,6 +61,9 @@ class RoundContext:
     """What every MSP must know about the run to apply privacy consistently."""
 
     run_id: str = ""
+    session: str = ""
+    """Id of the coordinator process driving the run: a round re-sent after a coordinator
+    restart is a new attempt (MSPs train, and spend privacy, again)."""
     total_rounds: int = 1
     privacy: DPConfig | None = None
     sample_fraction: float = 1.0
@@ -152,6 +155,7 @@ def encode_instructions(
             "server_round": int(server_round),
             "seed": int(seed),
             "run_id": context.run_id,
+            "session": context.session,
             "total_rounds": int(context.total_rounds),
             "privacy": privacy,
             "sample_fraction": float(context.sample_fraction),
@@ -177,6 +181,7 @@ def decode_instructions(message: Message) -> RoundInstructions:
         seed=int(config["seed"]),  # type: ignore[arg-type]
         context=RoundContext(
             run_id=str(config.get("run_id", "")),
+            session=str(config.get("session", "")),
             total_rounds=int(config.get("total_rounds", 1)),  # type: ignore[arg-type]
             privacy=DPConfig.model_validate_json(privacy) if privacy else None,
             sample_fraction=float(config.get("sample_fraction", 1.0)),  # type: ignore[arg-type]

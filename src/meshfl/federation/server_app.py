@@ -26,6 +26,7 @@ from meshfl.federation.records import RoundContext
 from meshfl.federation.strategy import AgentStrategy
 from meshfl.privacy.config import DPConfig
 from meshfl.secure.backend import Aggregator, Sealed
+from meshfl.store.model_store import ModelStore
 
 __all__ = ["AgentPlan", "AgentRun", "make_server_app", "run_plan"]
 
@@ -92,9 +93,18 @@ def run_plan(
     aggregator: Aggregator,
     *,
     on_round: RoundCallback | None = None,
+    store: ModelStore | None = None,
+    run_id: str | None = None,
 ) -> AgentRun:
-    """Run every round of one plan over ``grid``; returns the sealed model and the history."""
+    """Run every round of one plan over ``grid``; returns the sealed model and the history.
+
+    With a ``store``, every round is committed (sealed sum, model history, metrics, ε
+    mirror) before the new model goes out for evaluation, and a plan whose ``run_id`` the
+    store already holds resumes after its last committed round: a coordinator killed
+    mid-run and restarted on the same state directory loses and repeats nothing.
+    """
     agent = plan.build_agent()
+    run_id = run_id or uuid.uuid4().hex
     strategy = AgentStrategy(
         agent,
         aggregator,
@@ -105,7 +115,8 @@ def run_plan(
         min_available=plan.min_available_msps,
         connect_timeout=plan.connect_timeout,
         context=RoundContext(
-            run_id=uuid.uuid4().hex,
+            run_id=run_id,
+            session=uuid.uuid4().hex,
             total_rounds=plan.rounds,
             privacy=plan.privacy,
             sample_fraction=plan.fraction_train,
@@ -113,12 +124,30 @@ def run_plan(
         ),
     )
     run = AgentRun(agent=agent, seed=plan.seed)
-    for server_round in range(1, plan.rounds + 1):
+    done = 0
+    if store is not None:
+        store.start_run(run_id, agent.name, plan.model_dump(mode="json"))
+        done, strategy.history = store.resume_state(run_id, agent.name)
+        strategy.epsilon_by_msp.update(store.epsilon_mirror(agent.name))
+        if done:
+            log.info("%s: resuming run %s after round %d", agent.name, run_id, done)
+    for server_round in range(done + 1, plan.rounds + 1):
         start = time.perf_counter()
         replies = grid.send_and_receive(
             strategy.configure_train(server_round, grid), timeout=plan.round_timeout
         )
-        strategy.aggregate_train(server_round, replies)
+        changed = strategy.aggregate_train(server_round, replies)
+        if store is not None:  # on disk before any MSP sees the new model
+            store.commit_round(
+                run_id=run_id,
+                agent=agent.name,
+                round=server_round,
+                sealed_sum=strategy.versions[-1] if changed else None,
+                history=strategy.history,
+                metrics=strategy.outcome.train_metrics,
+                epsilon_by_msp=strategy.epsilon_by_msp,
+                n_msps=strategy.outcome.accepted,
+            )
         evaluation = strategy.aggregate_evaluate(
             server_round,
             grid.send_and_receive(
@@ -143,6 +172,10 @@ def run_plan(
             }
         )
         record.update(evaluation)
+        if store is not None and evaluation:
+            store.update_metrics(
+                run_id=run_id, agent=agent.name, round=server_round, metrics=evaluation
+            )
         if plan.privacy is not None:
             record["epsilon_max"] = max(strategy.epsilon_by_msp.values(), default=0.0)
         record["update_bytes"] = outcome.bytes_received
@@ -157,6 +190,10 @@ def run_plan(
             )
             log.warning("%s: %s", agent.name, run.stopped_reason)
             break
+    if store is not None:
+        store.finish_run(
+            run_id, agent.name, status="stopped" if run.stopped_reason else "completed"
+        )
     run.sealed_history = list(strategy.history)
     run.versions = list(strategy.versions)
     run.epsilon_by_msp = dict(strategy.epsilon_by_msp)
