@@ -10,7 +10,7 @@ from meshfl.simulation import make_partitions, simulation_keys
 from meshfl.store.model_store import ModelStore
 
 
-class Crash(Exception):
+class CrashError(Exception):
     pass
 
 
@@ -31,10 +31,10 @@ def test_resume_after_a_crash_continues_from_the_last_committed_round(tmp_path):
 
     def die_after_round_2(record):
         if record["round"] == 2:
-            raise Crash
+            raise CrashError
 
     store = ModelStore(tmp_path / "coordinator")
-    with pytest.raises(Crash):
+    with pytest.raises(CrashError):
         run_plan(
             InProcessGrid(app, 3),
             plan,
