@@ -1,0 +1,100 @@
+"""``meshfl-server``: the coordinator operator's command.
+
+    meshfl-server status   --state-dir state/
+    meshfl-server versions --state-dir state/ [--agent anomaly]
+    meshfl-server export   --state-dir state/ --agent anomaly [--round 5] --out model.mfl
+
+The store is opened read-only: these commands are safe while the coordinator runs. An
+exported model stays sealed (CKKS ciphertext); only a key holder can open it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from meshfl.config.errors import MeshflError
+
+__all__ = ["main"]
+
+
+def _store(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from meshfl.store.model_store import ModelStore
+
+    state = Path(args.state_dir)
+    if not (state / "coordinator.sqlite").exists():
+        raise MeshflError(f"{state} holds no coordinator state (no coordinator.sqlite).")
+    return ModelStore(state, read_only=True)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        print(json.dumps(store.status(), indent=2, default=str))
+    return 0
+
+
+def _cmd_versions(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        versions = store.versions(args.agent)
+    if not versions:
+        print("no model versions yet")
+        return 0
+    print(f"{'agent':14s} {'round':>5s} {'msps':>4s} {'ε max':>8s}  {'key id':16s}  digest")
+    for v in versions:
+        eps = "-" if v.epsilon_max is None else f"{v.epsilon_max:.4g}"
+        digest = v.digest[:16] if v.digest else "(skipped)"
+        print(f"{v.agent:14s} {v.round:5d} {v.n_msps:4d} {eps:>8s}  {v.key_id:16s}  {digest}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        versions = [v for v in store.versions(args.agent) if v.digest]
+        if args.round is not None:
+            versions = [v for v in versions if v.round == args.round]
+        if not versions:
+            raise MeshflError(
+                f"No stored model version of {args.agent!r}"
+                + (f" at round {args.round}" if args.round is not None else "")
+                + "; `meshfl-server versions` lists them."
+            )
+        path = store.export(versions[-1], args.out)
+    print(f"wrote the sealed model of {args.agent} (round {versions[-1].round}) to {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``meshfl-server``."""
+    parser = argparse.ArgumentParser(prog="meshfl-server", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, func, text in (
+        ("status", _cmd_status, "runs and the latest round of every agent"),
+        ("versions", _cmd_versions, "list stored model versions"),
+        ("export", _cmd_export, "write one sealed model version to a file"),
+    ):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("--state-dir", required=True, help="the coordinator's state directory")
+        if name != "status":
+            cmd.add_argument("--agent", required=name == "export")
+        if name == "export":
+            cmd.add_argument("--round", type=int, help="default: the latest")
+            cmd.add_argument("--out", required=True, help="file to write")
+        cmd.set_defaults(func=func)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``meshfl-server`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except MeshflError as err:
+        print(f"meshfl-server: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,37 @@
+from meshfl.federation import AgentPlan, InProcessGrid, make_client_app
+from meshfl.federation.server_app import run_plan
+from meshfl.service.server_cli import main
+from meshfl.simulation import make_partitions, simulation_keys
+from meshfl.store.model_store import ModelStore, read_export
+
+
+def _coordinator_state(tmp_path):
+    plan = AgentPlan(agent="anomaly", agent_config={"trees_per_round": 4, "depth": 5}, rounds=2)
+    parts = make_partitions(plan.build_agent(), num_msps=3, seed=0, samples_per_msp=60)
+    sealer_for, aggregator, _ = simulation_keys("ckks")
+    app = make_client_app(lambda a, ctx: parts[ctx.node_config["partition-id"]], sealer=sealer_for)
+    with ModelStore(tmp_path / "state") as store:
+        run_plan(InProcessGrid(app, 3), plan, aggregator, store=store, run_id="r1")
+    return tmp_path / "state"
+
+
+def test_status_versions_and_export(tmp_path, capsys):
+    state = _coordinator_state(tmp_path)
+    assert main(["status", "--state-dir", str(state)]) == 0
+    assert '"anomaly"' in capsys.readouterr().out
+    assert main(["versions", "--state-dir", str(state)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and lines[1].split()[:3] == ["anomaly", "1", "3"]
+    out = tmp_path / "model.mfl"
+    assert main(["export", "--state-dir", str(state), "--agent", "anomaly", "--out", str(out)]) == 0
+    header, sealed = read_export(out)
+    assert header["round"] == 2 and all(s.backend == "ckks" for s in sealed)
+
+
+def test_missing_state_and_version_are_explained(tmp_path, capsys):
+    assert main(["status", "--state-dir", str(tmp_path / "nope")]) == 2
+    assert "no coordinator state" in capsys.readouterr().err
+    state = _coordinator_state(tmp_path)
+    args = ["export", "--state-dir", str(state), "--agent", "anomaly", "--round", "9", "--out", "x"]
+    assert main(args) == 2
+    assert "at round 9" in capsys.readouterr().err
