@@ -17,12 +17,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from meshfl.config.errors import MeshflError
+from meshfl.store.model_store import ModelStore
 
 __all__ = ["main"]
 
 
-def _store(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from meshfl.store.model_store import ModelStore
+def _store(args: argparse.Namespace) -> ModelStore:
 
     state = Path(args.state_dir)
     if not (state / "coordinator.sqlite").exists():
