@@ -51,8 +51,6 @@ from functools import lru_cache
 from typing import Literal
 
 import numpy as np
-from opacus.accountants.analysis.prv import DiscretePRV, Domain, PoissonSubsampledGaussianPRV
-from opacus.accountants.analysis.rdp import get_privacy_spent
 from scipy import fft
 from scipy.special import gammaln
 
@@ -386,6 +384,8 @@ def _rdp_epsilon(steps: Sequence[_Step], delta: float) -> float:
     with warnings.catch_warnings():
         # Opacus warns when the best order is an extreme one: expected for tiny or huge ε.
         warnings.simplefilter("ignore")
+        from opacus.accountants.analysis.rdp import get_privacy_spent  # opacus loads torch
+
         eps, _ = get_privacy_spent(orders=_ORDERS.astype(np.float64), rdp=rdp, delta=delta)
     # The conversion can dip below 0 for almost no privacy loss: (0, δ)-DP then holds.
     return max(float(eps), 0.0)
@@ -434,6 +434,8 @@ def _prv_epsilon(steps: Sequence[_Step], delta: float, eps_rdp: float) -> float:
         # -total·half_cells·dt: roll the result back onto the grid [-half_cells·dt, ...).
         pmf = np.roll(pmf, -((total - 1) * half_cells) % size)
         t_min = -half_cells * dt
+        from opacus.accountants.analysis.prv import DiscretePRV, Domain
+
         domain = Domain(t_min + shift, t_min + (size - 1) * dt + shift, size, shifts=shift)
         with np.errstate(all="ignore"):
             _, _, eps_upper = DiscretePRV(pmf=pmf, domain=domain).compute_epsilon(
@@ -492,6 +494,8 @@ def _spectrum(
     t_min = -half_cells * dt
     t_max = t_min + (size - 1) * dt
     edges = t_min - dt / 2 + dt * np.arange(size + 1)
+    from opacus.accountants.analysis.prv import PoissonSubsampledGaussianPRV
+
     prv = PoissonSubsampledGaussianPRV(sample_rate=q, noise_multiplier=sigma)
     with np.errstate(all="ignore"):  # q = 1 makes log(1 - q) = -inf, by design
         cdf = _monotone_cdf(prv.cdf, edges)

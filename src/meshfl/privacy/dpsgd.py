@@ -57,9 +57,6 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from opacus.utils.module_utils import trainable_modules
-from opacus.validators import ModuleValidator
-from opacus.validators.errors import IllegalModuleConfigurationError
 from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
@@ -126,6 +123,12 @@ def check_dp_compatible(module: nn.Module) -> None:
     Traceback (most recent call last):
     DPIncompatibleModelError: DP-SGD cannot train this model: BatchNorm1d at '1'. BatchNorm ...
     """
+    # Opacus is imported here, not at module level: importing it costs ~2 s, which every
+    # Flower ClientApp process (one per message in a deployment) would otherwise pay.
+    from opacus.utils.module_utils import trainable_modules
+    from opacus.validators import ModuleValidator
+    from opacus.validators.errors import IllegalModuleConfigurationError
+
     errors = [
         e
         for e in ModuleValidator.validate(module, strict=False)
