@@ -52,3 +52,19 @@ def test_a_local_model_directory_loads_through_transformers(tmp_path):
     assert local.name == str(tmp_path) and local.dim == tiny.dim
     text = ["a log line loaded from a local model directory"]
     np.testing.assert_allclose(local.encode(text), tiny.encode(text), atol=1e-6)
+
+
+def test_embeddings_persist_across_processes(tmp_path):
+    from meshfl.models.text_encoder import TextEncoder
+
+    shared = load_text_encoder("tiny")  # not mutated: other tests use it
+    first = TextEncoder(shared.model, shared.tokenizer, name="tiny")
+    texts = [f"persisted line {i}" for i in range(7)]
+    first.persist_to(tmp_path)
+    expected = first.encode(texts)
+    # a fresh encoder object stands for the next process of the same MSP
+    fresh = TextEncoder(shared.model, shared.tokenizer, name="tiny")
+    fresh.persist_to(tmp_path)
+    np.testing.assert_array_equal(fresh.encode(texts), expected)
+    assert fresh.encoded_texts == 0
+    assert list((tmp_path).rglob("shard-*.npz"))

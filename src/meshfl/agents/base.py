@@ -94,6 +94,13 @@ class Agent(ABC, Generic[LocalT]):
         """Validate a user's DataFrame or CSV file against :attr:`schema`."""
         return load_frame(data, self.schema)
 
+    def use_cache_dir(self, directory: str | os.PathLike[str]) -> None:
+        """Keep expensive per-record features (e.g. embeddings) under ``directory``.
+
+        Called by a deployed MSP with a folder of its own state directory, since each of its
+        messages runs in a fresh process; agents without such features ignore it.
+        """
+
     @abstractmethod
     def prepare(self, frame: pd.DataFrame) -> LocalT:
         """Turn validated rows into the features local training needs (done once per data set)."""

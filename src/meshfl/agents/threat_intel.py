@@ -7,6 +7,7 @@ across MSPs (FedAvg; McMahan et al., AISTATS 2017). Only the head's parameters t
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -99,6 +100,9 @@ class ThreatIntel(Agent[TextData]):
             max_length=self.config.max_length,
             allow_download=self.config.allow_download,
         )
+
+    def use_cache_dir(self, directory: str | os.PathLike[str]) -> None:
+        self.encoder.persist_to(directory)
 
     def synthetic_data(self, n: int, *, seed: int) -> pd.DataFrame:
         return security_events(n, seed=seed)

@@ -128,6 +128,8 @@ def make_client_app(
     def local(agent: Agent[Any], key: str, context: Context, split: str) -> Any:
         cache_key = (context.node_id, agent.name, key, split)
         if cache_key not in prepared:
+            if "state-dir" in context.node_config:  # a deployed MSP: one process per message
+                agent.use_cache_dir(Path(str(context.node_config["state-dir"])) / "cache")
             node_data = data(agent.name, context)
             frame = (
                 node_data.train if split == "train" or node_data.test is None else node_data.test

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import os
 import threading
 from collections.abc import Iterator, Sequence
@@ -59,8 +60,47 @@ class TextEncoder:
         self.dim = int(model.config.hidden_size)
         self._cache: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
+        self._disk: Path | None = None
+        self._loaded_shards: set[str] = set()
+        self._by_hash: dict[str, np.ndarray] = {}
         self.encoded_texts = 0
         """How many texts went through the network (cache misses), for tests and benchmarks."""
+
+    def persist_to(self, directory: str | os.PathLike[str]) -> None:
+        """Also keep embeddings on disk under ``directory`` and reuse those found there.
+
+        A deployed MSP runs each message in a fresh process, so the in-memory cache alone
+        would re-encode every text every round. Shards are ``.npz`` files of text hashes
+        and embeddings, written atomically (temp file, fsync, rename); they hold embeddings
+        of the MSP's own texts and belong in its own state directory.
+        """
+        directory = Path(directory) / _safe_name(self.name)
+        directory.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            self._disk = directory
+            self._load_shards()
+
+    def _load_shards(self) -> None:
+        assert self._disk is not None
+        for shard in sorted(self._disk.glob("shard-*.npz")):
+            if shard.name in self._loaded_shards:
+                continue
+            with np.load(shard, allow_pickle=False) as data:
+                for key, row in zip(data["keys"].tolist(), data["embeddings"], strict=True):
+                    self._by_hash[key] = row
+            self._loaded_shards.add(shard.name)
+
+    def _save_shard(self, texts: list[str]) -> None:
+        assert self._disk is not None
+        keys = [_text_key(t) for t in texts]
+        name = f"shard-{hashlib.sha256(''.join(keys).encode()).hexdigest()[:24]}.npz"
+        tmp = self._disk / (name + ".tmp")
+        with open(tmp, "wb") as fh:
+            np.savez(fh, keys=np.array(keys), embeddings=np.stack([self._cache[t] for t in texts]))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self._disk / name)
+        self._loaded_shards.add(name)
 
     def __repr__(self) -> str:
         return f"TextEncoder(name={self.name!r}, dim={self.dim}, cached={len(self._cache)})"
@@ -71,6 +111,10 @@ class TextEncoder:
 
         texts = [str(t) for t in texts]
         with self._lock:
+            if self._disk is not None:  # take what an earlier process left on disk
+                for text in dict.fromkeys(texts):
+                    if text not in self._cache and _text_key(text) in self._by_hash:
+                        self._cache[text] = self._by_hash[_text_key(text)]
             # Similar lengths per batch waste less compute on padding.
             missing = sorted(dict.fromkeys(t for t in texts if t not in self._cache), key=len)
             for start in range(0, len(missing), self.batch_size):
@@ -90,6 +134,8 @@ class TextEncoder:
                 for text, row in zip(batch, pooled.numpy().astype(np.float32), strict=True):
                     self._cache[text] = row
                 self.encoded_texts += len(batch)
+            if self._disk is not None and missing:
+                self._save_shard(missing)
             if not texts:
                 return np.zeros((0, self.dim), dtype=np.float32)
             return np.stack([self._cache[t] for t in texts])
@@ -177,6 +223,14 @@ def _load(spec: str, *, max_length: int, allow_download: bool) -> TextEncoder:
             f"with `hf download {spec}`. ({type(err).__name__}: {err})"
         ) from err
     return TextEncoder(model, tokenizer, name=spec, max_length=max_length)
+
+
+def _text_key(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _safe_name(name: str) -> str:
+    return hashlib.sha256(name.encode("utf-8")).hexdigest()[:16]
 
 
 def _minilm_path() -> Path:
