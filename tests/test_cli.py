@@ -89,3 +89,19 @@ def test_keys_init_writes_a_key_set_and_refuses_to_overwrite(tmp_path, capsys):
         CKKSAggregator.from_file(tmp_path / "msp.secret.ckks")
     assert main(["keys", "init", "--out", str(tmp_path)]) == 2
     assert "overwrite" in capsys.readouterr().err
+
+
+def test_certs_and_node_keys_init_write_files_and_refuse_to_overwrite(tmp_path, capsys):
+    from cryptography import x509
+
+    assert main(["certs", "init", "--out", str(tmp_path / "certs"), "--host", "mesh.example"]) == 0
+    server = x509.load_pem_x509_certificate((tmp_path / "certs" / "server.crt").read_bytes())
+    names = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.DNSName) == ["mesh.example"]
+    assert main(["certs", "init", "--out", str(tmp_path / "certs")]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+
+    assert main(["node-keys", "init", "--out", str(tmp_path / "msp-0")]) == 0
+    assert (tmp_path / "msp-0.pub").read_text().rstrip().endswith(" msp-0")
+    assert "register-node" in capsys.readouterr().out
+    assert main(["node-keys", "init", "--out", str(tmp_path / "msp-0")]) == 2

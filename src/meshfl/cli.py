@@ -5,6 +5,8 @@ meshfl simulate --agent anomaly --msps 10 --rounds 5
 meshfl agents
 meshfl bench privacy --agent threat_intel --epsilons 0.1,0.5,1,2,8,inf
 meshfl keys init --out keys/
+meshfl certs init --out certs/ --host coordinator.example
+meshfl node-keys init --out keys/msp-0
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from meshfl.config.errors import MeshflError
+from meshfl.config.errors import ConfigError, MeshflError
 
 __all__ = ["main"]
 
@@ -121,6 +123,38 @@ def _cmd_keys_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_overwrite(paths: Sequence[Path], overwrite: bool) -> None:
+    existing = [str(p) for p in paths if p.exists()]
+    if existing and not overwrite:
+        raise ConfigError(f"Refusing to replace {', '.join(existing)}: pass --overwrite.")
+
+
+def _cmd_certs_init(args: argparse.Namespace) -> int:
+    from meshfl.deploy.certs import generate_tls
+
+    out = Path(args.out)
+    names = ("ca.crt", "ca.key", "server.crt", "server.key")
+    _refuse_overwrite([out / n for n in names], args.overwrite)
+    files = generate_tls(out, hosts=args.host or ("127.0.0.1", "localhost", "::1"))
+    print(f"TLS files written to {out.resolve()}:")
+    print(f"  {files.ca_cert.name:12s} CA certificate: give it to every MSP (--root-certificates)")
+    print(f"  {files.ca_key.name:12s} CA private key: keep it offline")
+    print(f"  {files.server_cert.name:12s} SuperLink certificate ([coordinator.tls] cert)")
+    print(f"  {files.server_key.name:12s} SuperLink private key ([coordinator.tls] key)")
+    return 0
+
+
+def _cmd_node_keys_init(args: argparse.Namespace) -> int:
+    from meshfl.deploy.certs import generate_supernode_keys
+
+    private = Path(args.out)
+    _refuse_overwrite([private, private.with_name(private.name + ".pub")], args.overwrite)
+    keys = generate_supernode_keys(private, comment=args.name or private.name)
+    print(f"  {keys.private}  private: stays on the MSP (meshfl-node --auth-key)")
+    print(f"  {keys.public}  public: meshfl-server register-node --config mesh.toml {keys.public}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``meshfl`` command."""
     parser = argparse.ArgumentParser(prog="meshfl", description=__doc__.splitlines()[0])
@@ -174,6 +208,28 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--out", required=True, help="directory to write the key set to")
     init.add_argument("--overwrite", action="store_true", help="replace an existing key set")
     init.set_defaults(func=_cmd_keys_init)
+
+    certs = sub.add_parser("certs", help="TLS certificates of the coordinator").add_subparsers(
+        dest="certs", required=True
+    )
+    cinit = certs.add_parser("init", help="write a CA and a SuperLink certificate it signs")
+    cinit.add_argument("--out", required=True, help="directory to write them to")
+    cinit.add_argument(
+        "--host",
+        action="append",
+        help="a name or IP MSPs dial (repeatable; default 127.0.0.1, localhost, ::1)",
+    )
+    cinit.add_argument("--overwrite", action="store_true", help="replace existing files")
+    cinit.set_defaults(func=_cmd_certs_init)
+
+    nkeys = sub.add_parser("node-keys", help="SuperNode authentication keys").add_subparsers(
+        dest="node_keys", required=True
+    )
+    ninit = nkeys.add_parser("init", help="write an MSP's SuperNode key pair (OUT and OUT.pub)")
+    ninit.add_argument("--out", required=True, help="private key path, e.g. keys/msp-0")
+    ninit.add_argument("--name", help="comment in the public key (default: the file name)")
+    ninit.add_argument("--overwrite", action="store_true", help="replace an existing key pair")
+    ninit.set_defaults(func=_cmd_node_keys_init)
     return parser
 
 

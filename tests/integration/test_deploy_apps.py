@@ -24,6 +24,7 @@ from meshfl.config.errors import ConfigError, DataSchemaError
 from meshfl.deploy import (
     CLIENT_APP_REF,
     SERVER_APP_REF,
+    apps,
     write_app_project,
     write_flower_config,
 )
@@ -35,9 +36,12 @@ from meshfl.deploy.apps import (
     parse_plans,
 )
 from meshfl.deploy.certs import generate_supernode_keys, generate_tls
+from meshfl.federation import InProcessGrid, make_client_app
 from meshfl.federation.server_app import AgentPlan, AgentRun
 from meshfl.secure.backend import Sealed
 from meshfl.secure.keys import KeyFileError, generate_keys
+from meshfl.simulation import make_partitions
+from meshfl.store.model_store import ModelStore
 
 PLAN = {"agent": "anomaly", "rounds": 2, "agent_config": {"trees_per_round": 5, "depth": 6}}
 
@@ -52,7 +56,7 @@ def test_the_project_is_a_flower_app_whose_bundle_carries_no_code(tmp_path):
     components = config["tool"]["flwr"]["app"]["components"]
     assert components == {"serverapp": SERVER_APP_REF, "clientapp": CLIENT_APP_REF}
     run_config = config["tool"]["flwr"]["app"]["config"]
-    assert set(run_config) == {"plans", "public-key", "state-dir"}
+    assert set(run_config) == {"plans", "public-key", "run-name", "state-dir"}
     assert parse_plans(run_config)[0].agent == "anomaly"
     fab = zipfile.ZipFile(io.BytesIO(build_fab_from_disk(app)))
     assert sorted(fab.namelist()) == [".info/CONTENT", "pyproject.toml"]
@@ -189,3 +193,74 @@ def test_the_apps_are_the_objects_flower_loads():
 
     assert isinstance(load_app(SERVER_APP_REF, ValueError, Path.cwd()), ServerApp)
     assert isinstance(load_app(CLIENT_APP_REF, ValueError, Path.cwd()), ClientApp)
+
+
+class _CrashError(Exception):
+    pass
+
+
+class _CrashingGrid:
+    """The grid of a coordinator that dies when it sends its ``calls``-th message batch."""
+
+    def __init__(self, grid: InProcessGrid, calls: int) -> None:
+        self.grid, self.left = grid, calls
+
+    def __getattr__(self, name):
+        return getattr(self.grid, name)
+
+    def send_and_receive(self, messages, **kwargs):
+        self.left -= 1
+        if self.left == 0:
+            raise _CrashError
+        return self.grid.send_and_receive(messages, **kwargs)
+
+
+def test_the_deployed_coordinator_commits_to_its_store_and_resumes_a_named_run(tmp_path):
+    from meshfl.secure.ckks import CKKSSealer
+
+    keys = generate_keys(tmp_path / "keys")
+    plan = AgentPlan(**PLAN)
+    parts = make_partitions(plan.build_agent(), num_msps=3, seed=0, samples_per_msp=80)
+    client = make_client_app(
+        lambda a, ctx: parts[ctx.node_config["partition-id"]],
+        sealer=lambda ctx: CKKSSealer.from_file(keys.secret),
+    )
+    state = tmp_path / "state"
+    run_config = {
+        "plans": json.dumps([PLAN]),
+        "public-key": str(keys.public),
+        "state-dir": str(state),
+        "run-name": "mesh-1",
+    }
+
+    def context(flwr_run_id: int) -> Context:
+        return Context(
+            run_id=flwr_run_id, node_id=0, node_config={}, state=RecordDict(),
+            run_config=run_config,
+        )  # fmt: skip
+
+    # Dies sending round 2's training batch (batch 3: train 1, evaluate 1, train 2).
+    with pytest.raises(_CrashError):
+        apps._coordinate(_CrashingGrid(InProcessGrid(client, 3), calls=3), context(11))
+    with ModelStore(state, read_only=True) as store:
+        assert [v.round for v in store.versions("anomaly")] == [1]
+    assert json.loads((state / "runs" / "11" / "summary.json").read_text())["status"] == "failed"
+
+    apps._coordinate(InProcessGrid(client, 3), context(12))  # resubmitted under the name
+    summary = json.loads((state / "runs" / "12" / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["run_name"] == "mesh-1"
+    rounds = (state / "runs" / "12" / "rounds.jsonl").read_text().splitlines()
+    assert [json.loads(line)["round"] for line in rounds] == [2]  # round 1 not repeated
+    with ModelStore(state, read_only=True) as store:
+        versions = store.versions("anomaly")
+        assert [(v.run_id, v.round) for v in versions] == [("mesh-1", 1), ("mesh-1", 2)]
+        assert store.runs("anomaly")[0].status == "completed"
+        assert len(store.load_history(versions[-1])) == 2
+
+    # A run that completed does nothing when resubmitted; another name starts afresh.
+    apps._coordinate(InProcessGrid(client, 3), context(13))
+    assert not (state / "runs" / "13" / "rounds.jsonl").exists()
+    run_config["run-name"] = ""
+    apps._coordinate(InProcessGrid(client, 3), context(14))
+    with ModelStore(state, read_only=True) as store:
+        assert [v.round for v in store.versions("anomaly", run_id="flwr-14")] == [1, 2]

@@ -8,13 +8,9 @@ processes records every ``*.ckks`` file they open: the public context, never the
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import textwrap
 import time
@@ -27,6 +23,7 @@ import meshfl.agents
 from meshfl.deploy import write_app_project, write_flower_config
 from meshfl.deploy.apps import load_sealed
 from meshfl.deploy.certs import generate_supernode_keys, generate_tls
+from meshfl.deploy.processes import ProcessError, Processes, flwr_cli, free_ports
 from meshfl.federation.sealed_model import open_global
 from meshfl.secure.keys import COORDINATOR_FILE, MSP_FILE, generate_keys
 
@@ -52,121 +49,6 @@ def _hook(event, args):
 
 sys.addaudithook(_hook)
 """
-
-
-def free_ports(n: int) -> list[int]:
-    sockets = []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        sockets.append(s)
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-class Processes:
-    """Processes started in their own sessions, logged to files, ended by pid."""
-
-    def __init__(self, root: Path, log_dir: Path, env: dict[str, str]) -> None:
-        self.root = root
-        self.log_dir = log_dir
-        self.env = env
-        self.started: dict[str, subprocess.Popen[bytes]] = {}
-
-    def start(self, name: str, args: list[str], **env: str) -> subprocess.Popen[bytes]:
-        with (self.log_dir / f"{name}.log").open("wb") as log:
-            proc = subprocess.Popen(
-                args,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**self.env, **env},
-                cwd=self.log_dir,
-                start_new_session=True,
-            )
-        self.started[name] = proc
-        return proc
-
-    def log(self, name: str, tail: int = 4000) -> str:
-        text = (self.log_dir / f"{name}.log").read_text(errors="replace")
-        return text[-tail:]
-
-    def check_running(self, *names: str) -> None:
-        for proc in self.started.values():
-            proc.poll()  # reap promptly: Flower's parent monitors take a zombie for alive
-        for name in names:
-            code = self.started[name].poll()
-            if code is not None:
-                pytest.fail(f"{name} exited with {code}:\n{self.log(name)}")
-
-    def ours(self) -> set[int]:
-        """Live processes of this test: every one inherits a FLWR_HOME under ``root``."""
-        marker = f"FLWR_HOME={self.root}".encode()
-        found = set()
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    environ = (entry / "environ").read_bytes()
-                except OSError:
-                    continue
-                if marker in environ and alive(int(entry.name)):
-                    found.add(int(entry.name))
-        return found
-
-    def _signal(self, sig: signal.Signals) -> None:
-        # Whole groups, even where the leader is gone (a SuperNode that exits on its own
-        # can leave its SuperExec behind), then by pid what runs in other sessions (the
-        # SuperLink starts its SuperExec in a new one).
-        for proc in self.started.values():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, sig)
-        for pid in self.ours():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-
-    def stop(self) -> set[int]:
-        """SIGTERM, then SIGKILL, everything this test started; returns the survivors."""
-        self._signal(signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            for proc in self.started.values():
-                proc.poll()  # reap
-            if not self.ours():
-                break
-            time.sleep(0.2)
-        if self.ours():
-            self._signal(signal.SIGKILL)
-        for proc in self.started.values():
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=5)
-        time.sleep(0.5)
-        return self.ours()
-
-
-def flwr_cli(args: list[str], env: dict[str, str], timeout: float = 30) -> dict:
-    """Run ``flwr ... --format json``; returns its JSON output."""
-    out = subprocess.run(
-        [str(BIN / "flwr"), *args, "--format", "json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    start = out.stdout.find("{")
-    result = json.loads(out.stdout[start:]) if start >= 0 else {}
-    if out.returncode != 0 or not result.get("success"):
-        raise RuntimeError(f"flwr {' '.join(args)} failed ({out.returncode}):\n{out.stdout}")
-    return result
 
 
 def wait_for(predicate, timeout: float, what: str, processes: Processes, *names: str):
@@ -240,7 +122,7 @@ def test_federation_over_tls_with_supernode_auth(tmp_path: Path) -> None:
         tmp_path / "flwr-cli", f"127.0.0.1:{link_port}", root_certificates=tls.ca_cert
     )
 
-    processes = Processes(tmp_path, logs, env)
+    processes = Processes(tmp_path, logs)
     try:
         processes.start(
             "superlink",
@@ -254,16 +136,19 @@ def test_federation_over_tls_with_supernode_auth(tmp_path: Path) -> None:
                 "--enable-supernode-auth",
                 "--disable-runtime-dependency-installation",
             ],
-            FLWR_HOME=str(tmp_path / "flwr-superlink"),
-            PYTHONPATH=str(audit),
-            MESHFL_TEST_CKKS_OPENS=str(opens),
+            {
+                **env,
+                "FLWR_HOME": str(tmp_path / "flwr-superlink"),
+                "PYTHONPATH": str(audit),
+                "MESHFL_TEST_CKKS_OPENS": str(opens),
+            },
         )  # fmt: skip
 
         # Register the MSPs' public keys through the Control API (once it answers).
         def register(public: Path) -> dict | None:
             try:
                 return flwr_cli(["supernode", "register", str(public), "meshfl"], cli_env)
-            except RuntimeError:
+            except ProcessError:
                 return None
 
         for _, node_keys in msps:
@@ -286,7 +171,7 @@ def test_federation_over_tls_with_supernode_auth(tmp_path: Path) -> None:
                     "--port", str(port),
                     "--node-config", node_config,
                 ],
-                FLWR_HOME=str(tmp_path / f"flwr-{name}"),
+                {**env, "FLWR_HOME": str(tmp_path / f"flwr-{name}")},
             )  # fmt: skip
 
         for i, (msp, node_keys) in enumerate(msps):

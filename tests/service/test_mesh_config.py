@@ -53,11 +53,32 @@ def test_a_valid_file_gives_plans_and_absolute_paths(tmp_path):
         (("[agents.threat_intel]", "[agents.threat_intell]"), "Unknown agent 'threat_intell'"),
         (("[agents.threat_intel]", "[agents.revenue]"), "not built"),
         (("privacy = { epsilon = 1.0 }", "privacy = { epsilon = -1 }"), "epsilon"),
+        (
+            ('public_key = "', 'address = "127.0.0.1"\npublic_key = "'),
+            "coordinator: The .address. parameter .*host:port",
+        ),
+        (
+            ('public_key = "', 'fleet_address = "127.0.0.1:9092"\npublic_key = "'),
+            "'fleet_address' is not a parameter",
+        ),
+        (('public_key = "', 'run_name = "a b"\npublic_key = "'), "run_name"),
     ],
 )
 def test_bad_values_name_their_path(tmp_path, edit, match):
     with pytest.raises(ConfigError, match=match):
         load_mesh_config(_write(tmp_path, GOOD.replace(*edit)))
+
+
+def test_the_superlink_has_one_address_and_the_run_a_stable_name(tmp_path):
+    config = load_mesh_config(_write(tmp_path, GOOD))
+    assert config.coordinator.address == "127.0.0.1:9092"
+    assert config.coordinator.run_name == "mesh"
+    text = GOOD.replace(
+        'public_key = "', 'address = "0.0.0.0:9200"\nrun_name = "q3-2026"\npublic_key = "'
+    ).replace("rounds = 2", "rounds = 2\nconnect_timeout = 30")
+    config = load_mesh_config(_write(tmp_path, text))
+    assert (config.coordinator.address, config.coordinator.run_name) == ("0.0.0.0:9200", "q3-2026")
+    assert config.plans()[0].connect_timeout == 30
 
 
 def test_missing_file_and_bad_toml_are_explained(tmp_path):

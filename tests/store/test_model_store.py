@@ -122,6 +122,15 @@ def test_history_and_mirror_follow_the_rounds(store):
     assert [v.epsilon_max for v in store.versions(AGENT)] == pytest.approx([0.2, 0.3])
 
 
+def test_the_mirror_keeps_flowers_unsigned_64_bit_node_ids(store):
+    # A deployment's MSP ids are Flower node ids, uint64; SQLite's INTEGER is signed.
+    ids = {0: 0.1, 2**63 - 1: 0.2, 2**63: 0.3, 6907231777736681120: 0.4, 2**64 - 1: 0.5}
+    commit(store, 1, [sealed(1)], epsilon_by_msp=ids)
+    assert store.epsilon_mirror(AGENT) == pytest.approx(ids)
+    with pytest.raises(InvalidRecordError, match="below 2\\*\\*64"):
+        commit(store, 2, [sealed(2)], epsilon_by_msp={2**64: 0.1})
+
+
 def test_resume_state_after_reopening(tmp_path):
     s1, s2 = sealed(1), sealed(2)
     with ModelStore(tmp_path) as store:

@@ -14,8 +14,14 @@ The coordinator (``server_app``) reads the **run config** (``flwr run --run-conf
 * ``public-key``: ``coordinator.public.ckks`` (a secret context is refused). Deployed
   meshfl always seals updates with CKKS: there is no plaintext switch in the run config,
   since the coordinator must not be able to turn the MSPs' encryption off;
-* ``state-dir``: where results go, ``<state-dir>/runs/<run-id>/`` (see
-  :class:`RunRecorder`).
+* ``state-dir``: the coordinator's state: its model store (:class:`ModelStore` on the
+  directory itself: ``coordinator.sqlite`` and ``blobs/``, which ``meshfl-server status``,
+  ``versions`` and ``export`` read) and each Flower run's files,
+  ``<state-dir>/runs/<flwr-run-id>/`` (see :class:`RunRecorder`);
+* ``run-name``: the run's id in the store (default ``flwr-<flwr-run-id>``). A run of a name
+  the store already holds *resumes* after its last committed round: resubmitting the same
+  plans under the same name after the coordinator died loses and repeats no round (and
+  a run that completed does nothing). Another name starts afresh.
 
 An MSP (``client_app``) reads its SuperNode's **node config**
 (``flower-supernode --node-config``):
@@ -47,6 +53,7 @@ from meshfl.data.partition import train_test_split
 from meshfl.federation.client_app import NodeData, make_client_app
 from meshfl.federation.server_app import AgentPlan, AgentRun, make_server_app
 from meshfl.secure.backend import Aggregator, Sealed
+from meshfl.store.model_store import ModelStore
 
 try:
     import tomllib
@@ -59,7 +66,9 @@ __all__ = [
     "load_aggregator",
     "load_sealed",
     "node_data",
+    "open_store",
     "parse_plans",
+    "run_name",
     "server_app",
 ]
 
@@ -126,6 +135,17 @@ def load_aggregator(run_config: Mapping[str, Any]) -> Aggregator:
     return CKKSAggregator.from_file(Path(path).expanduser())  # refuses a secret context
 
 
+def open_store(run_config: Mapping[str, Any]) -> ModelStore | None:
+    """The coordinator's model store on the run config's ``state-dir`` (None without one)."""
+    root = _text(run_config, "state-dir", "run config")
+    return ModelStore(Path(root).expanduser()) if root else None
+
+
+def run_name(run_config: Mapping[str, Any], flwr_run_id: int) -> str:
+    """The run's stable id in the store: ``run-name``, else ``flwr-<flwr_run_id>``."""
+    return _text(run_config, "run-name", "run config") or f"flwr-{flwr_run_id}"
+
+
 # -- results -------------------------------------------------------------------------------
 def _sealed_to_json(sealed: Sealed) -> dict[str, Any]:
     return {
@@ -170,6 +190,7 @@ class RunRecorder:
         root = _text(run_config, "state-dir", "run config")
         self.directory = Path(root).expanduser() / "runs" / str(run_id) if root else None
         self.run_id = run_id
+        self.run_name = run_name(run_config, run_id)
         if self.directory is not None:
             self.directory.mkdir(parents=True, exist_ok=True)
 
@@ -194,6 +215,7 @@ class RunRecorder:
     ) -> None:
         summary: dict[str, Any] = {
             "run_id": self.run_id,
+            "run_name": self.run_name,
             "status": "failed" if error is not None else "completed",
             "error": None if error is None else f"{type(error).__name__}: {error}",
             "finished_at": time.time(),
@@ -247,14 +269,26 @@ def _coordinate(grid: Grid, context: Context) -> None:
     plans: list[AgentPlan] = []
     aggregator: Aggregator | None = None
     results: dict[str, AgentRun] = {}
+    store: ModelStore | None = None
     try:
         plans = parse_plans(context.run_config)
         aggregator = load_aggregator(context.run_config)
-        inner = make_server_app(plans, aggregator, on_round=recorder.round, results=results)
+        store = open_store(context.run_config)
+        inner = make_server_app(
+            plans,
+            aggregator,
+            on_round=recorder.round,
+            results=results,
+            store=store,
+            run_id=recorder.run_name,
+        )
         inner(grid, context)
     except BaseException as err:
         recorder.finish(plans, results, aggregator, error=err)
         raise
+    finally:
+        if store is not None:
+            store.close()
     recorder.finish(plans, results, aggregator)
 
 

@@ -47,6 +47,7 @@ RunConfigValue = str | int | float | bool
 DEFAULT_RUN_CONFIG: dict[str, RunConfigValue] = {
     "plans": "",
     "public-key": "",
+    "run-name": "",
     "state-dir": "",
 }
 """Every run config key the ServerApp reads. ``flwr run --run-config`` may only override
@@ -59,9 +60,13 @@ keys declared in the project, so all of them are declared, with these defaults:
 ``public-key``
     Path of ``coordinator.public.ckks`` on the SuperLink host (``meshfl keys init``).
     Required; a context holding the secret key is refused.
+``run-name``
+    The run's id in the coordinator's model store; a name the store holds resumes after
+    its last committed round. Empty: ``flwr-<flwr run id>`` (a fresh run each time).
 ``state-dir``
-    Directory on the SuperLink host where the ServerApp writes ``runs/<run-id>/``
-    (``rounds.jsonl``, ``summary.json``, sealed models); empty: nothing is written.
+    Directory on the SuperLink host of the coordinator's model store (``coordinator.sqlite``,
+    ``blobs/``) and of ``runs/<run-id>/`` (``rounds.jsonl``, ``summary.json``, sealed
+    models); empty: nothing is written.
 
 The ClientApp reads the same run config (for the agent configs of ``plans``) and its
 node config: ``data-dir``, ``secret-key``, ``state-dir`` (see :mod:`meshfl.deploy.apps`).

@@ -206,19 +206,23 @@ def make_server_app(
     *,
     on_round: RoundCallback | None = None,
     results: MutableMapping[str, AgentRun] | None = None,
+    store: ModelStore | None = None,
+    run_id: str | None = None,
 ) -> ServerApp:
     """A ``ServerApp`` that runs ``plans`` one after the other, adding sealed updates.
 
     ``aggregator`` holds only public material (CKKS: the public context). ``results``
     (optional) receives each agent's :class:`AgentRun` by name; ``on_round`` is called with
-    each round's history record as soon as the round ends.
+    each round's history record as soon as the round ends. ``store`` and ``run_id`` go to
+    :func:`run_plan`: every round is committed, and a run id the store holds resumes (one
+    id for all plans; the store keys runs by run id and agent).
     """
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         for plan in plans:
-            run = run_plan(grid, plan, aggregator, on_round=on_round)
+            run = run_plan(grid, plan, aggregator, on_round=on_round, store=store, run_id=run_id)
             if results is not None:
                 results[plan.agent] = run
 

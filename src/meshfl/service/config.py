@@ -5,8 +5,9 @@
     [coordinator]
     state_dir = "state"
     public_key = "keys/coordinator.public.ckks"
-    fleet_address = "127.0.0.1:9092"
+    address = "127.0.0.1:9092"             # the SuperLink's one port (Fleet, Control, Runtime)
     metrics_address = "127.0.0.1:9400"
+    run_name = "mesh"                      # the run's id in the store; same name = resume
 
     [coordinator.tls]                      # omit only for a loopback test: it warns loudly
     ca_cert = "certs/ca.crt"
@@ -63,14 +64,21 @@ class CoordinatorSection(MeshflConfig):
 
     state_dir: Path = Field(Path("state"), description="Model store and metadata.")
     public_key: Path = Field(description="coordinator.public.ckks from `meshfl keys init`.")
-    fleet_address: str = Field("127.0.0.1:9092", description="SuperLink Fleet API (MSPs).")
-    control_address: str = Field("127.0.0.1:9093", description="SuperLink Control API.")
-    serverapp_address: str = Field("127.0.0.1:9091", description="SuperLink ServerAppIo API.")
+    address: str = Field(
+        "127.0.0.1:9092",
+        description="The SuperLink's host:port. Flower 1.42 serves the Fleet API (MSPs), the "
+        "Control API (flwr CLI) and the Runtime API on this one port.",
+    )
+    run_name: str = Field(
+        "mesh",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="The run's id in the model store; a name the store holds resumes.",
+    )
     metrics_address: str | None = Field("127.0.0.1:9400", description="Prometheus /metrics.")
     tls: TLSSection | None = Field(None, description="TLS certificates; None is insecure.")
     node_auth: bool = Field(True, description="Only registered SuperNode keys may connect.")
 
-    @field_validator("fleet_address", "control_address", "serverapp_address", "metrics_address")
+    @field_validator("address", "metrics_address")
     @classmethod
     def _host_port(cls, value: str | None) -> str | None:
         if value is not None:
@@ -89,6 +97,9 @@ class AgentSection(MeshflConfig):
     fraction_train: float = Field(1.0, gt=0, le=1)
     fraction_evaluate: float = Field(1.0, gt=0, le=1)
     round_timeout: float = Field(300.0, gt=0, description="Seconds; MSPs later are dropouts.")
+    connect_timeout: float = Field(
+        300.0, gt=0, description="Seconds to wait for min_available_msps MSPs to connect."
+    )
     seed: int = Field(0, ge=0)
     secure_aggregation: Literal["ckks", "plaintext"] = "ckks"
     privacy: DPConfig | None = None
@@ -123,6 +134,7 @@ class MeshConfig(MeshflConfig):
                 fraction_evaluate=section.fraction_evaluate,
                 round_timeout=section.round_timeout,
                 min_available_msps=section.min_available_msps,
+                connect_timeout=section.connect_timeout,
                 seed=section.seed,
                 privacy=section.privacy,
             )

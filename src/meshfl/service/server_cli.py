@@ -1,11 +1,16 @@
 """``meshfl-server``: the coordinator operator's command.
 
+    meshfl-server run           --config mesh.toml
+    meshfl-server register-node --config mesh.toml msp-0.pub
     meshfl-server status   --state-dir state/
     meshfl-server versions --state-dir state/ [--agent anomaly]
     meshfl-server export   --state-dir state/ --agent anomaly [--round 5] --out model.mfl
 
-The store is opened read-only: these commands are safe while the coordinator runs. An
-exported model stays sealed (CKKS ciphertext); only a key holder can open it.
+``run`` is the coordinator service (:mod:`meshfl.service.coordinator`): a SuperLink, the
+run of mesh.toml's agents, ``/metrics``; ``register-node`` allows an MSP's SuperNode key
+(the SuperLink must be running). ``status``, ``versions`` and ``export`` open the store
+read-only: they are safe while the coordinator runs. An exported model stays sealed (CKKS
+ciphertext); only a key holder can open it.
 """
 
 from __future__ import annotations
@@ -66,6 +71,28 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from meshfl.service.config import load_mesh_config
+    from meshfl.service.coordinator import serve
+
+    config = load_mesh_config(args.config)
+    if args.run_name:
+        coordinator = config.coordinator.model_copy(update={"run_name": args.run_name})
+        config = config.model_copy(update={"coordinator": coordinator})
+    return serve(config)
+
+
+def _cmd_register_node(args: argparse.Namespace) -> int:
+    from meshfl.service.config import load_mesh_config
+    from meshfl.service.coordinator import register_node
+
+    config = load_mesh_config(args.config)
+    for key in args.public_keys:
+        answer = register_node(config, key)
+        print(f"registered {key}: node id {answer.get('node-id')}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``meshfl-server``."""
     parser = argparse.ArgumentParser(prog="meshfl-server", description=__doc__.splitlines()[0])
@@ -83,6 +110,16 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument("--round", type=int, help="default: the latest")
             cmd.add_argument("--out", required=True, help="file to write")
         cmd.set_defaults(func=func)
+    run = sub.add_parser("run", help="start the SuperLink, run mesh.toml's agents, serve metrics")
+    run.add_argument("--config", required=True, help="mesh.toml")
+    run.add_argument("--run-name", help="override [coordinator] run_name")
+    run.set_defaults(func=_cmd_run)
+    reg = sub.add_parser(
+        "register-node", help="allow an MSP's SuperNode key (flwr supernode register)"
+    )
+    reg.add_argument("--config", required=True, help="mesh.toml")
+    reg.add_argument("public_keys", nargs="+", metavar="KEY.pub", help="SuperNode public key(s)")
+    reg.set_defaults(func=_cmd_register_node)
     return parser
 
 

@@ -218,6 +218,19 @@ def _check_metrics(metrics: object) -> dict[str, float]:
     return out
 
 
+_UINT64 = 1 << 64
+
+
+def _msp_to_sql(msp: int) -> int:
+    # Flower's node ids (the MSP ids of a deployment) are unsigned 64-bit; SQLite's INTEGER
+    # is signed: store the upper half as negative numbers, two's complement.
+    return msp - _UINT64 if msp >= _UINT64 >> 1 else msp
+
+
+def _msp_from_sql(value: int) -> int:
+    return value + _UINT64 if value < 0 else value
+
+
 def _check_epsilons(epsilon_by_msp: object) -> dict[int, float]:
     if not isinstance(epsilon_by_msp, Mapping):
         raise InvalidRecordError(
@@ -231,8 +244,8 @@ def _check_epsilons(epsilon_by_msp: object) -> dict[int, float]:
                 raise TypeError("a bool is not an MSP index")
             index = operator.index(msp)
             value = float(epsilon)
-            if index < 0 or math.isnan(value) or value < 0:
-                raise ValueError("must be >= 0 and not NaN")
+            if index < 0 or index >= _UINT64 or math.isnan(value) or value < 0:
+                raise ValueError("must be >= 0 (MSPs below 2**64) and not NaN")
         except (TypeError, ValueError) as err:
             raise InvalidRecordError(
                 "The 'epsilon_by_msp' parameter of ModelStore.commit_round must map MSP "
@@ -546,7 +559,11 @@ class ModelStore:
                 row = (agent, run_id, round, digest, history_json, key_id, n_msps, metrics_json)
                 self._insert_version(conn, (*row, created))
                 self._insert_mirror(
-                    conn, [(agent, run_id, msp, round, eps) for msp, eps in epsilons.items()]
+                    conn,
+                    [
+                        (agent, run_id, _msp_to_sql(msp), round, eps)
+                        for msp, eps in epsilons.items()
+                    ],
                 )
         return VersionInfo(
             agent=agent,
@@ -725,7 +742,7 @@ class ModelStore:
                 "WHERE m.agent = ? ORDER BY v.seq, m.msp",
                 (agent,),
             ).fetchall()
-        return {int(msp): float(eps) for msp, eps in rows}
+        return {_msp_from_sql(int(msp)): float(eps) for msp, eps in rows}
 
     def export(self, version: VersionInfo, path: str | Path) -> Path:
         """Write ``version``'s sealed model to one file (atomically); returns its path.

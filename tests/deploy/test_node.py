@@ -1,0 +1,81 @@
+"""meshfl-node: the flower-supernode command line an MSP's files make, and its refusals."""
+
+from __future__ import annotations
+
+import pytest
+
+from meshfl.config.errors import ConfigError
+from meshfl.deploy.node import main, supernode_command
+
+
+@pytest.fixture
+def msp(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "anomaly.csv").write_text("x\n1\n")
+    (tmp_path / "msp.secret.ckks").write_bytes(b"k")
+    (tmp_path / "ca.crt").write_text("c")
+    (tmp_path / "node.key").write_text("n")
+    return tmp_path
+
+
+def test_the_command_carries_tls_node_auth_and_the_node_config(msp):
+    args = supernode_command(
+        superlink="10.0.0.1:9092",
+        data_dir=msp / "data",
+        secret_key=msp / "msp.secret.ckks",
+        state_dir=msp / "state",
+        root_certificates=msp / "ca.crt",
+        auth_key=msp / "node.key",
+        port=9100,
+    )
+    assert args[0].endswith("flower-supernode")
+    assert args[args.index("--superlink") + 1] == "10.0.0.1:9092"
+    assert args[args.index("--root-certificates") + 1] == str(msp / "ca.crt")
+    assert args[args.index("--auth-supernode-private-key") + 1] == str(msp / "node.key")
+    assert args[args.index("--port") + 1] == "9100"
+    assert "--insecure" not in args
+    assert args[args.index("--node-config") + 1] == (
+        f"data-dir='{msp / 'data'}' secret-key='{msp / 'msp.secret.ckks'}' "
+        f"state-dir='{msp / 'state'}'"
+    )
+    assert (msp / "state").is_dir()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"data_dir": "nope"}, "one <agent>.csv per agent"),
+        ({"secret_key": "nope.ckks"}, "--secret-key nope.ckks does not exist"),
+        ({"root_certificates": None}, "or --insecure"),
+        ({"insecure": True}, "not both"),
+        ({"auth_key": "nope.key"}, "--auth-key nope.key does not exist"),
+    ],
+)
+def test_bad_files_are_refused_with_the_flag_to_fix(msp, change, message):
+    kwargs = {
+        "superlink": "127.0.0.1:9092",
+        "data_dir": msp / "data",
+        "secret_key": msp / "msp.secret.ckks",
+        "state_dir": msp / "state",
+        "root_certificates": msp / "ca.crt",
+        **change,
+    }
+    with pytest.raises(ConfigError, match=message):
+        supernode_command(**kwargs)
+
+
+def test_a_quote_in_a_path_cannot_break_the_node_config(msp):
+    (msp / "it's").mkdir()
+    (msp / "it's" / "anomaly.csv").write_text("x\n")
+    with pytest.raises(ConfigError, match="must not contain quotes"):
+        supernode_command(
+            superlink="h:1", data_dir=msp / "it's", secret_key=msp / "msp.secret.ckks",
+            state_dir=msp / "state", insecure=True,
+        )  # fmt: skip
+
+
+def test_main_reports_errors_without_starting_flower(msp, capsys):
+    args = ["--superlink", "h:1", "--data-dir", str(msp / "nope"), "--secret-key", "k"]
+    code = main([*args, "--state-dir", str(msp / "state"), "--insecure"])
+    assert code == 2
+    assert "meshfl-node: error: --data-dir" in capsys.readouterr().err
