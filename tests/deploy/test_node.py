@@ -79,3 +79,31 @@ def test_main_reports_errors_without_starting_flower(msp, capsys):
     code = main([*args, "--state-dir", str(msp / "state"), "--insecure"])
     assert code == 2
     assert "meshfl-node: error: --data-dir" in capsys.readouterr().err
+
+
+def test_a_data_loader_replaces_the_data_dir(tmp_path):
+    import pytest
+
+    from meshfl.config.errors import ConfigError
+    from meshfl.deploy.node import supernode_command
+
+    key = tmp_path / "msp.secret.ckks"
+    key.write_bytes(b"x")
+    command = supernode_command(
+        superlink="127.0.0.1:9092",
+        data_loader="mycompany.data:load",
+        secret_key=key,
+        state_dir=tmp_path / "state",
+        insecure=True,
+    )
+    assert "data-loader='mycompany.data:load'" in command[command.index("--node-config") + 1]
+    with pytest.raises(ConfigError, match="either --data-dir or --data-loader"):
+        supernode_command(superlink="h:1", secret_key=key, state_dir=tmp_path, insecure=True)
+    with pytest.raises(ConfigError, match=r"package\.module:function"):
+        supernode_command(
+            superlink="h:1",
+            data_loader="nocolon",
+            secret_key=key,
+            state_dir=tmp_path,
+            insecure=True,
+        )

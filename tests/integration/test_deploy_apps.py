@@ -149,6 +149,25 @@ def test_node_data_reads_and_splits_the_msps_csv(tmp_path):
         node_data("anomaly", _context({"data-dir": str(tmp_path / "broken")}))
 
 
+def test_node_data_from_the_msps_own_loader(tmp_path, monkeypatch):
+    module = tmp_path / "msp_loader.py"
+    module.write_text(
+        "import meshfl\n"
+        "def load(agent_name, context):\n"
+        "    return meshfl.agents.get(agent_name)().synthetic_data(100, seed=1)\n"
+        "def bad(agent_name, context):\n"
+        "    frame = meshfl.agents.get(agent_name)().synthetic_data(10, seed=1)\n"
+        "    return frame.drop(columns=['cpu_pct'])\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    data = node_data("anomaly", _context({"data-loader": "msp_loader:load"}))
+    assert data.test is not None and len(data.train) + len(data.test) == 100
+    with pytest.raises(DataSchemaError, match="cpu_pct"):
+        node_data("anomaly", _context({"data-loader": "msp_loader:bad"}))
+    with pytest.raises(ConfigError, match=r"package\.module:function"):
+        node_data("anomaly", _context({"data-loader": "msp_loader:nope"}))
+
+
 def test_run_recorder_writes_what_the_caller_reads_back(tmp_path, capsys):
     recorder = RunRecorder({"state-dir": str(tmp_path)}, run_id=42)
     plan = AgentPlan(**PLAN)

@@ -37,6 +37,7 @@ An MSP (``client_app``) reads its SuperNode's **node config**
 from __future__ import annotations
 
 import base64
+import importlib
 import json
 import os
 import time
@@ -44,6 +45,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
@@ -304,8 +306,17 @@ def _agent_for_data(agent_name: str, run_config: Mapping[str, Any]) -> Any:
 
 
 def node_data(agent_name: str, context: Context) -> NodeData:
-    """This MSP's rows for ``agent_name``: ``<data-dir>/<agent>.csv``, split train/test."""
+    """This MSP's rows for ``agent_name``.
+
+    With ``data-loader = "package.module:function"`` in the node config, the MSP's own code
+    provides them: ``function(agent_name, context)`` returns a DataFrame (split into
+    training and held-out rows here) or a :class:`~meshfl.federation.NodeData`; either is
+    validated against the agent's schema. Otherwise ``<data-dir>/<agent>.csv`` is read.
+    """
     config = context.node_config
+    loader_path = _text(config, "data-loader", "node config")
+    if loader_path:
+        return _from_loader(loader_path, agent_name, context)
     data_dir = _text(config, "data-dir", "node config")
     if not data_dir:
         raise ConfigError(
@@ -317,12 +328,34 @@ def node_data(agent_name: str, context: Context) -> NodeData:
         raise ConfigError(
             f"This SuperNode has no data for agent {agent_name!r}: {str(path)!r} is missing."
         )
-    frame = _agent_for_data(agent_name, context.run_config).load_data(path)
+    return _split(_agent_for_data(agent_name, context.run_config).load_data(path), context)
+
+
+def _split(frame: pd.DataFrame, context: Context) -> NodeData:
+    """Training and held-out rows (node config ``test-fraction``, ``split-seed``)."""
+    config = context.node_config
     fraction = float(config.get("test-fraction", DEFAULT_TEST_FRACTION))
     train, test = train_test_split(
         frame, test_fraction=fraction, seed=int(config.get("split-seed", 0))
     )
     return NodeData(train, test)
+
+
+def _from_loader(path: str, agent_name: str, context: Context) -> NodeData:
+    module_name, _, attr = path.partition(":")
+    try:
+        loader = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise ConfigError(
+            f"The node config's data-loader must be 'package.module:function', importable on "
+            f"this MSP. Got {path!r} ({type(err).__name__}: {err})."
+        ) from None
+    agent = _agent_for_data(agent_name, context.run_config)
+    loaded = loader(agent_name, context)
+    if isinstance(loaded, NodeData):
+        test = None if loaded.test is None else agent.load_data(loaded.test)
+        return NodeData(agent.load_data(loaded.train), test)
+    return _split(agent.load_data(loaded), context)
 
 
 client_app = make_client_app(node_data)

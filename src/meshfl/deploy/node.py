@@ -36,7 +36,8 @@ def _quoted(key: str, path: Path) -> str:
 def supernode_command(
     *,
     superlink: str,
-    data_dir: str | os.PathLike[str],
+    data_dir: str | os.PathLike[str] | None = None,
+    data_loader: str | None = None,
     secret_key: str | os.PathLike[str],
     state_dir: str | os.PathLike[str],
     root_certificates: str | os.PathLike[str] | None = None,
@@ -50,8 +51,11 @@ def supernode_command(
     ----------
     superlink : str
         The coordinator's ``host:port`` (``[coordinator] address`` of its mesh.toml).
-    data_dir : path
+    data_dir : path, optional
         One ``<agent>.csv`` per agent the MSP trains.
+    data_loader : str, optional
+        Instead of ``data_dir``: ``"package.module:function"`` of the MSP's own code,
+        returning each agent's rows (see docs/deployment.md, "Your own data loading").
     secret_key : path
         The MSPs' ``msp.secret.ckks`` (``meshfl keys init``).
     state_dir : path
@@ -66,9 +70,20 @@ def supernode_command(
     insecure : bool
         Plain HTTP to the SuperLink (loopback tests only).
     """
-    data = Path(data_dir)
-    if not data.is_dir() or not any(data.glob("*.csv")):
-        raise ConfigError(f"--data-dir {data} must be a folder with one <agent>.csv per agent.")
+    if (data_dir is None) == (data_loader is None):
+        raise ConfigError("Give either --data-dir or --data-loader (one of them).")
+    if data_loader is not None:
+        module, sep, attr = data_loader.partition(":")
+        if not sep or not module or not attr.isidentifier() or "'" in data_loader:
+            raise ConfigError(
+                f"--data-loader must be 'package.module:function'. Got {data_loader!r}."
+            )
+        data_entry = f"data-loader='{data_loader}'"
+    else:
+        data = Path(str(data_dir))
+        if not data.is_dir() or not any(data.glob("*.csv")):
+            raise ConfigError(f"--data-dir {data} must be a folder with one <agent>.csv per agent.")
+        data_entry = _quoted("data-dir", data)
     for flag, value in (("--secret-key", secret_key), ("--auth-key", auth_key)):
         if value is not None and not Path(value).is_file():
             raise ConfigError(f"{flag} {value} does not exist.")
@@ -84,7 +99,7 @@ def supernode_command(
     Path(state_dir).mkdir(parents=True, exist_ok=True)
     node_config = " ".join(
         [
-            _quoted("data-dir", data),
+            data_entry,
             _quoted("secret-key", Path(secret_key)),
             _quoted("state-dir", Path(state_dir)),
         ]
@@ -104,7 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``meshfl-node``."""
     parser = argparse.ArgumentParser(prog="meshfl-node", description=__doc__.splitlines()[0])
     parser.add_argument("--superlink", required=True, help="the coordinator's host:port")
-    parser.add_argument("--data-dir", required=True, help="folder of <agent>.csv files")
+    data = parser.add_mutually_exclusive_group(required=True)
+    data.add_argument("--data-dir", help="folder of <agent>.csv files")
+    data.add_argument("--data-loader", help="'package.module:function' returning the rows")
     parser.add_argument("--secret-key", required=True, help="msp.secret.ckks")
     parser.add_argument("--state-dir", required=True, help="this MSP's state (privacy ledger)")
     parser.add_argument("--root-certificates", help="the coordinator's CA certificate")
@@ -123,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = supernode_command(
             superlink=args.superlink,
             data_dir=args.data_dir,
+            data_loader=args.data_loader,
             secret_key=args.secret_key,
             state_dir=args.state_dir,
             root_certificates=args.root_certificates,
