@@ -242,10 +242,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if not args.verbose:
         logging.getLogger("flwr").setLevel(logging.ERROR)
+    return dispatch("meshfl", args)
+
+
+def dispatch(prog: str, args: argparse.Namespace) -> int:
+    """Run the parsed subcommand; a meshfl error becomes one line on stderr and exit code 2."""
     try:
         return int(args.func(args))
     except MeshflError as err:
-        print(f"meshfl: error: {err}", file=sys.stderr)
+        print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
 
 

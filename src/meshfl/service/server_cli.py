@@ -125,12 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``meshfl-server`` console script."""
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args))
-    except MeshflError as err:
-        print(f"meshfl-server: error: {err}", file=sys.stderr)
-        return 2
+    from meshfl.cli import dispatch
+
+    return dispatch("meshfl-server", build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":  # pragma: no cover
