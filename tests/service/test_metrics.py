@@ -45,3 +45,24 @@ def test_metrics_endpoint_serves_the_counters():
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     assert 'meshfl_rounds_completed_total{agent="threat_intel"} 1.0' in text
     assert 'meshfl_evaluation{agent="threat_intel",metric="accuracy"} 0.8' in text
+
+
+def test_a_restarted_coordinator_replays_committed_rounds(tmp_path):
+    from meshfl.federation import AgentPlan, InProcessGrid, make_client_app
+    from meshfl.federation.server_app import run_plan
+    from meshfl.service.coordinator import replay_committed
+    from meshfl.simulation import make_partitions, simulation_keys
+    from meshfl.store.model_store import ModelStore
+
+    plan = AgentPlan(agent="anomaly", agent_config={"trees_per_round": 4, "depth": 5}, rounds=2)
+    parts = make_partitions(plan.build_agent(), num_msps=3, seed=0, samples_per_msp=60)
+    sealer_for, aggregator, _ = simulation_keys("ckks")
+    app = make_client_app(lambda a, ctx: parts[ctx.node_config["partition-id"]], sealer=sealer_for)
+    with ModelStore(tmp_path) as store:
+        run_plan(InProcessGrid(app, 3), plan, aggregator, store=store, run_id="mesh-1")
+    m = MeshMetrics()
+    assert replay_committed(m, tmp_path, "mesh-1") == 2
+    assert _value(m, "meshfl_rounds_completed_total", agent="anomaly") == 2
+    assert _value(m, "meshfl_round_msps", agent="anomaly") == 3
+    assert replay_committed(MeshMetrics(), tmp_path, "another-run") == 0
+    assert replay_committed(MeshMetrics(), tmp_path / "empty", "mesh-1") == 0

@@ -207,6 +207,29 @@ class RunFollower:
             return {}
 
 
+def replay_committed(metrics: MeshMetrics, state_dir: Path, run_id: str) -> int:
+    """Feed ``metrics`` the rounds of ``run_id`` already in the store; returns how many.
+
+    A restarted coordinator's counters then continue where the run is, not from zero.
+    """
+    from meshfl.store.model_store import DB_FILE, ModelStore
+
+    if not (state_dir / DB_FILE).is_file():
+        return 0
+    with ModelStore(state_dir, read_only=True) as store:
+        versions = store.versions(run_id=run_id)
+        for version in versions:
+            record = {
+                "agent": version.agent,
+                "round": version.round,
+                "msps": version.n_msps,
+                "skipped": version.digest is None,
+                **version.metrics,
+            }
+            metrics.observe_round(record, store.epsilon_mirror(version.agent))
+    return len(versions)
+
+
 def format_round(record: dict[str, Any]) -> str:
     """One line per round for the operator's terminal."""
     parts = [f"{record['agent']} round {record['round']}:", f"msps={record.get('msps', 0)}"]
@@ -302,6 +325,9 @@ def serve(
                     "free metrics_address in mesh.toml."
                 ) from None
             say(f"metrics on http://{coordinator.metrics_address}/metrics")
+        replayed = replay_committed(metrics, layout.state_dir, coordinator.run_name)
+        if replayed:
+            say(f"run {coordinator.run_name!r} resumes: {replayed} round(s) already stored")
         answer = flwr_cli(["run", str(layout.app_dir), CONNECTION], cli_env, timeout=120)
         run_id = str(answer["run-id"])
         say(
