@@ -20,9 +20,9 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from meshfl.agents import registry
 from meshfl.agents.base import Agent, GlobalModel
 from meshfl.config.errors import ConfigError
-from meshfl.data.partition import partition, train_test_split
 from meshfl.federation.client_app import NodeData, make_client_app
 from meshfl.federation.engine import run_in_process
 from meshfl.federation.sealed_model import open_global
@@ -117,14 +117,12 @@ def make_partitions(
 ) -> list[NodeData]:
     """Per-MSP training and held-out rows: the user's own, or non-IID synthetic ones."""
     if data is None:
-        pooled = agent.synthetic_data(num_msps * samples_per_msp, seed=seed)
-        parts: list[Any] = partition(
-            pooled,
+        parts: list[Any] = agent.synthetic_partitions(
             num_msps,
-            label_column=agent.label_column,
+            samples_per_msp=samples_per_msp,
+            seed=seed,
             alpha=alpha,
             size_skew=size_skew,
-            seed=seed,
         )
     else:
         if isinstance(data, (pd.DataFrame, str, os.PathLike)) or len(data) != num_msps:
@@ -141,7 +139,7 @@ def make_partitions(
             out.append(NodeData(agent.load_data(part.train), test))
         else:
             frame = agent.load_data(part)
-            train, test = train_test_split(frame, test_fraction=test_fraction, seed=seed + i)
+            train, test = agent.split(frame, test_fraction=test_fraction, seed=seed + i)
             out.append(NodeData(train, test))
     return out
 
@@ -325,6 +323,7 @@ def simulate(
     if min_msps is None:
         msp_level = privacy is not None and privacy.unit == "msp"
         min_msps = max(1, math.ceil(fraction_train * num_msps)) if msp_level else 1
+        min_msps = max(min_msps, registry.get(agent).min_msps)
     plan = AgentPlan(
         agent=agent,
         agent_config=dict(agent_config or {}),

@@ -21,6 +21,7 @@ import pandas as pd
 from meshfl.agents.update import Update
 from meshfl.config.base import MeshflConfig
 from meshfl.config.errors import ConfigError, MeshflError
+from meshfl.data.partition import partition, train_test_split
 from meshfl.data.schema import Schema, load_frame
 from meshfl.privacy.events import Mechanism
 
@@ -61,6 +62,8 @@ class Agent(ABC, Generic[LocalT]):
     """Whether :meth:`combine` builds on the previous global vector (not just the new sum)."""
     supports_msp_dp: ClassVar[bool] = True
     """Whether MSP-level DP (clip the MSP's model delta, add distributed noise) fits the agent."""
+    min_msps: ClassVar[int] = 1
+    """Fewest MSPs a round's sum may come from (a plan asking for fewer is refused)."""
 
     def __init__(self, config: MeshflConfig | Mapping[str, Any] | None = None, **overrides: Any):
         if isinstance(config, MeshflConfig):
@@ -89,6 +92,41 @@ class Agent(ABC, Generic[LocalT]):
     @abstractmethod
     def synthetic_data(self, n: int, *, seed: int) -> pd.DataFrame:
         """Seeded synthetic MSP data of this agent's schema (``n`` rows)."""
+
+    def synthetic_partitions(
+        self,
+        num_msps: int,
+        *,
+        samples_per_msp: int,
+        seed: int,
+        alpha: float = 0.5,
+        size_skew: float = 0.5,
+    ) -> list[pd.DataFrame]:
+        """Seeded synthetic data of ``num_msps`` MSPs that differ the way real ones do.
+
+        The default draws ``num_msps * samples_per_msp`` rows and deals them out with
+        Dirichlet label skew ``alpha`` and log-normal size skew (see
+        :func:`meshfl.data.partition.partition`). Agents whose MSPs each own a whole object
+        (a revenue series, a dispatch environment) override it.
+        """
+        pooled = self.synthetic_data(num_msps * samples_per_msp, seed=seed)
+        return partition(
+            pooled,
+            num_msps,
+            label_column=self.label_column,
+            alpha=alpha,
+            size_skew=size_skew,
+            seed=seed,
+        )
+
+    def split(
+        self, frame: pd.DataFrame, *, test_fraction: float, seed: int
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """One MSP's rows as (training, held-out); the default is a seeded random split.
+
+        Agents whose held-out data must come after the training data (forecasting) override it.
+        """
+        return train_test_split(frame, test_fraction=test_fraction, seed=seed)
 
     def load_data(self, data: pd.DataFrame | str | os.PathLike[str]) -> pd.DataFrame:
         """Validate a user's DataFrame or CSV file against :attr:`schema`."""

@@ -7,6 +7,9 @@ user asking for an agent that has not landed yet learns that, not "unknown agent
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import sys
 from typing import Any, TypeVar
 
 from meshfl.agents.base import Agent
@@ -80,8 +83,13 @@ def get(name: str) -> type[Agent[Any]]:
     raise UnknownAgentError(f"Unknown agent {name!r}. Valid agents: {', '.join(KNOWN_AGENTS)}.")
 
 
+_BUILTIN_MODULES = tuple(f"meshfl.agents.{name}" for name in KNOWN_AGENTS)
+
+
 def _load_builtin() -> None:
     # Importing the modules runs their @register decorators; done lazily so that
-    # importing meshfl.agents does not load torch and transformers.
-    import meshfl.agents.anomaly
-    import meshfl.agents.threat_intel  # noqa: F401
+    # importing meshfl.agents does not load torch and transformers. A known agent without
+    # a module is simply not built in this release.
+    for module in _BUILTIN_MODULES:
+        if module not in sys.modules and importlib.util.find_spec(module) is not None:
+            importlib.import_module(module)

@@ -57,6 +57,16 @@ class AgentPlan(MeshflConfig):
         return name
 
     @model_validator(mode="after")
+    def _enough_msps_for_agent(self) -> AgentPlan:
+        needed = registry.get(self.agent).min_msps
+        if self.min_msps < needed:
+            raise ValueError(
+                f"set min_msps to at least {needed} for agent {self.agent!r} (got "
+                f"{self.min_msps}): a smaller sum would expose what single MSPs sent"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _privacy_fits_agent(self) -> AgentPlan:
         msp_level = self.privacy is not None and self.privacy.unit == "msp"
         if msp_level and not registry.get(self.agent).supports_msp_dp:
