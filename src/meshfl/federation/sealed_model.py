@@ -13,7 +13,10 @@ Publishing a plaintext global model is an explicit act by a key holder:
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,16 +37,54 @@ def next_history(agent: Agent[Any], history: Sequence[Sealed], new_sum: Sealed) 
     return [*history, new_sum] if agent.combine_uses_previous else [new_sum]
 
 
+_OPENED_MAX = 32
+_opened: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+_opened_lock = threading.Lock()
+
+
+def _digest(previous: str, sealed: Sealed) -> str:
+    h = hashlib.sha256(previous.encode())
+    h.update(f"{sealed.backend}:{sealed.key_id}:{sealed.length}".encode())
+    for chunk in sealed.chunks:
+        h.update(hashlib.sha256(chunk).digest())
+    return h.hexdigest()
+
+
 def open_global(
     agent: Agent[Any], history: Sequence[Sealed], sealer: Sealer, *, seed: int
 ) -> np.ndarray:
-    """The global vector, rebuilt MSP-side from the sealed round sums (needs the secret key)."""
-    vector = agent.init_vector(seed=seed)
-    for i, sealed in enumerate(history, start=1):
-        summed, total_weight = open_payload(sealer.open(sealed))
+    """The global vector, rebuilt MSP-side from the sealed round sums (needs the secret key).
+
+    Agents that build on the previous model replay every round's sum; an MSP process keeps
+    the vectors it opened last (keyed by agent, config, seed and a hash chain over the
+    sums), so round ``r`` opens only the newest sum rather than all ``r``.
+    """
+    scope = f"{agent.name}:{agent.config.model_dump_json()}:{seed}"
+    digests: list[str] = []
+    chain = scope
+    for sealed in history:
+        chain = _digest(chain, sealed)
+        digests.append(chain)
+    start, vector = 0, None
+    with _opened_lock:
+        for i in range(len(digests), 0, -1):
+            hit = _opened.get((scope, digests[i - 1]))
+            if hit is not None:
+                _opened.move_to_end((scope, digests[i - 1]))
+                start, vector = i, hit.copy()
+                break
+    if vector is None:
+        vector = agent.init_vector(seed=seed)
+    for i in range(start, len(history)):
+        summed, total_weight = open_payload(sealer.open(history[i]))
         vector = np.asarray(
-            agent.combine(vector, summed, total_weight, server_round=i), dtype=np.float64
+            agent.combine(vector, summed, total_weight, server_round=i + 1), dtype=np.float64
         )
+    if history and start < len(history):
+        with _opened_lock:
+            _opened[(scope, digests[-1])] = vector.copy()
+            while len(_opened) > _OPENED_MAX:
+                _opened.popitem(last=False)
     return vector
 
 

@@ -1,0 +1,69 @@
+"""MSP-side opening of the sealed global model: replay of ``combine``, memoized per prefix."""
+
+import numpy as np
+import pytest
+
+from meshfl import agents
+from meshfl.federation import sealed_model
+from meshfl.federation.sealed_model import open_global
+from meshfl.secure.aggregate import seal_payload
+from meshfl.secure.backend import plaintext_backend
+
+
+class CountingSealer:
+    """A plaintext sealer that counts how many sums it opens."""
+
+    def __init__(self):
+        self.sealer, _ = plaintext_backend()
+        self.opened = 0
+
+    def seal(self, values):
+        return self.sealer.seal(values)
+
+    def open(self, sealed):
+        self.opened += 1
+        return self.sealer.open(sealed)
+
+
+def _history(agent, rounds, sealer):
+    rng = np.random.default_rng(0)
+    vector = agent.init_vector(seed=0)
+    sums = []
+    for r in range(1, rounds + 1):
+        size = agent.update_size(vector)
+        update = rng.integers(0, 5, size).astype(np.float64)
+        sums.append(sealer.seal(seal_payload(update, 2.0)))
+        vector = agent.combine(vector, 2.0 * update, 2.0, server_round=r)
+    return sums, vector
+
+
+@pytest.mark.filterwarnings("ignore:Secure aggregation is OFF")
+def test_replay_opens_only_the_new_sums_and_matches_a_fresh_replay():
+    sealed_model._opened.clear()
+    agent = agents.get("anomaly")({"trees_per_round": 2, "depth": 3})
+    sealer = CountingSealer()
+    history, expected = _history(agent, 4, sealer)
+
+    first = open_global(agent, history[:3], sealer, seed=0)
+    assert sealer.opened == 3
+    full = open_global(agent, history, sealer, seed=0)
+    assert sealer.opened == 4  # rounds 1-3 came from the memo
+    np.testing.assert_array_equal(full, expected)
+
+    sealed_model._opened.clear()
+    np.testing.assert_array_equal(open_global(agent, history, sealer, seed=0), expected)
+    assert sealer.opened == 8
+    again = first.copy()
+    first[:] = -1  # callers own what they get back: the memo keeps its own copy
+    np.testing.assert_array_equal(open_global(agent, history[:3], sealer, seed=0), again)
+
+
+@pytest.mark.filterwarnings("ignore:Secure aggregation is OFF")
+def test_another_config_or_seed_does_not_reuse_the_memo():
+    sealed_model._opened.clear()
+    agent = agents.get("anomaly")({"trees_per_round": 2, "depth": 3})
+    sealer = CountingSealer()
+    history, _ = _history(agent, 2, sealer)
+    open_global(agent, history, sealer, seed=0)
+    open_global(agent, history, sealer, seed=1)
+    assert sealer.opened == 4
