@@ -28,8 +28,8 @@ An MSP (``client_app``) reads its SuperNode's **node config**
 
 * ``data-dir``: a folder with one CSV per agent, ``<agent>.csv``, validated by the agent's
   ``load_data`` (with the agent config of the run's plan) and split into training and
-  held-out rows by :func:`meshfl.data.train_test_split` (``test-fraction``, default 0.25;
-  ``split-seed``, default 0);
+  held-out rows by the agent's ``split`` (random; the latest rows for forecasts)
+  with ``test-fraction`` (default 0.25) and ``split-seed`` (default 0);
 * ``secret-key``: the MSPs' ``msp.secret.ckks``;
 * ``state-dir``: the MSP's state (its privacy ledger).
 """
@@ -51,7 +51,6 @@ from flwr.serverapp import Grid, ServerApp
 
 from meshfl.agents import registry
 from meshfl.config.errors import ConfigError
-from meshfl.data.partition import train_test_split
 from meshfl.federation.client_app import NodeData, make_client_app
 from meshfl.federation.server_app import AgentPlan, AgentRun, make_server_app
 from meshfl.secure.backend import Aggregator, Sealed
@@ -328,16 +327,19 @@ def node_data(agent_name: str, context: Context) -> NodeData:
         raise ConfigError(
             f"This SuperNode has no data for agent {agent_name!r}: {str(path)!r} is missing."
         )
-    return _split(_agent_for_data(agent_name, context.run_config).load_data(path), context)
+    agent = _agent_for_data(agent_name, context.run_config)
+    return _split(agent, agent.load_data(path), context)
 
 
-def _split(frame: pd.DataFrame, context: Context) -> NodeData:
-    """Training and held-out rows (node config ``test-fraction``, ``split-seed``)."""
+def _split(agent: Any, frame: pd.DataFrame, context: Context) -> NodeData:
+    """Training and held-out rows (node config ``test-fraction``, ``split-seed``).
+
+    The agent decides how: a seeded random split, or the latest rows held out where it
+    forecasts.
+    """
     config = context.node_config
     fraction = float(config.get("test-fraction", DEFAULT_TEST_FRACTION))
-    train, test = train_test_split(
-        frame, test_fraction=fraction, seed=int(config.get("split-seed", 0))
-    )
+    train, test = agent.split(frame, test_fraction=fraction, seed=int(config.get("split-seed", 0)))
     return NodeData(train, test)
 
 
@@ -355,7 +357,7 @@ def _from_loader(path: str, agent_name: str, context: Context) -> NodeData:
     if isinstance(loaded, NodeData):
         test = None if loaded.test is None else agent.load_data(loaded.test)
         return NodeData(agent.load_data(loaded.train), test)
-    return _split(agent.load_data(loaded), context)
+    return _split(agent, agent.load_data(loaded), context)
 
 
 client_app = make_client_app(node_data)
