@@ -1,0 +1,468 @@
+"""Agent ``revenue``: revenue forecasting with a federated Prophet-style additive model.
+
+Each MSP owns whole revenue series (weekly or monthly). The model (see
+:mod:`meshfl.models.additive`) is log revenue = the series' own piecewise-linear trend + a
+*shared* yearly shape (Fourier terms) and holiday effects. MSPs profile their own trend out
+and send the sufficient statistics of the shared shape (``XᵀX``, ``Xᵀy``, ``yᵀy``, counts,
+``weight=1``); the sum is exactly what one party holding every series would compute, and the
+closed-form ridge solve gives the shared shape. Working on log revenue with each series' own
+level and trend removed makes every period of every MSP count the same, whatever the MSP's
+size. Forecasts adapt level and trend to the history they are given, locally.
+
+Rounds: one exchange already gives the model; each further round is a fresh exchange whose
+statistics are averaged with the earlier ones (the global vector keeps the count). Without
+DP the statistics are the same every round, so later rounds change nothing; with DP each
+round's noise is calibrated for the whole plan, so averaging r rounds gives about the noise
+of one round at the full budget — rounds neither help nor hurt. One round is the natural
+plan.
+
+Privacy (``unit="sample"``): the unit is one period of one series — its revenue value (the
+calendar of periods an MSP reports, hence ``XᵀX`` and the counts, is not protected). Log
+revenue is centred on a noisy histogram mode and clipped to ``±clip_radius``, which bounds
+what one period can change in ``Xᵀy`` and ``yᵀy``; Gaussian noise on the histogram and on
+those statistics, each at multiplier ``sigma·√2``, composes to one Gaussian mechanism of
+multiplier ``sigma`` (the round's event). ``unit="msp"`` is refused: a whole MSP's statistics
+have a sensitivity that grows with its history.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import Field, field_validator, model_validator
+
+from meshfl.agents.base import Agent, GlobalModel
+from meshfl.agents.registry import register
+from meshfl.agents.update import Update
+from meshfl.config.base import MeshflConfig
+from meshfl.config.errors import DataSchemaError
+from meshfl.data.revenue_data import REVENUE_SCHEMA, revenue_partitions, revenue_series
+from meshfl.data.schema import load_frame
+from meshfl.models import additive
+from meshfl.privacy.budget import DPStep
+from meshfl.privacy.events import Mechanism
+from meshfl.privacy.mechanisms import add_gaussian_noise
+
+__all__ = ["Revenue", "RevenueConfig", "RevenueData", "RevenueModel", "SeriesData"]
+
+
+class RevenueConfig(MeshflConfig):
+    """Configuration of the ``revenue`` agent."""
+
+    frequency: Literal["weekly", "monthly"] = Field(
+        "weekly", description="Period of synthetic series (real data: inferred from dates)."
+    )
+    horizon: int = Field(13, ge=1, le=520, description="Held-out / forecast periods.")
+    yearly_order: int = Field(6, ge=1, le=26, description="Fourier pairs of the yearly shape.")
+    holidays: tuple[str, ...] = Field(
+        tuple(additive.HOLIDAYS), description="Holiday indicators (names of HOLIDAYS)."
+    )
+    n_changepoints: int = Field(3, ge=0, le=25, description="Most trend changepoints.")
+    changepoint_range: float = Field(0.8, gt=0, le=1)
+    changepoint_prior_scale: float = Field(0.1, gt=0, description="Prior sd of a slope change.")
+    ridge: float = Field(1.0, gt=0, description="Ridge penalty on the shared coefficients.")
+    interval_width: float = Field(0.8, gt=0, lt=1)
+    min_history: int = Field(8, ge=4, description="Fewest training periods of a series.")
+    clip_radius: float = Field(
+        1.5, gt=0, description="Centred log revenue is clipped to ±this (bounds DP sensitivity)."
+    )
+    dp_prior_scale: float = Field(
+        0.05,
+        gt=0,
+        description="Prior sd of the first Fourier pair (k-th: /k; holidays: x5); shrinks "
+        "the shared effects as much as the DP noise on the statistics demands.",
+    )
+    revenue_bounds: tuple[float, float] = Field(
+        (10.0, 1e9), description="Public range of one period's revenue (DP centring only)."
+    )
+
+    @field_validator("holidays")
+    @classmethod
+    def _known_holidays(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [h for h in value if h not in additive.HOLIDAYS]
+        if unknown:
+            raise ValueError(
+                f"name holidays from {', '.join(sorted(additive.HOLIDAYS))}; "
+                f"{', '.join(unknown)} is not one"
+            )
+        if len(set(value)) != len(value):
+            raise ValueError("name each holiday once")
+        return value
+
+    @model_validator(mode="after")
+    def _bounds_ordered(self) -> RevenueConfig:
+        low, high = self.revenue_bounds
+        if not 0 < low < high:
+            raise ValueError("give revenue_bounds as (low, high) with 0 < low < high")
+        return self
+
+    def spec(self) -> additive.AdditiveSpec:
+        """The model shape this config describes."""
+        return additive.AdditiveSpec(
+            yearly_order=self.yearly_order,
+            holidays=self.holidays,
+            n_changepoints=self.n_changepoints,
+            changepoint_range=self.changepoint_range,
+            changepoint_prior_scale=self.changepoint_prior_scale,
+            ridge=self.ridge,
+            interval_width=self.interval_width,
+        )
+
+
+@dataclass(frozen=True)
+class SeriesData:
+    """One series: its history (training periods) and, where marked, held-out periods."""
+
+    series: str
+    dates: pd.DatetimeIndex
+    revenue: np.ndarray
+    holdout: np.ndarray
+    """Boolean mask over all periods; all False when nothing is held out."""
+    design: additive.SeriesDesign
+    """Design of the history (the periods not held out)."""
+
+    @property
+    def history(self) -> np.ndarray:
+        """Revenue of the periods not held out."""
+        return self.revenue[~self.holdout]
+
+
+@dataclass(frozen=True)
+class RevenueData:
+    """Prepared local data: one :class:`SeriesData` per series."""
+
+    series: tuple[SeriesData, ...]
+
+    def __len__(self) -> int:
+        return sum(len(s.dates) for s in self.series)
+
+    @property
+    def training_periods(self) -> int:
+        """Periods not held out, over all series."""
+        return sum(int((~s.holdout).sum()) for s in self.series)
+
+
+@register
+class Revenue(Agent[RevenueData]):
+    """Revenue forecasts from a shared additive shape fitted on summed statistics."""
+
+    name = "revenue"
+    summary = "revenue forecasting"
+    config_class = RevenueConfig
+    schema = REVENUE_SCHEMA
+    metric = "neg_smape"
+    label_column = "series"
+    combine_uses_previous = True  # rounds average their statistics
+    supports_msp_dp = False
+    config: RevenueConfig
+
+    @property
+    def spec(self) -> additive.AdditiveSpec:
+        """The model's shape."""
+        return self.config.spec()
+
+    @property
+    def stats_size(self) -> int:
+        """Length of one round's update: packed statistics of the shared features."""
+        return additive.Statistics.size(self.spec.n_features)
+
+    @property
+    def c_scale(self) -> float:
+        # yᵀy travels divided by this public constant, so that its sensitivity (≈24·R²)
+        # is about a quarter of Xᵀy's (≈6·R): the pooled variance only refines intervals,
+        # so it gets the smaller share of the Gaussian mechanism.
+        return 16.0 * self.config.clip_radius
+
+    # -- data ------------------------------------------------------------------------
+    def load_data(self, data: pd.DataFrame | str | os.PathLike[str]) -> pd.DataFrame:
+        frame = load_frame(data, self.schema)
+        revenue = frame["revenue"].to_numpy(dtype=np.float64)
+        bad = np.flatnonzero(~(revenue > 0))
+        if bad.size:
+            raise DataSchemaError(
+                "Column 'revenue' of the revenue data must hold positive numbers (the model "
+                f"works on log revenue). Row {int(bad[0])} holds {revenue[bad[0]]!r}; drop or "
+                "fill periods without revenue."
+            )
+        keys = ["series", "date"] if "series" in frame else ["date"]
+        dup = frame.duplicated(keys)
+        if dup.any():
+            row = frame.loc[dup].iloc[0]
+            where = f" of series {row['series']!r}" if "series" in frame else ""
+            raise DataSchemaError(
+                f"The revenue data holds date {row['date']}{where} more than once; "
+                "give one row per period (sum revenue per period first)."
+            )
+        return frame.sort_values(keys, kind="stable").reset_index(drop=True)
+
+    def synthetic_data(self, n: int, *, seed: int) -> pd.DataFrame:
+        return revenue_series(n, seed=seed, frequency=self.config.frequency)
+
+    def _periods_per_year(self) -> int:
+        return 52 if self.config.frequency == "weekly" else 12
+
+    def synthetic_partitions(
+        self,
+        num_msps: int,
+        *,
+        samples_per_msp: int,
+        seed: int,
+        alpha: float = 0.5,
+        size_skew: float = 0.5,
+    ) -> list[pd.DataFrame]:
+        """One series per MSP; ``samples_per_msp`` is the mean number of periods.
+
+        ``alpha`` (label skew) has no meaning here: every MSP owns exactly one series.
+        """
+        shortest = self.config.horizon + max(self.config.min_history, self._periods_per_year() // 2)
+        return revenue_partitions(
+            num_msps,
+            mean_periods=samples_per_msp,
+            seed=seed,
+            frequency=self.config.frequency,
+            size_skew=size_skew,
+            min_periods=shortest,
+        )
+
+    def split(
+        self, frame: pd.DataFrame, *, test_fraction: float, seed: int
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Hold out the last ``horizon`` periods of every series (``test_fraction`` unused).
+
+        The training frame is the history; the held-out frame is the whole series with
+        ``is_holdout`` marking the periods to forecast, since a forecast needs the history.
+        """
+        frame = self.load_data(frame)
+        groups = frame.groupby("series", sort=False) if "series" in frame else [("", frame)]
+        marks = []
+        for name, group in groups:
+            keep = len(group) - self.config.horizon
+            if keep < self.config.min_history:
+                label = f"Series {name!r}" if name != "" else "The series"
+                raise DataSchemaError(
+                    f"{label} has {len(group)} periods; holding out horizon="
+                    f"{self.config.horizon} leaves {keep}, fewer than min_history="
+                    f"{self.config.min_history}. Give a longer history or a shorter horizon."
+                )
+            marks.append(pd.Series(np.arange(len(group)) >= keep, index=group.index))
+        holdout = pd.concat(marks).reindex(frame.index).to_numpy(dtype=bool)
+        train = frame.loc[~holdout].drop(columns=["is_holdout"], errors="ignore")
+        test = frame.assign(is_holdout=holdout)
+        return train.reset_index(drop=True), test.reset_index(drop=True)
+
+    def prepare(self, frame: pd.DataFrame) -> RevenueData:
+        frame = self.load_data(frame)
+        groups = frame.groupby("series", sort=True) if "series" in frame else [("", frame)]
+        out = []
+        for name, group in groups:
+            dates = pd.DatetimeIndex(group["date"])
+            revenue = group["revenue"].to_numpy(dtype=np.float64)
+            holdout = (
+                group["is_holdout"].to_numpy(dtype=bool)
+                if "is_holdout" in group
+                else np.zeros(len(group), dtype=bool)
+            )
+            label = f"Series {name!r}" if name != "" else "The series"
+            if int((~holdout).sum()) < self.config.min_history:
+                raise DataSchemaError(
+                    f"{label} has {int((~holdout).sum())} periods of history; the revenue "
+                    f"agent needs at least min_history={self.config.min_history}."
+                )
+            try:
+                design = additive.series_design(dates[~holdout], self.spec)
+            except ValueError as err:
+                raise DataSchemaError(f"{label}: {err}.") from None
+            out.append(SeriesData(str(name), dates, revenue, holdout, design))
+        return RevenueData(tuple(out))
+
+    # -- federated learning ----------------------------------------------------------
+    def init_vector(self, *, seed: int) -> np.ndarray:
+        # packed statistics of no data, then the number of exchanges averaged so far
+        return np.zeros(self.stats_size + 1)
+
+    def update_size(self, vector: np.ndarray) -> int:
+        return self.stats_size
+
+    def privacy_shape(self, local: RevenueData) -> tuple[Mechanism, float, int]:
+        # One Gaussian mechanism over all periods per round.
+        return "gaussian", 1.0, 1
+
+    def local_update(
+        self,
+        vector: np.ndarray,
+        local: RevenueData,
+        *,
+        server_round: int,
+        seed: int,
+        dp: DPStep | None = None,
+    ) -> Update:
+        rng = np.random.default_rng(seed)
+        radius = self.config.clip_radius
+        low, high = (float(np.log(v)) for v in self.config.revenue_bounds)
+        stats = additive.Statistics.zeros(self.spec.n_features)
+        sens_b = sens_c = 0.0
+        clipped = 0
+        for s in local.series:
+            z = np.log(s.history)
+            if dp is None:
+                center = float(np.median(z))
+            else:
+                # the centre is part of the mechanism: a noisy histogram at multiplier sigma·√2
+                center = additive.noisy_mode_center(
+                    z, low=low, high=high, noise_std=dp.noise_multiplier * 2.0, rng=rng
+                )
+            w = additive.clip_log(z, center, radius)
+            clipped += int(np.sum(np.abs(z - center) > radius))
+            stats = stats + additive.series_statistics(s.design, w)
+            sb, sc = additive.statistics_sensitivity(s.design, radius)
+            sens_b, sens_c = max(sens_b, sb), max(sens_c, sc)
+        packed = stats.pack(self.c_scale)
+        # counts of periods and series follow from the dates (not protected); how many
+        # values were clipped depends on revenue, so it is reported only without DP
+        metrics = {"examples": float(local.training_periods), "series": float(len(local.series))}
+        if dp is None:
+            metrics["clipped_periods"] = float(clipped)
+            return Update(vector=packed, weight=1.0, metrics=metrics)
+        p = self.spec.n_features
+        m = p * (p + 1) // 2
+        sensitivity = float(np.hypot(sens_b, sens_c / self.c_scale))
+        multiplier = dp.noise_multiplier * np.sqrt(2.0)
+        private = slice(m, m + p + 1)  # Xᵀy and yᵀy; XᵀX and the counts follow from dates
+        packed[private] = add_gaussian_noise(
+            packed[private], sensitivity=sensitivity, noise_multiplier=multiplier, rng=rng
+        )
+        packed[-1] = (multiplier * sensitivity) ** 2  # public: sigma and the dates fix it
+        return Update(vector=packed, weight=1.0, metrics=metrics, privacy_event=dp.event())
+
+    def _exchanges(self, vector: np.ndarray) -> tuple[np.ndarray, float]:
+        if vector.size != self.stats_size + 1:
+            raise DataSchemaError(
+                f"A revenue model vector with this config holds {self.stats_size + 1} values "
+                f"(statistics of {self.spec.n_features} shared features and a count); got "
+                f"{vector.size}. Was it made with another yearly_order or holidays?"
+            )
+        return vector[:-1], float(vector[-1])
+
+    def combine(
+        self, vector: np.ndarray, summed: np.ndarray, total_weight: float, *, server_round: int
+    ) -> np.ndarray:
+        stats, k = self._exchanges(np.asarray(vector, dtype=np.float64))
+        mean = (stats * k + summed) / (k + 1)
+        return np.concatenate([mean, [k + 1]])
+
+    def shared_fit(self, vector: np.ndarray) -> additive.SharedFit:
+        """The shared shape solved from a global vector's statistics."""
+        packed, k = self._exchanges(np.asarray(vector, dtype=np.float64))
+        stats = additive.Statistics.unpack(packed, self.spec.n_features, self.c_scale)
+        # the vector holds the mean of k exchanges: their noise variance adds up, over k²
+        noise_var = stats.noise_var / max(k, 1.0)
+        # CKKS sums carry ~1e-7 relative error: a variance that small is encryption noise
+        if noise_var < 1e-6 * max(1.0, float(np.abs(stats.A).max(initial=0.0))):
+            noise_var = 0.0
+        stats = dataclasses.replace(stats, noise_var=noise_var)
+        return additive.solve_shared(
+            stats,
+            self.spec,
+            c_noise_std=self.c_scale * float(np.sqrt(noise_var)),
+            prior_scale=additive.prior_scales(self.spec, self.config.dp_prior_scale),
+        )
+
+    def evaluate(self, vector: np.ndarray, local: RevenueData) -> dict[str, float]:
+        """sMAPE (%), MASE and interval coverage over held-out periods of every series.
+
+        Series with no held-out periods are scored in-sample (fitted values on their
+        history). ``neg_smape`` (headline, higher is better) is ``-smape``.
+        """
+        shared = self.shared_fit(vector)
+        smapes, mases, covered = [], [], []
+        for s in local.series:
+            history = s.history
+            target = s.holdout if s.holdout.any() else ~s.holdout
+            fc = additive.fit_local(
+                s.design, np.log(history), shared, self.spec, s.dates[target]
+            ).frame()
+            actual = s.revenue[target]
+            yhat = fc["yhat"].to_numpy()
+            smapes.append(additive.smape(actual, yhat))
+            mases.append(additive.mase(actual, yhat, history))
+            lower, upper = fc["yhat_lower"].to_numpy(), fc["yhat_upper"].to_numpy()
+            covered.append((actual >= lower) & (actual <= upper))
+        sm = np.concatenate(smapes)
+        return {
+            "neg_smape": -float(sm.mean()),
+            "smape": float(sm.mean()),
+            "mase": float(np.concatenate(mases).mean()),
+            "coverage": float(np.concatenate(covered).mean()),
+            "examples": float(len(sm)),
+        }
+
+    def model(self, vector: np.ndarray) -> RevenueModel:
+        return RevenueModel(self, vector)
+
+
+class RevenueModel(GlobalModel):
+    """The global revenue model: the shared yearly shape and holiday effects.
+
+    Examples
+    --------
+    >>> import meshfl
+    >>> result = meshfl.simulate(agent="revenue", num_msps=3, rounds=1, seed=0,
+    ...                          samples_per_msp=80, progress=False)
+    >>> history = result.partitions[0].train
+    >>> fc = result.model.forecast(history, horizon=4)
+    >>> list(fc.columns)
+    ['series', 'date', 'yhat', 'yhat_lower', 'yhat_upper']
+    >>> bool((fc["yhat_lower"] < fc["yhat"]).all() and (fc["yhat"] < fc["yhat_upper"]).all())
+    True
+    """
+
+    agent: Revenue
+
+    @property
+    def coefficients(self) -> pd.Series:
+        """The shared coefficients of log revenue, by feature name."""
+        spec = self.agent.spec
+        names = [
+            f"{kind}_{k}" for k in range(1, spec.yearly_order + 1) for kind in ("sin", "cos")
+        ] + [f"holiday_{h}" for h in spec.holidays]
+        return pd.Series(self.agent.shared_fit(self.vector).beta, index=names)
+
+    def forecast(
+        self, history: pd.DataFrame | str | os.PathLike[str], horizon: int | None = None
+    ) -> pd.DataFrame:
+        """Forecast the ``horizon`` periods after each series' history.
+
+        Parameters
+        ----------
+        history : DataFrame or path
+            Revenue data (``date``, ``revenue``, optional ``series``); rows marked
+            ``is_holdout`` are ignored. Level and trend are fitted to it locally.
+        horizon : int, optional
+            Periods to forecast (default: the config's ``horizon``).
+
+        Returns
+        -------
+        pandas.DataFrame
+            ``series, date, yhat, yhat_lower, yhat_upper`` (``yhat`` is the median forecast;
+            the interval holds ``interval_width`` of the predictive mass).
+        """
+        horizon = self.agent.config.horizon if horizon is None else int(horizon)
+        if horizon < 1:
+            raise DataSchemaError(
+                f"The 'horizon' parameter of forecast must be an integer >= 1. Got {horizon}."
+            )
+        local = self.agent.prepare(self.agent.load_data(history))
+        shared = self.agent.shared_fit(self.vector)
+        frames = []
+        for s in local.series:
+            hist_dates = s.dates[~s.holdout]
+            dates = additive.future_dates(hist_dates[-1], horizon, s.design.frequency)
+            fc = additive.fit_local(s.design, np.log(s.history), shared, self.agent.spec, dates)
+            frames.append(fc.frame().assign(series=s.series))
+        out = pd.concat(frames, ignore_index=True)
+        return out[["series", "date", "yhat", "yhat_lower", "yhat_upper"]]
