@@ -6,7 +6,7 @@ def test_agents_lists_all_ten_with_status(capsys):
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 10
     assert any(line.startswith("anomaly") and "built" in line for line in out)
-    assert any(line.startswith("revenue") and "planned" in line for line in out)
+    assert any(line.startswith("federated_learning") and "server" in line for line in out)
 
 
 def test_simulate_prints_a_per_round_table_and_saves(tmp_path, capsys):
@@ -33,9 +33,9 @@ def test_simulate_prints_a_per_round_table_and_saves(tmp_path, capsys):
 
 
 def test_bad_input_is_one_readable_line(capsys):
-    assert main(["simulate", "--agent", "revenue", "--no-progress"]) == 2
+    assert main(["simulate", "--agent", "federated_learning", "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("meshfl: error:") and "not built" in err
+    assert err.startswith("meshfl: error:") and "meshfl-server" in err
 
 
 def test_bench_privacy_writes_table_markdown_and_plot(tmp_path, capsys):
@@ -65,6 +65,13 @@ def test_bench_privacy_writes_table_markdown_and_plot(tmp_path, capsys):
     private = table[table["setting"] == "federated + DP"]
     assert len(private) == 1 and private["epsilon_spent_max"].iloc[0] <= 0.5
     assert (tmp_path / "privacy_anomaly.md").read_text().startswith("| setting")
+    assert (tmp_path / "privacy_anomaly.png").stat().st_size > 10_000
+
+
+def test_bench_privacy_without_dp_points_still_plots(tmp_path):
+    args = ["bench", "privacy", "--agent", "anomaly", "--epsilons", "inf"]
+    args += ["--msps", "2", "--rounds", "1", "--no-progress", "--out", str(tmp_path)]
+    assert main(args) == 0
     assert (tmp_path / "privacy_anomaly.png").stat().st_size > 10_000
 
 

@@ -69,7 +69,7 @@ def test_wrong_number_of_partitions_is_explained():
     [
         ({"rounds": 0}, "'rounds'"),
         ({"num_msps": 0}, "'num_msps'"),
-        ({"agent": "revenue"}, "not built"),
+        ({"agent": "federated_learning"}, "meshfl-server"),
         ({"agent_config": {"depth": 99}}, "'depth'"),
     ],
 )

@@ -47,10 +47,12 @@ def format_history(history: pd.DataFrame) -> str:
 
 def _cmd_agents(args: argparse.Namespace) -> int:
     from meshfl.agents import KNOWN_AGENTS, built
+    from meshfl.agents.registry import COORDINATOR
 
     done = set(built())
     for name, summary in KNOWN_AGENTS.items():
-        print(f"{name:20s} {'built  ' if name in done else 'planned'}  {summary}")
+        status = "server " if name == COORDINATOR else "built  " if name in done else "planned"
+        print(f"{name:20s} {status}  {summary}")
     return 0
 
 

@@ -16,9 +16,20 @@ def test_unknown_name_lists_valid_names():
     assert isinstance(info.value, ValueError)
 
 
-def test_known_but_unbuilt_agent_says_so():
+def test_known_but_unbuilt_agent_says_so(monkeypatch):
+    from meshfl.agents import registry
+
+    assert "revenue" in agents.built()  # loads the built-in agents first
+    monkeypatch.delitem(registry._REGISTRY, "revenue")
+    monkeypatch.setattr(registry, "_BUILTIN_MODULES", ())
     with pytest.raises(AgentNotBuiltError, match="not built in this release"):
         agents.get("revenue")
+
+
+def test_the_coordinator_is_not_a_trainable_agent():
+    with pytest.raises(AgentNotBuiltError, match="meshfl-server"):
+        agents.get("federated_learning")
+    assert "federated_learning" not in agents.built()
 
 
 def test_duplicate_registration_raises():

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from meshfl.agents.base import Agent
 from meshfl.config.errors import AgentNotBuiltError, MeshflError, UnknownAgentError
 
-__all__ = ["KNOWN_AGENTS", "built", "get", "names", "register"]
+__all__ = ["COORDINATOR", "KNOWN_AGENTS", "built", "get", "names", "register"]
 
 KNOWN_AGENTS: dict[str, str] = {
     "threat_intel": "classify security events and log lines into threat classes with severity",
@@ -29,6 +29,9 @@ KNOWN_AGENTS: dict[str, str] = {
     "resource_allocation": "technician and ticket assignment",
     "compliance": "map controls and evidence to SOC 2 / ISO 27001 / HIPAA / GDPR requirements",
 }
+
+COORDINATOR = "federated_learning"
+"""The agent that is the coordinator itself (``meshfl-server``): it trains no model."""
 
 _REGISTRY: dict[str, type[Agent[Any]]] = {}
 
@@ -75,6 +78,12 @@ def get(name: str) -> type[Agent[Any]]:
     _load_builtin()
     if name in _REGISTRY:
         return _REGISTRY[name]
+    if name == COORDINATOR:
+        raise AgentNotBuiltError(
+            f"Agent {name!r} is the coordinator itself (rounds, aggregation, ledger, model "
+            "store): it runs as meshfl-server and trains no model of its own. Trainable "
+            f"agents: {', '.join(built())}."
+        )
     if name in KNOWN_AGENTS:
         raise AgentNotBuiltError(
             f"Agent {name!r} ({KNOWN_AGENTS[name]}) is part of the mesh but not built in "
@@ -83,7 +92,7 @@ def get(name: str) -> type[Agent[Any]]:
     raise UnknownAgentError(f"Unknown agent {name!r}. Valid agents: {', '.join(KNOWN_AGENTS)}.")
 
 
-_BUILTIN_MODULES = tuple(f"meshfl.agents.{name}" for name in KNOWN_AGENTS)
+_BUILTIN_MODULES = tuple(f"meshfl.agents.{name}" for name in KNOWN_AGENTS if name != COORDINATOR)
 
 
 def _load_builtin() -> None:

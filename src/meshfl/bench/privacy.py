@@ -174,7 +174,8 @@ def _plot(frame: pd.DataFrame, path: Path, *, agent: str, metric: str) -> None:
             ls=":",
             label=f"local-only mean MSP, no DP ({local[metric].iloc[0]:.3f})",
         )
-    ax.set_xscale("log")
+    if len(private):  # a sweep of only ε = inf has no DP points to put on a log axis
+        ax.set_xscale("log")
     delta = private["delta"].iloc[0] if len(private) else 0.0
     ax.set_xlabel(f"ε per MSP (δ = {delta:g})")
     ax.set_ylabel(metric)
