@@ -112,3 +112,17 @@ def test_certs_and_node_keys_init_write_files_and_refuse_to_overwrite(tmp_path, 
     assert (tmp_path / "msp-0.pub").read_text().rstrip().endswith(" msp-0")
     assert "register-node" in capsys.readouterr().out
     assert main(["node-keys", "init", "--out", str(tmp_path / "msp-0")]) == 2
+
+
+def test_agent_config_option_must_be_a_json_object(capsys):
+    args = ["simulate", "--agent", "anomaly", "--agent-config", "[1, 2]", "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "--agent-config option must be a JSON object" in err and "[1, 2]" in err
+
+
+def test_simulate_takes_agent_config_and_the_agents_suggested_rounds(capsys):
+    args = ["simulate", "--agent", "revenue", "--msps", "3", "--no-progress"]
+    args += ["--agent-config", '{"yearly_order": 3}']
+    assert main(args) == 0
+    assert "3 MSPs, 1 rounds" in capsys.readouterr().out

@@ -12,10 +12,12 @@ meshfl node-keys init --out keys/msp-0
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -56,20 +58,44 @@ def _cmd_agents(args: argparse.Namespace) -> int:
     return 0
 
 
+def agent_config(args: argparse.Namespace, name: str) -> dict[str, Any]:
+    """The agent config the options give: ``--agent-config`` JSON, then ``--encoder``.
+
+    ``--encoder`` applies to the agents that have a text encoder and is ignored by the rest,
+    so one option serves a run of every agent.
+    """
+    from meshfl.agents import get
+
+    config: dict[str, Any] = {}
+    if args.agent_config:
+        try:
+            parsed = json.loads(args.agent_config)
+        except json.JSONDecodeError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            raise ConfigError(
+                "The --agent-config option must be a JSON object of the agent's config "
+                f"fields, e.g. '{{\"local_epochs\": 2}}'. Got {args.agent_config!r} instead."
+            )
+        config = parsed
+    if args.encoder and "encoder" in get(name).config_class.model_fields:
+        config["encoder"] = args.encoder
+    return config
+
+
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from meshfl.agents import built
+    from meshfl.agents import built, get
     from meshfl.simulation import simulate
 
     names = args.agent or built()
     for name in names:
-        config = {"encoder": args.encoder} if args.encoder and name == "threat_intel" else None
-        print(
-            f"\n== {name}: {args.msps} MSPs, {args.rounds} rounds, seed {args.seed} ==", flush=True
-        )
+        config = agent_config(args, name)
+        rounds = args.rounds or get(name)(config).suggested_rounds()
+        print(f"\n== {name}: {args.msps} MSPs, {rounds} rounds, seed {args.seed} ==", flush=True)
         result = simulate(
             agent=name,
             num_msps=args.msps,
-            rounds=args.rounds,
+            rounds=rounds,
             seed=args.seed,
             agent_config=config,
             samples_per_msp=args.samples,
@@ -95,7 +121,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 def _cmd_bench_privacy(args: argparse.Namespace) -> int:
     from meshfl.bench.privacy import parse_epsilons, privacy_sweep, write_privacy_report
 
-    config = {"encoder": args.encoder} if args.encoder else None
+    config = agent_config(args, args.agent)
     frame = privacy_sweep(
         agent=args.agent,
         epsilons=parse_epsilons(args.epsilons),
@@ -171,11 +197,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--agent", action="append", help="agent to train (repeatable; default: all built)"
     )
     sim.add_argument("--msps", type=int, default=5, help="number of MSPs (default 5)")
-    sim.add_argument("--rounds", type=int, default=3, help="federated rounds (default 3)")
+    sim.add_argument(
+        "--rounds", type=int, help="federated rounds (default: the agent's suggestion, often 3)"
+    )
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--samples", type=int, default=400, help="synthetic rows per MSP")
     sim.add_argument("--alpha", type=float, default=0.5, help="Dirichlet label skew")
-    sim.add_argument("--encoder", help="text encoder of threat_intel ('minilm', 'tiny', path)")
+    sim.add_argument("--encoder", help="text encoder of the text agents ('minilm', 'tiny', path)")
+    sim.add_argument("--agent-config", help="the agent's config fields as a JSON object")
     sim.add_argument("--backend", choices=["in-process", "ray"], default="in-process")
     sim.add_argument(
         "--secure-aggregation",
@@ -196,9 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
     priv.add_argument("--delta", type=float, default=1e-5)
     priv.add_argument("--unit", choices=["sample", "msp"], default="sample")
     priv.add_argument("--msps", type=int, default=5)
-    priv.add_argument("--rounds", type=int, default=5)
+    priv.add_argument("--rounds", type=int, help="default: the agent's suggestion")
     priv.add_argument("--seed", type=int, default=0)
     priv.add_argument("--encoder", help="text encoder ('minilm', 'tiny', path)")
+    priv.add_argument("--agent-config", help="the agent's config fields as a JSON object")
     priv.add_argument("--out", default="results/privacy", help="output directory")
     priv.add_argument("--no-progress", action="store_true")
     priv.set_defaults(func=_cmd_bench_privacy)

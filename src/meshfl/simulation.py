@@ -247,7 +247,7 @@ def simulate(
     *,
     agent: str,
     num_msps: int = 5,
-    rounds: int = 3,
+    rounds: int | None = None,
     seed: int = 0,
     data: Sequence[pd.DataFrame | NodeData | str | os.PathLike[str]] | None = None,
     agent_config: Mapping[str, Any] | None = None,
@@ -270,8 +270,9 @@ def simulate(
         Agent name (``meshfl.agents.built()`` lists those available).
     num_msps : int
         MSPs in the federation.
-    rounds : int
-        Federated rounds.
+    rounds : int, optional
+        Federated rounds; ``None`` takes the agent's suggestion (3 for most agents; one
+        round per tree level for ``client_health``, one for ``revenue``).
     seed : int
         Seeds data generation, partitioning, sampling and local training.
     data : list, optional
@@ -320,6 +321,8 @@ def simulate(
             "The 'num_msps' parameter of simulate must be an integer >= 1. "
             f"Got {num_msps!r} instead."
         )
+    if rounds is None:
+        rounds = registry.get(agent)(dict(agent_config or {})).suggested_rounds()
     if min_msps is None:
         msp_level = privacy is not None and privacy.unit == "msp"
         min_msps = max(1, math.ceil(fraction_train * num_msps)) if msp_level else 1

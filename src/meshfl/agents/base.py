@@ -144,6 +144,10 @@ class Agent(ABC, Generic[LocalT]):
         """Turn validated rows into the features local training needs (done once per data set)."""
 
     # -- federated learning ----------------------------------------------------------
+    def suggested_rounds(self) -> int:
+        """Rounds that give a useful model when the user names none (``simulate``, CLI)."""
+        return 3
+
     @abstractmethod
     def init_vector(self, *, seed: int) -> np.ndarray:
         """The global model before round 1, as a flat vector."""

@@ -161,6 +161,10 @@ class Revenue(Agent[RevenueData]):
     supports_msp_dp = False
     config: RevenueConfig
 
+    def suggested_rounds(self) -> int:
+        """One: a single exchange of the statistics is the whole fit."""
+        return 1
+
     @property
     def spec(self) -> additive.AdditiveSpec:
         """The model's shape."""

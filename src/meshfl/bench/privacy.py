@@ -19,6 +19,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from meshfl.agents import registry
 from meshfl.baselines import local_only
 from meshfl.federation.server_app import AgentPlan
 from meshfl.privacy.config import DPConfig
@@ -53,14 +54,20 @@ def privacy_sweep(
     agent: str,
     epsilons: Sequence[float],
     num_msps: int = 5,
-    rounds: int = 5,
+    rounds: int | None = None,
     seed: int = 0,
     delta: float = 1e-5,
     unit: Literal["sample", "msp"] = "sample",
     agent_config: Mapping[str, Any] | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """One row per ε (and one local-only reference row): the metric on pooled held-out data."""
+    """One row per ε (and one local-only reference row): the metric on pooled held-out data.
+
+    ``rounds=None`` takes the agent's suggested number of rounds.
+    """
+    trained = registry.get(agent)(dict(agent_config or {}))
+    if rounds is None:
+        rounds = trained.suggested_rounds()
     rows = []
     partitions = None
     metric = ""
@@ -95,7 +102,13 @@ def privacy_sweep(
         )
         log.info("%s ε=%s: %s=%.4f", agent, epsilon, metric, rows[-1][metric])
     assert partitions is not None
-    plan = AgentPlan(agent=agent, agent_config=dict(agent_config or {}), rounds=rounds, seed=seed)
+    plan = AgentPlan(
+        agent=agent,
+        agent_config=dict(agent_config or {}),
+        rounds=rounds,
+        seed=seed,
+        min_msps=trained.min_msps,
+    )
     models, _ = local_only(plan, partitions)
     test = pd.concat([p.test for p in partitions if p.test is not None], ignore_index=True)
     local = [m.evaluate(test)[metric] for m in models]

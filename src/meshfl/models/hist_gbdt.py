@@ -1,0 +1,774 @@
+"""Histogram gradient-boosted trees for binary classification, grown one tree level at a time.
+
+Gradient boosting (Friedman, "Greedy function approximation", Ann. Stat. 2001) fits trees to
+the gradients of the loss; second-order boosting (Chen & Guestrin, "XGBoost", KDD 2016)
+picks the split of a node that maximises
+
+    gain = G_L² / (H_L + λ) + G_R² / (H_R + λ) - G² / (H + λ)
+
+where ``G``, ``H`` are the sums of the rows' gradients and hessians in the node and its two
+children, and gives a leaf the value ``-G / (H + λ)`` times the learning rate. Histogram
+methods (Ke et al., "LightGBM", NeurIPS 2017) first map every feature value to one of a few
+bins; the gain of every split of a node then follows from per-bin sums of ``g`` and ``h``
+alone (cumulative sums over the bins), which is what makes the method federable: the
+histogram of everyone's rows is the sum of each party's histogram, so parties can add them
+under encryption and noise them for differential privacy (Maddock et al., "Federated
+boosted decision trees with differential privacy", CCS 2022).
+
+This module is the arithmetic, arrays in and arrays out:
+
+* :func:`bin_edges` / :func:`bin_rows` — fixed bins laid out inside *public* feature ranges
+  (linear or ``log1p``-spaced), so every party has the same bins without a message;
+* :func:`logloss_gradients` — gradient ``p - y`` and hessian ``p (1 - p)`` of the binary
+  log-loss, both bounded (``|g| < 1``, ``0 < h <= 1/4``), which bounds a row's influence on
+  a histogram without clipping;
+* :class:`Forest` — finished trees plus the tree being grown, in a fixed heap layout that
+  packs into one flat float vector (:meth:`Forest.to_vector`);
+* :func:`level_slots` and :func:`histograms` — route rows to the open nodes of the level
+  being grown and sum their ``g``, ``h`` per node, feature and bin;
+* :func:`grow_level` — from summed histograms: choose every open node's best split, set the
+  children's leaf values, and close the level (pure and deterministic, so every party that
+  replays it gets the same forest);
+* :func:`random_structure`, :func:`leaf_sums`, :func:`grow_random_tree` — "totally random"
+  trees whose splits come from a public seed: one exchange of leaf sums grows a whole tree
+  (the cheap choice under differential privacy);
+* :func:`predict_margin` and :func:`to_lightgbm` — score rows, and write the forest as a
+  LightGBM text model that ``lightgbm.Booster(model_str=...)`` loads and scores the same.
+
+Split semantics follow LightGBM: a row goes left when ``x <= threshold``. Thresholds are
+bin edges and a row's bin is the number of edges strictly below its value, so "bin <= k"
+and "x <= edge k" are the same test, and the exported model predicts exactly as this one.
+
+Each tree takes at most ``depth`` exchanges (one per level) and uses the gradients of the
+model *before* it, as in standard boosting. Its open nodes always carry leaf values from the
+sums of the level above, so after every exchange the forest is a complete predictor. The
+very first exchange is computed at margin 0 (nothing is known yet); :func:`grow_level` turns
+those sums (``g = 1/2 - y``, ``h = 1/4``) back into counts and labels per bin, sets the base
+margin to the log-odds of the pooled label mean (LightGBM's ``boost_from_average``), and
+re-derives the gradients at that margin before choosing the root split, so no exchange is
+spent on the base rate.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from meshfl.config.checks import check_float, check_int
+from meshfl.config.errors import ConfigError
+
+__all__ = [
+    "ABSENT",
+    "LEAF",
+    "MAX_DEPTH",
+    "SPLIT",
+    "Forest",
+    "GBDTParams",
+    "bin_edges",
+    "bin_rows",
+    "grow_level",
+    "grow_random_tree",
+    "leaf_sums",
+    "random_structure",
+    "histograms",
+    "level_slots",
+    "logloss_gradients",
+    "predict_margin",
+    "sigmoid",
+    "thresholds",
+    "to_lightgbm",
+]
+
+ABSENT, LEAF, SPLIT = 0, 1, 2
+"""Node kinds in a tree's heap layout."""
+
+MAX_DEPTH = 12
+"""Deepest tree supported: a level of ``2**11`` nodes is already more histograms than any
+federation should encrypt per exchange."""
+
+# The base rate is kept inside [_P_MIN, 1 - _P_MIN]: a noisy (DP) count can put its estimate
+# at or beyond 0 or 1, and a base margin of +-35 would take many trees to undo.
+_P_MIN = 1e-3
+_FIELDS = 6  # kind, feature, bin, value, hessian, gain
+
+
+@dataclass(frozen=True)
+class GBDTParams:
+    """How trees are grown (LightGBM's names and meaning where one exists).
+
+    Parameters
+    ----------
+    max_depth : int
+        Levels of splits per tree, in ``[1, MAX_DEPTH]``; a tree has at most ``2**max_depth``
+        leaves and takes at most ``max_depth`` exchanges.
+    learning_rate : float
+        Shrinkage of every leaf value, in ``(0, 1]``.
+    lambda_l2 : float
+        L2 regularisation of leaf values, ``>= 0``.
+    min_child_hessian : float
+        Smallest hessian sum a child may have (LightGBM ``min_sum_hessian_in_leaf``), ``>= 0``.
+    min_split_gain : float
+        Smallest gain a split must bring (LightGBM ``min_gain_to_split``), ``>= 0``.
+    max_delta_step : float
+        Bound on a leaf's raw value before shrinkage; ``0`` means none (as in LightGBM).
+    """
+
+    max_depth: int = 3
+    learning_rate: float = 0.2
+    lambda_l2: float = 1.0
+    min_child_hessian: float = 1.0
+    min_split_gain: float = 0.0
+    max_delta_step: float = 0.0
+
+    def __post_init__(self) -> None:
+        where = "GBDTParams"
+        check_int(self.max_depth, "max_depth", where=where, minimum=1, maximum=MAX_DEPTH)
+        check_float(
+            self.learning_rate,
+            "learning_rate",
+            where=where,
+            rule="in (0, 1]",
+            ok=lambda v: 0 < v <= 1,
+        )
+        for name in ("lambda_l2", "min_child_hessian", "min_split_gain", "max_delta_step"):
+            check_float(
+                getattr(self, name), name, where=where, rule="in [0, inf)", ok=_finite_nonneg
+            )
+
+
+def _finite_nonneg(value: float) -> bool:
+    return 0 <= value < math.inf
+
+
+# -- bins ---------------------------------------------------------------------------------
+def bin_edges(low: float, high: float, n_bins: int, *, log: bool = False) -> NDArray[np.float64]:
+    """The ``n_bins - 1`` inner edges of ``n_bins`` bins covering ``[low, high]``.
+
+    Parameters
+    ----------
+    low, high : float
+        Public range of the feature, finite, ``low < high``. Values outside it fall into the
+        first or last bin.
+    n_bins : int
+        Number of bins, in ``[2, 1024]``.
+    log : bool
+        Space the edges evenly in ``log1p(x - low)`` (for right-skewed features such as
+        counts and amounts) instead of linearly.
+
+    Returns
+    -------
+    numpy.ndarray
+        Strictly increasing edges; bin ``k`` holds the values in ``(edge[k-1], edge[k]]``.
+
+    Examples
+    --------
+    >>> bin_edges(0.0, 4.0, 4).tolist()
+    [1.0, 2.0, 3.0]
+    """
+    n_bins = check_int(n_bins, "n_bins", where="bin_edges", minimum=2, maximum=1024)
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise ConfigError(
+            "The 'low' and 'high' parameters of bin_edges must be finite with low < high. "
+            f"Got low={low!r}, high={high!r} instead."
+        )
+    if log:
+        edges = low + np.expm1(np.linspace(0.0, np.log1p(high - low), n_bins + 1))[1:-1]
+    else:
+        edges = low + (high - low) * np.arange(1, n_bins) / n_bins
+    if not np.all(np.diff(edges) > 0):
+        raise ConfigError(
+            f"The range [{low!r}, {high!r}] is too narrow for {n_bins} distinct bins in "
+            "float64; widen it or use fewer bins."
+        )
+    return np.asarray(edges, dtype=np.float64)
+
+
+def bin_rows(X: ArrayLike, edges: Sequence[NDArray[np.float64]]) -> NDArray[np.intp]:
+    """Bin index of every value: the number of the feature's edges strictly below it.
+
+    So ``bin <= k`` exactly when ``x <= edges[k]``, LightGBM's "go left" test.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2 or X.shape[1] != len(edges):
+        raise ConfigError(
+            f"bin_rows needs an array of shape (n, {len(edges)}). Got shape {X.shape} instead."
+        )
+    out = np.empty(X.shape, dtype=np.intp)
+    for f, e in enumerate(edges):
+        out[:, f] = np.searchsorted(e, X[:, f], side="left")
+    return out
+
+
+# -- loss ---------------------------------------------------------------------------------
+def sigmoid(margin: ArrayLike) -> NDArray[np.float64]:
+    """``1 / (1 + exp(-margin))``, as LightGBM computes it for ``objective=binary``."""
+    return np.asarray(1.0 / (1.0 + np.exp(-np.asarray(margin, dtype=np.float64))))
+
+
+def logloss_gradients(
+    margin: ArrayLike, y: ArrayLike
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Gradient ``p - y`` and hessian ``p (1 - p)`` of the log-loss at ``margin``."""
+    p = sigmoid(margin)
+    y = np.asarray(y, dtype=np.float64)
+    return p - y, p * (1.0 - p)
+
+
+# -- the forest -----------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class Forest:
+    """Boosted trees in heap layout, the last one possibly still growing.
+
+    Node ``i`` of a tree has children ``2i + 1`` (left, ``x <= threshold``) and ``2i + 2``;
+    a tree of depth ``D`` has ``2**(D+1) - 1`` node slots, each :data:`ABSENT`,
+    :data:`LEAF` or :data:`SPLIT`.
+
+    Parameters
+    ----------
+    depth : int
+        The trees' maximum depth.
+    base_margin : float
+        Log-odds every prediction starts from (set by the first exchange).
+    levels : ndarray of int, shape (n_trees,)
+        Exchanges spent on each tree.
+    kind, feature, bin : ndarray of int, shape (n_trees, 2**(depth+1) - 1)
+        Node kind; split feature and bin (a split sends ``bin <= bin`` left).
+    value, hessian, gain : ndarray of float, same shape
+        Leaf value (shrunk), hessian sum of the node, and the split's gain.
+    """
+
+    depth: int
+    base_margin: float
+    levels: NDArray[np.intp]
+    kind: NDArray[np.intp]
+    feature: NDArray[np.intp]
+    bin: NDArray[np.intp]
+    value: NDArray[np.float64]
+    hessian: NDArray[np.float64]
+    gain: NDArray[np.float64]
+
+    @classmethod
+    def empty(cls, depth: int) -> Forest:
+        """A forest without trees (predicts the base margin 0)."""
+        depth = check_int(depth, "depth", where="Forest", minimum=1, maximum=MAX_DEPTH)
+        shape = (0, 2 ** (depth + 1) - 1)
+        ints = np.zeros(shape, dtype=np.intp)
+        floats = np.zeros(shape)
+        return cls(depth, 0.0, np.zeros(0, np.intp), ints, ints, ints, floats, floats, floats)
+
+    @property
+    def n_nodes(self) -> int:
+        """Node slots per tree."""
+        return 2 ** (self.depth + 1) - 1
+
+    @property
+    def n_trees(self) -> int:
+        """Trees, the growing one included."""
+        return int(self.levels.shape[0])
+
+    @property
+    def slots(self) -> int:
+        """Open nodes a level can have at most: ``2**(depth - 1)``, the last level's width."""
+        return int(2 ** (self.depth - 1))
+
+    def is_finished(self, tree: int) -> bool:
+        """Whether tree ``tree`` is complete (all levels spent, or no node left open)."""
+        level = int(self.levels[tree])
+        if level >= self.depth:
+            return True
+        first = 2**level - 1
+        return not np.any(self.kind[tree, first : 2 * first + 1] == LEAF)
+
+    def growing(self) -> tuple[int, int]:
+        """``(tree, level)`` the next exchange grows; ``tree == n_trees`` starts a new tree."""
+        if self.n_trees and not self.is_finished(self.n_trees - 1):
+            return self.n_trees - 1, int(self.levels[-1])
+        return self.n_trees, 0
+
+    # -- flat vector -----------------------------------------------------------------------
+    def to_vector(self) -> NDArray[np.float64]:
+        """``[base_margin, (levels, kind, feature, bin, value, hessian, gain) per tree]``."""
+        blocks = [np.array([self.base_margin])]
+        for t in range(self.n_trees):
+            blocks.append(np.array([float(self.levels[t])]))
+            for arr in (self.kind, self.feature, self.bin, self.value, self.hessian, self.gain):
+                blocks.append(np.asarray(arr[t], dtype=np.float64))
+        return np.concatenate(blocks)
+
+    @classmethod
+    def from_vector(cls, vector: ArrayLike, depth: int) -> Forest:
+        """Inverse of :meth:`to_vector`."""
+        vector = np.asarray(vector, dtype=np.float64)
+        empty = cls.empty(depth)
+        block = 1 + _FIELDS * empty.n_nodes
+        if vector.ndim != 1 or vector.size < 1 or (vector.size - 1) % block:
+            raise ConfigError(
+                f"A depth-{depth} forest vector holds 1 + k * {block} values (base margin, then "
+                f"{block} per tree). Got {vector.size} values instead: was the model built with "
+                "another max_depth?"
+            )
+        trees = vector[1:].reshape(-1, block)
+        fields = trees[:, 1:].reshape(len(trees), _FIELDS, empty.n_nodes)
+        ints = np.rint(fields[:, :3]).astype(np.intp)
+        return cls(
+            depth,
+            float(vector[0]),
+            np.rint(trees[:, 0]).astype(np.intp),
+            ints[:, 0],
+            ints[:, 1],
+            ints[:, 2],
+            fields[:, 3].copy(),
+            fields[:, 4].copy(),
+            fields[:, 5].copy(),
+        )
+
+    def _with_tree(self) -> Forest:
+        """A copy with one more (empty) tree at the end."""
+        k = self.n_nodes
+        zi, zf = np.zeros((1, k), np.intp), np.zeros((1, k))
+        return Forest(
+            self.depth,
+            self.base_margin,
+            np.append(self.levels, 0),
+            np.vstack([self.kind, zi]),
+            np.vstack([self.feature, zi]),
+            np.vstack([self.bin, zi]),
+            np.vstack([self.value, zf]),
+            np.vstack([self.hessian, zf]),
+            np.vstack([self.gain, zf]),
+        )
+
+    def _copy(self, base_margin: float | None = None) -> Forest:
+        return Forest(
+            self.depth,
+            self.base_margin if base_margin is None else base_margin,
+            self.levels.copy(),
+            self.kind.copy(),
+            self.feature.copy(),
+            self.bin.copy(),
+            self.value.copy(),
+            self.hessian.copy(),
+            self.gain.copy(),
+        )
+
+
+# -- routing and histograms ---------------------------------------------------------------
+def _route(forest: Forest, tree: int, go_left: NDArray[np.bool_], node: NDArray[np.intp]) -> None:
+    """One level down tree ``tree`` for every row at a SPLIT node (in place)."""
+    split = forest.kind[tree, node] == SPLIT
+    node[:] = np.where(split, 2 * node + 1 + (~go_left), node)
+
+
+def level_slots(forest: Forest, bins: NDArray[np.intp]) -> NDArray[np.intp]:
+    """Slot of each row among the open nodes of the level being grown, or ``-1``.
+
+    Slot ``j`` of level ``l`` is heap node ``2**l - 1 + j``; rows that ended in a leaf closed
+    at an earlier level belong to no slot.
+    """
+    tree, level = forest.growing()
+    n = bins.shape[0]
+    if tree == forest.n_trees:
+        return np.zeros(n, dtype=np.intp)
+    node = np.zeros(n, dtype=np.intp)
+    rows = np.arange(n)
+    for _ in range(level):
+        f = forest.feature[tree, node]
+        _route(forest, tree, bins[rows, f] <= forest.bin[tree, node], node)
+    first = 2**level - 1
+    open_ = (node >= first) & (forest.kind[tree, node] == LEAF)
+    return np.where(open_, node - first, -1)
+
+
+def histograms(
+    bins: NDArray[np.intp],
+    slot: NDArray[np.intp],
+    grad: ArrayLike,
+    hess: ArrayLike,
+    *,
+    n_slots: int,
+    n_bins: int,
+) -> NDArray[np.float64]:
+    """Per slot, feature and bin: the sums of ``grad`` and ``hess``; shape (slots, F, bins, 2).
+
+    Rows with slot ``-1`` are left out. A row adds to exactly one bin of every feature of its
+    slot.
+    """
+    n_features = bins.shape[1]
+    keep = slot >= 0
+    b, s = bins[keep], slot[keep]
+    index = (s[:, None] * n_features + np.arange(n_features)[None, :]) * n_bins + b
+    size = n_slots * n_features * n_bins
+    out = np.empty((size, 2))
+    for c, w in enumerate((grad, hess)):
+        weights = np.broadcast_to(np.asarray(w, dtype=np.float64)[keep][:, None], index.shape)
+        out[:, c] = np.bincount(index.ravel(), weights=weights.ravel(), minlength=size)
+    return out.reshape(n_slots, n_features, n_bins, 2)
+
+
+# -- growing ------------------------------------------------------------------------------
+def _leaf_output(g: NDArray[np.float64], h: NDArray[np.float64], p: GBDTParams) -> NDArray[Any]:
+    w = -g / (h + p.lambda_l2)
+    if p.max_delta_step > 0:
+        w = np.clip(w, -p.max_delta_step, p.max_delta_step)
+    return np.asarray(w)
+
+
+def _leaf_gain(g: NDArray[np.float64], h: NDArray[np.float64], p: GBDTParams) -> NDArray[Any]:
+    # Loss reduction of the leaf at its (possibly clipped) output w: -(2 g w + (h + λ) w²);
+    # without clipping that is g² / (h + λ).
+    w = _leaf_output(g, h, p)
+    return np.asarray(-(2.0 * g * w + (h + p.lambda_l2) * w * w))
+
+
+def _recenter(hist: NDArray[np.float64]) -> tuple[NDArray[np.float64], float]:
+    """First-exchange sums (at margin 0) → sums at the base margin, and that margin."""
+    count = 4.0 * hist[..., 1]  # h = 1/4 per row at margin 0
+    positives = count / 2.0 - hist[..., 0]  # g = 1/2 - y
+    # Every feature's histogram covers the same rows: average the F totals (under DP noise
+    # this divides the variance of the estimate by F).
+    n, pos = count.sum(axis=-1).mean(), positives.sum(axis=-1).mean()
+    rate = float(pos / n) if n > 0 else 0.5
+    rate = min(max(rate, _P_MIN), 1.0 - _P_MIN)
+    base = math.log(rate / (1.0 - rate))
+    out = np.stack([count * rate - positives, count * rate * (1.0 - rate)], axis=-1)
+    return out, base
+
+
+def grow_level(
+    forest: Forest,
+    hist: ArrayLike,
+    params: GBDTParams,
+    *,
+    features: Sequence[int] | None = None,
+) -> Forest:
+    """The forest after one exchange: the open nodes split from the summed histograms.
+
+    Parameters
+    ----------
+    forest : Forest
+        The forest the exchange started from (its :meth:`Forest.growing` level).
+    hist : array-like, shape (forest.slots, n_features, n_bins, 2)
+        Summed gradient/hessian histograms of the level's open nodes (see
+        :func:`histograms`); slots of nodes that are not open are ignored. Hessian sums may
+        be noisy (negative); a child must hold at least ``min_child_hessian``.
+    params : GBDTParams
+        How to split (``params.max_depth`` must equal ``forest.depth``).
+    features : sequence of int, optional
+        The feature index of each histogram row, when the histograms cover a subset of the
+        features (per-tree feature sampling); default ``0 .. n_features - 1``.
+
+    Returns
+    -------
+    Forest
+        A new forest; ``forest`` is not changed. Every open node either splits (its
+        children become open leaves valued from the histogram's left and right sums) or
+        becomes a closed leaf valued from its own sums.
+    """
+    hist = np.asarray(hist, dtype=np.float64)
+    if params.max_depth != forest.depth:
+        raise ConfigError(
+            f"grow_level got params.max_depth={params.max_depth} for a forest of depth "
+            f"{forest.depth}; they must match."
+        )
+    if hist.ndim != 4 or hist.shape[0] != forest.slots or hist.shape[3] != 2:
+        raise ConfigError(
+            f"grow_level needs histograms of shape ({forest.slots}, n_features, n_bins, 2). "
+            f"Got shape {hist.shape} instead."
+        )
+    if features is not None and len(features) != hist.shape[1]:
+        raise ConfigError(
+            f"grow_level got {len(features)} feature indices for histograms of "
+            f"{hist.shape[1]} features; give one per histogram row."
+        )
+    tree, level = forest.growing()
+    out = forest._copy()
+    if tree == forest.n_trees:
+        if forest.n_trees == 0:
+            hist, base = _recenter(hist)
+            out = out._copy(base_margin=base)
+        out = out._with_tree()
+        out.kind[tree, 0] = LEAF
+    lr = params.learning_rate
+    first = 2**level - 1
+    G, H = hist[..., 0], hist[..., 1]
+    g_tot, h_tot = G.sum(axis=-1).mean(axis=-1), H.sum(axis=-1).mean(axis=-1)  # (slots,)
+    g_left, h_left = np.cumsum(G, axis=-1)[..., :-1], np.cumsum(H, axis=-1)[..., :-1]
+    g_right = g_tot[:, None, None] - g_left
+    h_right = h_tot[:, None, None] - h_left
+    floor = max(params.min_child_hessian, 0.0)
+    valid = (h_left >= floor) & (h_right >= floor)
+    valid &= (h_left + params.lambda_l2 > 0) & (h_right + params.lambda_l2 > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gain = (
+            _leaf_gain(g_left, h_left, params)
+            + _leaf_gain(g_right, h_right, params)
+            - _leaf_gain(g_tot, h_tot, params)[:, None, None]
+        )
+    gain = np.where(valid & np.isfinite(gain), gain, -np.inf)
+    n_bins = G.shape[-1]
+    for j in range(2**level):
+        node = first + j
+        if out.kind[tree, node] != LEAF:
+            continue
+        flat = int(np.argmax(gain[j]))  # the first best (feature, bin): deterministic
+        f, b = divmod(flat, n_bins - 1) if n_bins > 1 else (0, 0)
+        best = float(gain[j].flat[flat]) if gain[j].size else -math.inf
+        h_node = float(max(h_tot[j], 0.0))
+        out.hessian[tree, node] = h_node
+        if best > params.min_split_gain and math.isfinite(best):
+            out.kind[tree, node] = SPLIT
+            out.feature[tree, node] = f if features is None else int(features[f])
+            out.bin[tree, node] = b
+            out.gain[tree, node] = best
+            out.value[tree, node] = lr * float(_leaf_output(g_tot[j], h_tot[j], params))
+            for child, g, h in (
+                (2 * node + 1, g_left[j, f, b], h_left[j, f, b]),
+                (2 * node + 2, g_right[j, f, b], h_right[j, f, b]),
+            ):
+                out.kind[tree, child] = LEAF
+                out.value[tree, child] = lr * float(_leaf_output(g, h, params))
+                out.hessian[tree, child] = float(max(h, 0.0))
+        elif h_tot[j] + params.lambda_l2 > 0:
+            # Closed: the node's own sums value it (under DP a fresh, F-fold averaged estimate).
+            out.value[tree, node] = lr * float(_leaf_output(g_tot[j], h_tot[j], params))
+        else:
+            out.value[tree, node] = 0.0
+    out.levels[tree] += 1
+    return out
+
+
+# -- totally random trees -------------------------------------------------------------------
+def random_structure(
+    depth: int, features: Sequence[int], n_bins: int, rng: np.random.Generator
+) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+    """A complete tree's splits drawn without data: ``(feature, bin)`` per internal node.
+
+    Every internal node (heap ``0 .. 2**depth - 2``) splits on a feature drawn uniformly
+    from ``features`` at a bin drawn uniformly from ``0 .. n_bins - 2``. Drawn from a public
+    seed, every party gets the same tree; only the leaf sums then depend on data, which is
+    what makes these trees cheap under differential privacy (Maddock et al. 2022, "totally
+    random" trees: no budget is spent choosing splits, and one exchange grows a tree).
+    """
+    n_internal = 2**depth - 1
+    feature = rng.choice(np.asarray(features, dtype=np.intp), size=n_internal)
+    bins = rng.integers(0, n_bins - 1, size=n_internal)
+    return np.asarray(feature, dtype=np.intp), np.asarray(bins, dtype=np.intp)
+
+
+def leaf_sums(
+    feature: NDArray[np.intp],
+    split_bin: NDArray[np.intp],
+    bins: NDArray[np.intp],
+    grad: ArrayLike,
+    hess: ArrayLike,
+) -> NDArray[np.float64]:
+    """Sums of ``grad`` and ``hess`` per leaf of a complete tree; shape ``(2**depth, 2)``."""
+    n_internal = feature.shape[0]
+    n = bins.shape[0]
+    node = np.zeros(n, dtype=np.intp)
+    rows = np.arange(n)
+    while True:
+        inner = node < n_internal
+        if not inner.any():
+            break
+        f = feature[np.minimum(node, n_internal - 1)]
+        b = split_bin[np.minimum(node, n_internal - 1)]
+        go_right = bins[rows, f] > b
+        node = np.where(inner, 2 * node + 1 + go_right, node)
+    leaf = node - n_internal
+    n_leaves = n_internal + 1
+    g = np.bincount(leaf, weights=np.asarray(grad, dtype=np.float64), minlength=n_leaves)
+    h = np.bincount(leaf, weights=np.asarray(hess, dtype=np.float64), minlength=n_leaves)
+    return np.stack([g, h], axis=-1)
+
+
+def grow_random_tree(
+    forest: Forest,
+    feature: NDArray[np.intp],
+    split_bin: NDArray[np.intp],
+    sums: ArrayLike,
+    params: GBDTParams,
+) -> Forest:
+    """The forest with one more complete tree of the given splits, valued from leaf sums.
+
+    ``sums`` (shape ``(2**depth, 2)``) are the summed gradient and hessian per leaf (see
+    :func:`leaf_sums`). As in :func:`grow_level`, the very first tree's sums are taken at
+    margin 0 and set the base margin first.
+    """
+    table = np.asarray(sums, dtype=np.float64)
+    n_leaves = 2**forest.depth
+    if table.shape != (n_leaves, 2) or feature.shape != (n_leaves - 1,):
+        raise ConfigError(
+            f"grow_random_tree needs {n_leaves - 1} splits and leaf sums of shape "
+            f"({n_leaves}, 2) for depth {forest.depth}. Got {feature.shape[0]} splits and "
+            f"sums of shape {table.shape} instead."
+        )
+    out = forest._copy()
+    if forest.n_trees == 0:
+        recentered, base = _recenter(table[None, None])
+        table = recentered[0, 0]
+        out = out._copy(base_margin=base)
+    out = out._with_tree()
+    t = out.n_trees - 1
+    first_leaf = n_leaves - 1
+    out.kind[t, :first_leaf] = SPLIT
+    out.kind[t, first_leaf:] = LEAF
+    out.feature[t, :first_leaf] = feature
+    out.bin[t, :first_leaf] = split_bin
+    G, H = table[:, 0], table[:, 1]
+    out.value[t, first_leaf:] = params.learning_rate * _leaf_output(G, H, params)
+    out.hessian[t, first_leaf:] = np.maximum(H, 0.0)
+    for node in range(first_leaf - 1, -1, -1):  # internal hessians: sums of the children
+        out.hessian[t, node] = out.hessian[t, 2 * node + 1] + out.hessian[t, 2 * node + 2]
+    out.levels[t] = forest.depth
+    return out
+
+
+# -- prediction and export ------------------------------------------------------------------
+def thresholds(forest: Forest, edges: Sequence[NDArray[np.float64]]) -> NDArray[np.float64]:
+    """Each SPLIT node's threshold (the edge above its bin); 0 elsewhere."""
+    out = np.zeros(forest.kind.shape)
+    split = forest.kind == SPLIT
+    for t, node in zip(*np.nonzero(split), strict=True):
+        f, b = forest.feature[t, node], forest.bin[t, node]
+        out[t, node] = edges[f][b]
+    return out
+
+
+def predict_margin(
+    forest: Forest,
+    X: ArrayLike,
+    edges: Sequence[NDArray[np.float64]],
+    *,
+    trees: int | None = None,
+) -> NDArray[np.float64]:
+    """Raw score (log-odds) of every row: base margin plus the leaf values of the first
+    ``trees`` trees (default: all, the growing one included).
+
+    Sums in LightGBM's order, with the base margin folded into the first tree, so that the
+    exported model reproduces these numbers to the last bit.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    n = X.shape[0]
+    count = forest.n_trees if trees is None else trees
+    if count == 0:
+        return np.full(n, forest.base_margin)
+    thr = thresholds(forest, edges)
+    rows = np.arange(n)
+    margin = np.zeros(n)
+    for t in range(count):
+        node = np.zeros(n, dtype=np.intp)
+        for _ in range(forest.depth):
+            _route(forest, t, X[rows, forest.feature[t, node]] <= thr[t, node], node)
+        leaf = forest.value[t, node]
+        margin = margin + (leaf + forest.base_margin if t == 0 else leaf)
+    return margin
+
+
+def _fmt(value: float) -> str:
+    return repr(float(value))  # shortest text that reads back as the same double
+
+
+def _tree_text(
+    forest: Forest, t: int, thr: NDArray[np.float64], shift: float, shrinkage: float
+) -> str:
+    internal: list[int] = []
+    leaves: list[int] = []
+
+    def visit(node: int) -> None:
+        if forest.kind[t, node] == SPLIT:
+            internal.append(node)
+            visit(2 * node + 1)
+            visit(2 * node + 2)
+        else:
+            leaves.append(node)
+
+    visit(0)
+    inner_id = {node: i for i, node in enumerate(internal)}
+    leaf_id = {node: i for i, node in enumerate(leaves)}
+
+    def child(node: int) -> str:
+        return str(inner_id[node]) if node in inner_id else str(-(leaf_id[node] + 1))
+
+    def join(values: Sequence[str]) -> str:
+        return " ".join(values)
+
+    lines = [
+        f"num_leaves={len(leaves)}",
+        "num_cat=0",
+        f"split_feature={join([str(forest.feature[t, n]) for n in internal])}",
+        f"split_gain={join([_fmt(forest.gain[t, n]) for n in internal])}",
+        f"threshold={join([_fmt(thr[t, n]) for n in internal])}",
+        # 2 = numerical, default left, missing type None (NaN would be read as 0)
+        f"decision_type={join(['2'] * len(internal))}",
+        f"left_child={join([child(2 * n + 1) for n in internal])}",
+        f"right_child={join([child(2 * n + 2) for n in internal])}",
+        f"leaf_value={join([_fmt(forest.value[t, n] + shift) for n in leaves])}",
+        f"leaf_weight={join([_fmt(forest.hessian[t, n]) for n in leaves])}",
+        f"internal_value={join([_fmt(forest.value[t, n] + shift) for n in internal])}",
+        f"internal_weight={join([_fmt(forest.hessian[t, n]) for n in internal])}",
+        "is_linear=0",
+        f"shrinkage={_fmt(shrinkage)}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def to_lightgbm(
+    forest: Forest,
+    edges: Sequence[NDArray[np.float64]],
+    *,
+    feature_names: Sequence[str],
+    bounds: Sequence[tuple[float, float]],
+    learning_rate: float,
+) -> str:
+    """The forest as a LightGBM text model (``objective=binary sigmoid:1``).
+
+    ``lightgbm.Booster(model_str=...)`` loads it; its ``predict`` equals
+    ``sigmoid(predict_margin(...))``. The base margin is added to the first tree's leaves
+    (as LightGBM's ``boost_from_average`` does); leaf values already include shrinkage.
+    Row counts per node are not known to anyone (only hessian sums were exchanged), so
+    ``leaf_count`` / ``internal_count`` are left out: LightGBM predicts without them, but
+    ``pred_contrib`` (SHAP values) needs them and returns NaN.
+    """
+    names = [str(n) for n in feature_names]
+    if len(names) != len(edges) or len(bounds) != len(edges):
+        raise ConfigError(
+            f"to_lightgbm needs one feature name and one (low, high) bound per feature "
+            f"({len(edges)}). Got {len(names)} names and {len(bounds)} bounds instead."
+        )
+    bad = [n for n in names if not n or any(c.isspace() for c in n)]
+    if bad:
+        raise ConfigError(
+            f"LightGBM feature names cannot be empty or contain white space; rename {bad!r}."
+        )
+    thr = thresholds(forest, edges)
+    blocks = []
+    if forest.n_trees == 0:
+        blocks.append(
+            "num_leaves=1\nnum_cat=0\nsplit_feature=\nsplit_gain=\nthreshold=\ndecision_type=\n"
+            f"left_child=\nright_child=\nleaf_value={_fmt(forest.base_margin)}\nleaf_weight=0\n"
+            f"internal_value=\ninternal_weight=\nis_linear=0\nshrinkage={_fmt(learning_rate)}\n"
+        )
+    for t in range(forest.n_trees):
+        shift = forest.base_margin if t == 0 else 0.0
+        blocks.append(_tree_text(forest, t, thr, shift, learning_rate))
+    header = [
+        "tree",
+        "version=v4",
+        "num_class=1",
+        "num_tree_per_iteration=1",
+        "label_index=0",
+        f"max_feature_idx={len(names) - 1}",
+        "objective=binary sigmoid:1",
+        f"feature_names={' '.join(names)}",
+        "feature_infos=" + " ".join(f"[{_fmt(lo)}:{_fmt(hi)}]" for lo, hi in bounds),
+    ]
+    text = "\n".join(header) + "\n\n"
+    for i, block in enumerate(blocks):
+        text += f"Tree={i}\n{block}\n\n"
+    return text + "end of trees\n\npandas_categorical:null\n"
