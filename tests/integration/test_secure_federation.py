@@ -10,7 +10,6 @@ from meshfl.federation import AgentPlan, InProcessGrid, make_client_app
 from meshfl.federation.records import encode_update
 from meshfl.federation.server_app import run_plan
 from meshfl.privacy import DPConfig
-from meshfl.privacy.events import PrivacyEvent
 from meshfl.secure.aggregate import seal_payload
 from meshfl.secure.ckks import ckks_vector_from, ephemeral_ckks_backend
 from meshfl.simulation import make_partitions, simulation_keys
@@ -89,7 +88,7 @@ def _client_with_a_rogue(parts, rogue_payload):
 
 
 def _sealed_reply(sealed):
-    return encode_update(sealed, metrics={"examples": 10.0}, event=PrivacyEvent.none())
+    return encode_update(sealed, metrics={"examples": 10.0})
 
 
 def _run_with_rogue(rogue_payload):

@@ -51,7 +51,7 @@ def test_a_valid_file_gives_plans_and_absolute_paths(tmp_path):
             "agents.anomaly: 'roundz' is not a parameter of AgentSection",
         ),
         (("[agents.threat_intel]", "[agents.threat_intell]"), "Unknown agent 'threat_intell'"),
-        (("[agents.threat_intel]", "[agents.revenue]"), "not built"),
+        (("[agents.threat_intel]", "[agents.federated_learning]"), "meshfl-server"),
         (("privacy = { epsilon = 1.0 }", "privacy = { epsilon = -1 }"), "epsilon"),
         (
             ('public_key = "', 'address = "127.0.0.1"\npublic_key = "'),

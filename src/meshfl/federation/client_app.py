@@ -159,7 +159,6 @@ def make_client_app(
         content = encode_update(
             sealed,
             metrics=dict(update.metrics),
-            event=update.privacy_event,
             epsilon_spent=epsilon,
             msp=msp,
         )

@@ -12,8 +12,12 @@ Server → MSP (``train.<agent>`` and ``evaluate.<agent>``)::
 MSP → server, after training::
 
     "update":  ConfigRecord {"backend", "key_id", "length", "chunks"}: the sealed [w·v, w]
-    "metrics": MetricRecord (small numbers, e.g. train_loss, examples)
-    "privacy": ConfigRecord (the PrivacyEvent, "epsilon_spent", "msp")
+    "metrics": MetricRecord (small numbers, e.g. train_loss; never "examples")
+    "privacy": ConfigRecord {"epsilon_spent": float, "msp": int}
+
+The training weight (the MSP's number of examples) travels only inside the sealed payload:
+the plaintext side data leaves out "examples" and the privacy event, whose sampling rate
+(batch / rows) would give the size away too; the MSP's ledger keeps the event.
 
 MSP → server, declining a round (its privacy budget would be exceeded)::
 
@@ -36,7 +40,6 @@ from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 from meshfl.agents.base import Agent
 from meshfl.config.errors import InvalidUpdateError
 from meshfl.privacy.config import DPConfig
-from meshfl.privacy.events import PrivacyEvent
 from meshfl.secure.backend import Sealed
 
 __all__ = [
@@ -98,11 +101,10 @@ class Decline:
 
 @dataclass(frozen=True)
 class TrainReply:
-    """A train reply: sealed payload, metrics, privacy event and the MSP's ε so far."""
+    """A train reply: sealed payload, metrics and the MSP's ε so far."""
 
     sealed: Sealed
     metrics: dict[str, float]
-    event: PrivacyEvent
     epsilon_spent: float
     msp: int
 
@@ -190,21 +192,27 @@ def decode_instructions(message: Message) -> RoundInstructions:
     )
 
 
+SIZE_METRICS = frozenset({"examples"})
+"""Training metrics an MSP never sends in the clear: they reveal its data size."""
+
+
 def encode_update(
     sealed: Sealed,
     *,
     metrics: dict[str, float],
-    event: PrivacyEvent,
     epsilon_spent: float = 0.0,
     msp: int = -1,
 ) -> RecordDict:
-    """The content of an MSP's reply to ``train.<agent>``: the sealed payload and side data."""
-    privacy = {**event.to_dict(), "epsilon_spent": epsilon_spent, "msp": msp}
+    """The content of an MSP's reply to ``train.<agent>``: the sealed payload and side data.
+
+    Metrics in :data:`SIZE_METRICS` are left out: the weight is inside the ciphertext.
+    """
+    public = {k: float(v) for k, v in metrics.items() if k not in SIZE_METRICS}
     return RecordDict(
         {
             "update": encode_sealed(sealed),
-            "metrics": MetricRecord(dict(metrics)),
-            "privacy": ConfigRecord(privacy),
+            "metrics": MetricRecord(dict(public)),
+            "privacy": ConfigRecord({"epsilon_spent": float(epsilon_spent), "msp": int(msp)}),
         }
     )
 
@@ -246,13 +254,12 @@ def decode_update(message: Message) -> TrainReply | Decline:
             k: float(v)  # type: ignore[arg-type]
             for k, v in content.metric_records["metrics"].items()
         }
-        privacy: dict[str, Any] = dict(content.config_records["privacy"])
-        epsilon = float(privacy.pop("epsilon_spent", 0.0))
-        msp = int(privacy.pop("msp", -1))
-        event = PrivacyEvent.from_dict(privacy)
+        privacy = content.config_records["privacy"]
+        epsilon = float(privacy.get("epsilon_spent", 0.0))  # type: ignore[arg-type]
+        msp = int(privacy.get("msp", -1))  # type: ignore[arg-type]
     except (KeyError, TypeError, ValueError) as err:
         raise InvalidUpdateError(f"the reply is malformed ({type(err).__name__}: {err})") from err
-    return TrainReply(sealed, metrics, event, epsilon, msp)
+    return TrainReply(sealed, metrics, epsilon, msp)
 
 
 def encode_evaluation(metrics: dict[str, float]) -> RecordDict:
