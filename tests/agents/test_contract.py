@@ -9,7 +9,14 @@ from meshfl.config.errors import ConfigError
 
 FAST = {
     "threat_intel": {"encoder": "tiny", "local_epochs": 1},
+    "market_intel": {"encoder": "tiny", "local_epochs": 1},
+    "compliance": {"encoder": "tiny", "local_epochs": 1},
     "anomaly": {"trees_per_round": 4, "depth": 5},
+    "nlp_query": {"encoder": "tiny", "local_epochs": 1},
+    "collaboration": {"encoder": "tiny", "local_epochs": 1},
+    "revenue": {"yearly_order": 3, "n_changepoints": 1},
+    "client_health": {"n_bins": 8, "max_depth": 2},
+    "resource_allocation": {"hidden": 8, "rollouts": 2, "local_epochs": 1},
 }
 
 

@@ -1,0 +1,76 @@
+"""Seeded text templates: the small engine behind the synthetic text generators.
+
+A template is a ``str.format`` string whose placeholders name *fields*; each field is a
+function of the random generator. A placeholder is drawn once per text (so ``{vendor}`` is
+the same vendor everywhere in one text), a trailing digit draws an independent value of the
+same field (``{vendor2}``), and a drawn value may itself hold placeholders, filled from the
+same text's values (cue phrases that mention the text's vendor).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+from meshfl.config.checks import check_float, check_int
+
+__all__ = ["Field", "TemplateFields", "check_generator_args", "fill", "one_of", "pick"]
+
+Field = Callable[[np.random.Generator], str]
+"""Draws one value of a placeholder."""
+
+
+def pick(rng: np.random.Generator, options: tuple[str, ...]) -> str:
+    """One of ``options``, uniformly."""
+    return options[int(rng.integers(len(options)))]
+
+
+def one_of(*options: str) -> Field:
+    """A field that draws uniformly from ``options``."""
+    return lambda rng: pick(rng, options)
+
+
+class TemplateFields(dict[str, str]):
+    """Placeholder values of one text, each drawn on first use from ``fields``."""
+
+    def __init__(
+        self,
+        rng: np.random.Generator,
+        fields: Mapping[str, Field],
+        fixed: Mapping[str, str] | None = None,
+    ):
+        super().__init__(fixed or {})
+        self._rng = rng
+        self._fields = fields
+
+    def __missing__(self, key: str) -> str:
+        base = key if key in self._fields else key.rstrip("0123456789")
+        value = self._fields[base](self._rng)
+        if "{" in value:
+            value = value.format_map(self)
+        self[key] = value
+        return value
+
+
+def fill(
+    template: str,
+    rng: np.random.Generator,
+    fields: Mapping[str, Field],
+    fixed: Mapping[str, str] | None = None,
+) -> str:
+    """``template`` with its placeholders drawn from ``fields`` (``fixed`` ones given)."""
+    return template.format_map(TemplateFields(rng, fields, fixed))
+
+
+def check_generator_args(
+    n: object, seed: object, label_noise: object, *, where: str
+) -> tuple[int, int, float]:
+    """A text generator's ``(n, seed, label_noise)``: n >= 1, seed >= 0, noise in [0, 1]."""
+    return (
+        check_int(n, "n", where=where, minimum=1),
+        check_int(seed, "seed", where=where, minimum=0),
+        check_float(
+            label_noise, "label_noise", where=where, rule="in [0, 1]", ok=lambda v: 0 <= v <= 1
+        ),
+    )
