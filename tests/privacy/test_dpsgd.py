@@ -454,3 +454,23 @@ def test_a_fully_frozen_model_is_refused():
     model = MultiTaskHead(16, (3, 2), hidden=8).requires_grad_(False)
     with pytest.raises(ConfigError, match="trainable parameters"):
         train(model, x, y)
+
+
+def test_train_planned_returns_the_plans_event_and_refuses_a_different_run():
+    from meshfl.privacy.budget import DPStep
+    from meshfl.privacy.dpsgd import train_planned
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(100, 4)), rng.integers(0, 2, size=(100, 1))
+    head = MultiTaskHead(4, (2,))
+    # 50 / 100 records per step: rate 0.5, two steps per epoch.
+    step = DPStep("dp-sgd", 1.0, 0.5, 2, 1.0, "sample")
+    loss, event = train_planned(
+        head, x, y, step, loss_fn=multitask_loss, epochs=1, batch_size=50, lr=0.1, seed=0
+    )
+    assert np.isfinite(loss) and event == step.event()
+    wrong = DPStep("dp-sgd", 1.0, 0.5, 3, 1.0, "sample")
+    with pytest.raises(RuntimeError, match="planned as 3"):
+        train_planned(
+            head, x, y, wrong, loss_fn=multitask_loss, epochs=1, batch_size=50, lr=0.1, seed=0
+        )

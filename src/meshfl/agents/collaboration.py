@@ -45,7 +45,7 @@ from meshfl.models.pair_projection import (
 )
 from meshfl.models.text_encoder import TextEncoder, load_text_encoder
 from meshfl.privacy.budget import DPStep
-from meshfl.privacy.dpsgd import train_private
+from meshfl.privacy.dpsgd import train_planned
 from meshfl.privacy.events import Mechanism, PrivacyEvent
 
 __all__ = ["Collaboration", "CollaborationConfig", "CollaborationModel", "PairData"]
@@ -265,25 +265,18 @@ class Collaboration(Agent[PairData]):
             )
         else:
             # The unit of privacy is one past project (one pair): the loss is per pair.
-            result = train_private(
+            loss, event = train_planned(
                 model,
                 local.features,
                 local.targets,
+                dp,
                 loss_fn=pair_loss,
                 epochs=self.config.local_epochs,
                 batch_size=self.config.dp_batch_size,
                 lr=self.config.dp_learning_rate,
-                noise_multiplier=dp.noise_multiplier,
-                max_grad_norm=dp.max_grad_norm,
                 seed=seed,
                 optimizer=self.config.dp_optimizer,
             )
-            if (result.steps, result.sample_rate) != (dp.steps, dp.sample_rate):
-                raise RuntimeError(  # the ledger must record what actually ran
-                    f"DP-SGD ran {result.steps} steps at rate {result.sample_rate}, "
-                    f"but the round was planned as {dp.steps} at {dp.sample_rate}"
-                )
-            loss, event = result.loss, dp.event()
         metrics = {"examples": float(len(local))}
         if dp is None:  # the training loss is computed on raw data: not private
             metrics["train_loss"] = loss

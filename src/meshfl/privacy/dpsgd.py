@@ -53,7 +53,7 @@ import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -62,6 +62,10 @@ from torch.func import functional_call, grad_and_value, vmap
 
 from meshfl.config.errors import ConfigError, MeshflError
 
+if TYPE_CHECKING:
+    from meshfl.privacy.budget import DPStep
+    from meshfl.privacy.events import PrivacyEvent
+
 __all__ = [
     "DPIncompatibleModelError",
     "PrivateTrainingResult",
@@ -69,6 +73,7 @@ __all__ = [
     "clip_factors",
     "per_sample_gradients",
     "private_gradient",
+    "train_planned",
     "train_private",
 ]
 
@@ -781,3 +786,43 @@ def train_private(
             p.grad = None
         module.train(was_training)
     return PrivateTrainingResult(loss=last, steps=steps, sample_rate=q)
+
+
+def train_planned(
+    module: nn.Module,
+    features: np.ndarray,
+    targets: np.ndarray,
+    step: DPStep,
+    *,
+    loss_fn: LossFn,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    optimizer: str = "adam",
+) -> tuple[float, PrivacyEvent]:
+    """DP-SGD as a round's plan says; returns the last loss and the event for the ledger.
+
+    ``step`` (from :func:`meshfl.privacy.budget.plan_round`) gives the noise multiplier and
+    clipping norm. The run must take exactly the planned steps at the planned sampling rate,
+    since the MSP's ledger records the plan: anything else raises instead of under-reporting.
+    """
+    result = train_private(
+        module,
+        features,
+        targets,
+        loss_fn=loss_fn,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        noise_multiplier=step.noise_multiplier,
+        max_grad_norm=step.max_grad_norm,
+        seed=seed,
+        optimizer=optimizer,
+    )
+    if (result.steps, result.sample_rate) != (step.steps, step.sample_rate):
+        raise RuntimeError(
+            f"DP-SGD ran {result.steps} steps at rate {result.sample_rate}, "
+            f"but the round was planned as {step.steps} at {step.sample_rate}"
+        )
+    return result.loss, step.event()
