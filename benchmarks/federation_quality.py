@@ -26,7 +26,7 @@ import meshfl
 from meshfl.baselines import centralized, local_only
 from meshfl.federation import AgentPlan
 
-ROUNDS = {"threat_intel": 5, "anomaly": 5}
+ROUNDS = {"threat_intel": 5, "anomaly": 5}  # others: the agent's suggested rounds
 
 
 def run_one(agent: str, *, seed: int, msps: int, rounds: int, alpha: float) -> dict:
@@ -105,8 +105,9 @@ def plot(rows: pd.DataFrame, path: Path) -> None:
         )
         for x, v in enumerate(values):
             ax.text(x, v.mean(), f"{v.mean():.3f}", ha="center", va="bottom", fontsize=9)
-        lo = min(v.min() for v in values)
-        ax.set_ylim(max(0.0, lo - 0.1), 1.0)
+        lo, hi = min(v.min() for v in values), max(v.max() for v in values)
+        if lo >= 0.0 and hi <= 1.0:  # a score in [0, 1]
+            ax.set_ylim(max(0.0, lo - 0.1), 1.0)
         ax.set_title(f"{agent} ({sub['metric'].iloc[0]}, {sub['msps'].iloc[0]} MSPs)")
     fig.suptitle("Pooled held-out quality: federated vs local-only vs centralized")
     fig.tight_layout()
@@ -119,18 +120,18 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--msps", type=int, default=5)
     parser.add_argument("--alpha", type=float, default=0.3)
+    parser.add_argument("--rounds", type=int, help="default: 5, or the agent's suggestion")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    parser.add_argument("--name", default="federation_quality", help="output file stem")
     args = parser.parse_args()
     logging.getLogger("flwr").setLevel(logging.ERROR)
 
     rows = []
     for agent in args.agents.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):
-            rows.append(
-                run_one(
-                    agent, seed=seed, msps=args.msps, rounds=ROUNDS.get(agent, 5), alpha=args.alpha
-                )
-            )
+            suggested = ROUNDS.get(agent) or meshfl.agents.get(agent)().suggested_rounds()
+            rounds = args.rounds or suggested
+            rows.append(run_one(agent, seed=seed, msps=args.msps, rounds=rounds, alpha=args.alpha))
             print(
                 f"  {agent} seed {seed}: federated {rows[-1]['federated']:.3f}, "
                 f"local {rows[-1]['local_mean']:.3f}, central {rows[-1]['centralized']:.3f}",
@@ -139,9 +140,9 @@ def main() -> None:
     frame = pd.DataFrame(rows)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(out / "federation_quality.csv", index=False)
+    frame.to_csv(out / f"{args.name}.csv", index=False)
     table = summarize(frame)
-    (out / "federation_quality.json").write_text(
+    (out / f"{args.name}.json").write_text(
         json.dumps(
             {
                 "machine": platform.platform(),
@@ -151,10 +152,10 @@ def main() -> None:
             indent=2,
         )
     )
-    plot(frame, out / "federation_quality.png")
+    plot(frame, out / f"{args.name}.png")
     print()
     print(table.to_markdown(index=False) if _has_tabulate() else table.to_string(index=False))
-    print(f"\nwrote {out}/federation_quality.csv, .json, .png")
+    print(f"\nwrote {out}/{args.name}.csv, .json, .png")
 
 
 def _has_tabulate() -> bool:
