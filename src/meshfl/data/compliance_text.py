@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from meshfl.data.schema import Column, Schema
-from meshfl.data.synthetic import _MONTHS
+from meshfl.data.synthetic import MONTHS
 from meshfl.data.templates import Field, check_generator_args, fill, one_of, pick
 
 __all__ = [
@@ -403,7 +403,7 @@ _FIELDS: dict[str, Field] = {
     "high_pct": lambda r: str(int(r.integers(95, 100))),
     "low_pct": lambda r: str(int(r.integers(35, 75))),
     "small_pct": lambda r: str(int(r.integers(2, 6))),
-    "month": lambda r: pick(r, _MONTHS),
+    "month": lambda r: pick(r, MONTHS),
     "ctrl": lambda r: (
         f"{pick(r, ('AC', 'OP', 'IR', 'BC', 'HR', 'VM', 'CM'))}-{r.integers(1, 40):02d}"
     ),

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from meshfl.data.schema import Column, Schema
-from meshfl.data.synthetic import _MONTHS, _replace_some
+from meshfl.data.synthetic import MONTHS, replace_some
 from meshfl.data.templates import Field, check_generator_args, fill, one_of, pick
 
 __all__ = ["MARKET_SIGNALS", "MARKET_TEXT_SCHEMA", "SENTIMENTS", "market_text"]
@@ -106,7 +106,7 @@ _FIELDS: dict[str, Field] = {
     ),
     "pct": lambda r: str(int(r.integers(3, 41))),
     "price": lambda r: f"${r.uniform(1.5, 45):.2f}",
-    "date": lambda r: f"{pick(r, _MONTHS)} {r.integers(1, 29)}, {r.integers(2025, 2027)}",
+    "date": lambda r: f"{pick(r, MONTHS)} {r.integers(1, 29)}, {r.integers(2025, 2027)}",
     "quarter": lambda r: f"Q{r.integers(1, 5)} {r.integers(2025, 2027)}",
     "hours": lambda r: str(int(r.integers(2, 30))),
     "region": one_of("US-East", "EU-West", "UK South", "APAC", "North America", "Australia"),
@@ -258,8 +258,8 @@ def market_text(n: int, *, seed: int = 0, label_noise: float = 0.03) -> pd.DataF
         vendors.append(vendor)
         texts.append(fill(template, rng, _FIELDS, {"vendor": vendor}))
 
-    signals = _replace_some(rng, signals, len(MARKET_SIGNALS), label_noise)
-    sentiments = _replace_some(rng, sentiments, len(SENTIMENTS), label_noise)
+    signals = replace_some(rng, signals, len(MARKET_SIGNALS), label_noise)
+    sentiments = replace_some(rng, sentiments, len(SENTIMENTS), label_noise)
     return pd.DataFrame(
         {
             "published": published,

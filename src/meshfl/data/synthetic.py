@@ -24,6 +24,7 @@ from meshfl.config.checks import check_float, check_int
 from meshfl.data.schema import Column, Schema
 
 __all__ = [
+    "MONTHS",
     "OPS_METRICS_SCHEMA",
     "OPS_METRIC_BOUNDS",
     "OPS_METRIC_FEATURES",
@@ -32,6 +33,7 @@ __all__ = [
     "THREAT_CLASSES",
     "WORKLOAD_PROFILES",
     "operational_metrics",
+    "replace_some",
     "security_events",
 ]
 
@@ -228,7 +230,7 @@ _BOT_UAS = (
 _COUNTRIES = ("RU", "NG", "CN", "KP", "IR", "BR", "VN", "RO")
 _EXFIL_TOOLS = ("rclone.exe", "WinSCP.exe", "MEGAsync.exe", "7z.exe", "curl.exe", "restic")
 _AMP = (("DNS", 53), ("NTP", 123), ("memcached", 11211), ("SSDP", 1900), ("CLDAP", 389))
-_MONTHS = (
+MONTHS = (
     "January",
     "February",
     "March",
@@ -359,10 +361,10 @@ _FIELDS: dict[str, Callable[[np.random.Generator], str]] = {
         r, ("billing", "noreply", "support", "accounts", "it-desk", "hr", "notifications", "sales")
     ),
     "phish_subject": lambda r: _pick(r, _PHISH_SUBJECTS).format(
-        digits=r.integers(10000, 99999), month=_pick(r, _MONTHS)
+        digits=r.integers(10000, 99999), month=_pick(r, MONTHS)
     ),
     "subject": lambda r: _pick(r, _SUBJECTS).format(
-        digits=r.integers(10000, 99999), month=_pick(r, _MONTHS)
+        digits=r.integers(10000, 99999), month=_pick(r, MONTHS)
     ),
     "digits": lambda r: str(r.integers(10000, 99999)),
     "sha256": lambda r: _hex(r, 64),
@@ -1015,8 +1017,8 @@ def security_events(n: int, *, seed: int = 0, label_noise: float = 0.03) -> pd.D
         sources.append(source)
         messages.append(template.format_map(_Fields(rng, row)))
 
-    classes = _replace_some(rng, classes, len(THREAT_CLASSES), label_noise)
-    severities = _replace_some(rng, severities, len(SEVERITIES), label_noise)
+    classes = replace_some(rng, classes, len(THREAT_CLASSES), label_noise)
+    severities = replace_some(rng, severities, len(SEVERITIES), label_noise)
     return pd.DataFrame(
         {
             "timestamp": times,
@@ -1029,7 +1031,7 @@ def security_events(n: int, *, seed: int = 0, label_noise: float = 0.03) -> pd.D
     )
 
 
-def _replace_some(
+def replace_some(
     rng: np.random.Generator, labels: np.ndarray, k: int, fraction: float
 ) -> np.ndarray:
     """Replace ``round(fraction * n)`` labels, chosen at random, by a different label."""
