@@ -87,3 +87,18 @@ def test_combining_two_updates_equals_their_weighted_sum(agent):
         combined.shape
         == agent.combine(vector, ua.weight * ua.vector, ua.weight, server_round=1).shape
     )
+
+
+def test_a_csv_written_from_synthetic_data_loads_and_prepares(agent, tmp_path):
+    """What a deployed node reads (``<data-dir>/<agent>.csv``) round-trips through CSV."""
+    frame = agent.synthetic_data(80, seed=2)
+    path = tmp_path / f"{agent.name}.csv"
+    frame.to_csv(path, index=False)
+    loaded = agent.load_data(path)
+    assert len(loaded) == len(frame)
+    train, test = agent.split(loaded, test_fraction=0.25, seed=0)
+    assert len(train) > 0 and len(test) > 0
+    local = agent.prepare(loaded)
+    vector = agent.init_vector(seed=0)
+    direct = agent.evaluate(vector, agent.prepare(frame))
+    assert agent.evaluate(vector, local) == pytest.approx(direct, nan_ok=True)
