@@ -71,6 +71,8 @@ def test_wrong_number_of_partitions_is_explained():
         ({"rounds": 0}, "'rounds'"),
         ({"num_msps": 0}, "'num_msps'"),
         ({"agent": "federated_learning"}, "meshfl-server"),
+        ({"agent": "client_health", "num_msps": 2}, "'num_msps'.*at least 3"),
+        ({"min_msps": 4}, "'num_msps'.*at least 4"),
         ({"agent_config": {"depth": 99}}, "'depth'"),
     ],
 )

@@ -327,6 +327,12 @@ def simulate(
         msp_level = privacy is not None and privacy.unit == "msp"
         min_msps = max(1, math.ceil(fraction_train * num_msps)) if msp_level else 1
         min_msps = max(min_msps, registry.get(agent).min_msps)
+    if num_msps < min_msps:
+        raise ConfigError(
+            f"The 'num_msps' parameter of simulate must be at least {min_msps} here: a round "
+            f"of agent {agent!r} needs {min_msps} MSPs' updates (min_msps). Got {num_msps} "
+            "instead."
+        )
     plan = AgentPlan(
         agent=agent,
         agent_config=dict(agent_config or {}),
