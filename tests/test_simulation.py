@@ -79,3 +79,16 @@ def test_wrong_number_of_partitions_is_explained():
 def test_bad_arguments_are_explained(kw, match):
     with pytest.raises(meshfl.MeshflError, match=match):
         _run(**kw)
+
+
+def test_compare_scores_the_federation_and_both_references_on_pooled_rows():
+    from meshfl.baselines import compare
+
+    result = _run()
+    scores = compare(result)
+    assert scores.metric == "auc" and len(scores.local) == 3
+    assert scores.federated == pytest.approx(result.evaluate()["auc"])
+    assert scores.local_best >= scores.local_mean
+    assert 0.0 <= scores.centralized <= 1.0
+    assert str(scores).startswith("auc: federated ")
+    assert compare(result, with_centralized=False).centralized is None

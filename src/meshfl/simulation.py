@@ -73,6 +73,9 @@ class SimulationResult:
     versions : list of Sealed
         The model versions the coordinator stored, one sealed round sum per round
         (ciphertext under ``"ckks"``). ``model`` was opened MSP-side, with an MSP's key.
+    plan : AgentPlan
+        The plan that ran (agent config, rounds, seed, sampling, privacy); the baselines of
+        :func:`meshfl.baselines.compare` rerun it on each MSP alone and on pooled rows.
     """
 
     agent: str
@@ -85,6 +88,7 @@ class SimulationResult:
     stopped_reason: str | None = None
     state_dir: Path | None = None
     versions: list[Sealed] = field(default_factory=list, repr=False)
+    plan: AgentPlan | None = field(default=None, repr=False)
 
     @property
     def test_data(self) -> pd.DataFrame:
@@ -377,6 +381,7 @@ def simulate(
         privacy=_privacy_table(run, privacy, num_msps),
         stopped_reason=run.stopped_reason,
         state_dir=Path(state_dir) if state_dir is not None else None,
+        plan=plan,
     )
 
 

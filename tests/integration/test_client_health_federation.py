@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 
 import meshfl
-from meshfl.baselines import centralized, local_only
+from meshfl.baselines import compare
 from meshfl.data.client_health_data import CLIENT_HEALTH_FEATURES
-from meshfl.federation import AgentPlan
 from meshfl.privacy import DPConfig
 
 pytestmark = pytest.mark.integration
@@ -35,17 +34,9 @@ def plaintext():
 
 
 def test_federated_beats_local_only_and_equals_centralized(plaintext):
-    test = plaintext.test_data
-    federated = plaintext.evaluate()["auc"]
-    plan = AgentPlan(agent="client_health", agent_config=CONFIG, rounds=ROUNDS, seed=0, min_msps=3)
-    local_models, _ = local_only(plan, plaintext.partitions)
-    local = [m.evaluate(test)["auc"] for m in local_models]
-    central, _ = centralized(plan, plaintext.partitions)
-    pooled = central.evaluate(test)["auc"]
-    print(
-        f"\nclient_health auc: federated {federated:.3f}, local-only mean {np.mean(local):.3f} "
-        f"(best {max(local):.3f}), centralized {pooled:.3f}"
-    )
+    scores = compare(plaintext)
+    print(f"\nclient_health {scores}")
+    federated, local, pooled = scores.federated, scores.local, scores.centralized
     assert federated > np.mean(local) + 0.02
     # Summed histograms are the pooled histograms: the federation grows the central model.
     assert federated == pytest.approx(pooled, abs=1e-6)

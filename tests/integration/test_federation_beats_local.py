@@ -1,11 +1,9 @@
 """A 5-MSP non-IID federation beats the average single-MSP model on everyone's held-out data."""
 
-import numpy as np
 import pytest
 
 import meshfl
-from meshfl.baselines import centralized, local_only
-from meshfl.federation import AgentPlan
+from meshfl.baselines import compare
 
 pytestmark = pytest.mark.integration
 
@@ -28,23 +26,13 @@ def test_federated_beats_average_local_only(agent):
         agent_config=case["config"],
         progress=False,
     )
-    metric = result.model.agent.metric
-    test = result.test_data
-    federated = result.evaluate()[metric]
+    scores = compare(result)
+    print(f"\n{agent} {scores}")
+    federated = scores.federated
 
-    plan = AgentPlan(agent=agent, agent_config=case["config"], rounds=case["rounds"], seed=0)
-    local_models, _ = local_only(plan, result.partitions)
-    local = [m.evaluate(test)[metric] for m in local_models]
-    central, _ = centralized(plan, result.partitions)
-    pooled = central.evaluate(test)[metric]
-    print(
-        f"\n{agent} {metric}: federated {federated:.3f}, local-only mean {np.mean(local):.3f} "
-        f"(best {max(local):.3f}), centralized {pooled:.3f}"
-    )
-
-    assert federated > np.mean(local) + 0.02
-    assert federated >= max(local) - 0.01
-    assert federated >= pooled - 0.1  # close to what pooling all data would give
+    assert federated > scores.local_mean + 0.02
+    assert federated >= scores.local_best - 0.01
+    assert federated >= scores.centralized - 0.1  # close to what pooling all data would give
     if agent == "threat_intel":
         assert federated > 0.75
         acc = result.history["accuracy"].to_numpy()

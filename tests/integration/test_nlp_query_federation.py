@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 import meshfl
-from meshfl.baselines import local_only
-from meshfl.federation import AgentPlan
+from meshfl.baselines import compare
 from meshfl.privacy import DPConfig
 
 pytestmark = pytest.mark.integration
@@ -35,13 +34,9 @@ def test_federated_answers_improve_and_beat_average_local_only():
     assert rouge[-1] > rouge[0] + 0.1  # answers improve over the rounds
     assert np.all(np.diff(rouge) > 0)
 
-    test = result.test_data
-    federated = result.evaluate()["rouge_l"]
-    plan = AgentPlan(agent="nlp_query", agent_config=CONFIG, rounds=3, seed=0)
-    local_models, _ = local_only(plan, result.partitions)
-    local = [m.evaluate(test)["rouge_l"] for m in local_models]
-    print(f"\nnlp_query rouge_l: federated {federated:.3f}, local-only mean {np.mean(local):.3f}")
-    assert federated > np.mean(local) + 0.03
+    scores = compare(result, with_centralized=False)
+    print(f"\nnlp_query {scores}")
+    assert scores.federated > scores.local_mean + 0.03
 
 
 def test_dp_sgd_with_ckks_runs_within_epsilon():

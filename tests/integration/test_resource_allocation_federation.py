@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 
 import meshfl
-from meshfl.baselines import centralized, local_only
-from meshfl.federation import AgentPlan
+from meshfl.baselines import compare
 from meshfl.privacy import DPConfig
 
 pytestmark = pytest.mark.integration
@@ -21,13 +20,9 @@ def federated():
 
 
 def test_federated_policy_beats_local_only_and_matches_greedy(federated):
-    test = federated.test_data
     ours = federated.evaluate()
-    plan = AgentPlan(agent="resource_allocation", rounds=ROUNDS, seed=0)
-    local_models, _ = local_only(plan, federated.partitions)
-    local = [m.evaluate(test)["sla_hit_rate"] for m in local_models]
-    central, _ = centralized(plan, federated.partitions)
-    pooled = central.evaluate(test)["sla_hit_rate"]
+    scores = compare(federated)
+    local, pooled = scores.local, scores.centralized
     print(
         f"\nresource_allocation sla_hit_rate on {int(ours['examples'])} held-out tickets: "
         f"federated {ours['sla_hit_rate']:.3f} ({ours['tech_hours_per_ticket']:.2f} h/ticket), "
