@@ -131,6 +131,7 @@ def _cmd_bench_privacy(args: argparse.Namespace) -> int:
         delta=args.delta,
         unit=args.unit,
         agent_config=config,
+        samples_per_msp=args.samples,
         progress=not args.no_progress,
     )
     shown = frame.drop(columns=["delta"])
@@ -225,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     priv.add_argument("--delta", type=float, default=1e-5)
     priv.add_argument("--unit", choices=["sample", "msp"], default="sample")
     priv.add_argument("--msps", type=int, default=5)
+    priv.add_argument("--samples", type=int, default=400, help="synthetic rows per MSP")
     priv.add_argument("--rounds", type=int, help="default: the agent's suggestion")
     priv.add_argument("--seed", type=int, default=0)
     priv.add_argument("--encoder", help="text encoder ('minilm', 'tiny', path)")

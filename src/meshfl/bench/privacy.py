@@ -59,6 +59,7 @@ def privacy_sweep(
     delta: float = 1e-5,
     unit: Literal["sample", "msp"] = "sample",
     agent_config: Mapping[str, Any] | None = None,
+    samples_per_msp: int = 400,
     progress: bool = True,
 ) -> pd.DataFrame:
     """One row per ε (and one local-only reference row): the metric on pooled held-out data.
@@ -80,6 +81,7 @@ def privacy_sweep(
             rounds=rounds,
             seed=seed,
             agent_config=agent_config,
+            samples_per_msp=samples_per_msp,
             privacy=privacy,
             progress=progress,
         )
@@ -125,7 +127,15 @@ def privacy_sweep(
         }
     )
     frame = pd.DataFrame(rows)
-    frame.attrs.update({"agent": agent, "metric": metric, "msps": num_msps, "rounds": rounds})
+    frame.attrs.update(
+        {
+            "agent": agent,
+            "metric": metric,
+            "msps": num_msps,
+            "rounds": rounds,
+            "samples_per_msp": samples_per_msp,
+        }
+    )
     return frame
 
 
@@ -194,7 +204,8 @@ def _plot(frame: pd.DataFrame, path: Path, *, agent: str, metric: str) -> None:
     ax.set_ylabel(metric)
     ax.set_title(
         f"{agent}: {metric} against privacy budget "
-        f"({frame.attrs['msps']} MSPs, {frame.attrs['rounds']} rounds)"
+        f"({frame.attrs['msps']} MSPs of about {frame.attrs['samples_per_msp']} rows, "
+        f"{frame.attrs['rounds']} rounds)"
     )
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
