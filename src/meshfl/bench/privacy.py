@@ -203,7 +203,7 @@ def _plot(frame: pd.DataFrame, path: Path, *, agent: str, metric: str) -> None:
     ax.set_xlabel(f"ε per MSP (δ = {delta:g})")
     ax.set_ylabel(metric)
     ax.set_title(
-        f"{agent}: {metric} against privacy budget "
+        f"{agent}: {metric} against privacy budget\n"
         f"({frame.attrs['msps']} MSPs of about {frame.attrs['samples_per_msp']} rows, "
         f"{frame.attrs['rounds']} rounds)"
     )
