@@ -39,6 +39,7 @@ SETTINGS = (
     "local-only (mean MSP)",
     "centralized",
     "greedy",
+    "earliest completion",
     "random",
 )
 
@@ -70,8 +71,9 @@ def run_one(*, seed: int, msps: int, rounds: int, epsilon: float) -> list[dict[s
         tickets=ours["examples"],
         per_round=list(result.history["sla_hit_rate"]),
     )
-    for baseline in ("greedy", "random"):
-        add(baseline, {k.removeprefix(f"{baseline}_"): v for k, v in ours.items()})
+    baselines = {"greedy": "greedy_", "earliest completion": "ect_", "random": "random_"}
+    for baseline, prefix in baselines.items():
+        add(baseline, {k.removeprefix(prefix): v for k, v in ours.items() if k.startswith(prefix)})
     if not math.isinf(epsilon):
         private = meshfl.simulate(
             agent=AGENT,
@@ -148,6 +150,7 @@ def plot(rows: pd.DataFrame, path: Path) -> None:
         "local-only (mean MSP)": "#bbbbbb",
         "centralized": "#6c6c6c",
         "greedy": "#d98c3f",
+        "earliest completion": "#e6b36b",
         "random": "#c44e52",
     }
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))

@@ -10,6 +10,7 @@ from meshfl.models.dispatch_env import (
     Episode,
     EpisodeBatch,
     Outcome,
+    earliest_completion_choice,
     greedy_choice,
     random_choice,
     run,
@@ -237,3 +238,25 @@ def test_the_initial_policy_is_the_uniform_dispatcher():
         PARAMS,
     )
     np.testing.assert_allclose(np.concatenate(seen), 0.25)
+
+
+def test_earliest_completion_weighs_travel_and_skill_where_greedy_does_not():
+    # Tech 0 has the skill but starts at noon on another site: done at 12 + 1 + 1 = 14.
+    # Tech 1 lacks it but is here and free: done at 9 + 2 * 1 = 11.
+    ep = Episode(
+        arrival=np.array([9.0]),
+        skill=np.array([0]),
+        priority=np.full(1, 2),
+        sla=np.full(1, 4.0),
+        effort=np.full(1, 1.0),
+        site=np.zeros(1, dtype=int),
+        tech_skills=np.array([[True], [False]]),
+        shift_start=np.array([12.0, 8.0]),
+        shift_end=np.full(2, 18.0),
+        tech_site=np.array([1, 0]),
+    )
+    batch = EpisodeBatch.stack([ep])
+    greedy = run(batch, greedy_choice, PARAMS)
+    ect = run(batch, earliest_completion_choice, PARAMS)
+    assert greedy.actions[0, 0] == 0 and not greedy.hit[0, 0]
+    assert ect.actions[0, 0] == 1 and ect.hit[0, 0]

@@ -44,6 +44,7 @@ from meshfl.models.dispatch_env import (
     Episode,
     EpisodeBatch,
     Outcome,
+    earliest_completion_choice,
     greedy_choice,
     random_choice,
     run,
@@ -372,6 +373,7 @@ class ResourceAllocation(Agent[DispatchData]):
         results = {
             "": run(batch, greedy_policy_choice(policy), self.params).totals(),
             "greedy_": run(batch, greedy_choice, self.params).totals(),
+            "ect_": run(batch, earliest_completion_choice, self.params).totals(),
             "random_": run(batch, random_choice(np.random.default_rng(0)), self.params).totals(),
         }
         metrics: dict[str, float] = {}

@@ -34,6 +34,7 @@ __all__ = [
     "EpisodeBatch",
     "Observation",
     "Outcome",
+    "earliest_completion_choice",
     "greedy_choice",
     "random_choice",
     "run",
@@ -333,6 +334,16 @@ def greedy_choice(obs: Observation) -> np.ndarray:
     any_skilled = (obs.skilled & obs.valid).any(1, keepdims=True)
     pool = obs.valid & (obs.skilled | ~any_skilled)
     return np.where(pool, obs.start, np.inf).argmin(1)
+
+
+def earliest_completion_choice(obs: Observation) -> np.ndarray:
+    """The technician who would finish the ticket first, skilled or not.
+
+    A stronger rule than :func:`greedy_choice`: it counts travel, effort and the unskilled
+    slowdown, not only who is free first. It still ignores priority, cost and whom the rest
+    of the day will need.
+    """
+    return np.where(obs.valid, obs.completion, np.inf).argmin(1)
 
 
 def random_choice(rng: np.random.Generator) -> Chooser:
