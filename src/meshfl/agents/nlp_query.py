@@ -43,7 +43,7 @@ from meshfl.models.seq2seq import (
 )
 from meshfl.models.text_encoder import TextEncoder, load_text_encoder
 from meshfl.privacy.budget import DPStep
-from meshfl.privacy.dpsgd import train_planned
+from meshfl.privacy.dpsgd import poisson_schedule, train_planned
 from meshfl.privacy.events import Mechanism, PrivacyEvent
 
 __all__ = [
@@ -298,9 +298,8 @@ class NlpQuery(Agent[QueryData]):
         return get_flat(wrapper)
 
     def privacy_shape(self, local: QueryData) -> tuple[Mechanism, float, int]:
-        # DP-SGD with Poisson sampling: rate q = batch / n, round(1 / q) steps per epoch.
-        rate = min(1.0, self.config.dp_batch_size / max(len(local), 1))
-        return "dp-sgd", rate, self.config.local_epochs * max(1, round(1 / rate))
+        rate, steps_per_epoch = poisson_schedule(len(local), self.config.dp_batch_size)
+        return "dp-sgd", rate, self.config.local_epochs * steps_per_epoch
 
     def local_update(
         self,

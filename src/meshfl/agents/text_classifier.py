@@ -37,7 +37,7 @@ from meshfl.models.flat import get_flat, set_flat
 from meshfl.models.heads import MultiTaskHead, multitask_loss, predict_proba, train_head
 from meshfl.models.text_encoder import TextEncoder, load_text_encoder
 from meshfl.privacy.budget import DPStep
-from meshfl.privacy.dpsgd import train_planned
+from meshfl.privacy.dpsgd import poisson_schedule, train_planned
 from meshfl.privacy.events import Mechanism, PrivacyEvent
 
 __all__ = [
@@ -201,9 +201,8 @@ class TextClassifier(Agent[TextData]):
             return get_flat(self.head())
 
     def privacy_shape(self, local: TextData) -> tuple[Mechanism, float, int]:
-        # DP-SGD with Poisson sampling: rate q = batch / n, round(1 / q) steps per epoch.
-        rate = min(1.0, self.config.dp_batch_size / max(len(local), 1))
-        return "dp-sgd", rate, self.config.local_epochs * max(1, round(1 / rate))
+        rate, steps_per_epoch = poisson_schedule(len(local), self.config.dp_batch_size)
+        return "dp-sgd", rate, self.config.local_epochs * steps_per_epoch
 
     def local_update(
         self,

@@ -72,6 +72,7 @@ __all__ = [
     "check_dp_compatible",
     "clip_factors",
     "per_sample_gradients",
+    "poisson_schedule",
     "private_gradient",
     "train_planned",
     "train_private",
@@ -749,9 +750,8 @@ def train_private(
     opt: torch.optim.Optimizer = (
         torch.optim.Adam(params, lr=lr) if optimizer == "adam" else torch.optim.SGD(params, lr=lr)
     )
-    q = min(1.0, batch_size / n)  # fewer records than a batch: every step takes them all
+    q, steps_per_epoch = poisson_schedule(n, batch_size)
     expected = q * n  # Opacus divides by the expected, not the drawn, batch size
-    steps_per_epoch = max(1, round(1 / q))
     sampling = torch.Generator().manual_seed(seed)
     seeds = torch.randint(2**62, (2,), generator=sampling).tolist()
     noise = torch.Generator().manual_seed(seeds[0])
@@ -786,6 +786,17 @@ def train_private(
             p.grad = None
         module.train(was_training)
     return PrivateTrainingResult(loss=last, steps=steps, sample_rate=q)
+
+
+def poisson_schedule(n: int, batch_size: int) -> tuple[float, int]:
+    """``(sample_rate, steps per epoch)`` of DP-SGD over ``n`` records: what it will spend.
+
+    ``q = min(1, batch_size / n)`` (fewer records than a batch: every step takes them all)
+    and ``round(1 / q)`` steps per epoch. Agents plan a round's privacy (``privacy_shape``)
+    with it, and :func:`train_private` runs exactly that.
+    """
+    q = min(1.0, batch_size / max(n, 1))
+    return q, max(1, round(1 / q))
 
 
 def train_planned(
