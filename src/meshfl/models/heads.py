@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from meshfl.models.training import train_minibatch
+
 __all__ = ["MultiTaskHead", "multitask_loss", "predict_proba", "train_head"]
 
 
@@ -87,27 +89,18 @@ def train_head(
     ``targets`` has one integer column per task; the loss is the sum of the tasks'
     cross-entropies. Shuffling uses a generator seeded with ``seed`` (deterministic).
     """
-    x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
-    y = torch.from_numpy(np.ascontiguousarray(targets, dtype=np.int64))
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=weight_decay)
-    head.train()
-    last = 0.0
-    for _ in range(epochs):
-        order = torch.randperm(len(x), generator=generator)
-        total, count = 0.0, 0
-        for start in range(0, len(x), batch_size):
-            idx = order[start : start + batch_size]
-            optimizer.zero_grad()
-            logits = head(x[idx])
-            loss = multitask_loss(logits, y[idx])
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach()) * len(idx)
-            count += len(idx)
-        last = total / max(count, 1)
-    head.eval()
-    return last
+    return train_minibatch(
+        head,
+        features,
+        targets,
+        loss_fn=multitask_loss,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        seed=seed,
+        weight_decay=weight_decay,
+        target_dtype=torch.int64,
+    )
 
 
 def predict_proba(head: nn.Module, features: np.ndarray) -> list[np.ndarray]:

@@ -32,6 +32,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from meshfl.models.training import train_minibatch
+
 __all__ = ["PairProjection", "pair_loss", "score_matrix", "score_pairs", "train_pairs"]
 
 
@@ -108,26 +110,18 @@ def train_pairs(
     ``features`` has shape ``(n, 2, in_dim)``, ``targets`` ``(n,)`` with 1 (success) or 0.
     Shuffling uses a generator seeded with ``seed`` (deterministic).
     """
-    x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
-    y = torch.from_numpy(np.ascontiguousarray(targets, dtype=np.float32))
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    model.train()
-    last = 0.0
-    for _ in range(epochs):
-        order = torch.randperm(len(x), generator=generator)
-        total, count = 0.0, 0
-        for start in range(0, len(x), batch_size):
-            idx = order[start : start + batch_size]
-            optimizer.zero_grad()
-            loss = pair_loss(model(x[idx]), y[idx])
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach()) * len(idx)
-            count += len(idx)
-        last = total / max(count, 1)
-    model.eval()
-    return last
+    return train_minibatch(
+        model,
+        features,
+        targets,
+        loss_fn=pair_loss,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        seed=seed,
+        weight_decay=weight_decay,
+        target_dtype=torch.float32,
+    )
 
 
 def score_pairs(model: PairProjection, features: np.ndarray) -> np.ndarray:
