@@ -23,6 +23,7 @@ import torch
 from pydantic import Field, field_validator
 
 from meshfl.agents.base import Agent, GlobalModel
+from meshfl.agents.frozen_encoder import FrozenEncoderMixin
 from meshfl.agents.registry import register
 from meshfl.agents.update import Update
 from meshfl.config.base import MeshflConfig
@@ -43,7 +44,6 @@ from meshfl.models.pair_projection import (
     score_pairs,
     train_pairs,
 )
-from meshfl.models.text_encoder import TextEncoder, load_text_encoder
 from meshfl.privacy.budget import DPStep
 from meshfl.privacy.dpsgd import poisson_schedule, train_planned
 from meshfl.privacy.events import Mechanism, PrivacyEvent
@@ -147,7 +147,7 @@ def recall_at_k(scores: np.ndarray, relevant: np.ndarray, k: int) -> float:
 
 
 @register
-class Collaboration(Agent[PairData]):
+class Collaboration(FrozenEncoderMixin, Agent[PairData]):
     """Partner matching: how likely a joint project of two MSPs is to succeed, from profiles."""
 
     name = "collaboration"
@@ -157,18 +157,6 @@ class Collaboration(Agent[PairData]):
     metric = "auc"
     label_column = "outcome"
     config: CollaborationConfig
-
-    @property
-    def encoder(self) -> TextEncoder:
-        """The frozen encoder (loaded once per process and spec)."""
-        return load_text_encoder(
-            self.config.encoder,
-            max_length=self.config.max_length,
-            allow_download=self.config.allow_download,
-        )
-
-    def use_cache_dir(self, directory: str | os.PathLike[str]) -> None:
-        self.encoder.persist_to(directory)
 
     def synthetic_data(self, n: int, *, seed: int) -> pd.DataFrame:
         return joint_projects(n, seed=seed)

@@ -12,7 +12,6 @@ seed offline, or a pretrained FLAN-T5) is identical at every MSP and never trave
 
 from __future__ import annotations
 
-import os
 import re
 import string
 from collections.abc import Sequence
@@ -25,6 +24,7 @@ import torch
 from pydantic import Field, model_validator
 
 from meshfl.agents.base import Agent, GlobalModel
+from meshfl.agents.frozen_encoder import FrozenEncoderMixin
 from meshfl.agents.registry import register
 from meshfl.agents.update import Update
 from meshfl.config.base import MeshflConfig
@@ -41,7 +41,6 @@ from meshfl.models.seq2seq import (
     load_seq2seq,
     sequence_loss,
 )
-from meshfl.models.text_encoder import TextEncoder, load_text_encoder
 from meshfl.privacy.budget import DPStep
 from meshfl.privacy.dpsgd import poisson_schedule, train_planned
 from meshfl.privacy.events import Mechanism, PrivacyEvent
@@ -161,7 +160,7 @@ def split_insights(insights: str | Sequence[str]) -> list[str]:
 
 
 @register
-class NlpQuery(Agent[QueryData]):
+class NlpQuery(FrozenEncoderMixin, Agent[QueryData]):
     """Answers questions about the mesh's insights: retrieval + a federated seq2seq model."""
 
     name = "nlp_query"
@@ -174,13 +173,8 @@ class NlpQuery(Agent[QueryData]):
 
     # -- frozen parts ----------------------------------------------------------------
     @property
-    def encoder(self) -> TextEncoder:
-        """The frozen retrieval encoder (loaded once per process and spec)."""
-        return load_text_encoder(
-            self.config.encoder,
-            max_length=self.config.encoder_max_length,
-            allow_download=self.config.allow_download,
-        )
+    def encoder_max_length(self) -> int:
+        return self.config.encoder_max_length
 
     def seq2seq(self, *, seed: int = 0) -> tuple[Seq2Seq, Seq2SeqLM]:
         """A fresh generator: frozen base, adapters (initialised from ``seed``), wrapper."""
@@ -202,9 +196,6 @@ class NlpQuery(Agent[QueryData]):
             pad_id=seq.pad_id,
         )
         return seq, wrapper
-
-    def use_cache_dir(self, directory: str | os.PathLike[str]) -> None:
-        self.encoder.persist_to(directory)
 
     # -- data ------------------------------------------------------------------------
     def synthetic_data(self, n: int, *, seed: int) -> pd.DataFrame:

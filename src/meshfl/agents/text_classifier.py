@@ -18,7 +18,6 @@ are plain label columns (one class per row and task) derive from
 
 from __future__ import annotations
 
-import os
 from abc import abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -30,12 +29,12 @@ import torch
 from pydantic import AfterValidator, Field
 
 from meshfl.agents.base import Agent, GlobalModel
+from meshfl.agents.frozen_encoder import FrozenEncoderMixin
 from meshfl.agents.update import Update
 from meshfl.config.base import MeshflConfig
 from meshfl.config.errors import DataSchemaError
 from meshfl.models.flat import get_flat, set_flat
 from meshfl.models.heads import MultiTaskHead, multitask_loss, predict_proba, train_head
-from meshfl.models.text_encoder import TextEncoder, load_text_encoder
 from meshfl.privacy.budget import DPStep
 from meshfl.privacy.dpsgd import poisson_schedule, train_planned
 from meshfl.privacy.events import Mechanism, PrivacyEvent
@@ -112,7 +111,7 @@ def classification_metrics(proba: np.ndarray, y: np.ndarray) -> dict[str, float]
     }
 
 
-class TextClassifier(Agent[TextData]):
+class TextClassifier(FrozenEncoderMixin, Agent[TextData]):
     """A frozen text encoder and a federated multi-task head on its embeddings.
 
     Subclasses set :attr:`text_column` and implement :meth:`task_sizes`, :meth:`targets`,
@@ -123,18 +122,6 @@ class TextClassifier(Agent[TextData]):
     text_column: ClassVar[str]
     """The column of :attr:`schema` that holds the text to classify."""
     config: TextClassifierConfig
-
-    @property
-    def encoder(self) -> TextEncoder:
-        """The frozen encoder (loaded once per process and spec)."""
-        return load_text_encoder(
-            self.config.encoder,
-            max_length=self.config.max_length,
-            allow_download=self.config.allow_download,
-        )
-
-    def use_cache_dir(self, directory: str | os.PathLike[str]) -> None:
-        self.encoder.persist_to(directory)
 
     @abstractmethod
     def task_sizes(self) -> tuple[int, ...]:
