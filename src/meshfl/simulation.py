@@ -201,6 +201,7 @@ def federate(
         state_dir=None
         if root is None
         else (lambda ctx: root / f"msp-{int(ctx.node_config['partition-id'])}"),
+        min_contributors=plan.min_msps,
     )
     try:
         if backend == "in-process":
@@ -329,7 +330,10 @@ def simulate(
         rounds = registry.get(agent)(dict(agent_config or {})).suggested_rounds()
     if min_msps is None:
         msp_level = privacy is not None and privacy.unit == "msp"
-        min_msps = max(1, math.ceil(fraction_train * num_msps)) if msp_level else 1
+        # MSP-level rounds sample MSPs by Poisson draws; each adds 1/min_msps of the noise,
+        # so min_msps is a draw's 1% quantile: rounds that fall short are skipped unsent.
+        shares = binomial_quantile(0.01, num_msps, fraction_train)
+        min_msps = max(1, shares) if msp_level else 1
         min_msps = max(min_msps, registry.get(agent).min_msps)
     if num_msps < min_msps:
         raise ConfigError(
@@ -401,6 +405,25 @@ def _privacy_table(run: AgentRun, privacy: DPConfig | None, num_msps: int) -> pd
             "declined_rounds": declined,
         }
     )
+
+
+def binomial_quantile(p: float, n: int, q: float) -> int:
+    """The smallest ``k`` with ``P(Binomial(n, q) <= k) >= p``."""
+    if q >= 1:
+        return n
+    total = 0.0
+    for k in range(n + 1):
+        log_pmf = (
+            math.lgamma(n + 1)
+            - math.lgamma(k + 1)
+            - math.lgamma(n - k + 1)
+            + k * math.log(q)
+            + (n - k) * math.log1p(-q)
+        )
+        total += math.exp(log_pmf)
+        if total >= p:
+            return k
+    return n
 
 
 def warn_if_noise_swamps_signal(plan: AgentPlan, agent: Agent[Any]) -> None:

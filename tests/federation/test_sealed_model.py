@@ -8,6 +8,7 @@ from meshfl.federation import sealed_model
 from meshfl.federation.sealed_model import open_global
 from meshfl.secure.aggregate import seal_payload
 from meshfl.secure.backend import plaintext_backend
+from meshfl.secure.binding import TAG_SLOTS
 
 
 class CountingSealer:
@@ -32,7 +33,7 @@ def _history(agent, rounds, sealer):
     for r in range(1, rounds + 1):
         size = agent.update_size(vector)
         update = rng.integers(0, 5, size).astype(np.float64)
-        sums.append(sealer.seal(seal_payload(update, 2.0)))
+        sums.append(sealer.seal(seal_payload(update, 2.0, tag=np.zeros(TAG_SLOTS))))
         vector = agent.combine(vector, 2.0 * update, 2.0, server_round=r)
     return sums, vector
 

@@ -10,7 +10,7 @@ from meshfl.federation import AgentPlan, InProcessGrid, make_client_app
 from meshfl.federation.records import encode_update
 from meshfl.federation.server_app import run_plan
 from meshfl.privacy import DPConfig
-from meshfl.secure.aggregate import seal_payload
+from meshfl.secure.aggregate import PAYLOAD_EXTRA, seal_payload
 from meshfl.secure.ckks import ckks_vector_from, ephemeral_ckks_backend
 from meshfl.simulation import make_partitions, simulation_keys
 
@@ -100,20 +100,22 @@ def _run_with_rogue(rogue_payload):
     return aggregator
 
 
-SIZE = FAST["anomaly"]["trees_per_round"] * 2 ** FAST["anomaly"]["depth"] + 1
+SIZE = FAST["anomaly"]["trees_per_round"] * 2 ** FAST["anomaly"]["depth"] + PAYLOAD_EXTRA
 
 
 def test_update_under_another_key_is_dropped_by_name(caplog):
     stranger, _ = ephemeral_ckks_backend()
     aggregator = _run_with_rogue(
-        lambda m, own: _sealed_reply(stranger.seal(seal_payload(np.ones(SIZE - 1), 1.0)))
+        lambda m, own: _sealed_reply(
+            stranger.seal(seal_payload(np.ones(SIZE - PAYLOAD_EXTRA), 1.0))
+        )
     )
     assert stranger.key_id in caplog.text and aggregator.key_id in caplog.text
 
 
 def _tampered(tamper):
     def rogue(message, own):
-        sealed = own.seal(seal_payload(np.ones(SIZE - 1), 1.0))
+        sealed = own.seal(seal_payload(np.ones(SIZE - PAYLOAD_EXTRA), 1.0))
         chunks = (tamper(sealed.chunks[0]), *sealed.chunks[1:])
         return _sealed_reply(type(sealed)(sealed.backend, sealed.key_id, sealed.length, chunks))
 
@@ -130,7 +132,7 @@ def test_truncated_or_garbage_ciphertext_is_dropped(caplog, tamper):
 
 def test_wrong_length_is_dropped_with_both_lengths(caplog):
     _run_with_rogue(lambda m, own: _sealed_reply(own.seal(seal_payload(np.ones(7), 1.0))))
-    assert "8" in caplog.text and str(SIZE) in caplog.text
+    assert str(7 + PAYLOAD_EXTRA) in caplog.text and str(SIZE) in caplog.text
 
 
 def test_malformed_update_record_is_dropped(caplog):

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 import meshfl.secure
 from meshfl.config.errors import InvalidUpdateError
 from meshfl.secure import Aggregator, Sealed, Sealer, plaintext_backend, seal_payload
+from meshfl.secure.aggregate import PAYLOAD_EXTRA
 from meshfl.secure.backend import PLAINTEXT_WARNING, PlaintextAggregator, PlaintextSealer
 
 
@@ -76,7 +77,7 @@ def test_plaintext_sum_is_exactly_the_sum_of_payloads(plain, length, weights, se
     payloads = [seal_payload(rng.standard_normal(length) * 1e3, w) for w in weights]
     sealed = [sealer.seal(p) for p in payloads]
     for s in sealed:
-        aggregator.check(s, expected_length=length + 1)
+        aggregator.check(s, expected_length=length + PAYLOAD_EXTRA)
     total = sealer.open(aggregator.add(sealed))
     np.testing.assert_array_equal(total, functools.reduce(np.add, payloads))
 

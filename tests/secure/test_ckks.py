@@ -27,6 +27,7 @@ from meshfl.secure import (
     plaintext_backend,
     seal_payload,
 )
+from meshfl.secure.aggregate import PAYLOAD_EXTRA
 from meshfl.secure.ckks import CKKSAggregator, CKKSSealer, ckks_vector_from
 from meshfl.secure.keys import KeyFileError, new_context
 
@@ -57,7 +58,7 @@ def _tolerance(expected):
 
 @settings(max_examples=40, deadline=None)
 @example(length=10_000, weights=[1e3] * 20, magnitude=1e3, seed=0)  # 5 ciphertexts, 20 MSPs
-@example(length=3 * SLOTS - 1, weights=[1.0] * 20, magnitude=1e-3, seed=1)  # exactly 3 full
+@example(length=3 * SLOTS - PAYLOAD_EXTRA, weights=[1.0] * 20, magnitude=1e-3, seed=1)  # 3 full
 @example(length=1, weights=[1.0], magnitude=1e-3, seed=2)  # one MSP, sum of magnitude 1
 @given(
     length=st.one_of(st.integers(1, 50), st.integers(SLOTS - 2, SLOTS + 1), st.integers(1, 10_000)),
@@ -71,10 +72,12 @@ def test_decrypted_sum_is_the_weighted_sum(backend, length, weights, magnitude, 
     payloads = [seal_payload(rng.uniform(-1, 1, length) * magnitude, w) for w in weights]
     sealed = [sealer.seal(p) for p in payloads]
     for s in sealed:
-        aggregator.check(s, expected_length=length + 1)
-        assert len(s.chunks) == -(-(length + 1) // SLOTS)
+        aggregator.check(s, expected_length=length + PAYLOAD_EXTRA)
+        assert len(s.chunks) == -(-(length + PAYLOAD_EXTRA) // SLOTS)
     total = aggregator.add(sealed)
-    aggregator.check(total, expected_length=length + 1)  # the sum is a valid payload too
+    aggregator.check(
+        total, expected_length=length + PAYLOAD_EXTRA
+    )  # the sum is a valid payload too
     got = sealer.open(total)
     expected = functools.reduce(np.add, payloads)
     assert got.dtype == np.float64 and got.shape == expected.shape
@@ -163,7 +166,7 @@ def test_an_aggregator_built_from_files_never_opens_the_secret_file(keys, backen
         aggregator = CKKSAggregator.from_file({str(keys.public)!r})
         sealed = pickle.loads(open({str(tmp_path / "in.pkl")!r}, "rb").read())
         for s in sealed:
-            aggregator.check(s, expected_length=3001)
+            aggregator.check(s, expected_length={3000 + PAYLOAD_EXTRA})
         total = aggregator.add(sealed)
         open({str(tmp_path / "out.pkl")!r}, "wb").write(pickle.dumps(total))
         print(json.dumps({{"opened": opened,

@@ -10,9 +10,10 @@ agent config and split, so it is computed once, not once per round.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +34,16 @@ from meshfl.federation.records import (
     encode_evaluation,
     encode_update,
 )
-from meshfl.federation.sealed_model import open_global
+from meshfl.federation.sealed_model import Verification, open_global
 from meshfl.privacy.ledger import PrivacyLedger
+from meshfl.privacy.report import reported_epsilon
 from meshfl.secure.aggregate import seal_payload
-from meshfl.secure.backend import Sealer
+from meshfl.secure.backend import PLAINTEXT, Sealer
+from meshfl.secure.binding import Binding, tags
 
 __all__ = ["DataProvider", "NodeData", "derive_seed", "make_client_app"]
+
+log = logging.getLogger("meshfl.msp")
 
 
 @dataclass(frozen=True)
@@ -59,9 +64,22 @@ def derive_seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(1)[0])
 
 
+DECLINED = "declined: this MSP's privacy budget cannot afford the round"
+"""The one sentence a declining MSP sends (the detailed reason stays in its own log)."""
+
+
+def _reported(epsilon: float, ins: RoundInstructions) -> float:
+    dp = ins.context.privacy
+    return reported_epsilon(epsilon, dp.epsilon) if dp is not None else 0.0
+
+
 def node_index(context: Context) -> int:
     """The node's partition id in simulations, else its node id."""
     return int(context.node_config.get("partition-id", context.node_id))
+
+
+DEFAULT_MIN_CONTRIBUTORS = 2
+"""An MSP's own floor on the MSPs a sealed model must add up (node config ``min-contributors``)."""
 
 
 def make_client_app(
@@ -69,6 +87,7 @@ def make_client_app(
     *,
     sealer: SealerProvider | None = None,
     state_dir: StateDirectory | None = None,
+    min_contributors: int | None = None,
 ) -> ClientApp:
     """A ``ClientApp`` that trains and evaluates every built agent on this MSP's data.
 
@@ -85,6 +104,12 @@ def make_client_app(
         ``state_dir(context)`` is the MSP's state directory (its privacy ledger lives
         there). Defaults to the node config's ``state-dir``; training under differential
         privacy needs one.
+    min_contributors : int, optional
+        The fewest distinct MSPs whose updates a sealed model must provably add up before
+        this MSP trains or evaluates on it (:class:`~meshfl.federation.sealed_model.
+        Verification`). It is the MSP's own floor: the coordinator's ``min_msps`` cannot
+        lower it. Defaults to the node config's ``min-contributors``, else
+        :data:`DEFAULT_MIN_CONTRIBUTORS`; never below the agent's own ``min_msps``.
     """
     app = ClientApp()
     agents: dict[tuple[str, str], Agent[Any]] = {}
@@ -137,29 +162,58 @@ def make_client_app(
             prepared[cache_key] = agent.prepare(frame)
         return prepared[cache_key]
 
+    def verification(
+        ins: RoundInstructions, agent: Agent[Any], context: Context, before: int
+    ) -> Verification:
+        floor = min_contributors
+        if floor is None:
+            floor = int(context.node_config.get("min-contributors", DEFAULT_MIN_CONTRIBUTORS))
+        floor = max(floor, agent.min_msps)
+        return Verification(ins.context.run_id, before_round=before, min_contributors=floor)
+
     def train(message: Message, context: Context) -> Message:
         ins = decode_instructions(message)
         agent, key = agent_for(ins)
         msp = node_index(context)
         box = sealer_for(context)
+        dp = ins.context.privacy
+        if dp is not None and dp.unit == "msp" and box.backend == PLAINTEXT:
+            raise MeshflError(
+                "unit='msp' differential privacy needs secure aggregation: each update carries "
+                "only its share of the noise, and the plaintext back end shows every update "
+                "to the coordinator"
+            )
+        # Never train from a model that is not provably a sum of enough MSPs' updates.
+        verify = verification(ins, agent, context, before=ins.server_round)
         outcome = train_round(
             agent,
             ins,
-            open_global(agent, ins.sealed, box, seed=ins.seed),
+            open_global(agent, ins.sealed, box, seed=ins.seed, verify=verify),
             local(agent, key, context, "train"),
             seed=derive_seed(ins.seed, ins.server_round, msp),
             ledger=ledger_for(context),
             msp=msp,
         )
         if isinstance(outcome, Decline):
-            return Message(encode_decline(outcome), reply_to=message)
+            # The reason stays here: its numbers (ε before and after) would give the
+            # MSP's size away. The coordinator gets a fixed sentence and a coarse ε.
+            log.warning("%s round %d: declined: %s", agent.name, ins.server_round, outcome.reason)
+            public = Decline(DECLINED, _reported(outcome.epsilon_spent, ins), msp)
+            return Message(encode_decline(public), reply_to=message)
         update, epsilon = outcome
-        # Pre-weight, append the weight, seal: the coordinator only ever sees ciphertext.
-        sealed = box.seal(seal_payload(update.vector, update.weight))
+        # Pre-weight, append the weight and this MSP's tag for the round, seal: the
+        # coordinator only ever sees ciphertext, and cannot pass it off as anything else.
+        binding = Binding(
+            ins.context.run_id, agent.name, ins.server_round, ins.context.noise_shares
+        )
+        tag = tags(box.binding_key, binding.scope, context.node_id)
+        sealed = box.seal(seal_payload(update.vector, update.weight, tag=tag))
         content = encode_update(
-            sealed,
-            metrics=dict(update.metrics),
-            epsilon_spent=epsilon,
+            replace(sealed, binding=binding.to_json()),
+            # Under DP nothing computed from the raw rows leaves in the clear: the noise
+            # covers the sealed update only, not a training loss.
+            metrics={} if dp is not None else dict(update.metrics),
+            epsilon_spent=_reported(epsilon, ins),
             msp=msp,
         )
         return Message(content, reply_to=message)
@@ -167,7 +221,8 @@ def make_client_app(
     def evaluate(message: Message, context: Context) -> Message:
         ins = decode_instructions(message)
         agent, key = agent_for(ins)
-        vector = open_global(agent, ins.sealed, sealer_for(context), seed=ins.seed)
+        verify = verification(ins, agent, context, before=ins.server_round + 1)
+        vector = open_global(agent, ins.sealed, sealer_for(context), seed=ins.seed, verify=verify)
         metrics = agent.evaluate(vector, local(agent, key, context, "test"))
         return Message(encode_evaluation(metrics), reply_to=message)
 

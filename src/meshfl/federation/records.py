@@ -70,7 +70,11 @@ class RoundContext:
     total_rounds: int = 1
     privacy: DPConfig | None = None
     sample_fraction: float = 1.0
+    """The rate at which MSPs are sampled (Poisson, from OS entropy, under ``unit="msp"``)."""
     noise_shares: int = 1
+    noise_multiplier: float | None = None
+    """Under ``unit="msp"``: the one noise multiplier every MSP of the run adds a share of,
+    planned by the coordinator from public inputs (each MSP checks it fits its ledger)."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,7 @@ def encode_sealed(sealed: Sealed) -> ConfigRecord:
             "key_id": sealed.key_id,
             "length": int(sealed.length),
             "chunks": list(sealed.chunks),
+            "binding": sealed.binding,
         }
     )
 
@@ -132,6 +137,7 @@ def decode_sealed(record: ConfigRecord) -> Sealed:
             key_id=str(record["key_id"]),
             length=int(record["length"]),  # type: ignore[arg-type]
             chunks=tuple(c for c in chunks if isinstance(c, bytes)),
+            binding=str(record.get("binding", "")),
         )
     except (KeyError, TypeError, ValueError) as err:
         raise InvalidUpdateError(
@@ -162,6 +168,7 @@ def encode_instructions(
             "privacy": privacy,
             "sample_fraction": float(context.sample_fraction),
             "noise_shares": int(context.noise_shares),
+            "noise_multiplier": float(context.noise_multiplier or 0.0),
             "sealed_count": len(sealed),
         }
     )
@@ -188,11 +195,12 @@ def decode_instructions(message: Message) -> RoundInstructions:
             privacy=DPConfig.model_validate_json(privacy) if privacy else None,
             sample_fraction=float(config.get("sample_fraction", 1.0)),  # type: ignore[arg-type]
             noise_shares=int(config.get("noise_shares", 1)),  # type: ignore[arg-type]
+            noise_multiplier=float(config.get("noise_multiplier", 0.0)) or None,  # type: ignore[arg-type]
         ),
     )
 
 
-SIZE_METRICS = frozenset({"examples"})
+SIZE_METRICS = frozenset({"examples", "episodes", "series"})
 """Training metrics an MSP never sends in the clear: they reveal its data size."""
 
 

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,8 +28,9 @@ from meshfl.agents.base import Agent
 from meshfl.config.errors import MeshflError
 from meshfl.secure.aggregate import open_payload
 from meshfl.secure.backend import Sealed, Sealer
+from meshfl.secure.binding import Binding, UnverifiedAggregateError, check_tags
 
-__all__ = ["next_history", "open_global", "reveal_global_model"]
+__all__ = ["Verification", "next_history", "open_global", "reveal_global_model"]
 
 log = logging.getLogger("meshfl.secure")
 
@@ -38,28 +41,87 @@ def next_history(agent: Agent[Any], history: Sequence[Sealed], new_sum: Sealed) 
 
 
 _OPENED_MAX = 32
-_opened: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+_opened: OrderedDict[tuple[str, str], tuple[np.ndarray, int]] = OrderedDict()
 _opened_lock = threading.Lock()
 
 
 def _digest(previous: str, sealed: Sealed) -> str:
     h = hashlib.sha256(previous.encode())
-    h.update(f"{sealed.backend}:{sealed.key_id}:{sealed.length}".encode())
+    h.update(f"{sealed.backend}:{sealed.key_id}:{sealed.length}:{sealed.binding}".encode())
     for chunk in sealed.chunks:
         h.update(hashlib.sha256(chunk).digest())
     return h.hexdigest()
 
 
+@dataclass(frozen=True)
+class Verification:
+    """What an MSP requires of every sealed sum before it uses the model they make.
+
+    Each sum must be bound to this run and agent, to a round before ``before_round``
+    (rounds increasing along the history), and prove with its tags that it adds the
+    updates of at least ``min_contributors`` distinct MSPs, each exactly once
+    (:func:`meshfl.secure.binding.check_tags`). Its weight must be positive and every value
+    finite. ``min_contributors`` is the MSP's own floor, never the coordinator's word.
+    """
+
+    run_id: str
+    before_round: int
+    min_contributors: int
+
+
+def _verified(
+    agent: Agent[Any],
+    sealed: Sealed,
+    opened: np.ndarray,
+    sealer: Sealer,
+    verify: Verification,
+    after_round: int,
+) -> tuple[np.ndarray, float, int]:
+    """``(Σ w·v, Σ w, round)`` of one sum, or :class:`UnverifiedAggregateError` (fixed texts)."""
+    binding = Binding.from_json(sealed.binding) if sealed.binding else None
+    if (
+        binding is None
+        or binding.run_id != verify.run_id
+        or binding.agent != agent.name
+        or not after_round < binding.server_round < verify.before_round
+    ):
+        raise UnverifiedAggregateError(
+            "the sealed model is not bound to this run, agent and an earlier round; not using it"
+        )
+    summed, weight, found = open_payload(opened)
+    check_tags(
+        found,
+        key=sealer.binding_key,
+        binding=binding,
+        min_contributors=verify.min_contributors,
+    )
+    if not (math.isfinite(weight) and weight > 0 and np.all(np.isfinite(summed))):
+        raise UnverifiedAggregateError(
+            "the sealed model's weight or values are not plausible; not using it"
+        )
+    return summed, weight, binding.server_round
+
+
 def open_global(
-    agent: Agent[Any], history: Sequence[Sealed], sealer: Sealer, *, seed: int
+    agent: Agent[Any],
+    history: Sequence[Sealed],
+    sealer: Sealer,
+    *,
+    seed: int,
+    verify: Verification | None = None,
 ) -> np.ndarray:
     """The global vector, rebuilt MSP-side from the sealed round sums (needs the secret key).
 
+    With ``verify`` (an MSP opening what the coordinator sent: always), every sum is first
+    proven to be a true aggregate (:class:`Verification`); anything else raises
+    :class:`~meshfl.secure.binding.UnverifiedAggregateError`, whose text is fixed, and the
+    model is not used. ``verify=None`` is for a key holder opening sums it produced itself.
+
     Agents that build on the previous model replay every round's sum; an MSP process keeps
-    the vectors it opened last (keyed by agent, config, seed and a hash chain over the
-    sums), so round ``r`` opens only the newest sum rather than all ``r``.
+    the vectors it opened last (keyed by agent, config, seed, verification and a hash chain
+    over the sums), so round ``r`` opens only the newest sum rather than all ``r``.
     """
-    scope = f"{agent.name}:{agent.config.model_dump_json()}:{seed}"
+    scope = f"{agent.name}:{agent.config.model_dump_json()}:{seed}:{verify}"
     digests: list[str] = []
     chain = scope
     for sealed in history:
@@ -71,18 +133,24 @@ def open_global(
             hit = _opened.get((scope, digests[i - 1]))
             if hit is not None:
                 _opened.move_to_end((scope, digests[i - 1]))
-                start, vector = i, hit.copy()
+                start, vector, last_round = i, hit[0].copy(), hit[1]
                 break
     if vector is None:
-        vector = agent.init_vector(seed=seed)
+        vector, last_round = agent.init_vector(seed=seed), 0
     for i in range(start, len(history)):
-        summed, total_weight = open_payload(sealer.open(history[i]))
+        opened = sealer.open(history[i])
+        if verify is not None:
+            summed, total_weight, last_round = _verified(
+                agent, history[i], opened, sealer, verify, last_round
+            )
+        else:
+            summed, total_weight, _ = open_payload(opened)
         vector = np.asarray(
             agent.combine(vector, summed, total_weight, server_round=i + 1), dtype=np.float64
         )
     if history and start < len(history):
         with _opened_lock:
-            _opened[(scope, digests[-1])] = vector.copy()
+            _opened[(scope, digests[-1])] = (vector.copy(), last_round)
             while len(_opened) > _OPENED_MAX:
                 _opened.popitem(last=False)
     return vector

@@ -22,13 +22,15 @@ from pydantic import Field, field_validator, model_validator
 from meshfl.agents import registry
 from meshfl.agents.base import Agent
 from meshfl.config.base import MeshflConfig
+from meshfl.config.errors import ConfigError
 from meshfl.federation.records import RoundContext
 from meshfl.federation.strategy import AgentStrategy
+from meshfl.privacy.accountant import calibrate_noise
 from meshfl.privacy.config import DPConfig
-from meshfl.secure.backend import Aggregator, Sealed
+from meshfl.secure.backend import PLAINTEXT, Aggregator, Sealed
 from meshfl.store.model_store import ModelStore
 
-__all__ = ["AgentPlan", "AgentRun", "make_server_app", "run_plan"]
+__all__ = ["AgentPlan", "AgentRun", "make_server_app", "planned_noise", "run_plan"]
 
 log = logging.getLogger("meshfl.federation")
 
@@ -97,6 +99,28 @@ class AgentRun:
     stopped_reason: str | None = None
 
 
+def planned_noise(plan: AgentPlan) -> float:
+    """The one noise multiplier (sigma) of an MSP-level private plan, from public inputs only.
+
+    ``rounds`` Gaussian mechanisms, each MSP sampled at ``fraction_train`` (Poisson), spend
+    the plan's ε; every MSP adds a share of this sigma and checks it against its own ledger.
+    """
+    dp = plan.privacy
+    if dp is None:
+        raise ConfigError("planned_noise needs a plan with privacy")
+    if dp.noise_multiplier is not None:
+        return float(dp.noise_multiplier)
+    return calibrate_noise(
+        epsilon=dp.epsilon,
+        delta=dp.delta,
+        sample_rate=plan.fraction_train,
+        steps=plan.rounds,
+        accountant=dp.accountant,
+        unit="msp",
+        mechanism="gaussian",
+    )
+
+
 def run_plan(
     grid: Grid,
     plan: AgentPlan,
@@ -115,6 +139,14 @@ def run_plan(
     """
     agent = plan.build_agent()
     run_id = run_id or uuid.uuid4().hex
+    msp_level = plan.privacy is not None and plan.privacy.unit == "msp"
+    if msp_level and aggregator.backend == PLAINTEXT:
+        raise ConfigError(
+            "unit='msp' differential privacy needs secure aggregation (CKKS): each MSP's "
+            "update carries only its 1/min_msps share of the noise, and with the plaintext "
+            "back end the coordinator reads every update. Use secure aggregation, or "
+            "unit='sample'."
+        )
     strategy = AgentStrategy(
         agent,
         aggregator,
@@ -131,6 +163,7 @@ def run_plan(
             privacy=plan.privacy,
             sample_fraction=plan.fraction_train,
             noise_shares=plan.min_msps,
+            noise_multiplier=planned_noise(plan) if msp_level else None,
         ),
     )
     run = AgentRun(agent=agent, seed=plan.seed)

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -30,11 +31,16 @@ from meshfl.federation.records import (
     encode_instructions,
 )
 from meshfl.federation.sealed_model import next_history
+from meshfl.secure.aggregate import PAYLOAD_EXTRA
 from meshfl.secure.backend import Aggregator, Sealed
+from meshfl.secure.binding import Binding
 
 __all__ = ["AgentStrategy", "RoundOutcome", "weighted_mean"]
 
 log = logging.getLogger("meshfl.federation")
+
+_ENTROPY = random.SystemRandom()
+"""Which MSPs take part is drawn from OS entropy: no seed or config value predicts it."""
 
 
 @dataclass
@@ -117,7 +123,7 @@ class AgentStrategy:
         """The sealed round sums that make the current global model."""
         self.versions: list[Sealed] = []
         """Every round's sealed sum, in order: the stored model versions."""
-        self.update_length = agent.update_size(agent.init_vector(seed=seed)) + 1
+        self.update_length = agent.update_size(agent.init_vector(seed=seed)) + PAYLOAD_EXTRA
         self.outcome = RoundOutcome()
         self.epsilon_by_msp: dict[int, float] = {}
         """Mirror of each MSP's ε spent on this agent, as the MSPs report it."""
@@ -138,14 +144,18 @@ class AgentStrategy:
             time.sleep(0.2)
         return nodes
 
-    def _sample(self, grid: Grid, fraction: float, server_round: int, salt: int) -> list[int]:
+    def _sample(self, grid: Grid, fraction: float, *, poisson: bool = False) -> list[int]:
+        """MSPs for one phase, drawn from OS entropy (no seed reaches it).
+
+        With ``poisson`` each MSP joins independently with probability ``fraction``: the
+        sampling that MSP-level privacy accounting assumes, at exactly the rate the MSPs
+        record. Otherwise ``max(min_msps, ⌈fraction·N⌉)`` MSPs without replacement.
+        """
         nodes = self._connected(grid)
+        if poisson:
+            return [node for node in nodes if _ENTROPY.random() < fraction]
         k = min(len(nodes), max(self.min_msps, math.ceil(fraction * len(nodes))))
-        rng = np.random.default_rng([self.seed, server_round, salt])
-        # Sample positions, not ids: node ids are unsigned 64-bit and must not pass
-        # through a numpy array (they would become floats and lose their low bits).
-        picks: Any = rng.choice(len(nodes), size=k, replace=False) if nodes else []
-        return sorted(nodes[int(i)] for i in picks)
+        return sorted(_ENTROPY.sample(nodes, k))
 
     def _messages(self, phase: str, nodes: list[int], server_round: int) -> list[Message]:
         content = encode_instructions(
@@ -168,13 +178,53 @@ class AgentStrategy:
     # -- training ------------------------------------------------------------------------
     def configure_train(self, server_round: int, grid: Grid) -> Iterable[Message]:
         """``train.<agent>`` messages to this round's sampled MSPs."""
-        nodes = self._sample(grid, self.fraction_train, server_round, salt=0)
+        privacy = self.context.privacy
+        poisson = privacy is not None and privacy.unit == "msp"
+        nodes = self._sample(grid, self.fraction_train, poisson=poisson)
         self.outcome = RoundOutcome(sampled=len(nodes))
+        if poisson and len(nodes) < self.min_msps:
+            # Each MSP would add 1/min_msps of the noise: fewer would under-noise the sum.
+            # Nothing is sent, so nothing is trained or spent.
+            self.outcome.skipped_reason = (
+                f"the Poisson draw at rate {self.fraction_train:g} sampled "
+                f"{len(nodes)} MSP(s), fewer than min_msps={self.min_msps} (each adds "
+                f"1/{self.min_msps} of the noise); skipped before any MSP trained"
+            )
+            log.warning(
+                "%s round %d: %s", self.agent.name, server_round, self.outcome.skipped_reason
+            )
+            return []
         return self._messages("train", nodes, server_round)
 
+    def _binding(self, server_round: int, contributors: tuple[int, ...] = ()) -> Binding:
+        return Binding(
+            self.context.run_id,
+            self.agent.name,
+            server_round,
+            self.context.noise_shares,
+            contributors,
+        )
+
+    def _check_binding(self, server_round: int, node: int, sealed: Sealed, seen: set[int]) -> None:
+        """Drop, by name, an update bound to another run, agent or round, or a second one."""
+        if node in seen:
+            raise InvalidUpdateError("a second reply from the same MSP in this round (duplicate)")
+        if not sealed.binding:
+            raise InvalidUpdateError("the update is not bound to a run, agent and round")
+        if Binding.from_json(sealed.binding) != self._binding(server_round):
+            raise InvalidUpdateError(
+                "the update is bound to another run, agent or round (stale or replayed)"
+            )
+
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> bool:
-        """Check and add the sealed updates; returns whether the global model changed."""
+        """Check and add the sealed updates; returns whether the global model changed.
+
+        A malformed, foreign, stale or duplicate reply is dropped by name and the round goes
+        on. The sum is bound to the nodes it adds up, which MSPs check against its tags
+        before they use it (:mod:`meshfl.secure.binding`).
+        """
         accepted: list[Sealed] = []
+        contributors: list[int] = []
         metrics: list[dict[str, float]] = []
         for reply in replies:
             node = int(reply.metadata.src_node_id)
@@ -184,6 +234,7 @@ class AgentStrategy:
                     self._declined(server_round, decoded)
                     continue
                 self.aggregator.check(decoded.sealed, expected_length=self.update_length)
+                self._check_binding(server_round, node, decoded.sealed, set(contributors))
             except InvalidUpdateError as err:
                 log.warning(
                     "%s round %d: dropped the reply of MSP node %d: %s",
@@ -197,8 +248,11 @@ class AgentStrategy:
             self.epsilon_by_msp[decoded.msp if decoded.msp >= 0 else node] = decoded.epsilon_spent
             self.outcome.bytes_received += decoded.sealed.nbytes
             accepted.append(decoded.sealed)
+            contributors.append(node)
             metrics.append(decoded.metrics)
         self.outcome.accepted = len(accepted)
+        if self.outcome.skipped_reason is not None:
+            return False
         if self.outcome.declined and not accepted:
             return self._skip(
                 server_round,
@@ -211,7 +265,10 @@ class AgentStrategy:
                 f"only {len(accepted)} valid update(s), fewer than min_msps={self.min_msps}; "
                 "the global model is unchanged",
             )
-        total = self.aggregator.add(accepted)
+        total = replace(
+            self.aggregator.add(accepted),
+            binding=self._binding(server_round, tuple(contributors)).to_json(),
+        )
         self.versions.append(total)
         self.history = next_history(self.agent, self.history, total)
         self.outcome.train_metrics = weighted_mean(metrics)
@@ -236,7 +293,7 @@ class AgentStrategy:
     # -- evaluation ----------------------------------------------------------------------
     def configure_evaluate(self, server_round: int, grid: Grid) -> Iterable[Message]:
         """``evaluate.<agent>`` messages carrying the current sealed global model."""
-        nodes = self._sample(grid, self.fraction_evaluate, server_round, salt=1)
+        nodes = self._sample(grid, self.fraction_evaluate)
         return self._messages("evaluate", nodes, server_round)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> dict[str, float]:

@@ -16,6 +16,7 @@ This module imports neither TenSEAL nor anything above the secure layer.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import warnings
 from collections.abc import Sequence
@@ -69,12 +70,18 @@ class Sealed:
     chunks : tuple of bytes
         Serialized ciphertexts, each holding up to N/2 values (plaintext: one chunk of
         float64 little-endian bytes).
+    binding : str
+        What the payload is bound to (canonical JSON of a
+        :class:`~meshfl.secure.binding.Binding`: run, agent, round and, for a sum, its
+        contributors); ``""`` when unbound. The back ends carry it and never read it; MSPs
+        check it against the payload's tags when they open a sum.
     """
 
     backend: str
     key_id: str
     length: int
     chunks: tuple[bytes, ...]
+    binding: str = ""
 
     @property
     def nbytes(self) -> int:
@@ -91,6 +98,12 @@ class Sealer(Protocol):
 
     def seal(self, values: np.ndarray) -> Sealed:
         """Encrypt a flat float vector."""
+        ...
+
+    @property
+    def binding_key(self) -> bytes:
+        """32 bytes every MSP of the key set derives alike and the coordinator cannot: the
+        key of the binding tags (:mod:`meshfl.secure.binding`)."""
         ...
 
     def open(self, sealed: Sealed) -> np.ndarray:
@@ -184,6 +197,8 @@ class PlaintextSealer:
 
     backend = PLAINTEXT
     key_id = ""
+    binding_key = hashlib.sha256(b"meshfl-binding-v1\x00plaintext").digest()
+    """Public, like everything else here: with plaintext, binding tags protect nothing."""
 
     def seal(self, values: np.ndarray) -> Sealed:
         array = as_flat_floats(values)

@@ -40,6 +40,8 @@ in range: e.g. each payload below ``max_abs / n_msps``.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import math
 import os
 import struct
@@ -162,6 +164,12 @@ class CKKSSealer(_CodecSide):
     def max_seal_abs(self) -> float:
         """Largest magnitude one payload may hold (SEAL's encoder keeps a sign bit)."""
         return self._codec.max_seal_abs
+
+    @functools.cached_property
+    def binding_key(self) -> bytes:
+        """32 bytes derived from the secret key: every MSP of the key set computes the same,
+        the coordinator (public context only) cannot (see :mod:`meshfl.secure.binding`)."""
+        return hashlib.sha256(b"meshfl-binding-v1\x00" + secret_bytes(self.context)).digest()
 
     def seal(self, values: np.ndarray) -> Sealed:
         """Encrypt a flat float vector, N/2 values per ciphertext.

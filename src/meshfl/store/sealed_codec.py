@@ -5,7 +5,8 @@ A sealed payload (all integers big-endian)::
     b"MFLSEAL\\x01" | u32 header length | header JSON (UTF-8) | chunk 1 | chunk 2 | ...
 
 with the header ``{"backend", "chunks": [byte length of each chunk], "key_id", "length"}``
-written canonically (sorted keys, no spaces), so equal payloads encode to equal bytes and
+(plus ``"binding"`` when the payload is bound, see :mod:`meshfl.secure.binding`) written
+canonically (sorted keys, no spaces), so equal payloads encode to equal bytes and
 hence to one content address. A sealed model (what :meth:`ModelStore.export
 <meshfl.store.model_store.ModelStore.export>` writes)::
 
@@ -129,6 +130,12 @@ def encode_sealed(sealed: Sealed) -> bytes:
         "key_id": sealed.key_id,
         "length": length,
     }
+    if sealed.binding:  # absent when unbound, so unbound payloads keep their addresses
+        if not isinstance(sealed.binding, str):
+            raise InvalidRecordError(
+                f"a Sealed payload's binding must be str; got {sealed.binding!r}"
+            )
+        header["binding"] = sealed.binding
     return _frame(SEALED_MAGIC, header, chunks)
 
 
@@ -137,15 +144,19 @@ def decode_sealed(data: bytes | bytearray | memoryview) -> Sealed:
     what = "a sealed payload"
     data = bytes(data)
     header, offset = _unframe(data, SEALED_MAGIC, what)
-    if not isinstance(header, dict) or set(header) != {"backend", "chunks", "key_id", "length"}:
+    keys = {"backend", "chunks", "key_id", "length"}
+    if not isinstance(header, dict) or not keys <= set(header) <= keys | {"binding"}:
         raise CorruptBlobError(f"not {what}: unexpected header {header!r}")
+    binding = header.get("binding", "")
+    if not isinstance(binding, str):
+        raise CorruptBlobError(f"not {what}: binding must be a string in {header!r}")
     backend, key_id, length = header["backend"], header["key_id"], header["length"]
     if not isinstance(backend, str) or not isinstance(key_id, str):
         raise CorruptBlobError(f"not {what}: backend and key_id must be strings in {header!r}")
     if isinstance(length, bool) or not isinstance(length, int) or length < 0:
         raise CorruptBlobError(f"not {what}: length must be an int >= 0 in {header!r}")
     chunks = _split(data, offset, _lengths(header["chunks"], what), what)
-    return Sealed(backend, key_id, length, tuple(chunks))
+    return Sealed(backend, key_id, length, tuple(chunks), binding)
 
 
 def encode_sealed_model(meta: Mapping[str, Any], blobs: Sequence[bytes]) -> bytes:
