@@ -62,6 +62,16 @@ def train_round(
     if dp.unit == "sample":
         mechanism, rate, steps = agent.privacy_shape(local)
     elif agent.supports_msp_dp:
+        # One noise multiplier for every MSP of the round, planned by the coordinator from
+        # public inputs: the sum then carries exactly the noise each ledger records. This
+        # MSP only checks that it can afford it (plan_round declines otherwise).
+        if ins.context.noise_multiplier is None:
+            return Decline(
+                "the coordinator planned no noise multiplier for this unit='msp' round",
+                spent,
+                msp,
+            )
+        dp = dp.model_copy(update={"noise_multiplier": ins.context.noise_multiplier})
         mechanism, rate, steps = "gaussian", ins.context.sample_fraction, 1
     else:
         raise ConfigError(
