@@ -1,4 +1,4 @@
-"""MSP-level DP: one planned sigma, Poisson sampling at the recorded rate, no plaintext (issue 11 §2).
+"""MSP-level DP: one planned sigma, Poisson sampling at the recorded rate, no plaintext.
 
 On 2081f48 each MSP calibrated its own sigma (the sum carried a mix of noises while every
 ledger assumed its own), the strategy sampled max(min_msps, ⌈f·N⌉) MSPs with a public seed
