@@ -37,6 +37,7 @@ from meshfl.federation.records import (
 from meshfl.federation.sealed_model import Verification, open_global
 from meshfl.privacy.ledger import PrivacyLedger
 from meshfl.privacy.report import reported_epsilon
+from meshfl.privacy.snr import update_snr
 from meshfl.secure.aggregate import seal_payload
 from meshfl.secure.backend import PLAINTEXT, Sealer
 from meshfl.secure.binding import Binding, tags
@@ -109,7 +110,8 @@ def make_client_app(
         this MSP trains or evaluates on it (:class:`~meshfl.federation.sealed_model.
         Verification`). It is the MSP's own floor: the coordinator's ``min_msps`` cannot
         lower it. Defaults to the node config's ``min-contributors``, else
-        :data:`DEFAULT_MIN_CONTRIBUTORS`; never below the agent's own ``min_msps``.
+        :data:`DEFAULT_MIN_CONTRIBUTORS`, and then never below the agent's own ``min_msps``.
+        Simulations pass their plan's ``min_msps`` (local-only baselines train alone).
     """
     app = ClientApp()
     agents: dict[tuple[str, str], Agent[Any]] = {}
@@ -165,10 +167,10 @@ def make_client_app(
     def verification(
         ins: RoundInstructions, agent: Agent[Any], context: Context, before: int
     ) -> Verification:
-        floor = min_contributors
+        floor = min_contributors  # given: a simulation, whose driver is the coordinator
         if floor is None:
             floor = int(context.node_config.get("min-contributors", DEFAULT_MIN_CONTRIBUTORS))
-        floor = max(floor, agent.min_msps)
+            floor = max(floor, agent.min_msps)
         return Verification(ins.context.run_id, before_round=before, min_contributors=floor)
 
     def train(message: Message, context: Context) -> Message:
@@ -185,11 +187,12 @@ def make_client_app(
             )
         # Never train from a model that is not provably a sum of enough MSPs' updates.
         verify = verification(ins, agent, context, before=ins.server_round)
+        rows = local(agent, key, context, "train")
         outcome = train_round(
             agent,
             ins,
             open_global(agent, ins.sealed, box, seed=ins.seed, verify=verify),
-            local(agent, key, context, "train"),
+            rows,
             seed=derive_seed(ins.seed, ins.server_round, msp),
             ledger=ledger_for(context),
             msp=msp,
@@ -215,6 +218,11 @@ def make_client_app(
             metrics={} if dp is not None else dict(update.metrics),
             epsilon_spent=_reported(epsilon, ins),
             msp=msp,
+            # A post-processing of the private update, to a power of 2 (a size hint of one
+            # power of 2); under unit="msp" the coordinator computes it from public values.
+            snr=update_snr(agent, update, records=len(rows))
+            if dp is not None and dp.unit == "sample"
+            else None,
         )
         return Message(content, reply_to=message)
 
