@@ -48,7 +48,8 @@ def test_file_format_is_one_json_object_per_line(tmp_path):
     lines = (tmp_path / f"ledger-{AGENT}.jsonl").read_text().splitlines()
     assert len(lines) == 1
     entry = json.loads(lines[0])
-    assert set(entry) == {"key", "agent", "time", "event"}
+    assert set(entry) == {"key", "agent", "time", "event", "prev", "hash"}
+    assert list(entry)[:2] == ["key", "event"]  # a line cut short keeps what it spent
     assert entry["key"] == "run:1" and entry["agent"] == AGENT
     assert entry["time"].endswith("+00:00")
     assert PrivacyEvent.from_dict(entry["event"]) == event(1)
@@ -85,37 +86,53 @@ def test_epsilon_grows_with_every_event(tmp_path, accountant):
         previous = now
 
 
-def test_a_truncated_last_line_is_ignored_then_replaced(tmp_path, caplog):
+def test_a_truncated_last_line_is_counted_as_spent_then_completed(tmp_path, caplog):
     ledger = PrivacyLedger(tmp_path)
     ledger.record(AGENT, "run:0", event(0))
     ledger.record(AGENT, "run:1", event(1))
     path = ledger.path(AGENT)
     complete = path.read_bytes()
-    # A crash in the middle of the third write.
-    line = json.dumps({"key": "run:2", "agent": AGENT, "time": "t", "event": event(2).to_dict()})
-    path.write_bytes(complete + line.encode()[:25])
+    # A crash in the middle of the third write, after its event.
+    line = json.dumps({"key": "run:2", "event": event(2).to_dict(), "agent": AGENT})
+    path.write_bytes(complete + line.encode()[: line.index('"agent"') + 5])
 
     with caplog.at_level(logging.WARNING, logger="meshfl.privacy.ledger"):
         restarted = PrivacyLedger(tmp_path)
-        assert restarted.events(AGENT) == [event(0), event(1)]
-    assert "incomplete last line" in caplog.text and str(path) in caplog.text
+        assert restarted.events(AGENT) == [event(0), event(1), event(2)]
+    assert "cut short" in caplog.text and str(path) in caplog.text
 
-    assert restarted.record(AGENT, "run:2", event(2))
+    assert not restarted.record(AGENT, "run:2", event(2))
+    assert restarted.record(AGENT, "run:3", event(3))
     assert path.read_bytes().startswith(complete)
     lines = path.read_bytes().split(b"\n")
     assert lines[-1] == b"" and all(json.loads(raw) for raw in lines[:-1])
-    assert restarted.events(AGENT) == [event(0), event(1), event(2)]
+    assert json.loads(lines[2])["recovered"]
+    assert restarted.events(AGENT) == [event(0), event(1), event(2), event(3)]
 
 
-def test_a_complete_line_without_its_newline_is_also_a_torn_write(tmp_path):
+def test_a_truncated_line_whose_event_cannot_be_read_is_refused(tmp_path):
+    ledger = PrivacyLedger(tmp_path)
+    ledger.record(AGENT, "run:0", event(0))
+    path = ledger.path(AGENT)
+    damaged = path.read_bytes() + b'{"key": "run:1", "event": {"mechanism": "dp-s'
+    path.write_bytes(damaged)
+    with pytest.raises(LedgerCorruptError, match="incomplete last line"):
+        PrivacyLedger(tmp_path).events(AGENT)
+    with pytest.raises(LedgerCorruptError):
+        ledger.record(AGENT, "run:2", event(2))
+    assert path.read_bytes() == damaged
+
+
+def test_a_complete_line_without_its_newline_is_counted(tmp_path):
     ledger = PrivacyLedger(tmp_path)
     ledger.record(AGENT, "run:0", event(0))
     ledger.record(AGENT, "run:1", event(1))
     path = ledger.path(AGENT)
-    path.write_bytes(path.read_bytes()[:-1])  # record() never returned for run:1
-    assert ledger.events(AGENT) == [event(0)]
-    assert ledger.record(AGENT, "run:1", event(1))
+    path.write_bytes(path.read_bytes()[:-1])  # its update may have left: it was spent
     assert ledger.events(AGENT) == [event(0), event(1)]
+    assert not ledger.record(AGENT, "run:1", event(1))
+    assert ledger.record(AGENT, "run:2", event(2))
+    assert ledger.events(AGENT) == [event(0), event(1), event(2)]
 
 
 @pytest.mark.parametrize(
@@ -202,13 +219,15 @@ def test_records_are_fsynced_and_a_new_file_also_fsyncs_its_directory(tmp_path, 
     monkeypatch.setattr(os, "fsync", fsync)
     ledger = PrivacyLedger(tmp_path)
     ledger.record(AGENT, "run:1", event(1))
-    assert len(synced) == 2  # the file, then the directory that now holds it
+    # the file, the directory that now holds it, then the high-water mark's temporary file
+    # and the directory again for its rename
+    assert len(synced) == 4
     ledger.record(AGENT, "run:2", event(2))
-    assert len(synced) == 3
+    assert len(synced) == 7
     ledger.record(AGENT, "run:2", event(2))  # nothing written, nothing synced
-    assert len(synced) == 3
+    assert len(synced) == 7
     if os.path.exists("/proc"):
-        assert synced == [False, True, False]
+        assert synced == [False, True, False, True, False, False, True]
 
 
 def test_concurrent_records_are_serialised(tmp_path):

@@ -2,8 +2,13 @@
 
 The order matters and is the point of this module:
 
-1. a round already in the ledger (same run, same round: a replayed message) is declined,
-   so no event is ever counted twice and no update is trained twice;
+0. the agent's ledger is held (:meth:`~meshfl.privacy.ledger.PrivacyLedger.hold`, a lock
+   across threads and processes) from step 1 to step 4: two runs on one state directory take
+   turns, and the one that waited reads the ledger afresh and re-plans, so it can only
+   decline, never overspend; one that waits too long declines, saying so;
+1. a message already in the ledger (same run, same round, same coordinator session: a
+   replay) is declined, so no event is ever counted twice. A round re-sent by a restarted
+   coordinator (new session) is trained and charged again: both releases happened;
 2. the mechanism is planned from the budget and the ledger (:func:`plan_round`); if it does
    not fit, the MSP declines with the reason — nothing crashes, nothing is spent;
 3. the update is computed under that mechanism;
@@ -13,6 +18,7 @@ The order matters and is the point of this module:
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -23,10 +29,12 @@ from meshfl.config.errors import ConfigError, MeshflError
 from meshfl.federation.records import Decline, RoundInstructions
 from meshfl.privacy.accountant import PrivacyBudgetExhausted
 from meshfl.privacy.budget import plan_round
-from meshfl.privacy.ledger import PrivacyLedger
+from meshfl.privacy.ledger import LedgerBusyError, PrivacyLedger
 from meshfl.privacy.mechanisms import add_gaussian_noise, clip_l2
 
 __all__ = ["train_round"]
+
+logger = logging.getLogger(__name__)
 
 
 def train_round(
@@ -39,7 +47,40 @@ def train_round(
     ledger: PrivacyLedger | None,
     msp: int,
 ) -> tuple[Update, float] | Decline:
-    """The MSP's update from the global ``vector``, and its ε so far; or a :class:`Decline`."""
+    """The MSP's update from the global ``vector``, and its ε so far; or a :class:`Decline`.
+
+    Under differential privacy, planning, training and recording are one step: the ledger is
+    held throughout. Raises :class:`~meshfl.privacy.ledger.LedgerCorruptError` when the
+    ledger cannot be trusted (nothing is trained).
+    """
+    dp = ins.context.privacy
+    if dp is None or ledger is None:
+        return _train_round(agent, ins, vector, local, seed=seed, ledger=ledger, msp=msp)
+    try:
+        with ledger.hold(agent.name):
+            return _train_round(agent, ins, vector, local, seed=seed, ledger=ledger, msp=msp)
+    except LedgerBusyError as err:
+        logger.warning("MSP %d declines round %d: %s", msp, ins.server_round, err)
+        return Decline(
+            "another run on this MSP's state directory held the privacy ledger of "
+            f"{agent.name!r} for more than {err.waited:g} s (it trains a round of its own); "
+            "declining rather than planning from a ledger that is about to change",
+            ledger.epsilon(agent.name, delta=dp.delta, accountant=dp.accountant),
+            msp,
+        )
+
+
+def _train_round(
+    agent: Agent[Any],
+    ins: RoundInstructions,
+    vector: np.ndarray,
+    local: Any,
+    *,
+    seed: int,
+    ledger: PrivacyLedger | None,
+    msp: int,
+) -> tuple[Update, float] | Decline:
+    """:func:`train_round`, with the ledger held."""
     dp = ins.context.privacy
     if dp is None:
         update = agent.local_update(vector, local, server_round=ins.server_round, seed=seed)
@@ -53,8 +94,9 @@ def train_round(
     spent = ledger.epsilon(agent.name, delta=dp.delta, accountant=dp.accountant)
     if key in ledger.keys(agent.name):
         return Decline(
-            f"round {ins.server_round} of run {ins.context.run_id!r} is already in the privacy "
-            "ledger; training it again would spend privacy twice",
+            f"round {ins.server_round} of run {ins.context.run_id!r} (coordinator session "
+            f"{ins.context.session!r}) is already in the privacy ledger: this message is a "
+            "replay, and training it again would spend privacy twice",
             spent,
             msp,
         )
@@ -114,5 +156,8 @@ def train_round(
             metrics={"examples": raw.metrics.get("examples", 0.0)},
             privacy_event=step.event(),
         )
-    ledger.record(agent.name, key, step.event())
+    if not ledger.record(
+        agent.name, key, step.event(), delta=dp.delta, accountant=dp.accountant
+    ):  # pragma: no cover - the ledger is held since the replay check
+        raise MeshflError(f"The privacy ledger already holds {key!r}; the update is not sent.")
     return update, ledger.epsilon(agent.name, delta=dp.delta, accountant=dp.accountant)
