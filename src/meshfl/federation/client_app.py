@@ -25,6 +25,7 @@ from flwr.clientapp import ClientApp
 from meshfl.agents import registry
 from meshfl.agents.base import Agent
 from meshfl.config.errors import MeshflError
+from meshfl.federation.errors import guard
 from meshfl.federation.msp_privacy import train_round
 from meshfl.federation.records import (
     Decline,
@@ -185,6 +186,18 @@ def make_client_app(
                 "only its share of the noise, and the plaintext back end shows every update "
                 "to the coordinator"
             )
+        ledger = ledger_for(context)
+        mirror = message.content.config_records.get("mirror")
+        if dp is not None and ledger is not None and mirror is not None:
+            # A ledger behind the coordinator's mirror lost events: training on it would
+            # spend that privacy again (LedgerBehindError says how to recover).
+            ledger.check_against(
+                agent.name,
+                float(mirror.get("epsilon", 0.0)),  # type: ignore[arg-type]
+                delta=dp.delta,
+                accountant=dp.accountant,
+                budget=dp.epsilon,
+            )
         # Never train from a model that is not provably a sum of enough MSPs' updates.
         verify = verification(ins, agent, context, before=ins.server_round)
         rows = local(agent, key, context, "train")
@@ -234,7 +247,9 @@ def make_client_app(
         metrics = agent.evaluate(vector, local(agent, key, context, "test"))
         return Message(encode_evaluation(metrics), reply_to=message)
 
+    # Whatever a handler raises leaves as a code and a fixed sentence; the details stay in
+    # this MSP's log (meshfl.federation.errors): an error's text is a decryption oracle.
     for name in registry.built():
-        app.train(name)(train)
-        app.evaluate(name)(evaluate)
+        app.train(name)(guard(train))
+        app.evaluate(name)(guard(evaluate))
     return app

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
-from flwr.app import Message
+from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
 from meshfl.agents.base import Agent
@@ -31,6 +31,7 @@ from meshfl.federation.records import (
     encode_instructions,
 )
 from meshfl.federation.sealed_model import next_history
+from meshfl.privacy.snr import median_snr
 from meshfl.secure.aggregate import PAYLOAD_EXTRA
 from meshfl.secure.backend import Aggregator, Sealed
 from meshfl.secure.binding import Binding
@@ -54,6 +55,9 @@ class RoundOutcome:
     train_metrics: dict[str, float] = field(default_factory=dict)
     skipped_reason: str | None = None
     bytes_received: int = 0
+    snr: float | None = None
+    """Lower median of the accepted updates' coarse signal-to-noise estimates (a power of
+    2), when the MSPs sent any (sample-level DP)."""
 
 
 def weighted_mean(
@@ -127,6 +131,8 @@ class AgentStrategy:
         self.outcome = RoundOutcome()
         self.epsilon_by_msp: dict[int, float] = {}
         """Mirror of each MSP's ε spent on this agent, as the MSPs report it."""
+        self.msp_of_node: dict[int, int] = {}
+        """The MSP id each node reported (its partition id in simulations)."""
 
     # -- sampling ------------------------------------------------------------------------
     def _connected(self, grid: Grid) -> list[int]:
@@ -167,13 +173,22 @@ class AgentStrategy:
         )
         return [
             Message(
-                content,
+                self._with_mirror(content, node) if phase == "train" else content,
                 dst_node_id=node,
                 message_type=f"{phase}.{self.agent.name}",
                 group_id=f"{self.agent.name}:{server_round}",
             )
             for node in nodes
         ]
+
+    def _with_mirror(self, content: RecordDict, node: int) -> RecordDict:
+        """Under DP, the ε this coordinator holds for ``node``: an MSP whose ledger shows
+        less refuses to train (its ledger lost events, see PrivacyLedger.check_against)."""
+        msp = self.msp_of_node.get(node)
+        if self.context.privacy is None or msp not in self.epsilon_by_msp:
+            return content
+        mirror = ConfigRecord({"epsilon": float(self.epsilon_by_msp[msp])})
+        return RecordDict({**dict(content.items()), "mirror": mirror})
 
     # -- training ------------------------------------------------------------------------
     def configure_train(self, server_round: int, grid: Grid) -> Iterable[Message]:
@@ -226,6 +241,7 @@ class AgentStrategy:
         accepted: list[Sealed] = []
         contributors: list[int] = []
         metrics: list[dict[str, float]] = []
+        snrs: list[float | None] = []
         for reply in replies:
             node = int(reply.metadata.src_node_id)
             try:
@@ -233,24 +249,39 @@ class AgentStrategy:
                 if isinstance(decoded, Decline):
                     self._declined(server_round, decoded)
                     continue
+                room = getattr(self.aggregator, "max_contributors", None)
+                if room is not None and len(accepted) >= room:
+                    raise InvalidUpdateError(
+                        f"the round already holds max_contributors={room} updates, as many "
+                        "as one sum under this key set adds up without leaving its range"
+                    )
                 self.aggregator.check(decoded.sealed, expected_length=self.update_length)
                 self._check_binding(server_round, node, decoded.sealed, set(contributors))
-            except InvalidUpdateError as err:
+            except Exception as err:  # whatever a reply holds, it is dropped, never raised
+                reason = (
+                    str(err)
+                    if isinstance(err, InvalidUpdateError)
+                    else f"the reply could not be checked ({type(err).__name__})"
+                )
                 log.warning(
                     "%s round %d: dropped the reply of MSP node %d: %s",
                     self.agent.name,
                     server_round,
                     node,
-                    err,
+                    reason,
                 )
-                self.outcome.dropped.append((node, str(err)))
+                self.outcome.dropped.append((node, reason))
                 continue
-            self.epsilon_by_msp[decoded.msp if decoded.msp >= 0 else node] = decoded.epsilon_spent
+            msp = decoded.msp if decoded.msp >= 0 else node
+            self.msp_of_node[node] = msp
+            self.epsilon_by_msp[msp] = max(decoded.epsilon_spent, self.epsilon_by_msp.get(msp, 0.0))
             self.outcome.bytes_received += decoded.sealed.nbytes
             accepted.append(decoded.sealed)
             contributors.append(node)
             metrics.append(decoded.metrics)
+            snrs.append(decoded.snr)
         self.outcome.accepted = len(accepted)
+        self.outcome.snr = median_snr(snrs)
         if self.outcome.skipped_reason is not None:
             return False
         if self.outcome.declined and not accepted:
@@ -282,7 +313,9 @@ class AgentStrategy:
             decline.msp,
             decline.reason,
         )
-        self.epsilon_by_msp[decline.msp] = decline.epsilon_spent
+        self.epsilon_by_msp[decline.msp] = max(
+            decline.epsilon_spent, self.epsilon_by_msp.get(decline.msp, 0.0)
+        )
         self.outcome.declined.append((decline.msp, decline.reason))
 
     def _skip(self, server_round: int, reason: str) -> bool:
@@ -302,12 +335,14 @@ class AgentStrategy:
         for reply in replies:
             try:
                 metrics.append(decode_evaluation(reply))
-            except InvalidUpdateError as err:
+            except Exception as err:  # whatever a reply holds, it is dropped, never raised
                 log.warning(
                     "%s round %d: dropped the evaluation of MSP node %d: %s",
                     self.agent.name,
                     server_round,
                     int(reply.metadata.src_node_id),
-                    err,
+                    err
+                    if isinstance(err, InvalidUpdateError)
+                    else f"the reply could not be read ({type(err).__name__})",
                 )
         return weighted_mean(metrics)
