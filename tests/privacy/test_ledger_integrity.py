@@ -17,6 +17,7 @@ from meshfl.privacy import ledger as ledger_module
 from meshfl.privacy.accountant import epsilon_spent
 from meshfl.privacy.events import PrivacyEvent
 from meshfl.privacy.ledger import LedgerCorruptError, PrivacyLedger
+from meshfl.privacy.report import reported_epsilon
 
 AGENT = "anomaly"
 DELTA = 1e-5
@@ -313,6 +314,23 @@ def test_check_against_the_coordinator_mirror(tmp_path):
     assert ledger.check_against(AGENT, 0.0, delta=DELTA, accountant="rdp") == pytest.approx(
         released
     )
+
+
+def test_check_against_a_mirror_of_rounded_up_reports(tmp_path):
+    """MSPs report ε rounded up to budget / 20: the ledger is compared on the same grid."""
+    ledger = PrivacyLedger(tmp_path)
+    released = spend(ledger, 2)
+    budget = 2.0
+    mirror = reported_epsilon(released, budget)
+    assert mirror > released
+    with pytest.raises(ledger_module.LedgerBehindError):
+        ledger.check_against(AGENT, mirror, delta=DELTA, accountant="rdp")
+    shown = ledger.check_against(AGENT, mirror, delta=DELTA, accountant="rdp", budget=budget)
+    assert shown == pytest.approx(released)
+    for path in tmp_path.iterdir():
+        path.unlink()
+    with pytest.raises(ledger_module.LedgerBehindError):
+        ledger.check_against(AGENT, mirror, delta=DELTA, accountant="rdp", budget=budget)
 
 
 def test_a_ledger_behind_the_mirror_is_refused(tmp_path):

@@ -58,6 +58,7 @@ from typing import IO, Any
 from meshfl.config.errors import ConfigError, MeshflError
 from meshfl.privacy.accountant import Accountant, epsilon_spent
 from meshfl.privacy.events import PrivacyEvent
+from meshfl.privacy.report import reported_epsilon
 
 try:
     import fcntl
@@ -572,6 +573,7 @@ class PrivacyLedger:
         *,
         delta: float,
         accountant: Accountant = "prv",
+        budget: float | None = None,
     ) -> float:
         """ε the ledger shows; raises :class:`LedgerBehindError` if below ``epsilon_mirror``.
 
@@ -579,6 +581,19 @@ class PrivacyLedger:
         for ``agent`` (the coordinator's mirror of its ledger). A ledger that shows less lost
         events — deleted together with its mark, or restored from an older copy — and
         training on it would spend privacy again.
+
+        Parameters
+        ----------
+        agent : str
+            The agent's name.
+        epsilon_mirror : float
+            The largest ε the coordinator holds for this MSP and agent.
+        delta, accountant
+            The run's δ and accountant (``DPConfig.delta``, ``DPConfig.accountant``).
+        budget : float, optional
+            The run's ε budget, when the mirror holds ε as the MSPs report it: rounded up to
+            a multiple of ``budget / REPORT_STEPS`` (:mod:`meshfl.privacy.report`). The
+            ledger's ε is then rounded the same way before the comparison.
 
         Raises
         ------
@@ -597,11 +612,14 @@ class PrivacyLedger:
                 f"number >= 0. Got {epsilon_mirror!r} instead."
             )
         current = self.epsilon(agent, delta=delta, accountant=accountant)
-        if current < epsilon_mirror * (1 - _REL_TOLERANCE):
+        shown = current if budget is None else reported_epsilon(current, budget)
+        if shown < epsilon_mirror * (1 - _REL_TOLERANCE):
+            reported = "" if budget is None else f" ({shown:.4g} as an MSP reports it)"
             raise LedgerBehindError(
                 f"Privacy ledger {self.path(agent)} of agent {agent!r} shows ε={current:.4g} "
-                f"at δ={delta:g}, less than the ε={epsilon_mirror:.4g} that the coordinator's "
-                "mirror recorded for this MSP: the ledger lost events (deleted together with "
+                f"at δ={delta:g}{reported}, less than the "
+                f"ε={epsilon_mirror:.4g} that the coordinator's mirror recorded for this MSP: "
+                "the ledger lost events (deleted together with "
                 "its high-water mark, restored from an older backup, or copied from another "
                 "MSP), and training on it would spend that privacy again. To recover, restore "
                 "the MSP's state directory from its newest backup; or, if you accept the "
