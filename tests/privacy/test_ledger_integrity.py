@@ -9,6 +9,7 @@ names the file and says how to recover.
 import itertools
 import json
 import math
+import shutil
 
 import pytest
 
@@ -347,6 +348,15 @@ def test_a_ledger_behind_the_mirror_is_refused(tmp_path):
     message = str(err)
     assert str(ledger.path(AGENT)) in message and f"{released:.4g}" in message
     assert "restore" in message.lower() and "acknowledge_loss" in message
+
+
+def test_a_directory_removed_under_a_running_msp_is_caught_by_the_mirror(tmp_path):
+    ledger = PrivacyLedger(tmp_path / "privacy")
+    released = spend(ledger, 2)
+    shutil.rmtree(tmp_path / "privacy")
+    with pytest.raises(ledger_module.LedgerBehindError):
+        ledger.check_against(AGENT, released, delta=DELTA, accountant="rdp")
+    assert ledger.record(AGENT, "run:9:s", event(9))  # writing works again (after the check)
 
 
 def test_check_against_refuses_a_corrupt_ledger(tmp_path):

@@ -292,6 +292,9 @@ class PrivacyLedger:
             raise self._busy(agent, wait)
         try:
             if hold.depth == 0:
+                # Like a restart, a directory removed under a running MSP is made again: only
+                # the coordinator's mirror (check_against) can tell what it held.
+                self._directory.mkdir(parents=True, exist_ok=True)
                 hold.handle = _flock_until(path, deadline)
                 if hold.handle is None:
                     raise self._busy(agent, wait)
