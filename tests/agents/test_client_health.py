@@ -110,12 +110,13 @@ def test_gaussian_noise_has_the_sensitivity_of_one_client():
     noisy = agent.local_update(vector, local, server_round=1, seed=5, dp=step)
     assert isinstance(noisy, Update) and noisy.privacy_event == step.event()
     assert set(noisy.metrics) == {"examples"}  # no loss computed on raw rows leaves
-    noise = noisy.vector - clean.vector
+    # fresh noise from OS entropy at every release: the public seed does not repeat it
+    again = agent.local_update(vector, local, server_round=1, seed=5, dp=step).vector
+    assert not np.array_equal(again, noisy.vector)
+    noise = np.concatenate([noisy.vector - clean.vector, again - clean.vector])  # 2 x 640
     expected_std = 2.0 * np.sqrt(len(CLIENT_HEALTH_FEATURES))
     assert np.std(noise) == pytest.approx(expected_std, rel=0.1)
-    np.testing.assert_array_equal(
-        noisy.vector, agent.local_update(vector, local, server_round=1, seed=5, dp=step).vector
-    )
+    assert abs(np.corrcoef(noisy.vector - clean.vector, again - clean.vector)[0, 1]) < 0.2
     assert agent.privacy_shape(local) == ("gaussian", 1.0, 1)
 
 

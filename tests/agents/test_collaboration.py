@@ -1,5 +1,7 @@
 """The collaboration agent: synthetic projects, schema, projection, training, ranking, model."""
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -161,7 +163,8 @@ def test_dp_sgd_runs_the_planned_steps(agent, data):
     mechanism, rate, steps = agent.privacy_shape(train)
     dp = DPStep(mechanism, 1.0, rate, steps, 1.0, "sample")
     vector = agent.init_vector(seed=0)
-    with pytest.warns(UserWarning, match="not a cryptographically secure RNG"):
+    with warnings.catch_warnings():  # noise from OS entropy: no weak-RNG warning any more
+        warnings.filterwarnings("error", message=".*cryptographically secure.*")
         update = agent.local_update(vector, train, server_round=1, seed=0, dp=dp)
     assert update.privacy_event == dp.event()
     assert "train_loss" not in update.metrics  # computed on raw data: never sent under DP

@@ -1,5 +1,7 @@
 """The nlp_query agent: insight generator, seq2seq pieces, retrieval, training, privacy."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -163,7 +165,8 @@ def test_dp_sgd_round_runs_the_planned_steps(agent, local):
     mechanism, rate, steps = agent.privacy_shape(local)
     dp = DPStep(mechanism, 1.0, rate, steps, 1.0, "sample")
     vector = agent.init_vector(seed=0)
-    with pytest.warns(UserWarning, match="not a cryptographically secure RNG"):
+    with warnings.catch_warnings():  # noise from OS entropy: no weak-RNG warning any more
+        warnings.filterwarnings("error", message=".*cryptographically secure.*")
         update = agent.local_update(vector, local, server_round=1, seed=3, dp=dp)
     assert update.privacy_event == dp.event()
     assert "train_loss" not in update.metrics  # computed on raw data: not sent under DP

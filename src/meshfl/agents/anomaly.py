@@ -185,8 +185,7 @@ class Anomaly(Agent[MetricsData]):
             counts,
             sensitivity=float(np.sqrt(self.config.trees_per_round)),
             noise_multiplier=dp.noise_multiplier,
-            rng=np.random.default_rng(seed),
-        )
+        )  # noise from OS entropy, never from the public seed
         return Update(
             vector=noisy,
             weight=1.0,

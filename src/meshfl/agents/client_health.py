@@ -383,8 +383,7 @@ class ClientHealth(Agent[HealthData]):
             hist,
             sensitivity=self.sensitivity,
             noise_multiplier=dp.noise_multiplier,
-            rng=np.random.default_rng(seed),
-        )
+        )  # noise from OS entropy, never from the public seed
         # Only the example count leaves the MSP: a loss on raw data is not covered by noise.
         return Update(vector=noisy, weight=1.0, metrics=metrics, privacy_event=dp.event())
 

@@ -16,7 +16,6 @@ rule and a random dispatcher on the same days.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -60,6 +59,7 @@ from meshfl.models.policy import (
 from meshfl.privacy.budget import DPStep
 from meshfl.privacy.dpsgd import private_gradient
 from meshfl.privacy.events import Mechanism, PrivacyEvent
+from meshfl.privacy.noise import noise_torch_generator
 
 __all__ = ["DispatchData", "ResourceAllocation", "ResourceAllocationConfig", "DispatchModel"]
 
@@ -292,7 +292,7 @@ class ResourceAllocation(Agent[DispatchData]):
                     totals = outcome.totals()
                     hits, tickets = hits + totals["hits"], tickets + totals["tickets"]
         else:
-            steps, rate = self._train_private(policy, local, dp, seed=seed, rng=rng)
+            steps, rate = self._train_private(policy, local, dp, rng=rng)
             if (steps, rate) != (dp.steps, dp.sample_rate):
                 raise RuntimeError(  # the ledger must record what actually ran
                     f"DP-SGD ran {steps} steps at rate {rate}, "
@@ -315,23 +315,20 @@ class ResourceAllocation(Agent[DispatchData]):
         local: DispatchData,
         dp: DPStep,
         *,
-        seed: int,
         rng: np.random.Generator,
     ) -> tuple[int, float]:
-        """DP-SGD on the policy loss, one episode per record; returns (steps, sample rate)."""
-        warnings.warn(
-            "meshfl resource_allocation DP-SGD samples episodes and draws noise with seeded "
-            "Mersenne Twisters, which are not cryptographically secure RNGs: fine for "
-            "simulation and research, not for a deployment facing an adversary who could "
-            "exploit the RNG.",
-            UserWarning,
-            stacklevel=3,
-        )
+        """DP-SGD on the policy loss, one episode per record; returns (steps, sample rate).
+
+        The Poisson sampling of days and the noise come from OS entropy
+        (:mod:`meshfl.privacy.noise`), never from the seed. ``rng`` (seeded) drives only the
+        rollouts' action sampling: every day's gradient is clipped whatever its rollouts,
+        so they are no part of the mechanism and knowing them says nothing about the noise.
+        """
         _, rate, steps = self.privacy_shape(local)
         n = len(local)
         expected = rate * n
-        sampling = torch.Generator().manual_seed(seed)
-        noise = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=sampling)))
+        sampling = noise_torch_generator()
+        noise = noise_torch_generator()
         opt: torch.optim.Optimizer = (
             torch.optim.SGD(policy.parameters(), lr=self.config.dp_learning_rate)
             if self.config.dp_optimizer == "sgd"

@@ -47,6 +47,7 @@ from meshfl.models import additive
 from meshfl.privacy.budget import DPStep
 from meshfl.privacy.events import Mechanism
 from meshfl.privacy.mechanisms import add_gaussian_noise
+from meshfl.privacy.noise import noise_rng
 
 __all__ = ["Revenue", "RevenueConfig", "RevenueData", "RevenueModel", "SeriesData"]
 
@@ -305,7 +306,6 @@ class Revenue(Agent[RevenueData]):
         seed: int,
         dp: DPStep | None = None,
     ) -> Update:
-        rng = np.random.default_rng(seed)
         radius = self.config.clip_radius
         low, high = (float(np.log(v)) for v in self.config.revenue_bounds)
         stats = additive.Statistics.zeros(self.spec.n_features)
@@ -317,8 +317,9 @@ class Revenue(Agent[RevenueData]):
                 center = float(np.median(z))
             else:
                 # the centre is part of the mechanism: a noisy histogram at multiplier sigma·√2
+                # (its noise from OS entropy, never from the public seed)
                 center = additive.noisy_mode_center(
-                    z, low=low, high=high, noise_std=dp.noise_multiplier * 2.0, rng=rng
+                    z, low=low, high=high, noise_std=dp.noise_multiplier * 2.0, rng=noise_rng()
                 )
             w = additive.clip_log(z, center, radius)
             clipped += int(np.sum(np.abs(z - center) > radius))
@@ -338,7 +339,7 @@ class Revenue(Agent[RevenueData]):
         multiplier = dp.noise_multiplier * np.sqrt(2.0)
         private = slice(m, m + p + 1)  # Xᵀy and yᵀy; XᵀX and the counts follow from dates
         packed[private] = add_gaussian_noise(
-            packed[private], sensitivity=sensitivity, noise_multiplier=multiplier, rng=rng
+            packed[private], sensitivity=sensitivity, noise_multiplier=multiplier
         )
         packed[-1] = (multiplier * sensitivity) ** 2  # public: sigma and the dates fix it
         return Update(vector=packed, weight=1.0, metrics=metrics, privacy_event=dp.event())

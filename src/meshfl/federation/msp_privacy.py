@@ -145,7 +145,6 @@ def _train_round(
             delta,
             sensitivity=dp.max_grad_norm,
             noise_multiplier=step.noise_multiplier,
-            rng=np.random.default_rng(seed),
             shares=ins.context.noise_shares,
         )
         update = Update(

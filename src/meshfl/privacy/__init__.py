@@ -1,7 +1,8 @@
 """Differential privacy: budget, events, mechanisms, accountant, ledger and DP-SGD.
 
 The accountant and DP-SGD load Opacus and torch, so they are imported on first use:
-``import meshfl.privacy`` stays light.
+``import meshfl.privacy`` stays light. All privacy noise and DP sampling is drawn from
+:mod:`meshfl.privacy.noise`, seeded from OS entropy at every use, never from a run's seed.
 """
 
 from __future__ import annotations

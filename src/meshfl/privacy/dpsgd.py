@@ -39,12 +39,21 @@ against a per-record loop and against Opacus' ``GradSampleModule`` + ``DPOptimiz
 
 Randomness
 ----------
-Sampling and noise come from ``torch.Generator`` objects seeded from ``seed``, and dropout
-masks from torch's global generator reseeded inside a forked RNG state (the caller's state
-is restored), so a run is reproducible. torch's CPU generators are Mersenne Twisters, not
-cryptographically secure, and the noise is not hardened against floating-point attacks
-(Mironov, CCS 2012): right for simulation and research; for a deployment facing an adversary
-who could exploit the RNG, use Opacus with ``secure_mode=True``. A warning says so.
+The Poisson sampling and the noise come from :mod:`meshfl.privacy.noise`: ``torch.Generator``
+objects seeded, at every :func:`train_private` call, from the operating system's entropy.
+Nothing the caller passes reaches them, ``seed`` included: noise regenerated from a public
+seed could be subtracted from the release, and batches known to an observer void the
+amplification by subsampling that the accountant counts. Two runs with the same seed
+therefore differ. ``seed`` seeds only the dropout masks (torch's global generator, reseeded
+inside a forked RNG state, so the caller's state is restored): each record's gradient is
+clipped whatever its mask, so the masks are not part of the mechanism, and knowing them
+tells nothing about the noise. Draws on CUDA use a CUDA generator, also seeded from the OS.
+
+Seeding from OS entropy is what Opacus' "secure_mode" warning is about, so it does not
+apply here. Two caveats remain (see :mod:`meshfl.privacy.noise`): the generators themselves
+are fast, not cryptographically secure, streams with secret seeds, and the noise is not
+hardened against floating-point attacks (Mironov, CCS 2012), which Opacus' ``secure_mode``
+mitigates by summing several draws per coordinate.
 """
 
 from __future__ import annotations
@@ -61,6 +70,7 @@ from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
 from meshfl.config.errors import ConfigError, MeshflError
+from meshfl.privacy.noise import noise_torch_generator
 
 if TYPE_CHECKING:
     from meshfl.privacy.budget import DPStep
@@ -552,11 +562,20 @@ def _fill_noise(flat: torch.Tensor, std: float, generator: torch.Generator) -> N
     """Overwrite ``flat`` with N(0, std²) draws (zeros when ``std`` is 0)."""
     if std <= 0:
         flat.zero_()
-    elif flat.device.type == "cpu":
+    elif flat.device == generator.device:
         # one draw for all parameters: same distribution as per-tensor draws, fewer calls
         flat.normal_(0.0, std, generator=generator)
-    else:  # the generator lives on the CPU
-        flat.copy_(torch.randn(flat.shape, generator=generator, dtype=flat.dtype).mul_(std))
+    else:  # a generator on another device: draw there, copy
+        drawn = torch.randn(flat.shape, generator=generator, dtype=flat.dtype,
+                            device=generator.device)  # fmt: skip
+        flat.copy_(drawn.mul_(std))
+
+
+def _noise_generator(device: torch.device) -> torch.Generator:
+    """A fresh OS-seeded generator on ``device`` if torch has one there, else on the CPU."""
+    if device.type == "cuda":
+        return noise_torch_generator(device)
+    return noise_torch_generator()
 
 
 def _add_clipped(
@@ -587,6 +606,11 @@ def private_gradient(
     ``(sum_i clip(g_i, max_grad_norm) + N(0, (noise_multiplier * max_grad_norm)^2 I))
     / expected_batch_size``: what Opacus' ``DPOptimizer`` hands to the wrapped optimizer.
 
+    The noise comes from ``generator``, by default a fresh one seeded from OS entropy
+    (:func:`meshfl.privacy.noise.noise_torch_generator`). A caller that takes many steps may
+    pass one such generator for all of them; it must come from :mod:`meshfl.privacy.noise`
+    (a seeded generator is for tests of the arithmetic only).
+
     Returns
     -------
     dict of str to torch.Tensor
@@ -604,7 +628,7 @@ def private_gradient(
     _fill_noise(
         buffer.flat,
         noise_multiplier * max_grad_norm / expected_batch_size,
-        generator if generator is not None else torch.default_generator,
+        generator if generator is not None else _noise_generator(buffer.flat.device),
     )
     _add_clipped(
         buffer, batch, max_grad_norm=max_grad_norm, expected_batch_size=expected_batch_size
@@ -678,7 +702,9 @@ def train_private(
     max_grad_norm : float
         Per-record gradient clipping norm C.
     seed : int
-        Seeds sampling, noise and dropout; equal seeds give equal results.
+        Seeds the dropout masks only. The Poisson sampling and the noise are drawn from
+        generators seeded from OS entropy (:mod:`meshfl.privacy.noise`), so two calls with
+        equal seeds and data give different models, as differential privacy requires.
     optimizer : {"adam", "sgd"}
         Optimizer fed with the privatised gradient.
     method : {"auto", "taps", "vmap"}
@@ -725,14 +751,6 @@ def train_private(
             f"Got {optimizer!r} instead."
         )
     check_dp_compatible(module)
-    warnings.warn(
-        "meshfl DP-SGD samples batches and draws noise with torch's seeded Mersenne Twister, "
-        "which is not a cryptographically secure RNG: fine for simulation and research, not "
-        "for a deployment facing an adversary who could exploit the RNG (use Opacus with "
-        "secure_mode=True there).",
-        UserWarning,
-        stacklevel=2,
-    )
 
     computer = _PerSample(module, loss_fn, method)
     params = computer.params
@@ -752,9 +770,9 @@ def train_private(
     )
     q, steps_per_epoch = poisson_schedule(n, batch_size)
     expected = q * n  # Opacus divides by the expected, not the drawn, batch size
-    sampling = torch.Generator().manual_seed(seed)
-    seeds = torch.randint(2**62, (2,), generator=sampling).tolist()
-    noise = torch.Generator().manual_seed(seeds[0])
+    # Batches and noise from OS entropy, never from ``seed``: both must stay secret.
+    sampling = noise_torch_generator()  # torch.rand(n) on the CPU, as before
+    noise = _noise_generator(device)
     std = noise_multiplier * max_grad_norm / expected
     buffer = _GradBuffer(params)
     for p, view in zip(params, buffer.views, strict=True):
@@ -762,7 +780,10 @@ def train_private(
     last, steps = 0.0, 0
     try:
         with torch.random.fork_rng(devices=[]), computer:
-            torch.manual_seed(seeds[1])  # dropout masks: reproducible, caller's RNG unaffected
+            # Dropout masks stay seeded (reproducible; the caller's RNG is restored): every
+            # record's gradient is clipped whatever its mask, so masks are no part of the
+            # mechanism, and knowing them says nothing about the noise.
+            torch.manual_seed(seed)
             for _ in range(epochs):
                 total, count = 0.0, 0
                 for _ in range(steps_per_epoch):

@@ -12,6 +12,10 @@
 Dwork & Roth, "The Algorithmic Foundations of Differential Privacy" (2014), Thm. A.1;
 McMahan et al., "Learning Differentially Private Recurrent Language Models" (ICLR 2018) for
 clipping per-user updates.
+
+The noise comes from :func:`meshfl.privacy.noise.noise_rng`, seeded from the operating
+system's entropy at every call: there is deliberately no ``rng`` or seed parameter, since
+noise anyone can regenerate (e.g. from a run's public seed) protects nothing.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from meshfl.config.checks import check_float, check_int
+from meshfl.privacy.noise import noise_rng
 
 __all__ = ["add_gaussian_noise", "clip_l2"]
 
@@ -35,10 +40,13 @@ def add_gaussian_noise(
     *,
     sensitivity: float,
     noise_multiplier: float,
-    rng: np.random.Generator,
     shares: int = 1,
 ) -> np.ndarray:
-    """``vector`` plus N(0, (noise_multiplier · sensitivity)² / shares) in every coordinate."""
+    """``vector`` plus N(0, (noise_multiplier · sensitivity)² / shares) in every coordinate.
+
+    Each call draws from a fresh generator seeded from OS entropy
+    (:func:`meshfl.privacy.noise.noise_rng`), so two calls never add the same noise.
+    """
     check_float(
         sensitivity, "sensitivity", where="add_gaussian_noise", rule="> 0", ok=lambda v: v > 0
     )
@@ -51,4 +59,6 @@ def add_gaussian_noise(
     )
     shares = check_int(shares, "shares", where="add_gaussian_noise", minimum=1)
     std = noise_multiplier * sensitivity / np.sqrt(shares)
-    return np.asarray(vector, dtype=np.float64) + rng.normal(0.0, std, size=np.shape(vector))
+    return np.asarray(vector, dtype=np.float64) + noise_rng().normal(
+        0.0, std, size=np.shape(vector)
+    )
