@@ -207,12 +207,16 @@ def test_update_under_another_key_set_names_both_ids(backend, stranger, good):
         backend[0].open(foreign)
 
 
-def test_another_key_set_under_a_forged_id_is_not_caught_by_the_id(backend, stranger, good):
-    """CKKS cannot tell keys apart: the id catches mistakes, not a lying MSP (documented)."""
+def test_another_key_set_under_a_forged_id_is_caught_by_the_msp(backend, stranger, good):
+    """CKKS cannot tell keys apart: the id catches mistakes, not a lying MSP, so the
+    coordinator accepts it; the MSP that opens it refuses it (issue 12 §6; on 2081f48 it
+    decrypted to garbage and was used)."""
     sealer, aggregator = backend
     forged = _replace(stranger[0].seal(np.ones(good.length)), key_id=aggregator.key_id)
     aggregator.check(forged, expected_length=good.length)
-    assert not np.allclose(sealer.open(forged), 1.0, atol=1e-3)
+    with pytest.raises(InvalidUpdateError, match="not a plausible payload") as err:
+        sealer.open(forged)
+    assert not any(ch.isdigit() for ch in str(err.value))
 
 
 def _chunk2(tamper):
@@ -320,25 +324,25 @@ def test_packing_is_lossless(backend):
 
 def test_seal_refuses_values_beyond_the_bound_and_says_the_fix(backend):
     sealer, _ = backend
-    with pytest.raises(
-        ValueRangeError, match=r"encodes magnitudes below .*fewer scale_bits"
-    ) as err:
+    assert sealer.max_seal_abs == pytest.approx(sealer.max_abs / sealer.max_contributors)
+    with pytest.raises(ValueRangeError, match=r"per-payload bound .*fewer scale_bits") as err:
         sealer.seal(np.array([0.0, -sealer.max_seal_abs]))
     assert isinstance(err.value, InvalidUpdateError)
     sealer.seal(np.array([0.0, -0.999 * sealer.max_seal_abs]))  # just inside: fine
 
 
-def test_values_up_to_the_bounds_decrypt_and_beyond_them_the_sum_wraps(backend):
-    # A constant vector is the worst case: all of it lands in one coefficient of the
-    # plaintext polynomial (vectors that vary spread over many, and overflow later).
-    sealer, aggregator = backend
+@pytest.mark.parametrize("contributors", [1, 2, 3])
+def test_sums_up_to_max_contributors_decrypt_and_more_are_refused(contributors):
+    """At the edge: payloads just inside the per-payload bound, as many as allowed, decrypt;
+    one more is refused by name. A constant vector is the worst case: all of it lands in one
+    coefficient of the plaintext polynomial."""
+    sealer, aggregator = ephemeral_ckks_backend(max_contributors=contributors)
     values = np.full(3, -0.999 * sealer.max_seal_abs)
     one = sealer.seal(values)
-    np.testing.assert_allclose(sealer.open(one), values, rtol=1e-9)
-    pair = sealer.open(aggregator.add([one, one]))  # just below max_abs: still right
-    np.testing.assert_allclose(pair, 2 * values, rtol=1e-9)
-    triple = sealer.open(aggregator.add([one, one, one]))  # beyond max_abs: silently wrong
-    assert not np.allclose(triple, 3 * values, rtol=1e-3)
+    total = sealer.open(aggregator.add([one] * contributors))
+    np.testing.assert_allclose(total, contributors * values, rtol=1e-9)
+    with pytest.raises(InvalidUpdateError, match=rf"max_contributors={contributors}\b"):
+        aggregator.add([one] * (contributors + 1))
 
 
 @pytest.mark.parametrize(

@@ -24,11 +24,13 @@ from flwr.supercore.inflatable.inflatable_utils import inflate_object_from_conte
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 
+from meshfl.federation.errors import safe_reply_error
+
 __all__ = ["InProcessGrid", "from_wire", "run_in_process", "to_wire"]
 
 log = logging.getLogger("meshfl.federation")
-
-CLIENT_APP_EXCEPTION = 2  # Flower's ErrorCode.CLIENT_APP_RAISED_EXCEPTION
+msp_log = logging.getLogger("meshfl.msp")
+"""The nodes' own log: what a node's failure was, which never leaves the node."""
 
 
 def to_wire(message: Message) -> dict[str, bytes]:
@@ -150,10 +152,20 @@ class InProcessGrid(Grid):
         context = self._contexts[node_id]
         try:
             reply = self.client_app(message, context)
-        except Exception as err:  # a ClientApp error becomes an error reply, as in Flower
-            log.info("node %d failed on %s: %s", node_id, message.metadata.message_type, err)
-            reason = f"{type(err).__name__}: {err}"
-            reply = Message(Error(code=CLIENT_APP_EXCEPTION, reason=reason), reply_to=message)
+        except Exception as err:
+            # A ClientApp error becomes an error reply, as in Flower, but as a code and a
+            # fixed sentence: its text may hold what the node computed from what it
+            # decrypted (issue 12 §1). The details stay in the node's log.
+            code, reason = safe_reply_error(err)
+            msp_log.error(
+                "node %d failed on %s (replied %s): %s: %s",
+                node_id,
+                message.metadata.message_type,
+                reason.split(":", 1)[0],
+                type(err).__name__,
+                err,
+            )
+            reply = Message(Error(code=code, reason=reason), reply_to=message)
         reply.metadata.__dict__["_src_node_id"] = node_id
         reply.metadata.__dict__["_message_id"] = reply.object_id
         self._replies[root_id] = to_wire(reply)

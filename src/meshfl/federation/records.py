@@ -13,11 +13,14 @@ MSP → server, after training::
 
     "update":  ConfigRecord {"backend", "key_id", "length", "chunks"}: the sealed [w·v, w]
     "metrics": MetricRecord (small numbers, e.g. train_loss; never "examples")
-    "privacy": ConfigRecord {"epsilon_spent": float, "msp": int}
+    "privacy": ConfigRecord {"epsilon_spent": float, "msp": int, "snr": float (optional)}
 
 The training weight (the MSP's number of examples) travels only inside the sealed payload:
 the plaintext side data leaves out "examples" and the privacy event, whose sampling rate
-(batch / rows) would give the size away too; the MSP's ledger keeps the event.
+(batch / rows) would give the size away too; the MSP's ledger keeps the event. Under
+sample-level DP "snr" is the update's signal-to-noise estimate, a post-processing of the
+private update, coarsened to a power of 2 (:mod:`meshfl.privacy.snr`): a size hint of one
+power of 2.
 
 MSP → server, declining a round (its privacy budget would be exceeded)::
 
@@ -31,7 +34,8 @@ MSP → server, after evaluation::
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +43,7 @@ from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 
 from meshfl.agents.base import Agent
 from meshfl.config.errors import InvalidUpdateError
+from meshfl.federation.errors import describe_reply_error
 from meshfl.privacy.config import DPConfig
 from meshfl.secure.backend import Sealed
 
@@ -111,6 +116,8 @@ class TrainReply:
     metrics: dict[str, float]
     epsilon_spent: float
     msp: int
+    snr: float | None = None
+    """The update's coarse signal-to-noise estimate (sample-level DP only), if sent."""
 
 
 def encode_sealed(sealed: Sealed) -> ConfigRecord:
@@ -127,22 +134,110 @@ def encode_sealed(sealed: Sealed) -> ConfigRecord:
 
 
 def decode_sealed(record: ConfigRecord) -> Sealed:
-    """Inverse of :func:`encode_sealed`; raises :class:`InvalidUpdateError` if malformed."""
-    try:
-        chunks = record["chunks"]
-        if not isinstance(chunks, list) or not all(isinstance(c, bytes) for c in chunks):
-            raise TypeError("'chunks' must be a list of bytes")
-        return Sealed(
-            backend=str(record["backend"]),
-            key_id=str(record["key_id"]),
-            length=int(record["length"]),  # type: ignore[arg-type]
-            chunks=tuple(c for c in chunks if isinstance(c, bytes)),
-            binding=str(record.get("binding", "")),
-        )
-    except (KeyError, TypeError, ValueError) as err:
+    """Inverse of :func:`encode_sealed`; raises :class:`InvalidUpdateError` if malformed.
+
+    Every field must have the type :func:`encode_sealed` writes (nothing is converted, so
+    ``inf`` or ``"12"`` for a length is refused, not cast); strings are bounded in size.
+    What the chunks hold is the aggregator's to check.
+    """
+    what = "a sealed vector"
+    if not isinstance(record, ConfigRecord):
+        raise InvalidUpdateError(f"{what} must be a config record; got {type(record).__name__}")
+    chunks = _get(record, "chunks", list, what)
+    if not all(isinstance(c, bytes) for c in chunks):
+        raise InvalidUpdateError(f"{what}'s 'chunks' must be a list of bytes")
+    return Sealed(
+        backend=_text(record, "backend", what, limit=64),
+        key_id=_text(record, "key_id", what, limit=256),
+        length=_integer(record, "length", what),
+        chunks=tuple(chunks),
+        binding=_text(record, "binding", what, limit=MAX_BINDING, default=""),
+    )
+
+
+MAX_BINDING = 1 << 20
+"""Longest binding (JSON) a sealed vector may carry: a sum of ~50,000 contributors."""
+
+MAX_METRICS = 256
+"""Most metrics a reply may carry."""
+
+MAX_REASON = 300
+"""A decline's reason is cut to this many characters before it is logged or stored."""
+
+_MISSING: Any = object()
+
+
+def _get(
+    record: Mapping[str, Any], key: str, kind: type, what: str, default: Any = _MISSING
+) -> Any:
+    """``record[key]`` if it is a ``kind`` (a bool is no int); else :class:`InvalidUpdateError`."""
+    if key not in record:
+        if default is not _MISSING:
+            return default
+        raise InvalidUpdateError(f"{what} has no {key!r}")
+    value = record[key]
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, float)):
         raise InvalidUpdateError(
-            f"a sealed vector is malformed ({type(err).__name__}: {err})"
-        ) from err
+            f"{what}'s {key!r} must be {kind.__name__}; got {type(value).__name__}"
+        )
+    return value
+
+
+def _text(
+    record: Mapping[str, Any], key: str, what: str, *, limit: int, default: Any = _MISSING
+) -> str:
+    value: str = _get(record, key, str, what, default)
+    if len(value) > limit:
+        raise InvalidUpdateError(f"{what}'s {key!r} is longer than {limit} characters")
+    return value
+
+
+def _integer(record: Mapping[str, Any], key: str, what: str, default: Any = _MISSING) -> int:
+    return int(_get(record, key, int, what, default))
+
+
+def _number(
+    record: Mapping[str, Any],
+    key: str,
+    what: str,
+    default: Any = _MISSING,
+    *,
+    at_least: float = -math.inf,
+) -> float:
+    """A finite int or float (no bool, no NaN, no inf), at least ``at_least``."""
+    if key not in record and default is not _MISSING:
+        return float(default)
+    value = _get(record, key, object, what)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidUpdateError(f"{what}'s {key!r} must be a number; got {type(value).__name__}")
+    number = float(value)  # an int past float's range is inf, refused below
+    if not (math.isfinite(number) and number >= at_least):
+        bound = "" if at_least == -math.inf else f" and at least {at_least:g}"
+        raise InvalidUpdateError(f"{what}'s {key!r} must be finite{bound}")
+    return number
+
+
+def _metrics(content: Any, what: str) -> dict[str, float]:
+    """The ``"metrics"`` record of a reply: at most :data:`MAX_METRICS` finite numbers."""
+    records = content.metric_records
+    if "metrics" not in records:
+        raise InvalidUpdateError(f"{what} has no 'metrics' record")
+    record = records["metrics"]
+    if len(record) > MAX_METRICS:
+        raise InvalidUpdateError(f"{what} carries more than {MAX_METRICS} metrics")
+    if any(len(str(k)) > 64 for k in record):
+        raise InvalidUpdateError(f"{what} names a metric with more than 64 characters")
+    return {str(k): _number(record, k, f"{what}'s metric") for k in record}
+
+
+def _config(content: Any, key: str, what: str) -> ConfigRecord:
+    records = content.config_records
+    if key not in records:
+        raise InvalidUpdateError(f"{what} has no {key!r} record")
+    record = records[key]
+    if not isinstance(record, ConfigRecord):  # pragma: no cover - Flower's RecordDict types it
+        raise InvalidUpdateError(f"{what}'s {key!r} is not a config record")
+    return record
 
 
 def encode_instructions(
@@ -176,28 +271,47 @@ def encode_instructions(
 
 
 def decode_instructions(message: Message) -> RoundInstructions:
-    """Read what :func:`encode_instructions` wrote (at the MSP)."""
-    content = message.content
-    config = content.config_records["config"]
-    agent = message.metadata.message_type.split(".", 1)[1]
-    privacy = str(config.get("privacy", ""))
-    count = int(config.get("sealed_count", 0))  # type: ignore[arg-type]
-    return RoundInstructions(
-        agent=agent,
-        agent_config=json.loads(str(config["agent_config"])),
-        sealed=tuple(decode_sealed(content.config_records[f"sealed.{i}"]) for i in range(count)),
-        server_round=int(config["server_round"]),  # type: ignore[arg-type]
-        seed=int(config["seed"]),  # type: ignore[arg-type]
-        context=RoundContext(
-            run_id=str(config.get("run_id", "")),
-            session=str(config.get("session", "")),
-            total_rounds=int(config.get("total_rounds", 1)),  # type: ignore[arg-type]
-            privacy=DPConfig.model_validate_json(privacy) if privacy else None,
-            sample_fraction=float(config.get("sample_fraction", 1.0)),  # type: ignore[arg-type]
-            noise_shares=int(config.get("noise_shares", 1)),  # type: ignore[arg-type]
-            noise_multiplier=float(config.get("noise_multiplier", 0.0)) or None,  # type: ignore[arg-type]
-        ),
-    )
+    """Read what :func:`encode_instructions` wrote (at the MSP).
+
+    Raises :class:`InvalidUpdateError` for anything :func:`encode_instructions` would not
+    have written: a missing field, a field of another type, NaN or inf.
+    """
+    what = "the round's instructions"
+    try:
+        content = message.content
+        config = _config(content, "config", what)
+        _, _, agent = str(message.metadata.message_type).partition(".")
+        if not agent:
+            raise InvalidUpdateError(f"{what} name no agent")
+        privacy = _text(config, "privacy", what, limit=1 << 16, default="")
+        count = _integer(config, "sealed_count", what, default=0)
+        if not 0 <= count <= len(content.config_records):
+            raise InvalidUpdateError(f"{what} announce {count} sealed sums they do not hold")
+        agent_config = json.loads(_text(config, "agent_config", what, limit=1 << 20))
+        if not isinstance(agent_config, dict):
+            raise InvalidUpdateError(f"{what}' agent_config must be a JSON object")
+        return RoundInstructions(
+            agent=agent,
+            agent_config=agent_config,
+            sealed=tuple(
+                decode_sealed(_config(content, f"sealed.{i}", what)) for i in range(count)
+            ),
+            server_round=_integer(config, "server_round", what),
+            seed=_integer(config, "seed", what),
+            context=RoundContext(
+                run_id=_text(config, "run_id", what, limit=256, default=""),
+                session=_text(config, "session", what, limit=256, default=""),
+                total_rounds=_integer(config, "total_rounds", what, default=1),
+                privacy=DPConfig.model_validate_json(privacy) if privacy else None,
+                sample_fraction=_number(config, "sample_fraction", what, default=1.0),
+                noise_shares=_integer(config, "noise_shares", what, default=1),
+                noise_multiplier=_number(config, "noise_multiplier", what, default=0.0) or None,
+            ),
+        )
+    except InvalidUpdateError:
+        raise
+    except Exception as err:  # JSON, pydantic, recursion: named by type, never echoed
+        raise InvalidUpdateError(f"{what} are malformed ({type(err).__name__})") from None
 
 
 SIZE_METRICS = frozenset({"examples", "episodes", "series"})
@@ -210,17 +324,22 @@ def encode_update(
     metrics: dict[str, float],
     epsilon_spent: float = 0.0,
     msp: int = -1,
+    snr: float | None = None,
 ) -> RecordDict:
     """The content of an MSP's reply to ``train.<agent>``: the sealed payload and side data.
 
     Metrics in :data:`SIZE_METRICS` are left out: the weight is inside the ciphertext.
+    ``snr`` (optional) must already be coarse (:func:`meshfl.privacy.snr.coarse`).
     """
     public = {k: float(v) for k, v in metrics.items() if k not in SIZE_METRICS}
+    privacy: dict[str, Any] = {"epsilon_spent": float(epsilon_spent), "msp": int(msp)}
+    if snr is not None:
+        privacy["snr"] = float(snr)
     return RecordDict(
         {
             "update": encode_sealed(sealed),
             "metrics": MetricRecord(dict(public)),
-            "privacy": ConfigRecord({"epsilon_spent": float(epsilon_spent), "msp": int(msp)}),
+            "privacy": ConfigRecord(privacy),
         }
     )
 
@@ -244,30 +363,39 @@ def decode_update(message: Message) -> TrainReply | Decline:
     """A train reply, or the MSP's decline; raises :class:`InvalidUpdateError` if malformed.
 
     The sealed payload is only decoded here; the aggregator checks its key, length and
-    ciphertexts before it joins the sum.
+    ciphertexts before it joins the sum. Every field must have the type its encoder writes,
+    numbers must be finite (ε also >= 0), a decline's reason is cut to :data:`MAX_REASON`
+    characters; nothing else raises. An error reply becomes a fixed sentence
+    (:func:`~meshfl.federation.errors.describe_reply_error`): the MSP's text is not kept.
     """
     if message.has_error():
-        raise InvalidUpdateError(f"the MSP replied with an error: {message.error.reason}")
-    content = message.content
+        raise InvalidUpdateError(describe_reply_error(message.error))
+    what = "the reply"
     try:
+        content = message.content
         if "declined" in content.config_records:
-            record = content.config_records["declined"]
+            record = _config(content, "declined", what)
+            reason = _get(record, "reason", str, "the decline")
             return Decline(
-                reason=str(record["reason"]),
-                epsilon_spent=float(record["epsilon_spent"]),  # type: ignore[arg-type]
-                msp=int(record["msp"]),  # type: ignore[arg-type]
+                reason=reason[:MAX_REASON],
+                epsilon_spent=_number(record, "epsilon_spent", "the decline", at_least=0.0),
+                msp=_integer(record, "msp", "the decline"),
             )
-        sealed = decode_sealed(content.config_records["update"])
-        metrics = {
-            k: float(v)  # type: ignore[arg-type]
-            for k, v in content.metric_records["metrics"].items()
-        }
-        privacy = content.config_records["privacy"]
-        epsilon = float(privacy.get("epsilon_spent", 0.0))  # type: ignore[arg-type]
-        msp = int(privacy.get("msp", -1))  # type: ignore[arg-type]
-    except (KeyError, TypeError, ValueError) as err:
-        raise InvalidUpdateError(f"the reply is malformed ({type(err).__name__}: {err})") from err
-    return TrainReply(sealed, metrics, epsilon, msp)
+        sealed = decode_sealed(_config(content, "update", what))
+        metrics = _metrics(content, what)
+        privacy = _config(content, "privacy", what)
+        epsilon = _number(privacy, "epsilon_spent", what, default=0.0, at_least=0.0)
+        msp = _integer(privacy, "msp", what, default=-1)
+        snr: float | None = None
+        if "snr" in privacy:  # a report only: an unusable one is ignored, not refused
+            value = privacy["snr"]
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                snr = float(value) if math.isfinite(value) and value >= 0 else None
+    except InvalidUpdateError:
+        raise
+    except Exception as err:  # named by type, never echoed
+        raise InvalidUpdateError(f"{what} is malformed ({type(err).__name__})") from None
+    return TrainReply(sealed, metrics, epsilon, msp, snr)
 
 
 def encode_evaluation(metrics: dict[str, float]) -> RecordDict:
@@ -276,16 +404,16 @@ def encode_evaluation(metrics: dict[str, float]) -> RecordDict:
 
 
 def decode_evaluation(message: Message) -> dict[str, float]:
-    """Metrics of an evaluate reply; raises :class:`InvalidUpdateError`."""
+    """Metrics of an evaluate reply: finite numbers, ``examples`` > 0; raises
+    :class:`InvalidUpdateError` (an error reply becomes a fixed sentence)."""
     if message.has_error():
-        raise InvalidUpdateError(f"the MSP replied with an error: {message.error.reason}")
+        raise InvalidUpdateError(describe_reply_error(message.error))
     try:
-        metrics = {
-            k: float(v)  # type: ignore[arg-type]
-            for k, v in message.content.metric_records["metrics"].items()
-        }
-    except (KeyError, TypeError, ValueError) as err:
-        raise InvalidUpdateError(f"the reply is malformed ({type(err).__name__}: {err})") from err
+        metrics = _metrics(message.content, "the evaluation")
+    except InvalidUpdateError:
+        raise
+    except Exception as err:  # named by type, never echoed
+        raise InvalidUpdateError(f"the evaluation is malformed ({type(err).__name__})") from None
     if not metrics.get("examples", 0) > 0:
         raise InvalidUpdateError("evaluation metrics must include 'examples' > 0")
     return metrics

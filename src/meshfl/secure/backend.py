@@ -26,6 +26,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from meshfl.config.errors import InvalidUpdateError
+from meshfl.secure.aggregate import validate_payload
 
 __all__ = [
     "Aggregator",
@@ -50,8 +51,12 @@ PLAINTEXT_WARNING = (
 )
 
 
+_IMPLAUSIBLE_PAYLOAD = "the sealed payload is not a plausible payload; not using it"
+
+
 class ValueRangeError(InvalidUpdateError):
-    """Values too large to be encoded under a key set's scale (CKKS would wrap them silently)."""
+    """Values too large to be sealed under a key set's per-payload bound (CKKS would wrap them
+    silently). Its text names the key set's bounds, never the magnitude of the values."""
 
 
 @dataclass(frozen=True)
@@ -108,7 +113,15 @@ class Sealer(Protocol):
 
     def open(self, sealed: Sealed) -> np.ndarray:
         """Decrypt to float64; raises :class:`InvalidUpdateError` on another key id, another
-        backend or bytes that are not a ciphertext of this key set."""
+        backend, bytes that are not a ciphertext of this key set, or (fixed text) values that
+        are not finite or out of the key set's range."""
+        ...
+
+    def open_payload(self, sealed: Sealed, *, expected_length: int | None = None) -> np.ndarray:
+        """:meth:`open` a payload (or sum of payloads) ``[w·v, w, tag]``; raises
+        :class:`InvalidUpdateError`, with a fixed sentence that says nothing of what was
+        decrypted, unless it holds ``expected_length`` plausible values and a positive
+        weight (:func:`meshfl.secure.aggregate.validate_payload`)."""
         ...
 
 
@@ -207,6 +220,13 @@ class PlaintextSealer:
     def open(self, sealed: Sealed) -> np.ndarray:
         return _decode_plaintext(sealed, expected_length=None)
 
+    def open_payload(self, sealed: Sealed, *, expected_length: int | None = None) -> np.ndarray:
+        values = self.open(sealed)
+        try:
+            return validate_payload(values, expected_size=expected_length)
+        except InvalidUpdateError:
+            raise InvalidUpdateError(_IMPLAUSIBLE_PAYLOAD) from None
+
 
 class PlaintextAggregator:
     """The plaintext twin of :class:`~meshfl.secure.ckks.CKKSAggregator`: sums raw floats."""
@@ -215,7 +235,11 @@ class PlaintextAggregator:
     key_id = ""
 
     def check(self, sealed: Sealed, *, expected_length: int) -> None:
-        _decode_plaintext(sealed, expected_length=expected_length)
+        """The envelope, then the payload itself: finite values, a weight slot > 0."""
+        validate_payload(
+            _decode_plaintext(sealed, expected_length=expected_length),
+            expected_size=expected_length,
+        )
 
     def add(self, sealed: Sequence[Sealed]) -> Sealed:
         if not sealed:

@@ -32,10 +32,32 @@ Magnitudes
 A sum decrypts correctly while its magnitude stays below ``max_abs``
 (:attr:`~meshfl.secure.keys.CKKSParams.max_abs`, ~2.7e8 with the default scale 2^31);
 beyond it, it wraps around modulo q *silently*: the coordinator cannot see it and the MSP
-decrypts garbage. :meth:`CKKSSealer.seal` refuses a payload at or above ``max_seal_abs``
-(half of ``max_abs``; SEAL's encoder keeps a sign bit) with a
-:class:`~meshfl.secure.backend.ValueRangeError`, but only the caller can keep the *sum*
-in range: e.g. each payload below ``max_abs / n_msps``.
+decrypts garbage. So the range is split by construction: both sides share
+``max_contributors`` (:data:`DEFAULT_MAX_CONTRIBUTORS` unless set), every MSP seals
+payloads below ``max_abs / max_contributors`` (:attr:`CKKSSealer.max_seal_abs`; above it
+:meth:`CKKSSealer.seal` raises :class:`~meshfl.secure.backend.ValueRangeError`), and the
+coordinator's :meth:`CKKSAggregator.add` refuses to add more than ``max_contributors``
+payloads. A sum can then never leave the range unseen. Error texts name the key set's
+bounds, never the magnitude of what was being sealed (it may come from decrypted data).
+
+What MSPs refuse
+----------------
+The coordinator cannot tell a ciphertext under another key set (relabelled with this key
+set's id) or one with tampered coefficients from a genuine one. MSPs can: such ciphertexts
+decrypt to values far outside the range. :meth:`CKKSSealer.open` refuses anything that
+decrypts to non-finite values or beyond ``max_abs``, and :meth:`CKKSSealer.open_payload`
+also a non-positive weight slot, with a fixed sentence that says nothing of what it
+decrypted.
+
+Malformed chunks
+----------------
+The coordinator's :meth:`~CKKSAggregator.check` validates everything
+:meth:`~CKKSAggregator.add` relies on, before TenSEAL sees a byte: the chunk's size (before
+any parsing), its header, and every member SEAL stores before the coefficients (parms_id,
+NTT form, number of polynomials, degree, number of primes, scale, correction factor) must
+equal those of a fresh ciphertext of this context; SEAL then checks every coefficient is
+below its prime. Compressed TenSEAL chunks are inflated here, never beyond the size a
+ciphertext of this context has (no compression bombs), and handed to SEAL uncompressed.
 """
 
 from __future__ import annotations
@@ -52,7 +74,8 @@ from typing import TypeAlias
 import numpy as np
 import tenseal as ts
 
-from meshfl.config.errors import InvalidUpdateError
+from meshfl.config.errors import ConfigError, InvalidUpdateError
+from meshfl.secure.aggregate import PAYLOAD_EXTRA, validate_payload
 from meshfl.secure.backend import (
     Sealed,
     ValueRangeError,
@@ -78,6 +101,8 @@ from meshfl.secure.keys import (
 
 __all__ = [
     "CKKS",
+    "DEFAULT_MAX_CONTRIBUTORS",
+    "MIN_WEIGHT",
     "CKKSAggregator",
     "CKKSSealer",
     "ckks_backend",
@@ -86,6 +111,23 @@ __all__ = [
 ]
 
 CKKS = "ckks"
+
+DEFAULT_MAX_CONTRIBUTORS = 128
+"""How many payloads a sum may add up, unless a sealer and an aggregator are told otherwise.
+
+Each payload is then bounded by ``max_abs / 128`` (~2.1e6 with the default key set): room
+for 10^5 examples times values of magnitude 20. MSPs and the coordinator must use the same
+number: the MSPs' bound keeps each payload small enough, the coordinator's keeps the count.
+"""
+
+MIN_WEIGHT = 1e-5
+"""Smallest weight slot :meth:`CKKSSealer.open_payload` takes for positive: ~100 times
+CKKS's rounding error with the default key set (weights are example counts, or 1)."""
+
+_IMPLAUSIBLE = (
+    "the sealed payload is not a plausible payload under this key set (another key set, "
+    "or tampered ciphertexts); not using it"
+)
 
 ContextSource: TypeAlias = str | os.PathLike[str] | ts.Context
 
@@ -106,6 +148,19 @@ class _CodecSide:
         return self._codec.max_abs
 
     @property
+    def max_contributors(self) -> int:
+        """Most payloads one sum may add up (MSPs and coordinator must agree on it)."""
+        return self._codec.max_contributors
+
+    @property
+    def max_seal_abs(self) -> float:
+        """Largest magnitude one payload may hold: ``max_abs / max_contributors``.
+
+        A sum of ``max_contributors`` payloads below it stays below :attr:`max_abs`.
+        """
+        return self._codec.max_seal_abs
+
+    @property
     def values_per_chunk(self) -> int:
         """N/2: values per ciphertext."""
         return self._codec.slots
@@ -118,6 +173,9 @@ class CKKSSealer(_CodecSide):
     ----------
     context : tenseal.Context
         The MSPs' secret context (:func:`~meshfl.secure.keys.load_msp_context`).
+    max_contributors : int
+        Most payloads a sum may add up; each payload is sealed below
+        ``max_abs / max_contributors``. The coordinator's aggregator must use the same.
 
     Attributes
     ----------
@@ -129,12 +187,14 @@ class CKKSSealer(_CodecSide):
         Largest magnitude a *sum* of payloads may reach and still decrypt (beyond it, CKKS
         wraps around silently; see :attr:`~meshfl.secure.keys.CKKSParams.max_abs`).
     max_seal_abs : float
-        Largest magnitude one payload may hold (half of ``max_abs``).
+        Largest magnitude one payload may hold (``max_abs / max_contributors``).
     """
 
     backend = CKKS
 
-    def __init__(self, context: ts.Context) -> None:
+    def __init__(
+        self, context: ts.Context, *, max_contributors: int = DEFAULT_MAX_CONTRIBUTORS
+    ) -> None:
         if not context.has_secret_key():
             raise KeyFileError(
                 "a CKKSSealer needs the MSPs' secret context (msp.secret.ckks); this context "
@@ -143,27 +203,26 @@ class CKKSSealer(_CodecSide):
         require_public_key(context, "the MSP's context")
         require_scale(context, "the MSP's context")
         self.key_id = key_id_of(context)
-        self._codec = _Codec(context)
+        self._codec = _Codec(context, max_contributors)
         self._encrypting = _symmetric_twin(context)
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike[str]) -> CKKSSealer:
+    def from_file(
+        cls, path: str | os.PathLike[str], *, max_contributors: int = DEFAULT_MAX_CONTRIBUTORS
+    ) -> CKKSSealer:
         """Load ``msp.secret.ckks``; refuses a public context or a file of another kind."""
-        return cls(load_msp_context(path))
+        return cls(load_msp_context(path), max_contributors=max_contributors)
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> CKKSSealer:
+    def from_bytes(
+        cls, data: bytes, *, max_contributors: int = DEFAULT_MAX_CONTRIBUTORS
+    ) -> CKKSSealer:
         """Inverse of :meth:`to_bytes` (e.g. to rebuild the sealer in another process)."""
-        return cls(msp_context_from_bytes(data))
+        return cls(msp_context_from_bytes(data), max_contributors=max_contributors)
 
     def to_bytes(self) -> bytes:
         """The secret context as bytes. It holds the secret key: treat it as the key file."""
         return secret_bytes(self.context)
-
-    @property
-    def max_seal_abs(self) -> float:
-        """Largest magnitude one payload may hold (SEAL's encoder keeps a sign bit)."""
-        return self._codec.max_seal_abs
 
     @functools.cached_property
     def binding_key(self) -> bytes:
@@ -177,14 +236,14 @@ class CKKSSealer(_CodecSide):
         Raises
         ------
         ValueRangeError
-            A value's magnitude is at or above :attr:`max_seal_abs`: SEAL cannot encode it.
+            A value's magnitude is at or above :attr:`max_seal_abs`. Its text names the key
+            set's bounds only, never the magnitude of what was being sealed.
         InvalidUpdateError
             Not a flat, non-empty vector of finite numbers.
         """
         array = as_flat_floats(values)
-        largest = float(np.max(np.abs(array)))
-        if largest >= self.max_seal_abs:
-            raise ValueRangeError(_range_message(largest, self._codec))
+        if not float(np.max(np.abs(array))) < self.max_seal_abs:
+            raise ValueRangeError(_range_message(self._codec))
         slots = self._codec.slots
         chunks = []
         for start in range(0, array.size, slots):
@@ -193,7 +252,7 @@ class CKKSSealer(_CodecSide):
                 vector = ts.ckks_vector(self._encrypting, part)
             except ValueError as err:
                 if "too large" in str(err):
-                    raise ValueRangeError(_range_message(largest, self._codec)) from None
+                    raise ValueRangeError(_range_message(self._codec)) from None
                 raise
             chunks.append(self._codec.dump(vector))
         return Sealed(CKKS, self.key_id, int(array.size), tuple(chunks))
@@ -204,11 +263,34 @@ class CKKSSealer(_CodecSide):
         Raises
         ------
         InvalidUpdateError
-            Another backend, another key set, or a chunk that is not a ciphertext of it.
+            Another backend, another key set, or a chunk that is not a ciphertext of it;
+            or (fixed text, nothing of what was decrypted) values that are not finite or lie
+            beyond :attr:`max_abs`: what a ciphertext under another key set, or one with
+            tampered coefficients, decrypts to.
         """
         vectors = self._codec.load_all(sealed, key_id=self.key_id, expected_length=None)
         parts = [np.asarray(vector.decrypt(), dtype=np.float64) for vector in vectors]
-        return np.concatenate(parts)[: sealed.length]
+        values = np.concatenate(parts)[: sealed.length]
+        if not (values.size == sealed.length and _within(values, self.max_abs)):
+            raise InvalidUpdateError(_IMPLAUSIBLE)
+        return values
+
+    def open_payload(self, sealed: Sealed, *, expected_length: int | None = None) -> np.ndarray:
+        """:meth:`open` a payload or sum of payloads ``[w·v, w, tag]`` and check it.
+
+        Raises :class:`InvalidUpdateError` with one fixed sentence unless it decrypts to
+        ``expected_length`` finite values within :attr:`max_abs` with a positive weight slot
+        (:func:`meshfl.secure.aggregate.validate_payload`), above :data:`MIN_WEIGHT` (CKKS
+        decrypts a weight of 0 to its rounding error).
+        """
+        values = self.open(sealed)
+        try:
+            payload = validate_payload(values, expected_size=expected_length)
+        except InvalidUpdateError:
+            raise InvalidUpdateError(_IMPLAUSIBLE) from None
+        if not payload[-PAYLOAD_EXTRA] > MIN_WEIGHT:  # zero, up to CKKS's rounding error
+            raise InvalidUpdateError(_IMPLAUSIBLE)
+        return payload
 
 
 class CKKSAggregator(_CodecSide):
@@ -219,11 +301,15 @@ class CKKSAggregator(_CodecSide):
     context : tenseal.Context
         The public context (:func:`~meshfl.secure.keys.load_coordinator_context`). A context
         holding a secret key is refused; Galois and relinearization keys are dropped.
+    max_contributors : int
+        Most payloads :meth:`add` adds up (the MSPs' sealers must use the same number).
     """
 
     backend = CKKS
 
-    def __init__(self, context: ts.Context) -> None:
+    def __init__(
+        self, context: ts.Context, *, max_contributors: int = DEFAULT_MAX_CONTRIBUTORS
+    ) -> None:
         if context.has_secret_key():
             raise KeyFileError(
                 "a CKKSAggregator must never hold the CKKS secret key (with it, the "
@@ -235,17 +321,21 @@ class CKKSAggregator(_CodecSide):
         if context.has_galois_keys() or context.has_relin_keys():
             context = public_context(context)
         self.key_id = key_id_of(context)
-        self._codec = _Codec(context)
+        self._codec = _Codec(context, max_contributors)
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike[str]) -> CKKSAggregator:
+    def from_file(
+        cls, path: str | os.PathLike[str], *, max_contributors: int = DEFAULT_MAX_CONTRIBUTORS
+    ) -> CKKSAggregator:
         """Load ``coordinator.public.ckks``; refuses a context that holds a secret key."""
-        return cls(load_coordinator_context(path))
+        return cls(load_coordinator_context(path), max_contributors=max_contributors)
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> CKKSAggregator:
+    def from_bytes(
+        cls, data: bytes, *, max_contributors: int = DEFAULT_MAX_CONTRIBUTORS
+    ) -> CKKSAggregator:
         """Inverse of :meth:`to_bytes`; refuses a context that holds a secret key."""
-        return cls(coordinator_context_from_bytes(data))
+        return cls(coordinator_context_from_bytes(data), max_contributors=max_contributors)
 
     def to_bytes(self) -> bytes:
         """The public context as bytes (parameters and public key only)."""
@@ -255,17 +345,32 @@ class CKKSAggregator(_CodecSide):
         """Raise :class:`InvalidUpdateError`, naming the problem, unless ``sealed`` is
         ``expected_length`` values encrypted under this key set.
 
-        Checks the backend, the key id, the length, the number of chunks, and that every
-        chunk deserializes as one ciphertext under this context with the right number of
-        values and the key set's scale. It cannot check the key a ciphertext was *really*
-        made with, nor what it holds: that takes the secret key.
+        Checks the backend, the key id, the length, the number of chunks, and for every
+        chunk: its size, before anything is parsed; its header; that everything SEAL stores
+        before the coefficients (parms_id, NTT form, 2 polynomials, degree, primes, scale,
+        correction factor) is what a fresh ciphertext of this context has; then SEAL checks
+        each coefficient is below its prime. :meth:`add` relies on nothing else, so it never
+        fails on a payload this accepted. It cannot check the key a ciphertext was *really*
+        made with, nor what it holds: that takes the secret key (MSPs refuse such payloads
+        when they open them, see :meth:`CKKSSealer.open`).
         """
         self._codec.load_all(sealed, key_id=self.key_id, expected_length=expected_length)
 
     def add(self, sealed: Sequence[Sealed]) -> Sealed:
-        """Element-wise sum of sealed payloads of one length, with the public context only."""
+        """Element-wise sum of sealed payloads of one length, with the public context only.
+
+        Refuses more than :attr:`max_contributors` payloads: their sum could leave the range.
+        """
         if not sealed:
             raise InvalidUpdateError("add needs at least one sealed payload")
+        if len(sealed) > self.max_contributors:
+            raise InvalidUpdateError(
+                f"cannot add {len(sealed)} payloads: this key set's range holds sums of at "
+                f"most max_contributors={self.max_contributors} payloads, each below "
+                f"{self.max_seal_abs:.4g} (a sum beyond max_abs={self.max_abs:.4g} would "
+                "wrap around silently); raise max_contributors on every MSP and on the "
+                "coordinator (each payload's bound shrinks with it), or add fewer"
+            )
         length = sealed[0].length
         for i, item in enumerate(sealed):
             try:
@@ -286,27 +391,42 @@ class CKKSAggregator(_CodecSide):
             for i, item in enumerate(sealed):
                 try:
                     vector = self._codec.load(item.chunks[j], j, n_chunks, n_values)
+                    if total is None:
+                        total = vector
+                    else:
+                        total.add_(vector)
                 except InvalidUpdateError as err:
                     raise InvalidUpdateError(f"payload {i + 1} of {len(sealed)}: {err}") from None
-                if total is None:
-                    total = vector
-                else:
-                    total.add_(vector)
+                except Exception as err:  # pragma: no cover - check() rules this out
+                    raise InvalidUpdateError(
+                        f"payload {i + 1} of {len(sealed)}: chunk {j + 1} of {n_chunks} could "
+                        f"not be added ({type(err).__name__})"
+                    ) from None
             assert total is not None
             chunks.append(self._codec.dump(total))
         return Sealed(CKKS, self.key_id, length, tuple(chunks))
 
 
-def ckks_backend(secret: ContextSource, public: ContextSource) -> tuple[CKKSSealer, CKKSAggregator]:
+def ckks_backend(
+    secret: ContextSource,
+    public: ContextSource,
+    *,
+    max_contributors: int = DEFAULT_MAX_CONTRIBUTORS,
+) -> tuple[CKKSSealer, CKKSAggregator]:
     """An MSP's sealer and the coordinator's aggregator from one key set (files or contexts).
 
     Both must belong to the same key set. In a deployment, each side builds only its own:
     ``CKKSSealer.from_file("msp.secret.ckks")`` on MSPs,
-    ``CKKSAggregator.from_file("coordinator.public.ckks")`` on the coordinator.
+    ``CKKSAggregator.from_file("coordinator.public.ckks")`` on the coordinator, with the
+    same ``max_contributors``.
     """
-    sealer = CKKSSealer(secret if isinstance(secret, ts.Context) else load_msp_context(secret))
+    sealer = CKKSSealer(
+        secret if isinstance(secret, ts.Context) else load_msp_context(secret),
+        max_contributors=max_contributors,
+    )
     aggregator = CKKSAggregator(
-        public if isinstance(public, ts.Context) else load_coordinator_context(public)
+        public if isinstance(public, ts.Context) else load_coordinator_context(public),
+        max_contributors=max_contributors,
     )
     if sealer.key_id != aggregator.key_id:
         raise KeyFileError(
@@ -319,6 +439,8 @@ def ckks_backend(secret: ContextSource, public: ContextSource) -> tuple[CKKSSeal
 
 def ephemeral_ckks_backend(
     params: CKKSParams | None = None,
+    *,
+    max_contributors: int = DEFAULT_MAX_CONTRIBUTORS,
 ) -> tuple[CKKSSealer, CKKSAggregator]:
     """A fresh key set in memory, for simulations and tests; nothing is written to disk.
 
@@ -336,26 +458,54 @@ def ephemeral_ckks_backend(
     False
     """
     context = new_context(params)
-    return CKKSSealer(context), CKKSAggregator(public_context(context))
+    return (
+        CKKSSealer(context, max_contributors=max_contributors),
+        CKKSAggregator(public_context(context), max_contributors=max_contributors),
+    )
 
 
 def ckks_vector_from(context: ts.Context, chunk: bytes) -> ts.CKKSVector:
     """A chunk of a :class:`Sealed` CKKS payload as a TenSEAL ``CKKSVector`` under ``context``.
 
-    Accepts meshfl's packed chunks and TenSEAL's own serialization; raises what TenSEAL
-    raises for bytes that are not a ciphertext under ``context``.
+    Accepts meshfl's packed chunks and TenSEAL's own serialization, with the checks of
+    :meth:`CKKSAggregator.check` (but any number of values); raises
+    :class:`InvalidUpdateError` for bytes that are not a ciphertext under ``context``.
     """
-    raw, _ = _unpack_chunk(chunk, expected_coefficients=None)
-    return ts.ckks_vector_from(context, raw)
+    return _Codec(context, 1).load(chunk, 0, 1, None)
 
 
 # --- the two sides' shared view of a context --------------------------------------------
+
+_MEMBERS = (  # what SEAL 4 stores of a ciphertext before its coefficients, by offset
+    ("parms_id", 0, 32),
+    ("NTT-form flag", 32, 33),
+    ("number of polynomials", 33, 41),
+    ("polynomial degree", 41, 49),
+    ("number of primes", 49, 57),
+    ("scale", 57, 65),
+    ("correction factor", 65, 73),
+    ("coefficient array header", 73, None),
+)
+
+
+def _within(values: np.ndarray, bound: float) -> bool:
+    """All finite and at most ``bound`` in magnitude (NaN fails every comparison)."""
+    return bool(np.all(np.abs(values) <= bound))
 
 
 class _Codec:
     """Loads, validates and dumps chunks under one context."""
 
-    def __init__(self, context: ts.Context) -> None:
+    def __init__(self, context: ts.Context, max_contributors: int) -> None:
+        if (
+            isinstance(max_contributors, bool)
+            or not isinstance(max_contributors, int | np.integer)
+            or max_contributors < 1
+        ):
+            raise ConfigError(
+                "max_contributors must be a positive int (the most payloads one sum may add "
+                f"up); got {max_contributors!r}"
+            )
         data = context.seal_context().data.first_context_data()
         self.context = context
         self.degree = int(data.parms().poly_modulus_degree())
@@ -364,43 +514,164 @@ class _Codec:
         self.data_bits = int(data.total_coeff_modulus_bit_count())
         self.scale = float(context.global_scale)
         self.max_abs = max_abs(self.data_bits, math.log2(self.scale))
-        self.max_seal_abs = max_seal_abs(self.data_bits, math.log2(self.scale))
+        self.max_contributors = int(max_contributors)
+        self.max_seal_abs = min(
+            max_seal_abs(self.data_bits, math.log2(self.scale)),
+            self.max_abs / self.max_contributors,
+        )
         # A fresh ciphertext, or a sum of them: 2 polynomials x N coefficients per prime.
         self.coefficients = 2 * self.degree * self.data_primes
+        self._learn_layout()
+
+    def _learn_layout(self) -> None:
+        """What every ciphertext of this context stores before its coefficients, and sizes.
+
+        Read off a fresh encryption of 0 (the public key suffices): everything SEAL stores
+        before the coefficients is the same for every ciphertext :meth:`add` can take.
+        """
+        probe = bytes(ts.ckks_vector(self.context, [0.0]).serialize())
+        try:
+            _, blob, _ = _parse_vector(probe)
+            members, major, minor = _seal_members(blob, limit=None)
+            start = len(members) - 8 * self.coefficients
+            layout_ok = (
+                start >= 81
+                and struct.unpack_from("<Q", members, start - 8)[0] == self.coefficients
+                and members[32] == 1
+                and struct.unpack_from("<QQQd", members, 33)
+                == (2, self.degree, self.data_primes, self.scale)
+            )
+        except (ValueError, struct.error):
+            layout_ok = False
+        if not layout_ok:  # pragma: no cover - depends on the TenSEAL build
+            raise KeyFileError(
+                "this TenSEAL build stores CKKS ciphertexts in a layout meshfl does not know "
+                f"(TenSEAL {ts.__version__}); meshfl needs TenSEAL >= 0.3.14 (SEAL 4)"
+            )
+        self.prefix = members[:start]
+        self.version = (major, minor)
+        self.members_size = len(members)
+        # Largest chunk worth parsing: packed at 60 bits, or TenSEAL's own form with room
+        # for its compression's framing. Anything larger is refused before it is read.
+        self.max_packed = _HEAD.size + start + self.coefficients * 60 // 8
+        self.max_raw = 64 + self.members_size + self.members_size // 64 + 1024
 
     def dump(self, vector: ts.CKKSVector) -> bytes:
         return _pack_chunk(bytes(vector.serialize()))
 
-    def load(self, chunk: bytes, index: int, count: int, n_values: int) -> ts.CKKSVector:
+    def load(self, chunk: bytes, index: int, count: int, n_values: int | None) -> ts.CKKSVector:
         where = f"chunk {index + 1} of {count}"
+        corrupt = f"{where} is not a CKKS ciphertext under this context (truncated or corrupt)"
         try:
-            raw, scale = _unpack_chunk(chunk, expected_coefficients=self.coefficients)
-            vector = ts.ckks_vector_from(self.context, raw)
-            ciphertexts = vector.ciphertext()
+            values, scale, members, version = self._members(chunk)
         except _CorruptChunkError as err:
+            raise InvalidUpdateError(f"{corrupt}: {err}") from None
+        if scale != self.scale:
             raise InvalidUpdateError(
-                f"{where} is not a CKKS ciphertext under this context (truncated or corrupt): {err}"
-            ) from None
-        except Exception as err:
-            raise InvalidUpdateError(
-                f"{where} is not a CKKS ciphertext under this context (truncated or corrupt): "
-                f"{type(err).__name__}: {err}"
-            ) from None
-        if len(ciphertexts) != 1 or ciphertexts[0].size() != 2:
-            sizes = [ct.size() for ct in ciphertexts]
-            raise InvalidUpdateError(
-                f"{where} must be one fresh or summed ciphertext (2 polynomials); it holds "
-                f"{len(ciphertexts)} of sizes {sizes}"
-            )
-        if vector.size() != n_values:
-            raise InvalidUpdateError(f"{where} holds {vector.size()} values; expected {n_values}")
-        if ciphertexts[0].scale != self.scale or scale != self.scale:
-            wrong = scale if scale != self.scale else ciphertexts[0].scale
-            raise InvalidUpdateError(
-                f"{where} is encoded at scale {_power(wrong)}, but this key set's scale is "
+                f"{where} is encoded at scale {_power(scale)}, but this key set's scale is "
                 f"{_power(self.scale)}"
             )
+        if n_values is not None and values != n_values:
+            raise InvalidUpdateError(f"{where} holds {values} values; expected {n_values}")
+        if not 1 <= values <= self.slots:
+            raise InvalidUpdateError(
+                f"{where} declares {values} values; a ciphertext holds 1 to {self.slots}"
+            )
+        problem = self._layout_problem(members)
+        if problem is not None:
+            raise InvalidUpdateError(
+                f"{where} is not a CKKS ciphertext under this context: {problem}"
+            )
+        seal_blob = _SEAL_HEAD.pack(_SEAL_MAGIC, 16, *version, 0, 0, 16 + len(members)) + members
+        try:  # SEAL checks every coefficient against its prime
+            vector = ts.ckks_vector_from(self.context, _vector_message(values, seal_blob, scale))
+            ciphertexts = vector.ciphertext()
+        except Exception as err:
+            raise InvalidUpdateError(f"{corrupt}: {type(err).__name__}: {err}") from None
+        if len(ciphertexts) != 1 or ciphertexts[0].size() != 2:  # pragma: no cover
+            raise InvalidUpdateError(f"{where} must be one ciphertext of 2 polynomials")
+        if vector.size() != values or ciphertexts[0].scale != self.scale:  # pragma: no cover
+            raise InvalidUpdateError(f"{where} does not hold what its header declares")
         return vector
+
+    def _members(self, chunk: bytes) -> tuple[int, float, bytes, tuple[int, int]]:
+        """(values, scale, SEAL's uncompressed ciphertext members, SEAL version) of a chunk.
+
+        Sizes are checked before anything is parsed or inflated, so a chunk of any size is
+        refused in time independent of its content; raises :class:`_CorruptChunkError`.
+        """
+        if chunk.startswith(_MAGIC):
+            if len(chunk) < _HEAD.size:
+                raise _CorruptChunkError(
+                    f"it has {len(chunk)} bytes, fewer than its {_HEAD.size}-byte header"
+                )
+            if len(chunk) > self.max_packed:
+                raise _CorruptChunkError(
+                    f"it has {len(chunk)} bytes, more than a packed ciphertext under this "
+                    f"context ({self.max_packed})"
+                )
+            _, values, scale, major, minor, width, prefix = _HEAD.unpack_from(chunk)
+            if (major, minor) != self.version:
+                raise _CorruptChunkError(
+                    f"it declares SEAL {major}.{minor}, not this context's SEAL "
+                    f"{self.version[0]}.{self.version[1]}"
+                )
+            if prefix != len(self.prefix):
+                raise _CorruptChunkError(
+                    f"its {prefix}-byte prefix is not the {len(self.prefix)} bytes SEAL "
+                    "stores before a ciphertext's coefficients"
+                )
+            if not (width % 4 == 0 and 4 <= width <= 60):
+                raise _CorruptChunkError(
+                    f"its coefficient width {width} is not a multiple of 4 in [4, 60]"
+                )
+            body = memoryview(chunk)[_HEAD.size + prefix :]
+            expected = self.coefficients * width // 8
+            if len(body) != expected:
+                raise _CorruptChunkError(
+                    f"it carries {len(body)} bytes of {width}-bit coefficients, but a "
+                    f"ciphertext under this context has {self.coefficients} ({expected} bytes)"
+                )
+            words = _unpack_bits(body, width)
+            members = bytes(chunk[_HEAD.size : _HEAD.size + prefix]) + words.tobytes()
+            return values, scale, members, (major, minor)
+        if chunk[:1] != b"\x0a":
+            raise _CorruptChunkError(
+                "it starts with neither meshfl's ciphertext header nor a TenSEAL vector "
+                f"(first bytes {chunk[:8].hex()})"
+            )
+        if len(chunk) > self.max_raw:
+            raise _CorruptChunkError(
+                f"it has {len(chunk)} bytes, more than a TenSEAL vector of one ciphertext "
+                f"under this context ({self.max_raw})"
+            )
+        try:  # TenSEAL's own serialization
+            values, blob, scale = _parse_vector(chunk)
+            members, major, minor = _seal_members(blob, limit=self.members_size)
+        except (ValueError, struct.error) as err:
+            raise _CorruptChunkError(
+                f"it is not a TenSEAL vector of one ciphertext ({err})"
+            ) from None
+        if (major, minor) != self.version:
+            raise _CorruptChunkError(
+                f"it declares SEAL {major}.{minor}, not this context's SEAL "
+                f"{self.version[0]}.{self.version[1]}"
+            )
+        return values, scale, members, (major, minor)
+
+    def _layout_problem(self, members: bytes) -> str | None:
+        if len(members) != self.members_size:
+            return (
+                f"its ciphertext is {len(members)} bytes; one under this context has "
+                f"{self.members_size}"
+            )
+        if members.startswith(self.prefix):
+            return None
+        for name, lo, hi in _MEMBERS:
+            end = len(self.prefix) if hi is None else hi
+            if members[lo:end] != self.prefix[lo:end]:
+                return f"its {name} is not that of a ciphertext under this context"
+        return "its metadata is not that of a ciphertext under this context"  # pragma: no cover
 
     def load_all(
         self, sealed: Sealed, *, key_id: str, expected_length: int | None
@@ -423,15 +694,17 @@ def _power(scale: float) -> str:
     return f"2^{math.log2(scale):g}" if math.isfinite(scale) and scale > 0 else repr(scale)
 
 
-def _range_message(largest: float, codec: _Codec) -> str:
+def _range_message(codec: _Codec) -> str:
+    """Why a payload cannot be sealed: the key set's bounds only, nothing of the payload."""
     scale_bits = math.log2(codec.scale)
     return (
-        f"cannot seal a value of magnitude {largest:.4g}: this key set (scale 2^{scale_bits:g}, "
-        f"{codec.data_bits}-bit data modulus) encodes magnitudes below {codec.max_seal_abs:.4g} "
-        f"and decrypts sums below {codec.max_abs:.4g} (beyond that the sum of all MSPs' "
-        "payloads wraps around silently). Scale the vector down (e.g. smaller weights), or "
-        "write a key set with fewer scale_bits (CKKSParams): each bit fewer doubles the "
-        "range and the rounding error."
+        "cannot seal the payload: a value is at or beyond this key set's per-payload bound "
+        f"{codec.max_seal_abs:.4g} (max_abs {codec.max_abs:.4g} of scale 2^{scale_bits:g} and "
+        f"a {codec.data_bits}-bit data modulus, over max_contributors={codec.max_contributors}:"
+        " a sum of that many payloads stays in range; beyond it CKKS wraps around silently). "
+        "Scale the vector down (e.g. smaller weights), lower max_contributors on every MSP "
+        "and on the coordinator, or write a key set with fewer scale_bits (CKKSParams): each "
+        "bit fewer doubles the range and the rounding error."
     )
 
 
@@ -483,7 +756,7 @@ class _CorruptChunkError(ValueError):
 def _pack_chunk(raw: bytes) -> bytes:
     try:
         n_values, blob, scale = _parse_vector(raw)
-        members, major, minor = _seal_members(blob)
+        members, major, minor = _seal_members(blob, limit=None)
         size, degree, primes = struct.unpack_from("<QQQ", members, 33)
         coefficients = size * degree * primes
         start = len(members) - 8 * coefficients
@@ -493,55 +766,10 @@ def _pack_chunk(raw: bytes) -> bytes:
         return raw
     words = np.frombuffer(members, dtype="<u8", offset=start)
     width = 4 * max(1, math.ceil(int(words.max()).bit_length() / 4))
-    if width >= 64 or coefficients % 2 or start > 0xFFFF:
+    if width > 60 or coefficients % 2 or start > 0xFFFF:
         return raw
     head = _HEAD.pack(_MAGIC, n_values, scale, major, minor, width, start)
     return b"".join((head, members[:start], _pack_bits(words, width)))
-
-
-def _unpack_chunk(chunk: bytes, *, expected_coefficients: int | None) -> tuple[bytes, float]:
-    """TenSEAL's bytes for ``chunk`` and the scale they declare.
-
-    Raises :class:`_CorruptChunkError` saying what is wrong.
-    """
-    if not chunk.startswith(_MAGIC):
-        if chunk[:1] != b"\x0a":
-            raise _CorruptChunkError(
-                "it starts with neither meshfl's ciphertext header nor a TenSEAL vector "
-                f"(first bytes {chunk[:8].hex()})"
-            )
-        try:  # TenSEAL's own serialization: TenSEAL and SEAL validate the ciphertext
-            _, _, raw_scale = _parse_vector(chunk)
-        except (ValueError, struct.error) as err:
-            raise _CorruptChunkError(
-                f"it is not a TenSEAL vector of one ciphertext ({err})"
-            ) from None
-        return chunk, raw_scale
-    if len(chunk) < _HEAD.size:
-        raise _CorruptChunkError(
-            f"it has {len(chunk)} bytes, fewer than its {_HEAD.size}-byte header"
-        )
-    _, n_values, scale, major, minor, width, prefix = _HEAD.unpack_from(chunk)
-    if not (width % 4 == 0 and 4 <= width < 64):
-        raise _CorruptChunkError(f"its coefficient width {width} is not a multiple of 4 below 64")
-    body = memoryview(chunk)[_HEAD.size :]
-    packed = body[prefix:]
-    per_pair = width // 4
-    if len(body) < prefix or len(packed) % per_pair:
-        raise _CorruptChunkError(
-            f"its {len(body)} bytes after the header are not a {prefix}-byte prefix and "
-            f"whole pairs of {width}-bit coefficients"
-        )
-    count = 2 * (len(packed) // per_pair)
-    if expected_coefficients is not None and count != expected_coefficients:
-        raise _CorruptChunkError(
-            f"it carries {count} coefficients ({len(packed)} bytes), but a ciphertext under "
-            f"this context has {expected_coefficients} "
-            f"({expected_coefficients * width // 8} bytes)"
-        )
-    members = b"".join((body[:prefix], _unpack_bits(packed, width).tobytes()))
-    blob = _SEAL_HEAD.pack(_SEAL_MAGIC, 16, major, minor, 0, 0, 16 + len(members)) + members
-    return _vector_message(n_values, blob, scale), scale
 
 
 def _pack_bits(words: np.ndarray, width: int) -> bytes:
@@ -577,10 +805,11 @@ def _varint(value: int) -> bytes:
 
 
 def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    """A protobuf varint at ``pos``: at most 10 bytes are read, whatever ``data`` holds."""
     value = shift = 0
     while True:
         if pos >= len(data) or shift > 63:
-            raise ValueError("truncated varint")
+            raise ValueError("truncated or overlong varint")
         byte = data[pos]
         pos += 1
         value |= (byte & 0x7F) << shift
@@ -601,68 +830,98 @@ def _vector_message(n_values: int, blob: bytes, scale: float) -> bytes:
 
 
 def _parse_vector(raw: bytes) -> tuple[int, bytes, float]:
-    """(values, the one SEAL ciphertext, scale) of a TenSEAL ``CKKSVectorProto``."""
-    pos, sizes, blobs, scale = 0, [], [], None
-    while pos < len(raw):
-        key, pos = _read_varint(raw, pos)
-        if key == 0x0A:  # sizes, packed
-            n, pos = _read_varint(raw, pos)
-            end = pos + n
-            while pos < end:
-                size, pos = _read_varint(raw, pos)
-                sizes.append(size)
-        elif key == 0x12:
-            n, pos = _read_varint(raw, pos)
-            blobs.append(raw[pos : pos + n])
-            pos += n
-        elif key == 0x19:
-            (scale,) = struct.unpack_from("<d", raw, pos)
-            pos += 8
-        else:
-            raise ValueError(f"unexpected field {key}")
-    if len(sizes) != 1 or len(blobs) != 1 or scale is None or pos != len(raw):
-        raise ValueError("not one ciphertext")
-    return sizes[0], blobs[0], scale
+    """(values, the one SEAL ciphertext, scale) of a TenSEAL ``CKKSVectorProto``.
+
+    Strict, and in constant time: exactly one size (field 1), one ciphertext (field 2) and
+    the scale (field 3), in the order TenSEAL writes them, and nothing else. Reads at most
+    three varints, so no input makes it loop (a chunk of 4 MB of varints is refused at once).
+    """
+    if raw[:1] != b"\x0a":
+        raise ValueError("field 1 (the vector's size) must come first")
+    n, pos = _read_varint(raw, 1)
+    end = pos + n
+    size, pos = _read_varint(raw, pos)
+    if pos != end:
+        raise ValueError("field 1 must hold exactly one size")
+    if raw[pos : pos + 1] != b"\x12":
+        raise ValueError("field 2 (one ciphertext) must follow")
+    n, pos = _read_varint(raw, pos + 1)
+    if pos + n > len(raw):
+        raise ValueError("field 2 is truncated")
+    blob = raw[pos : pos + n]
+    pos += n
+    if raw[pos : pos + 1] != b"\x19" or pos + 9 != len(raw):
+        raise ValueError("field 3 (the scale) must end the vector, and nothing follow it")
+    (scale,) = struct.unpack_from("<d", raw, pos + 1)
+    return size, blob, scale
 
 
-def _seal_members(blob: bytes) -> tuple[bytes, int, int]:
-    magic, header, major, minor, mode, _, size = _SEAL_HEAD.unpack_from(blob)
-    if magic != _SEAL_MAGIC or header != 16 or size != len(blob):
+def _seal_members(blob: bytes, *, limit: int | None) -> tuple[bytes, int, int]:
+    """The members of a serialized SEAL object, inflated to at most ``limit`` bytes."""
+    if len(blob) < _SEAL_HEAD.size:
+        raise ValueError("not a SEAL object")
+    magic, header, major, minor, mode, reserved, size = _SEAL_HEAD.unpack_from(blob)
+    if magic != _SEAL_MAGIC or header != 16 or reserved != 0 or size != len(blob):
         raise ValueError("not a SEAL object")
     payload = blob[16:]
     if mode == 0:
-        return payload, major, minor
-    if mode == 1:
-        return zlib.decompress(payload), major, minor
-    if mode == 2:
-        return _zstd_stored(payload), major, minor
-    raise ValueError(f"unknown compression {mode}")
+        members = payload
+    elif mode == 1:
+        members = _inflate(payload, limit)
+    elif mode == 2:
+        members = _zstd_stored(payload, limit)
+    else:
+        raise ValueError(f"unknown compression {mode}")
+    if limit is not None and len(members) > limit:
+        raise ValueError(f"it holds more than the {limit} bytes of a ciphertext")
+    return members, major, minor
 
 
-def _zstd_stored(frame: bytes) -> bytes:
-    """The content of a zstd frame made of stored (raw or RLE) blocks only (RFC 8878 §3.1)."""
-    if not frame.startswith(_ZSTD_MAGIC):
+def _inflate(payload: bytes, limit: int | None) -> bytes:
+    """zlib-inflate ``payload``, never beyond ``limit`` bytes (a compression bomb stops there)."""
+    inflater = zlib.decompressobj()
+    try:
+        out = inflater.decompress(payload, 0 if limit is None else limit + 1)
+    except zlib.error as err:
+        raise ValueError(f"corrupt zlib stream ({err})") from None
+    if limit is not None and (len(out) > limit or inflater.unconsumed_tail):
+        raise ValueError(f"it inflates beyond the {limit} bytes of a ciphertext")
+    return out
+
+
+def _zstd_stored(frame: bytes, limit: int | None) -> bytes:
+    """The content of a zstd frame made of stored (raw or RLE) blocks only (RFC 8878 §3.1).
+
+    Never builds more than ``limit`` bytes: an RLE block's size is checked before it is
+    expanded, so a frame of RLE blocks (a compression bomb) is refused at once.
+    """
+    if len(frame) < 6 or not frame.startswith(_ZSTD_MAGIC):
         raise ValueError("not a zstd frame")
     descriptor = frame[4]
     single_segment = (descriptor >> 5) & 1
     pos = 5 + (0 if single_segment else 1) + (0, 1, 2, 4)[descriptor & 3]
     pos += (single_segment, 2, 4, 8)[descriptor >> 6]
-    parts = []
+    parts, total = [], 0
     while True:
         if pos + 3 > len(frame):
             raise ValueError("truncated zstd frame")
         header = int.from_bytes(frame[pos : pos + 3], "little")
         pos += 3
         kind, size = (header >> 1) & 3, header >> 3
+        total += size
+        if limit is not None and total > limit:
+            raise ValueError(f"it inflates beyond the {limit} bytes of a ciphertext")
         if kind == 0:
+            if pos + size > len(frame):
+                raise ValueError("truncated zstd frame")
             parts.append(frame[pos : pos + size])
             pos += size
         elif kind == 1:
+            if pos + 1 > len(frame):
+                raise ValueError("truncated zstd frame")
             parts.append(frame[pos : pos + 1] * size)
             pos += 1
         else:
-            raise ValueError("compressed zstd block")
-        if pos > len(frame):
-            raise ValueError("truncated zstd frame")
+            raise ValueError("compressed zstd block (meshfl accepts stored blocks only)")
         if header & 1:
             return b"".join(parts)
