@@ -56,7 +56,11 @@ class SimulationResult:
         The agent trained.
     history : pandas.DataFrame
         One row per round: MSPs that contributed, training and evaluation metrics
-        (evaluation is weighted by each MSP's held-out examples), seconds.
+        (evaluation is weighted by each MSP's held-out examples), seconds. Beside the
+        headline metric, ``baseline_<metric>`` is what a trivial predictor scores on the
+        same held-out rows, and ``worse_than_baseline`` whether the model does worse. With
+        privacy, ``epsilon_max`` and ``snr``: the round's signal-to-noise estimate, a power
+        of 2 (below 1 the updates are mostly noise; :mod:`meshfl.privacy.snr`).
     model : GlobalModel
         The final global model (``predict``, ``save``, ``evaluate``).
     partitions : list of NodeData
@@ -190,6 +194,8 @@ def federate(
                 postfix[metric] = f"{record[metric]:.3f}"
             if "epsilon_max" in record:
                 postfix["ε"] = f"{record['epsilon_max']:.3g}"
+            if "snr" in record:
+                postfix["snr"] = f"{record['snr']:g}"
             bar.set_postfix(postfix)
             bar.update(1)
 
@@ -374,6 +380,8 @@ def simulate(
         state_dir=state_dir,
     )
     run = outcome.run
+    if privacy is not None:
+        warn_if_worse_than_baseline(run, privacy)
     return SimulationResult(
         agent=agent,
         history=pd.DataFrame(run.history),
@@ -438,6 +446,39 @@ def warn_if_noise_swamps_signal(plan: AgentPlan, agent: Agent[Any]) -> None:
     )
     if report is not None:
         warnings.warn(report, UserWarning, stacklevel=3)
+
+
+def warn_if_worse_than_baseline(run: AgentRun, privacy: DPConfig) -> str | None:
+    """Warn (``UserWarning``) when the final private model is worse than a trivial one.
+
+    The last round's evaluation on the MSPs' held-out rows is compared with the trivial
+    baseline on the same rows (``baseline_<metric>``: the majority class, AUC 0.5, a
+    seasonal naive forecast, ...). Returns the warning's text, or ``None``.
+    """
+    if not run.history or not run.history[-1].get("worse_than_baseline"):
+        return None
+    last, metric = run.history[-1], run.agent.metric
+    message = (
+        f"The private {run.agent.name} model is worse than a trivial baseline on held-out "
+        f"data: {metric}={last[metric]:.4g} against {last[f'baseline_{metric}']:.4g} "
+        f"({_baseline_name(run.agent)}) at ε={privacy.epsilon:g} (δ={privacy.delta:g}, "
+        f"unit={privacy.unit!r}; signal-to-noise ≈ {last.get('snr', math.nan):g} in the last "
+        "round). The noise swamps the updates: raise ε, give the MSPs more rows, train fewer "
+        "rounds, or do not deploy this model."
+    )
+    warnings.warn(message, UserWarning, stacklevel=3)
+    return message
+
+
+def _baseline_name(agent: Agent[Any]) -> str:
+    return {
+        "accuracy": "the majority class",
+        "macro_f1": "the best constant prediction",
+        "auc": "a constant score",
+        "neg_smape": "the seasonal naive forecast",
+        "sla_hit_rate": "the greedy dispatcher",
+        "rouge_l": "the most frequent answer",
+    }.get(agent.metric, "a trivial predictor")
 
 
 def _progress(plan: AgentPlan, *, enabled: bool) -> Any:

@@ -193,6 +193,14 @@ class Anomaly(Agent[MetricsData]):
             privacy_event=dp.event(),
         )
 
+    def noised_release(self, update: Update) -> tuple[np.ndarray, float] | None:
+        """The noisy leaf counts, with noise std ``sigma·sqrt(trees_per_round)``."""
+        event = update.privacy_event
+        if event.mechanism != "gaussian":
+            return None
+        sensitivity = float(np.sqrt(self.config.trees_per_round))
+        return update.vector, event.noise_multiplier * sensitivity
+
     def combine(
         self, vector: np.ndarray, summed: np.ndarray, total_weight: float, *, server_round: int
     ) -> np.ndarray:
@@ -214,6 +222,7 @@ class Anomaly(Agent[MetricsData]):
         out = {"mean_score": float(score.mean()), "examples": float(len(local))}
         if local.labels is not None and 0 < local.labels.sum() < len(local.labels):
             out["auc"] = float(roc_auc_score(local.labels, -score))
+            out["baseline_auc"] = 0.5  # a constant score ranks nothing
             out["average_precision"] = float(average_precision_score(local.labels, -score))
         return out
 

@@ -55,7 +55,14 @@ class Agent(ABC, Generic[LocalT]):
     config_class: ClassVar[type[MeshflConfig]]
     schema: ClassVar[Schema]
     metric: ClassVar[str]
-    """The headline evaluation metric (a key of :meth:`evaluate`'s result); higher is better."""
+    """The headline evaluation metric (a key of :meth:`evaluate`'s result).
+
+    :meth:`evaluate` also reports ``baseline_<metric>``: what a trivial predictor scores on
+    the same held-out rows (the majority class, AUC 0.5, a seasonal naive forecast, ...).
+    """
+    higher_is_better: ClassVar[bool] = True
+    """Whether a larger :attr:`metric` is better (every built agent's is: ``revenue``
+    reports ``neg_smape``)."""
     label_column: ClassVar[str]
     """Column whose distribution the partitioner skews across MSPs (non-IID)."""
     combine_uses_previous: ClassVar[bool] = False
@@ -188,9 +195,43 @@ class Agent(ABC, Generic[LocalT]):
         """
         return summed / total_weight
 
+    def noised_release(self, update: Update) -> tuple[np.ndarray, float | np.ndarray] | None:
+        """What of a sample-level Gaussian-mechanism ``update`` carries noise, and its std.
+
+        ``(coordinates, noise_std)``: the noisy coordinates of ``update.vector`` and the
+        standard deviation of the noise on each; the signal-to-noise estimate
+        (:func:`meshfl.privacy.snr.gaussian_snr`) is a post-processing of them. ``None``
+        (the default) when the agent cannot say.
+        """
+        return None
+
     @abstractmethod
     def evaluate(self, vector: np.ndarray, local: LocalT) -> dict[str, float]:
-        """Metrics of the model ``vector`` on prepared data; includes ``"examples"``."""
+        """Metrics of the model ``vector`` on prepared data; includes ``"examples"``.
+
+        Implementations also return ``baseline_<metric>`` (see :attr:`metric`) whenever
+        they return the headline metric, so that a model worse than a constant shows.
+        """
+
+    def worse_than_baseline(self, metrics: Mapping[str, float]) -> bool | None:
+        """Whether ``metrics[metric]`` is worse than ``metrics["baseline_" + metric]``.
+
+        ``None`` when either is missing (or not a number).
+
+        Examples
+        --------
+        >>> from meshfl.agents import get
+        >>> get("anomaly")().worse_than_baseline({"auc": 0.33, "baseline_auc": 0.5})
+        True
+        """
+        value = metrics.get(self.metric)
+        baseline = metrics.get(f"baseline_{self.metric}")
+        if value is None or baseline is None:
+            return None
+        value, baseline = float(value), float(baseline)
+        if not (np.isfinite(value) and np.isfinite(baseline)):
+            return None
+        return value < baseline if self.higher_is_better else value > baseline
 
     @abstractmethod
     def model(self, vector: np.ndarray) -> GlobalModel:

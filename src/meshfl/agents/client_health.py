@@ -387,6 +387,13 @@ class ClientHealth(Agent[HealthData]):
         # Only the example count leaves the MSP: a loss on raw data is not covered by noise.
         return Update(vector=noisy, weight=1.0, metrics=metrics, privacy_event=dp.event())
 
+    def noised_release(self, update: Update) -> tuple[np.ndarray, float] | None:
+        """The noisy G/H histograms, with noise std ``sigma·sensitivity``."""
+        event = update.privacy_event
+        if event.mechanism != "gaussian":
+            return None
+        return update.vector, event.noise_multiplier * self.sensitivity
+
     def combine(
         self, vector: np.ndarray, summed: np.ndarray, total_weight: float, *, server_round: int
     ) -> np.ndarray:
@@ -422,6 +429,7 @@ class ClientHealth(Agent[HealthData]):
             out["accuracy"] = float(np.mean((p > 0.5) == y))
             if 0 < y.sum() < len(y):
                 out["auc"] = float(roc_auc_score(y, p))
+                out["baseline_auc"] = 0.5  # a constant risk ranks nothing
                 out["average_precision"] = float(average_precision_score(y, p))
         return out
 

@@ -290,6 +290,7 @@ class Collaboration(FrozenEncoderMixin, Agent[PairData]):
         }
         if 0 < y.sum() < len(y):
             out["auc"] = float(roc_auc_score(y, logits))
+            out["baseline_auc"] = 0.5  # a constant score ranks nothing
         recall = self._recall(model, local)
         if np.isfinite(recall):
             out["recall_at_k"] = recall

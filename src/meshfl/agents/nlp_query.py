@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import string
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -353,8 +354,12 @@ class NlpQuery(FrozenEncoderMixin, Agent[QueryData]):
         predictions = [normalize_answer(a) for a in self._answers(vector, local.features)]
         pairs = list(zip(predictions, local.references, strict=True))
         n = max(len(pairs), 1)
+        # The trivial baseline: one constant answer, the most frequent held-out reference
+        # (the majority class of free text), for every question.
+        constant = Counter(local.references).most_common(1)[0][0] if local.references else ""
         return {
             "rouge_l": float(sum(rouge_l(p, r) for p, r in pairs) / n),
+            "baseline_rouge_l": float(sum(rouge_l(constant, r) for r in local.references) / n),
             "exact_match": float(sum(p == r for p, r in pairs) / n),
             "retrieval_recall": float(np.mean(local.retrieved)) if len(pairs) else 0.0,
             "examples": float(len(pairs)),

@@ -379,6 +379,8 @@ class ResourceAllocation(Agent[DispatchData]):
             metrics[f"{prefix}sla_hit_rate"] = hit
             metrics[f"{prefix}tech_hours_per_ticket"] = hours
             metrics[f"{prefix}overtime_per_ticket"] = overtime
+        # the trivial baseline: the greedy dispatcher on the same held-out days
+        metrics["baseline_sla_hit_rate"] = metrics["greedy_sla_hit_rate"]
         metrics["examples"] = float(local.tickets)
         return metrics
 

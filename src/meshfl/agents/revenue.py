@@ -344,6 +344,17 @@ class Revenue(Agent[RevenueData]):
         packed[-1] = (multiplier * sensitivity) ** 2  # public: sigma and the dates fix it
         return Update(vector=packed, weight=1.0, metrics=metrics, privacy_event=dp.event())
 
+    def noised_release(self, update: Update) -> tuple[np.ndarray, float] | None:
+        """The noisy ``Xᵀy`` and ``yᵀy`` statistics; their noise variance travels last."""
+        if update.privacy_event.mechanism != "gaussian":
+            return None
+        p = self.spec.n_features
+        m = p * (p + 1) // 2
+        variance = float(update.vector[-1])
+        if not variance > 0:
+            return None
+        return update.vector[m : m + p + 1], float(np.sqrt(variance))
+
     def _exchanges(self, vector: np.ndarray) -> tuple[np.ndarray, float]:
         if vector.size != self.stats_size + 1:
             raise DataSchemaError(
@@ -384,7 +395,7 @@ class Revenue(Agent[RevenueData]):
         history). ``neg_smape`` (headline, higher is better) is ``-smape``.
         """
         shared = self.shared_fit(vector)
-        smapes, mases, covered = [], [], []
+        smapes, mases, covered, naive = [], [], [], []
         for s in local.series:
             history = s.history
             target = s.holdout if s.holdout.any() else ~s.holdout
@@ -394,12 +405,14 @@ class Revenue(Agent[RevenueData]):
             actual = s.revenue[target]
             yhat = fc["yhat"].to_numpy()
             smapes.append(additive.smape(actual, yhat))
+            naive.append(additive.smape(actual, seasonal_naive(s, s.design.frequency)))
             mases.append(additive.mase(actual, yhat, history))
             lower, upper = fc["yhat_lower"].to_numpy(), fc["yhat_upper"].to_numpy()
             covered.append((actual >= lower) & (actual <= upper))
         sm = np.concatenate(smapes)
         return {
             "neg_smape": -float(sm.mean()),
+            "baseline_neg_smape": -float(np.concatenate(naive).mean()),
             "smape": float(sm.mean()),
             "mase": float(np.concatenate(mases).mean()),
             "coverage": float(np.concatenate(covered).mean()),
@@ -408,6 +421,30 @@ class Revenue(Agent[RevenueData]):
 
     def model(self, vector: np.ndarray) -> RevenueModel:
         return RevenueModel(self, vector)
+
+
+def seasonal_naive(series: SeriesData, frequency: str) -> np.ndarray:
+    """The seasonal naive forecast of the periods :meth:`Revenue.evaluate` scores.
+
+    Each held-out period gets the revenue of the same period a year before, as the history
+    knows it (the last year of history repeats over longer horizons); the last value of the
+    history where the history is shorter than a year. A series with nothing held out is
+    scored in-sample: each period gets the period a year before, else the one before it.
+    Periods are counted by position (a series has one row per period).
+    """
+    season = 52 if frequency == "weekly" else 12
+    revenue = series.revenue
+    if series.holdout.any():
+        history = series.history
+        last = len(history) - 1
+        ahead = np.arange(1, int(series.holdout.sum()) + 1)
+        if len(history) < season:
+            return np.full(len(ahead), history[-1])
+        lag = season * ((ahead - 1) // season + 1)
+        return history[last + ahead - lag]
+    index = np.arange(len(revenue))
+    source = np.where(index >= season, index - season, np.maximum(index - 1, 0))
+    return revenue[source]
 
 
 class RevenueModel(GlobalModel):

@@ -111,6 +111,28 @@ def classification_metrics(proba: np.ndarray, y: np.ndarray) -> dict[str, float]
     }
 
 
+def majority_baseline(y: np.ndarray, n_classes: int) -> dict[str, float]:
+    """Accuracy and macro-F1 of always predicting the majority class of ``y``.
+
+    The majority class is the best constant predictor of ``y`` for both (a constant class
+    ``c`` of share ``p`` scores accuracy ``p`` and macro-F1 ``2p/(1+p)/n_classes``).
+
+    Examples
+    --------
+    >>> majority_baseline(np.array([0, 1, 1, 2]), 4)
+    {'accuracy': 0.5, 'macro_f1': 0.16666666666666666}
+    """
+    from sklearn.metrics import f1_score
+
+    y = np.asarray(y, dtype=np.int64)
+    if y.size == 0:
+        return {}
+    majority = int(np.bincount(y, minlength=n_classes).argmax())
+    pred = np.full_like(y, majority)
+    macro_f1 = f1_score(y, pred, labels=np.arange(n_classes), average="macro", zero_division=0)
+    return {"accuracy": float(np.mean(pred == y)), "macro_f1": float(macro_f1)}
+
+
 class TextClassifier(FrozenEncoderMixin, Agent[TextData]):
     """A frozen text encoder and a federated multi-task head on its embeddings.
 
@@ -264,6 +286,9 @@ class CategoricalTextClassifier(TextClassifier):
         for t, ((column, _), proba) in enumerate(zip(self.tasks()[1:], others, strict=True), 1):
             metrics[f"{column}_accuracy"] = float(np.mean(proba.argmax(1) == targets[:, t]))
         metrics["loss"] = loss
+        baseline = majority_baseline(targets[:, 0], first.shape[1])
+        if self.metric in baseline:
+            metrics[f"baseline_{self.metric}"] = baseline[self.metric]
         metrics["examples"] = float(len(targets))
         return metrics
 

@@ -4,6 +4,12 @@
 federation once per ε (``inf`` is the non-private federation) on the same data, adds the
 local-only reference (each MSP alone, no privacy), and writes a CSV, a markdown table and a
 PNG plot of the headline metric against ε.
+
+Every row also has the trivial baseline on the same pooled held-out rows
+(``baseline_<metric>``: the majority class, AUC 0.5, a seasonal naive forecast, ...),
+whether the model is worse than it (``worse_than_baseline``, marked in the table and
+plot, and warned about), and the federation's signal-to-noise estimate (``snr``, a power
+of 2, the last round's; ``inf`` without privacy).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -75,21 +82,25 @@ def privacy_sweep(
     for epsilon in epsilons:
         privacy = None if math.isinf(epsilon) else DPConfig(epsilon=epsilon, delta=delta, unit=unit)
         start = time.perf_counter()
-        result = simulate(
-            agent=agent,
-            num_msps=num_msps,
-            rounds=rounds,
-            seed=seed,
-            agent_config=agent_config,
-            samples_per_msp=samples_per_msp,
-            privacy=privacy,
-            progress=progress,
-        )
+        with warnings.catch_warnings():
+            # the sweep compares with the baseline on pooled rows itself, and warns once
+            warnings.filterwarnings("ignore", message=".*worse than a trivial baseline")
+            result = simulate(
+                agent=agent,
+                num_msps=num_msps,
+                rounds=rounds,
+                seed=seed,
+                agent_config=agent_config,
+                samples_per_msp=samples_per_msp,
+                privacy=privacy,
+                progress=progress,
+            )
         metric = result.model.agent.metric
         partitions = result.partitions
         spent = (
             float(result.privacy["epsilon_spent"].max()) if result.privacy is not None else math.inf
         )
+        pooled = result.evaluate()
         rows.append(
             {
                 "setting": "federated" if privacy is None else "federated + DP",
@@ -97,12 +108,23 @@ def privacy_sweep(
                 "epsilon_spent_max": spent,
                 "delta": delta if privacy is not None else 0.0,
                 "unit": unit if privacy is not None else "-",
-                metric: result.evaluate()[metric],
+                metric: pooled[metric],
+                f"baseline_{metric}": pooled.get(f"baseline_{metric}", math.nan),
+                "worse_than_baseline": bool(trained.worse_than_baseline(pooled)),
+                "snr": _last_snr(result.history) if privacy is not None else math.inf,
                 "rounds_completed": int((~result.history["skipped"]).sum()),
                 "seconds": time.perf_counter() - start,
             }
         )
-        log.info("%s ε=%s: %s=%.4f", agent, epsilon, metric, rows[-1][metric])
+        log.info(
+            "%s ε=%s: %s=%.4f (trivial baseline %.4f, signal-to-noise ≈ %g)",
+            agent,
+            epsilon,
+            metric,
+            rows[-1][metric],
+            rows[-1][f"baseline_{metric}"],
+            rows[-1]["snr"],
+        )
     assert partitions is not None
     plan = AgentPlan(
         agent=agent,
@@ -114,6 +136,8 @@ def privacy_sweep(
     models, _ = local_only(plan, partitions)
     test = pd.concat([p.test for p in partitions if p.test is not None], ignore_index=True)
     local = [m.evaluate(test)[metric] for m in models]
+    baseline = float(rows[-1][f"baseline_{metric}"])  # the same pooled held-out rows
+    local_metrics = {metric: float(np.mean(local)), f"baseline_{metric}": baseline}
     rows.append(
         {
             "setting": "local-only (mean MSP, no DP)",
@@ -121,12 +145,16 @@ def privacy_sweep(
             "epsilon_spent_max": math.inf,
             "delta": 0.0,
             "unit": "-",
-            metric: float(np.mean(local)),
+            metric: local_metrics[metric],
+            f"baseline_{metric}": baseline,
+            "worse_than_baseline": bool(trained.worse_than_baseline(local_metrics)),
+            "snr": math.inf,
             "rounds_completed": rounds,
             "seconds": float("nan"),
         }
     )
     frame = pd.DataFrame(rows)
+    _warn_worse(frame, agent=agent, metric=metric)
     frame.attrs.update(
         {
             "agent": agent,
@@ -137,6 +165,31 @@ def privacy_sweep(
         }
     )
     return frame
+
+
+def _last_snr(history: pd.DataFrame) -> float:
+    """The last round's signal-to-noise estimate that exists (NaN if none does)."""
+    if "snr" not in history:
+        return math.nan
+    known = history["snr"].dropna()
+    return float(known.iloc[-1]) if len(known) else math.nan
+
+
+def _warn_worse(frame: pd.DataFrame, *, agent: str, metric: str) -> None:
+    private = frame[(frame["setting"] == "federated + DP") & frame["worse_than_baseline"]]
+    if private.empty:
+        return
+    listed = ", ".join(
+        f"ε={row['epsilon']:g}: {row[metric]:.4g} against {row[f'baseline_{metric}']:.4g}"
+        f" (signal-to-noise ≈ {row['snr']:g})"
+        for _, row in private.iterrows()
+    )
+    message = (
+        f"{agent}: the private model is worse than the trivial baseline on the pooled "
+        f"held-out rows ({metric}) at {listed}; at those budgets the noise swamps the updates."
+    )
+    log.warning(message)
+    warnings.warn(message, UserWarning, stacklevel=3)
 
 
 def write_privacy_report(frame: pd.DataFrame, out: str | os.PathLike[str]) -> list[Path]:
@@ -158,7 +211,10 @@ def _markdown(frame: pd.DataFrame) -> str:
         cells = []
         for c in cols:
             v = row[c]
-            cells.append(f"{v:.4g}" if isinstance(v, float) else str(v))
+            if c == "worse_than_baseline":
+                cells.append("**yes** ⚠" if v else "no")
+            else:
+                cells.append(f"{v:.4g}" if isinstance(v, float) else str(v))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -190,6 +246,13 @@ def _plot(frame: pd.DataFrame, path: Path, *, agent: str, metric: str) -> None:
             ls="--",
             label=f"federated, no DP ({public[metric].iloc[0]:.3f})",
         )
+    baseline = f"baseline_{metric}"
+    if baseline in frame and frame[baseline].notna().any():
+        value = float(frame[baseline].dropna().iloc[0])
+        ax.axhline(value, color="#c0392b", ls="-.", lw=1, label=f"trivial baseline ({value:.3f})")
+        worse = private[private["worse_than_baseline"].astype(bool)]
+        if len(worse):
+            ax.plot(worse["epsilon"], worse[metric], "x", color="#c0392b", ms=9, mew=2)
     if len(local):
         ax.axhline(
             local[metric].iloc[0],

@@ -9,6 +9,7 @@ same four strategy methods.
 from __future__ import annotations
 
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable, MutableMapping, Sequence
@@ -27,6 +28,8 @@ from meshfl.federation.records import RoundContext
 from meshfl.federation.strategy import AgentStrategy
 from meshfl.privacy.accountant import calibrate_noise
 from meshfl.privacy.config import DPConfig
+from meshfl.privacy.snr import coarse, msp_level_snr
+from meshfl.secure.aggregate import PAYLOAD_EXTRA
 from meshfl.secure.backend import PLAINTEXT, Aggregator, Sealed
 from meshfl.store.model_store import ModelStore
 
@@ -221,6 +224,9 @@ def run_plan(
             )
         if plan.privacy is not None:
             record["epsilon_max"] = max(strategy.epsilon_by_msp.values(), default=0.0)
+            record["snr"] = _round_snr(strategy)
+        record["worse_than_baseline"] = agent.worse_than_baseline(evaluation)
+        _log_quality(agent, plan, server_round, record)
         record["update_bytes"] = outcome.bytes_received
         record["seconds"] = time.perf_counter() - start
         run.history.append(record)
@@ -241,6 +247,60 @@ def run_plan(
     run.versions = list(strategy.versions)
     run.epsilon_by_msp = dict(strategy.epsilon_by_msp)
     return run
+
+
+def _round_snr(strategy: AgentStrategy) -> float:
+    """The round's coarse signal-to-noise estimate (NaN when no update was added).
+
+    Sample-level DP: the lower median of what the MSPs sent. MSP-level DP: computed here
+    from public values only (contributors, the planned sigma, the update's length).
+    """
+    outcome, context = strategy.outcome, strategy.context
+    if outcome.skipped_reason is not None or outcome.accepted == 0:
+        return math.nan
+    if context.privacy is not None and context.privacy.unit == "msp":
+        sigma = context.noise_multiplier or 0.0
+        dim = strategy.update_length - PAYLOAD_EXTRA
+        return coarse(msp_level_snr(outcome.accepted, sigma, dim, shares=context.noise_shares))
+    return math.nan if outcome.snr is None else outcome.snr
+
+
+def _log_quality(
+    agent: Agent[Any], plan: AgentPlan, server_round: int, record: dict[str, Any]
+) -> None:
+    """Log the round's signal-to-noise estimate, and warn when DP made the model trivial."""
+    if plan.privacy is None:
+        if record["worse_than_baseline"]:
+            log.info(
+                "%s round %d: %s=%.4g is worse than the trivial baseline's %.4g",
+                agent.name,
+                server_round,
+                agent.metric,
+                record[agent.metric],
+                record[f"baseline_{agent.metric}"],
+            )
+        return
+    snr = record.get("snr", math.nan)
+    log.info(
+        "%s round %d: signal-to-noise ≈ %g (ε=%g)",
+        agent.name,
+        server_round,
+        snr,
+        plan.privacy.epsilon,
+    )
+    if record["worse_than_baseline"]:
+        log.warning(
+            "%s round %d: the private model is worse than the trivial baseline on held-out "
+            "data: %s=%.4g against %.4g (ε=%g, signal-to-noise ≈ %g); the noise swamps the "
+            "update: raise ε, give MSPs more rows, or plan fewer rounds",
+            agent.name,
+            server_round,
+            agent.metric,
+            record[agent.metric],
+            record[f"baseline_{agent.metric}"],
+            plan.privacy.epsilon,
+            snr,
+        )
 
 
 def make_server_app(
