@@ -56,6 +56,7 @@ from meshfl.models.policy import (
     reinforce_loss,
     sampling_choice,
 )
+from meshfl.privacy import noise as noise_audit
 from meshfl.privacy.budget import DPStep
 from meshfl.privacy.dpsgd import private_gradient
 from meshfl.privacy.events import Mechanism, PrivacyEvent
@@ -342,6 +343,8 @@ class ResourceAllocation(Agent[DispatchData]):
 
         for _ in range(steps):
             idx = (torch.rand(n, generator=sampling) < rate).nonzero().squeeze(1).tolist()
+            if noise_audit.observing():  # test-only (record_releases_for_tests)
+                noise_audit.report_sampling("dp-sgd", rate=rate, population=n, drawn=len(idx))
             if idx:
                 x, y, _ = self._records(policy, [local.episodes[i] for i in idx], rng)
             else:  # nobody sampled: the step is pure noise, as the accountant assumes

@@ -37,6 +37,7 @@ from meshfl.federation.records import (
 )
 from meshfl.federation.sealed_model import Verification, open_global
 from meshfl.privacy.ledger import PrivacyLedger
+from meshfl.privacy.noise import attribute_releases
 from meshfl.privacy.report import reported_epsilon
 from meshfl.privacy.snr import update_snr
 from meshfl.secure.aggregate import seal_payload
@@ -201,15 +202,18 @@ def make_client_app(
         # Never train from a model that is not provably a sum of enough MSPs' updates.
         verify = verification(ins, agent, context, before=ins.server_round)
         rows = local(agent, key, context, "train")
-        outcome = train_round(
-            agent,
-            ins,
-            open_global(agent, ins.sealed, box, seed=ins.seed, verify=verify),
-            rows,
-            seed=derive_seed(ins.seed, ins.server_round, msp),
-            ledger=ledger_for(context),
-            msp=msp,
-        )
+        with attribute_releases(  # labels the noise for a test's audit; else a no-op
+            msp=msp, node=context.node_id, run=ins.context.run_id, round=ins.server_round
+        ):
+            outcome = train_round(
+                agent,
+                ins,
+                open_global(agent, ins.sealed, box, seed=ins.seed, verify=verify),
+                rows,
+                seed=derive_seed(ins.seed, ins.server_round, msp),
+                ledger=ledger_for(context),
+                msp=msp,
+            )
         if isinstance(outcome, Decline):
             # The reason stays here: its numbers (ε before and after) would give the
             # MSP's size away. The coordinator gets a fixed sentence and a coarse ε.

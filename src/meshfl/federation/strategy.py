@@ -31,6 +31,7 @@ from meshfl.federation.records import (
     encode_instructions,
 )
 from meshfl.federation.sealed_model import next_history
+from meshfl.privacy.noise import report_sampling
 from meshfl.privacy.snr import median_snr
 from meshfl.secure.aggregate import PAYLOAD_EXTRA
 from meshfl.secure.backend import Aggregator, Sealed
@@ -159,7 +160,16 @@ class AgentStrategy:
         """
         nodes = self._connected(grid)
         if poisson:
-            return [node for node in nodes if _ENTROPY.random() < fraction]
+            chosen = [node for node in nodes if _ENTROPY.random() < fraction]
+            # the rate actually used, for a test's audit (record_releases_for_tests); else a no-op
+            report_sampling(
+                "msp",
+                rate=fraction,
+                population=len(nodes),
+                drawn=len(chosen),
+                run=self.context.run_id,
+            )
+            return chosen
         k = min(len(nodes), max(self.min_msps, math.ceil(fraction * len(nodes))))
         return sorted(_ENTROPY.sample(nodes, k))
 

@@ -70,6 +70,7 @@ from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
 from meshfl.config.errors import ConfigError, MeshflError
+from meshfl.privacy import noise as _noise
 from meshfl.privacy.noise import noise_torch_generator
 
 if TYPE_CHECKING:
@@ -625,11 +626,19 @@ def private_gradient(
         with computer:
             batch = computer(features, targets)
     buffer = _GradBuffer(computer.params)
+    std = noise_multiplier * max_grad_norm / expected_batch_size
     _fill_noise(
         buffer.flat,
-        noise_multiplier * max_grad_norm / expected_batch_size,
+        std,
         generator if generator is not None else _noise_generator(buffer.flat.device),
     )
+    if _noise.observing():  # test-only audit (record_releases_for_tests)
+        _noise.report_noise(
+            "dp-sgd",
+            std=std,
+            sensitivity=max_grad_norm / expected_batch_size,
+            drawn=buffer.flat,
+        )
     _add_clipped(
         buffer, batch, max_grad_norm=max_grad_norm, expected_batch_size=expected_batch_size
     )
@@ -774,6 +783,7 @@ def train_private(
     sampling = noise_torch_generator()  # torch.rand(n) on the CPU, as before
     noise = _noise_generator(device)
     std = noise_multiplier * max_grad_norm / expected
+    audit = _noise.observing()  # test-only (record_releases_for_tests); else one check
     buffer = _GradBuffer(params)
     for p, view in zip(params, buffer.views, strict=True):
         p.grad = view  # each step writes the privatised gradient here; the optimizer reads it
@@ -788,6 +798,8 @@ def train_private(
                 total, count = 0.0, 0
                 for _ in range(steps_per_epoch):
                     idx = (torch.rand(n, generator=sampling) < q).nonzero().squeeze(1)
+                    if audit:
+                        _noise.report_sampling("dp-sgd", rate=q, population=n, drawn=len(idx))
                     if len(idx):
                         idx = idx.to(device)
                         batch: _BatchGrads = computer(x[idx], y[idx])
@@ -796,6 +808,13 @@ def train_private(
                     else:
                         batch = _EmptyBatch(params)
                     _fill_noise(buffer.flat, std, noise)
+                    if audit:
+                        _noise.report_noise(
+                            "dp-sgd",
+                            std=std,
+                            sensitivity=max_grad_norm / expected,
+                            drawn=buffer.flat,
+                        )
                     _add_clipped(
                         buffer, batch, max_grad_norm=max_grad_norm, expected_batch_size=expected
                     )

@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from meshfl.config.checks import check_float, check_int
+from meshfl.privacy import noise as _noise
 from meshfl.privacy.noise import noise_rng
 
 __all__ = ["add_gaussian_noise", "clip_l2"]
@@ -59,6 +60,9 @@ def add_gaussian_noise(
     )
     shares = check_int(shares, "shares", where="add_gaussian_noise", minimum=1)
     std = noise_multiplier * sensitivity / np.sqrt(shares)
-    return np.asarray(vector, dtype=np.float64) + noise_rng().normal(
-        0.0, std, size=np.shape(vector)
-    )
+    drawn = noise_rng().normal(0.0, std, size=np.shape(vector))
+    if _noise.observing():  # test-only audit (record_releases_for_tests)
+        _noise.report_noise(
+            "gaussian", std=std, sensitivity=sensitivity, drawn=drawn, shares=shares
+        )
+    return np.asarray(vector, dtype=np.float64) + drawn

@@ -38,22 +38,46 @@ Testing
 :func:`fixed_noise_for_tests` makes the draws reproducible *inside a test*, e.g. to check
 that, noise aside, a DP run depends only on its seed. It is test-only: no configuration,
 message or :func:`meshfl.simulate` argument reaches it, and nothing in ``meshfl`` calls it.
+
+:func:`record_releases_for_tests` lets a test audit the privacy actually given, independently
+of the privacy ledger: within it, every place that draws privacy noise or Poisson-samples for
+privacy reports what it *did* — the standard deviation it drew (and the root mean square of
+the draws), the sensitivity it was calibrated for, the rate of each Poisson draw — as
+:class:`NoiseDraw` and :class:`PoissonDraw` records, labelled with the MSP, node, run and
+round that :func:`attribute_releases` names around an MSP's training.
+``tests/privacy/test_independent_accounting.py`` recomputes each MSP's ε from them with
+Google's dp-accounting. It is test-only in the same way; outside it, the hooks cost one
+global ``None`` check.
 """
 
 from __future__ import annotations
 
+import contextvars
+import math
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["fixed_noise_for_tests", "noise_rng", "noise_torch_generator"]
+__all__ = [
+    "NoiseDraw",
+    "PoissonDraw",
+    "attribute_releases",
+    "fixed_noise_for_tests",
+    "noise_rng",
+    "noise_torch_generator",
+    "observing",
+    "record_releases_for_tests",
+    "report_noise",
+    "report_sampling",
+]
 
 _lock = threading.Lock()
 _fixed: np.random.Generator | None = None  # set only by fixed_noise_for_tests
@@ -121,3 +145,157 @@ def fixed_noise_for_tests(seed: int) -> Iterator[None]:
         yield
     finally:
         _fixed = None
+
+
+# --------------------------------------------------------------------------- audit hooks
+
+
+@dataclass(frozen=True)
+class NoiseDraw:
+    """One draw of privacy noise, as it was made (see :func:`record_releases_for_tests`).
+
+    Attributes
+    ----------
+    mechanism : str
+        ``"dp-sgd"`` (one step's noise on the sum of clipped gradients) or ``"gaussian"``.
+    std : float
+        Standard deviation per coordinate handed to the generator.
+    sensitivity : float
+        L2 sensitivity of the value the noise is added to, in the same units as ``std``:
+        ``max_grad_norm / expected_batch`` for DP-SGD (whose buffer is divided by the
+        expected batch), the ``sensitivity`` argument for the Gaussian mechanism.
+    shares : int
+        The draw is one of ``shares`` equal parts of a sum's noise (1: the whole noise).
+    size : int
+        Coordinates drawn.
+    measured_std : float
+        Root mean square of the values drawn (NaN when ``size`` is 0): what was added, not
+        what was asked for.
+    labels : mapping
+        Who released it (``msp``, ``node``, ``run``, ``round``, ... from
+        :func:`attribute_releases`).
+    """
+
+    mechanism: str
+    std: float
+    sensitivity: float
+    shares: int
+    size: int
+    measured_std: float
+    labels: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PoissonDraw:
+    """One Poisson sampling draw made for privacy (see :func:`record_releases_for_tests`).
+
+    ``where`` is ``"dp-sgd"`` (records of a batch) or ``"msp"`` (MSPs of a round); each of
+    ``population`` candidates was included with probability ``rate``; ``drawn`` were.
+    """
+
+    where: str
+    rate: float
+    population: int
+    drawn: int
+    labels: Mapping[str, Any] = field(default_factory=dict)
+
+
+_releases: list[NoiseDraw | PoissonDraw] | None = None  # set only by record_releases_for_tests
+_releases_lock = threading.Lock()
+_attribution: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.ContextVar(
+    "meshfl_release_attribution", default=None
+)
+
+
+def observing() -> bool:
+    """Whether :func:`record_releases_for_tests` is active (the hooks' one check)."""
+    return _releases is not None
+
+
+@contextmanager
+def record_releases_for_tests() -> Iterator[list[NoiseDraw | PoissonDraw]]:
+    """TEST ONLY: collect a record of every privacy noise draw and Poisson draw, in order.
+
+    Yields the list the records are appended to (from every thread). It does not change any
+    draw. No configuration, message or :func:`meshfl.simulate` argument reaches it, and
+    nothing in ``meshfl`` calls it. It is process-wide and does not nest.
+    """
+    global _releases
+    if _releases is not None:
+        raise RuntimeError("record_releases_for_tests does not nest")
+    records: list[NoiseDraw | PoissonDraw] = []
+    _releases = records
+    try:
+        yield records
+    finally:
+        _releases = None
+
+
+@contextmanager
+def attribute_releases(**labels: Any) -> Iterator[None]:
+    """Label the draws made inside this block (e.g. ``msp=``, ``round=``) for the audit.
+
+    A context variable, so it follows the code that trains (threads included). Outside
+    :func:`record_releases_for_tests` it does nothing.
+    """
+    if _releases is None:
+        yield
+        return
+    token = _attribution.set({**(_attribution.get() or {}), **labels})
+    try:
+        yield
+    finally:
+        _attribution.reset(token)
+
+
+def _append(record: NoiseDraw | PoissonDraw) -> None:
+    records = _releases
+    if records is not None:
+        with _releases_lock:
+            records.append(record)
+
+
+def _rms(drawn: Any) -> float:
+    if hasattr(drawn, "detach"):  # a torch tensor
+        flat = drawn.detach().double().reshape(-1)
+        return float(flat.square().mean().sqrt()) if flat.numel() else math.nan
+    values = np.asarray(drawn, dtype=np.float64).reshape(-1)
+    return float(np.sqrt(np.mean(np.square(values)))) if values.size else math.nan
+
+
+def report_noise(
+    mechanism: str, *, std: float, sensitivity: float, drawn: Any, shares: int = 1
+) -> None:
+    """Record a noise draw (``drawn``: the noise itself, before anything is added to it).
+
+    Call it only when :func:`observing`; it measures ``drawn``.
+    """
+    if _releases is None:
+        return
+    size = int(drawn.numel()) if hasattr(drawn, "numel") else int(np.size(drawn))
+    _append(
+        NoiseDraw(
+            mechanism=mechanism,
+            std=float(std),
+            sensitivity=float(sensitivity),
+            shares=int(shares),
+            size=size,
+            measured_std=_rms(drawn),
+            labels=_attribution.get() or {},
+        )
+    )
+
+
+def report_sampling(where: str, *, rate: float, population: int, drawn: int, **labels: Any) -> None:
+    """Record a Poisson draw: ``population`` candidates at ``rate``, ``drawn`` included."""
+    if _releases is None:
+        return
+    _append(
+        PoissonDraw(
+            where=where,
+            rate=float(rate),
+            population=int(population),
+            drawn=int(drawn),
+            labels={**(_attribution.get() or {}), **labels},
+        )
+    )
