@@ -10,6 +10,7 @@ from meshfl.federation import AgentPlan, InProcessGrid, make_client_app
 from meshfl.federation.records import encode_update
 from meshfl.federation.server_app import run_plan
 from meshfl.privacy import DPConfig
+from meshfl.privacy.noise import fixed_noise_for_tests
 from meshfl.secure.aggregate import PAYLOAD_EXTRA, seal_payload
 from meshfl.secure.ckks import ckks_vector_from, ephemeral_ckks_backend
 from meshfl.simulation import make_partitions, simulation_keys
@@ -35,8 +36,10 @@ def test_ckks_reaches_the_quality_of_plaintext(agent, privacy):
         samples_per_msp=120,
         privacy=privacy,
     )
-    sealed = meshfl.simulate(secure_aggregation="ckks", **kwargs)
-    with pytest.warns(UserWarning, match="[Ss]ecure aggregation is OFF"):
+    # Privacy noise comes from OS entropy; pin it (test-only) so both runs draw the same.
+    with fixed_noise_for_tests(0):
+        sealed = meshfl.simulate(secure_aggregation="ckks", **kwargs)
+    with fixed_noise_for_tests(0), pytest.warns(UserWarning, match="[Ss]ecure aggregation is OFF"):
         plain = meshfl.simulate(secure_aggregation="plaintext", **kwargs)
     metric = sealed.model.agent.metric
     assert sealed.evaluate()[metric] == pytest.approx(plain.evaluate()[metric], abs=0.02)
