@@ -1,7 +1,8 @@
 """``meshfl.simulate``: a whole federation of MSPs in one process, for notebooks and tests.
 
 It runs the very ServerApp and ClientApp a deployment runs, on the in-process engine
-(every message serialized as on the wire, deterministic under ``seed``) or, with
+(every message serialized as on the wire; without privacy, deterministic under ``seed``)
+or, with
 ``backend="ray"``, on Flower's Simulation Engine.
 """
 
@@ -29,6 +30,7 @@ from meshfl.federation.sealed_model import open_global
 from meshfl.federation.server_app import AgentPlan, AgentRun, make_server_app
 from meshfl.privacy.budget import msp_level_noise_report
 from meshfl.privacy.config import DPConfig
+from meshfl.privacy.ledger import PrivacyLedger
 from meshfl.secure.backend import Aggregator, Sealed, Sealer, plaintext_backend
 
 __all__ = [
@@ -285,7 +287,9 @@ def simulate(
         Federated rounds; ``None`` takes the agent's suggestion (3 for most agents; one
         round per tree level for ``client_health``, one for ``revenue``).
     seed : int
-        Seeds data generation, partitioning, sampling and local training.
+        Seeds data generation, partitioning, model initialisation and local training.
+        Which MSPs are sampled and all privacy noise come from OS entropy, never from it:
+        a run with ``fraction_train < 1`` or with privacy is not bit-for-bit repeatable.
     data : list, optional
         The user's own data, one entry per MSP: a DataFrame or CSV path (split 75/25 into
         training and held-out rows) or a :class:`NodeData`. ``None`` generates synthetic,
@@ -390,24 +394,46 @@ def simulate(
         bytes_sent=outcome.bytes_sent,
         bytes_received=outcome.bytes_received,
         versions=run.versions,
-        privacy=_privacy_table(run, privacy, num_msps),
+        privacy=_privacy_table(
+            run, privacy, num_msps, Path(state_dir) if state_dir is not None else None
+        ),
         stopped_reason=run.stopped_reason,
         state_dir=Path(state_dir) if state_dir is not None else None,
         plan=plan,
     )
 
 
-def _privacy_table(run: AgentRun, privacy: DPConfig | None, num_msps: int) -> pd.DataFrame | None:
+def _privacy_table(
+    run: AgentRun, privacy: DPConfig | None, num_msps: int, state_dir: Path | None
+) -> pd.DataFrame | None:
+    """ε per MSP, exact, read from each simulated MSP's own ledger.
+
+    The coordinator's mirror only holds ε rounded up to 1/20 of the budget (what MSPs send);
+    it is the ``epsilon_reported`` column, NaN for an MSP that never replied. A ledger that
+    cannot be trusted raises :class:`~meshfl.privacy.ledger.LedgerCorruptError`, saying how
+    to recover: no table ever shows less ε than was released.
+    """
     if privacy is None:
         return None
     declined = [0] * num_msps
     for record in run.history:
         for msp in record.get("declined_msps", []):
             declined[msp] += 1
+    reported = [run.epsilon_by_msp.get(i, math.nan) for i in range(num_msps)]
+    if state_dir is not None:
+        spent = [
+            PrivacyLedger(state_dir / f"msp-{i}" / "privacy").epsilon(
+                run.agent.name, delta=privacy.delta, accountant=privacy.accountant
+            )
+            for i in range(num_msps)
+        ]
+    else:
+        spent = reported
     return pd.DataFrame(
         {
             "msp": range(num_msps),
-            "epsilon_spent": [run.epsilon_by_msp.get(i, 0.0) for i in range(num_msps)],
+            "epsilon_spent": spent,
+            "epsilon_reported": reported,
             "epsilon_budget": privacy.epsilon,
             "delta": privacy.delta,
             "declined_rounds": declined,

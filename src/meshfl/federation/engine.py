@@ -5,7 +5,8 @@ carries is deflated into Flower's wire objects (the content-addressed byte objec
 SuperLink stores and the SuperNodes pull) and inflated again on the other side, so apps
 that pass here serialize exactly as they would over the network, and nothing is shared by
 reference between "server" and "MSP". Nodes run one after another, so a run is
-deterministic under a seed. :func:`run_in_process` wires it together.
+deterministic under a seed, except what must not be: MSP sampling and privacy noise
+(OS entropy). :func:`run_in_process` wires it together.
 """
 
 from __future__ import annotations
