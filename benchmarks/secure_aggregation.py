@@ -1,6 +1,6 @@
 """What secure aggregation costs: CKKS against the plaintext twin, in bytes and in time.
 
-For vectors of 10^4, 10^5 and 10^6 parameters (payloads ``[w·v, w]`` of n + 1 values) and
+For vectors of 10^4, 10^5 and 10^6 parameters (payloads ``[w·v, w, tag]`` of n + 9 values) and
 3, 10 and 100 MSPs, on one core (meshfl's TenSEAL contexts run one thread; numpy does
 no multi-threaded work here):
 
@@ -52,6 +52,7 @@ import pandas as pd
 import tenseal as ts
 
 from meshfl.secure import CKKSParams, plaintext_backend, seal_payload
+from meshfl.secure.binding import TAG_SLOTS
 from meshfl.secure.ckks import ckks_vector_from, ephemeral_ckks_backend
 
 RESULTS = Path(__file__).parent / "results"
@@ -91,7 +92,8 @@ def run(sizes: list[int], msps: list[int]) -> tuple[list[dict[str, Any]], dict[s
     rows = []
     for n in sizes:
         reps = 5 if n <= 10**4 else 3 if n <= 10**5 else 1
-        payload = seal_payload(rng.standard_normal(n) * 0.1, 100.0)  # weight: 100 examples
+        # weight: 100 examples; the binding tag's slots (their values do not matter here)
+        payload = seal_payload(rng.standard_normal(n) * 0.1, 100.0, tag=np.zeros(TAG_SLOTS))
         length = payload.size
         seal_s, sealed = timed(lambda p=payload: sealer.seal(p), reps)
         check_s, _ = timed(lambda s=sealed, m=length: aggregator.check(s, expected_length=m), reps)

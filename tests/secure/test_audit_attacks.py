@@ -297,3 +297,23 @@ def test_open_payload_refuses_the_wrong_length_with_a_fixed_sentence(backend):
     with pytest.raises(InvalidUpdateError, match="not a plausible payload"):
         sealer.open_payload(sealed, expected_length=sealed.length + 1)
     sealer.open_payload(sealed, expected_length=sealed.length)
+
+
+# --- the binding key -----------------------------------------------------------------------
+
+
+def test_the_binding_key_is_32_read_only_bytes_only_key_holders_share(backend, plain):
+    from meshfl.secure.ckks import CKKSSealer
+
+    sealer, aggregator = backend
+    key = sealer.binding_key
+    assert isinstance(key, bytes) and len(key) == 32
+    assert CKKSSealer.from_bytes(sealer.to_bytes()).binding_key == key  # every MSP alike
+    assert ephemeral_ckks_backend()[0].binding_key != key  # another key set, another key
+    public = aggregator.to_bytes()
+    assert key not in public and not hasattr(aggregator, "binding_key")
+    plain_sealer, _ = plain
+    assert len(plain_sealer.binding_key) == 32 and plain_sealer.binding_key != key
+    for holder in (sealer, plain_sealer):
+        with pytest.raises(AttributeError):
+            holder.binding_key = b"\x00" * 32

@@ -51,6 +51,8 @@ PLAINTEXT_WARNING = (
 )
 
 
+_PLAINTEXT_BINDING_KEY = hashlib.sha256(b"meshfl-binding-v1\x00plaintext").digest()
+
 _IMPLAUSIBLE_PAYLOAD = "the sealed payload is not a plausible payload; not using it"
 
 
@@ -210,8 +212,12 @@ class PlaintextSealer:
 
     backend = PLAINTEXT
     key_id = ""
-    binding_key = hashlib.sha256(b"meshfl-binding-v1\x00plaintext").digest()
-    """Public, like everything else here: with plaintext, binding tags protect nothing."""
+
+    @property
+    def binding_key(self) -> bytes:
+        """A fixed, public constant: with plaintext, binding tags protect nothing (anyone can
+        compute them), like everything else here. Read-only."""
+        return _PLAINTEXT_BINDING_KEY
 
     def seal(self, values: np.ndarray) -> Sealed:
         array = as_flat_floats(values)

@@ -62,7 +62,6 @@ ciphertext of this context has (no compression bombs), and handed to SEAL uncomp
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import math
 import os
@@ -205,6 +204,7 @@ class CKKSSealer(_CodecSide):
         self.key_id = key_id_of(context)
         self._codec = _Codec(context, max_contributors)
         self._encrypting = _symmetric_twin(context)
+        self._binding_key: bytes | None = None
 
     @classmethod
     def from_file(
@@ -224,11 +224,19 @@ class CKKSSealer(_CodecSide):
         """The secret context as bytes. It holds the secret key: treat it as the key file."""
         return secret_bytes(self.context)
 
-    @functools.cached_property
+    @property
     def binding_key(self) -> bytes:
         """32 bytes derived from the secret key: every MSP of the key set computes the same,
-        the coordinator (public context only) cannot (see :mod:`meshfl.secure.binding`)."""
-        return hashlib.sha256(b"meshfl-binding-v1\x00" + secret_bytes(self.context)).digest()
+        the coordinator (public context only) cannot (see :mod:`meshfl.secure.binding`).
+
+        ``SHA-256(b"meshfl-binding-v1\\x00" + the serialized secret context)``: domain-
+        separated, and over material the coordinator's public context does not hold.
+        Read-only.
+        """
+        if self._binding_key is None:
+            material = secret_bytes(self.context)
+            self._binding_key = hashlib.sha256(b"meshfl-binding-v1\x00" + material).digest()
+        return self._binding_key
 
     def seal(self, values: np.ndarray) -> Sealed:
         """Encrypt a flat float vector, N/2 values per ciphertext.
