@@ -142,10 +142,12 @@ def decode_sealed(record: ConfigRecord) -> Sealed:
     """
     what = "a sealed vector"
     if not isinstance(record, ConfigRecord):
-        raise InvalidUpdateError(f"{what} must be a config record; got {type(record).__name__}")
+        raise InvalidUpdateError(
+            f"{what} is malformed: not a config record but {type(record).__name__}"
+        )
     chunks = _get(record, "chunks", list, what)
     if not all(isinstance(c, bytes) for c in chunks):
-        raise InvalidUpdateError(f"{what}'s 'chunks' must be a list of bytes")
+        raise InvalidUpdateError(f"{what} is malformed: its 'chunks' must be a list of bytes")
     return Sealed(
         backend=_text(record, "backend", what, limit=64),
         key_id=_text(record, "key_id", what, limit=256),
@@ -174,11 +176,11 @@ def _get(
     if key not in record:
         if default is not _MISSING:
             return default
-        raise InvalidUpdateError(f"{what} has no {key!r}")
+        raise InvalidUpdateError(f"{what} is malformed: it has no {key!r}")
     value = record[key]
     if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, float)):
         raise InvalidUpdateError(
-            f"{what}'s {key!r} must be {kind.__name__}; got {type(value).__name__}"
+            f"{what} is malformed: its {key!r} must be {kind.__name__}; got {type(value).__name__}"
         )
     return value
 
@@ -188,7 +190,9 @@ def _text(
 ) -> str:
     value: str = _get(record, key, str, what, default)
     if len(value) > limit:
-        raise InvalidUpdateError(f"{what}'s {key!r} is longer than {limit} characters")
+        raise InvalidUpdateError(
+            f"{what} is malformed: its {key!r} is longer than {limit} characters"
+        )
     return value
 
 
@@ -209,11 +213,13 @@ def _number(
         return float(default)
     value = _get(record, key, object, what)
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidUpdateError(f"{what}'s {key!r} must be a number; got {type(value).__name__}")
+        raise InvalidUpdateError(
+            f"{what} is malformed: its {key!r} must be a number; got {type(value).__name__}"
+        )
     number = float(value)  # an int past float's range is inf, refused below
     if not (math.isfinite(number) and number >= at_least):
         bound = "" if at_least == -math.inf else f" and at least {at_least:g}"
-        raise InvalidUpdateError(f"{what}'s {key!r} must be finite{bound}")
+        raise InvalidUpdateError(f"{what} is malformed: its {key!r} must be finite{bound}")
     return number
 
 
@@ -221,22 +227,24 @@ def _metrics(content: Any, what: str) -> dict[str, float]:
     """The ``"metrics"`` record of a reply: at most :data:`MAX_METRICS` finite numbers."""
     records = content.metric_records
     if "metrics" not in records:
-        raise InvalidUpdateError(f"{what} has no 'metrics' record")
+        raise InvalidUpdateError(f"{what} is malformed: it has no 'metrics' record")
     record = records["metrics"]
     if len(record) > MAX_METRICS:
-        raise InvalidUpdateError(f"{what} carries more than {MAX_METRICS} metrics")
+        raise InvalidUpdateError(f"{what} is malformed: it carries more than {MAX_METRICS} metrics")
     if any(len(str(k)) > 64 for k in record):
-        raise InvalidUpdateError(f"{what} names a metric with more than 64 characters")
+        raise InvalidUpdateError(
+            f"{what} is malformed: it names a metric with more than 64 characters"
+        )
     return {str(k): _number(record, k, f"{what}'s metric") for k in record}
 
 
 def _config(content: Any, key: str, what: str) -> ConfigRecord:
     records = content.config_records
     if key not in records:
-        raise InvalidUpdateError(f"{what} has no {key!r} record")
+        raise InvalidUpdateError(f"{what} is malformed: it has no {key!r} record")
     record = records[key]
     if not isinstance(record, ConfigRecord):  # pragma: no cover - Flower's RecordDict types it
-        raise InvalidUpdateError(f"{what}'s {key!r} is not a config record")
+        raise InvalidUpdateError(f"{what} is malformed: its {key!r} is not a config record")
     return record
 
 
@@ -276,20 +284,22 @@ def decode_instructions(message: Message) -> RoundInstructions:
     Raises :class:`InvalidUpdateError` for anything :func:`encode_instructions` would not
     have written: a missing field, a field of another type, NaN or inf.
     """
-    what = "the round's instructions"
+    what = "the round's message"
     try:
         content = message.content
         config = _config(content, "config", what)
         _, _, agent = str(message.metadata.message_type).partition(".")
         if not agent:
-            raise InvalidUpdateError(f"{what} name no agent")
+            raise InvalidUpdateError(f"{what} is malformed: it names no agent")
         privacy = _text(config, "privacy", what, limit=1 << 16, default="")
         count = _integer(config, "sealed_count", what, default=0)
         if not 0 <= count <= len(content.config_records):
-            raise InvalidUpdateError(f"{what} announce {count} sealed sums they do not hold")
+            raise InvalidUpdateError(
+                f"{what} is malformed: it announces {count} sealed sums it does not hold"
+            )
         agent_config = json.loads(_text(config, "agent_config", what, limit=1 << 20))
         if not isinstance(agent_config, dict):
-            raise InvalidUpdateError(f"{what}' agent_config must be a JSON object")
+            raise InvalidUpdateError(f"{what} is malformed: its agent_config must be a JSON object")
         return RoundInstructions(
             agent=agent,
             agent_config=agent_config,
@@ -311,7 +321,7 @@ def decode_instructions(message: Message) -> RoundInstructions:
     except InvalidUpdateError:
         raise
     except Exception as err:  # JSON, pydantic, recursion: named by type, never echoed
-        raise InvalidUpdateError(f"{what} are malformed ({type(err).__name__})") from None
+        raise InvalidUpdateError(f"{what} is malformed ({type(err).__name__})") from None
 
 
 SIZE_METRICS = frozenset({"examples", "episodes", "series"})
