@@ -29,7 +29,7 @@ def _ledger_events(state_dir, msp, agent="threat_intel"):
 
 
 @pytest.mark.filterwarnings("ignore:Secure aggregation is OFF")
-def test_msp_sampling_is_poisson_at_the_rate_the_ledgers_record():
+def test_msp_sampling_is_poisson_from_os_entropy():
     sealer, aggregator = plaintext_backend()
     plan = AgentPlan(agent="anomaly", rounds=1)
     app = make_client_app(lambda *_: None, sealer=lambda _c: sealer)
@@ -48,7 +48,7 @@ def test_msp_sampling_is_poisson_at_the_rate_the_ledgers_record():
     assert abs(rates.mean() - q) < 0.02
 
 
-def test_every_msp_adds_a_share_of_one_planned_sigma_at_the_recorded_rate(tmp_path):
+def test_every_msp_adds_a_share_of_one_planned_sigma_and_is_charged_in_full(tmp_path):
     result = meshfl.simulate(
         agent="threat_intel",
         num_msps=4,
@@ -65,7 +65,7 @@ def test_every_msp_adds_a_share_of_one_planned_sigma_at_the_recorded_rate(tmp_pa
         events = _ledger_events(tmp_path, msp)
         assert len(events) == 2
         assert {e.noise_multiplier for e in events} == {sigma}
-        assert {e.sample_rate for e in events} == {result.plan.fraction_train}
+        assert {e.sample_rate for e in events} == {1.0}  # charged in full: participation is known
 
 
 def test_an_msp_that_cannot_afford_the_planned_sigma_declines_and_the_round_fails_closed(

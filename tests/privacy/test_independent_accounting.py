@@ -14,15 +14,14 @@ audit asserts ε ≤ budget (1 % tolerance, the PLD's own discretisation being ~
   a Gaussian with sigma = std / sensitivity.
 * ``unit="msp"``: the noise in each *kept* sum is sqrt(Σ share variances of its
   contributors), read from the shares the contributors drew (contributors from the sum's
-  binding). With Poisson sampling of MSPs at rate q < 1, the amplification by sampling that
-  the plan counts on holds only if *every* released round is charged to every MSP, sampled
-  or not: each kept round is a PoissonSampled(q, Gaussian(sigma_round)) for every MSP. With
-  q = 1 (no amplification) an MSP is charged the rounds whose sums it is in.
+  binding). Who took part in a round is known to the coordinator and, through each sum's
+  contributor list, to every MSP, so sampling MSPs does not amplify: an MSP is charged, at
+  rate 1, the rounds whose sums it is in.
 
 Scenarios: MSPs of different sizes, dropouts (absent MSPs and a reply lost after training),
 a restart on the same state directory, two concurrent runs on one state directory, and
-MSP-level DP with and without Poisson sampling. A restart under MSP-level DP with Poisson
-sampling overspends (xfail, see there): the ledgers charge only the rounds an MSP trained in.
+MSP-level DP with and without Poisson sampling, and a restart under it (which overspent,
+ε = 1.39 on a budget of 1, while ledgers charged MSP-level rounds at the amplified rate).
 """
 
 from __future__ import annotations
@@ -162,13 +161,13 @@ def msp_level_steps(
         drawn = [shares[(binding.run_id, binding.server_round, n)] for n in binding.contributors]
         sigma = math.sqrt(sum(d.std**2 for d in drawn)) / clip
         sigmas.append(sigma)
-        rate = rates[binding.run_id][binding.server_round - 1]
-        if rate >= 1:  # everyone sampled: no amplification, each MSP pays for its own sums
-            for node in binding.contributors:
-                steps[msp_of[node]].append((sigma, 1.0, 1))
-        else:  # amplification by sampling: the round counts for every MSP, sampled or not
-            for msp in range(msps):
-                steps[msp].append((sigma, rate, 1))
+        assert 0 < rates[binding.run_id][binding.server_round - 1] <= 1
+        # Who took part is known to the coordinator and, through each sum's contributor
+        # list, to every MSP: no amplification by sampling; each MSP pays for its own sums.
+        # (On 2081f48..ba22b77 ledgers charged rate q while participation was public: a
+        # restart reached ε = 1.39 on a budget of 1.)
+        for node in binding.contributors:
+            steps[msp_of[node]].append((sigma, 1.0, 1))
     return steps, sigmas
 
 
@@ -474,25 +473,12 @@ class ScriptedDraws:
         return next(self.values)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=OverBudgetError,
-    reason="bug (issue 11): under unit='msp' with fraction_train < 1 an MSP's ledger charges "
-    "only the rounds it trained in, at the amplified rate q, while amplification by sampling "
-    "holds only if every released round is charged to every MSP; a second run on the same "
-    "state dir spends the budget again (ε = 1.39 here, budget 1, ledgers 0.59-0.82)",
-)
 def test_msp_level_poisson_restart_on_the_same_state_dir(tmp_path, monkeypatch):
-    """Two runs of 3 rounds at q = 0.5 on one state dir: 6 released sums, each PoissonSampled
-    (0.5, Gaussian(sigma planned for 3 rounds)) for every MSP: ε = 1.39 by PLD.
+    """Two runs of 3 rounds at q = 0.5 on one state dir: 6 released sums.
 
-    Each ledger shows 1-2 events (the rounds its MSP was drawn in), so every MSP affords the
-    second run. Charging each MSP only its own rounds *without* amplification (rate 1) would
-    be sound too, but the planned sigma assumes amplification over all planned rounds. The
-    fix belongs in msp_privacy/strategy/server_app (see the audit report): charge every MSP
-    of the mesh the run's whole plan, ``total_rounds`` times PoissonSampled(q, sigma), before
-    its first round (e.g. on a reservation message to every connected MSP; MSPs that cannot
-    afford it are left out of the draw), instead of one event per round trained.
+    On ba22b77 every ledger charged its MSP's rounds at the amplified rate q while sigma was
+    planned for amplification, so every MSP afforded the second run: ε = 1.39 by PLD on a
+    budget of 1. Now each participation is charged in full (rate 1) and sigma planned so.
     """
     # Four MSPs sampled at q = 0.5 (so min_msps = 1: each adds the whole noise). Each round
     # happens to draw exactly one MSP (probability 1/4 per round): MSPs 0, 1, 2, then 3, 0, 1.

@@ -114,7 +114,10 @@ def _train_round(
                 msp,
             )
         dp = dp.model_copy(update={"noise_multiplier": ins.context.noise_multiplier})
-        mechanism, rate, steps = "gaussian", ins.context.sample_fraction, 1
+        # Charged in full (rate 1), whatever the sampling: who took part is no secret to the
+        # coordinator, nor to the MSPs, who verify each sum's contributors, so amplification
+        # by sampling holds against neither (docs/privacy.md).
+        mechanism, rate, steps = "gaussian", 1.0, 1
     else:
         raise ConfigError(
             f"Agent {agent.name!r} does not support unit='msp' differential privacy; "

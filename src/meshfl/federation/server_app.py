@@ -105,8 +105,9 @@ class AgentRun:
 def planned_noise(plan: AgentPlan) -> float:
     """The one noise multiplier (sigma) of an MSP-level private plan, from public inputs only.
 
-    ``rounds`` Gaussian mechanisms, each MSP sampled at ``fraction_train`` (Poisson), spend
-    the plan's ε; every MSP adds a share of this sigma and checks it against its own ledger.
+    ``rounds`` Gaussian mechanisms, each charged in full (an MSP may be drawn every round,
+    and who took part is known, so sampling does not amplify), spend the plan's ε; every MSP
+    adds a share of this sigma and checks it against its own ledger.
     """
     dp = plan.privacy
     if dp is None:
@@ -116,7 +117,7 @@ def planned_noise(plan: AgentPlan) -> float:
     return calibrate_noise(
         epsilon=dp.epsilon,
         delta=dp.delta,
-        sample_rate=plan.fraction_train,
+        sample_rate=1.0,  # no amplification: participation is known (see train_round)
         steps=plan.rounds,
         accountant=dp.accountant,
         unit="msp",
