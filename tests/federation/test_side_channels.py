@@ -17,9 +17,10 @@ from flwr.app import Message
 
 from meshfl import agents
 from meshfl.federation import AgentStrategy, InProcessGrid, NodeData, make_client_app
-from meshfl.federation.records import RoundContext
+from meshfl.federation.records import RoundContext, decode_update
 from meshfl.privacy import DPConfig
 from meshfl.privacy.report import REPORT_STEPS
+from meshfl.secure.aggregate import open_payload
 from meshfl.secure.ckks import ephemeral_ckks_backend
 
 FAST = {
@@ -59,7 +60,7 @@ def plaintext_fields(reply: Message) -> dict[str, object]:
     return fields
 
 
-def _replies(agent_name, keys, tmp_path, privacy, rows=(60, 120)):
+def _replies(agent_name, keys, tmp_path, privacy, rows=(60, 120), *, raw=False):
     sealer, aggregator = keys
     agent = agents.get(agent_name)(FAST[agent_name])
     frames = [agent.synthetic_data(n, seed=i) for i, n in enumerate(rows)]
@@ -71,7 +72,8 @@ def _replies(agent_name, keys, tmp_path, privacy, rows=(60, 120)):
     grid = InProcessGrid(app, len(rows))
     context = RoundContext(run_id="r", session="s", total_rounds=3, privacy=privacy)
     strategy = AgentStrategy(agent, aggregator, min_msps=1, context=context)
-    return [plaintext_fields(r) for r in grid.send_and_receive(strategy.configure_train(1, grid))]
+    replies = list(grid.send_and_receive(strategy.configure_train(1, grid)))
+    return replies if raw else [plaintext_fields(r) for r in replies]
 
 
 @pytest.mark.parametrize("agent_name", sorted(FAST))
@@ -126,3 +128,13 @@ def test_a_decline_says_a_fixed_sentence_and_a_coarse_epsilon(keys, tmp_path):
 def _on_grid(value, budget):
     units = value / (budget / REPORT_STEPS)
     return math.isclose(units, round(units), abs_tol=1e-9)
+
+
+@pytest.mark.parametrize("agent_name", ["threat_intel", "resource_allocation"])
+def test_under_dp_the_sealed_weight_is_not_the_row_count(agent_name, keys, tmp_path):
+    """On 4968b20 the weight slot held the MSP's row count: every key holder read the exact
+    total of rows from each sum, which no DP noise covers. Under DP every MSP weighs 1."""
+    sealer, _ = keys
+    replies = _replies(agent_name, keys, tmp_path, DPConfig(epsilon=1.0), raw=True)
+    weights = [open_payload(sealer.open(decode_update(r).sealed))[1] for r in replies]
+    assert weights == [pytest.approx(1.0, abs=1e-4)] * 2

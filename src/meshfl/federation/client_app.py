@@ -227,7 +227,10 @@ def make_client_app(
             ins.context.run_id, agent.name, ins.server_round, ins.context.noise_shares
         )
         tag = tags(box.binding_key, binding.scope, context.node_id)
-        sealed = box.seal(seal_payload(update.vector, update.weight, tag=tag))
+        # Under DP every MSP weighs 1: the weight is its row count, and every key holder
+        # would read the exact total of rows from a sum, which no noise covers.
+        weight = 1.0 if dp is not None else update.weight
+        sealed = box.seal(seal_payload(update.vector, weight, tag=tag))
         content = encode_update(
             replace(sealed, binding=binding.to_json()),
             # Under DP nothing computed from the raw rows leaves in the clear: the noise
