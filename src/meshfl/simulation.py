@@ -184,7 +184,9 @@ def federate(
     if state_dir is None and plan.privacy is not None:
         state_dir = tempfile.mkdtemp(prefix="meshfl-state-")
     root = Path(state_dir) if state_dir is not None else None
-    sealer_for, aggregator, msp_sealer = simulation_keys(secure_aggregation)
+    sealer_for, aggregator, msp_sealer = simulation_keys(
+        secure_aggregation, num_msps=len(partitions)
+    )
     results: dict[str, AgentRun] = {}
     bar = _progress(plan, enabled=progress)
     metric = plan.build_agent().metric
@@ -234,22 +236,28 @@ def federate(
 
 
 def simulation_keys(
-    secure_aggregation: SecureAggregation,
+    secure_aggregation: SecureAggregation, *, num_msps: int = 1
 ) -> tuple[Callable[[Any], Sealer], Aggregator, Sealer]:
     """Per-MSP sealer factory, the coordinator's aggregator, and one MSP's sealer.
 
     The factory rebuilds the MSP's sealer from serialized key material, so it can be
-    shipped to other processes (Ray workers).
+    shipped to other processes (Ray workers). With CKKS, sums may add up ``num_msps``
+    payloads (at least the key set's default), and each payload is bounded accordingly.
     """
     if secure_aggregation == "plaintext":
         sealer, plain = plaintext_backend()
         return (lambda _ctx: sealer), plain, sealer
     if secure_aggregation == "ckks":
-        from meshfl.secure.ckks import CKKSSealer, ephemeral_ckks_backend
+        from meshfl.secure.ckks import DEFAULT_MAX_CONTRIBUTORS, CKKSSealer, ephemeral_ckks_backend
 
-        msp_sealer, public = ephemeral_ckks_backend()
+        most = max(DEFAULT_MAX_CONTRIBUTORS, int(num_msps))
+        msp_sealer, public = ephemeral_ckks_backend(max_contributors=most)
         secret = msp_sealer.to_bytes()
-        return (lambda _ctx: CKKSSealer.from_bytes(secret)), public, msp_sealer
+        return (
+            (lambda _ctx: CKKSSealer.from_bytes(secret, max_contributors=most)),
+            public,
+            msp_sealer,
+        )
     raise ConfigError(
         "The 'secure_aggregation' parameter of simulate must be 'ckks' or 'plaintext'. "
         f"Got {secure_aggregation!r} instead."
