@@ -14,6 +14,7 @@ import pytest
 
 from meshfl import agents
 from meshfl.federation import AgentStrategy, InProcessGrid, NodeData, make_client_app
+from meshfl.federation.errors import E_LEDGER
 from meshfl.federation.records import RoundContext
 from meshfl.privacy import DPConfig
 from meshfl.privacy.ledger import PrivacyLedger
@@ -44,6 +45,8 @@ def test_an_msp_whose_ledger_vanished_refuses_to_train(tmp_path, caplog):
     replies = list(grid.send_and_receive(strategy.configure_train(2, grid)))
     errors = [r for r in replies if r.has_error()]
     assert [int(r.metadata.src_node_id) for r in errors] == [grid.node_id(0)]
+    assert errors[0].error.code == E_LEDGER.code  # a fixed sentence: its ε stays home
+    assert errors[0].error.reason == E_LEDGER.reason
     assert not PrivacyLedger(tmp_path / "msp-0" / "privacy").events("anomaly")  # nothing spent
     assert strategy.aggregate_train(2, replies)  # the other two go on
     assert strategy.outcome.accepted == 2

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from flwr.app import Context, Error, Message
 
 from meshfl.config.errors import DataSchemaError, InvalidUpdateError, MeshflError
+from meshfl.privacy.ledger import LedgerCorruptError
 from meshfl.secure.backend import ValueRangeError
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "E_DATA",
     "E_DECRYPT",
     "E_INTERNAL",
+    "E_LEDGER",
     "E_RANGE",
     "REPLY_ERRORS",
     "ReplyError",
@@ -83,6 +85,13 @@ E_CONFIG = ReplyError(
     "the MSP cannot run this round as configured (agent, keys or privacy settings); "
     "details are in the MSP's own log",
 )
+E_LEDGER = ReplyError(
+    1205,
+    "E_LEDGER",
+    "the MSP's privacy ledger cannot be trusted (damaged, or behind the coordinator's "
+    "mirror); the MSP's operator must restore it before it trains again; details are in "
+    "the MSP's own log",
+)
 E_INTERNAL = ReplyError(
     1299,
     "E_INTERNAL",
@@ -90,7 +99,7 @@ E_INTERNAL = ReplyError(
 )
 
 REPLY_ERRORS: dict[int, ReplyError] = {
-    e.code: e for e in (E_RANGE, E_DECRYPT, E_DATA, E_CONFIG, E_INTERNAL)
+    e.code: e for e in (E_RANGE, E_DECRYPT, E_DATA, E_CONFIG, E_LEDGER, E_INTERNAL)
 }
 """Every code an MSP answers with, by number."""
 
@@ -115,6 +124,8 @@ def classify(exc: BaseException) -> ReplyError:
         return E_DECRYPT
     if isinstance(exc, DataSchemaError):
         return E_DATA
+    if isinstance(exc, LedgerCorruptError):
+        return E_LEDGER
     if isinstance(exc, MeshflError):  # config, keys, agent names, privacy setup
         return E_CONFIG
     return E_INTERNAL
