@@ -10,12 +10,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from meshfl import agents
+from meshfl.agents.registry import load
 from meshfl.config.errors import ConfigError, DataSchemaError, MeshflError
 
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from meshfl.agents.base import GlobalModel
     from meshfl.simulation import SimulationResult, simulate
 
 __all__ = [
@@ -28,13 +28,6 @@ __all__ = [
     "load",
     "simulate",
 ]
-
-
-def load(path: Any) -> GlobalModel:
-    """Load a global model written by ``GlobalModel.save``."""
-    from meshfl.agents.base import GlobalModel
-
-    return GlobalModel.load(path)
 
 
 def __getattr__(name: str) -> Any:

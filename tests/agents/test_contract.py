@@ -1,5 +1,7 @@
 """The contract every registered agent passes (as scikit-learn's parametrize_with_checks)."""
 
+from collections.abc import Mapping
+
 import numpy as np
 import pytest
 
@@ -7,30 +9,20 @@ from meshfl import agents
 from meshfl.agents import GlobalModel, Update
 from meshfl.config.errors import ConfigError
 
-FAST = {
-    "threat_intel": {"encoder": "tiny", "local_epochs": 1},
-    "market_intel": {"encoder": "tiny", "local_epochs": 1},
-    "compliance": {"encoder": "tiny", "local_epochs": 1},
-    "anomaly": {"trees_per_round": 4, "depth": 5},
-    "nlp_query": {"encoder": "tiny", "local_epochs": 1},
-    "collaboration": {"encoder": "tiny", "local_epochs": 1},
-    "revenue": {"yearly_order": 3, "n_changepoints": 1},
-    "client_health": {"n_bins": 8, "max_depth": 2},
-    "resource_allocation": {"hidden": 8, "rollouts": 2, "local_epochs": 1},
-}
-
 
 @pytest.fixture(params=agents.built())
 def agent(request):
-    return agents.get(request.param)(FAST.get(request.param, {}))
+    cls = agents.get(request.param)
+    return cls(cls.fast_config)  # the agent's own quick configuration (Agent.fast_config)
 
 
-def test_every_built_agent_has_a_fast_config():
-    assert set(agents.built()) <= set(FAST)
+def test_the_fast_config_is_a_valid_config(agent):
+    assert isinstance(type(agent).fast_config, Mapping)
+    assert set(type(agent).fast_config) <= set(type(agent).config_class.model_fields)
 
 
 def test_class_attributes(agent):
-    assert agent.name in agents.KNOWN_AGENTS
+    assert agent.name in agents.names()
     assert agent.summary and agent.metric and agent.label_column
     assert agent.label_column in agent.synthetic_data(20, seed=0).columns
 

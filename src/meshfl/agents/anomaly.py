@@ -94,6 +94,7 @@ class Anomaly(Agent[MetricsData]):
     name = "anomaly"
     summary = "anomalies in operational metrics"
     config_class = AnomalyConfig
+    fast_config = {"trees_per_round": 4, "depth": 5}  # noqa: RUF012
     schema = OPS_METRICS_SCHEMA
     metric = "auc"
     label_column = "profile"

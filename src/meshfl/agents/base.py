@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
@@ -20,7 +21,7 @@ import pandas as pd
 
 from meshfl.agents.update import Update
 from meshfl.config.base import MeshflConfig
-from meshfl.config.errors import ConfigError, MeshflError
+from meshfl.config.errors import ConfigError
 from meshfl.data.partition import partition, train_test_split
 from meshfl.data.schema import Schema, load_frame
 from meshfl.privacy.events import Mechanism
@@ -29,6 +30,15 @@ if TYPE_CHECKING:  # the budget module loads the accountant (Opacus, torch)
     from meshfl.privacy.budget import DPStep
 
 __all__ = ["Agent", "GlobalModel"]
+
+
+def _version() -> str:
+    """meshfl's installed version (the header of a saved model records it)."""
+    try:
+        return metadata.version("meshfl")
+    except metadata.PackageNotFoundError:  # a source tree on sys.path, not installed
+        return "unknown"
+
 
 LocalT = TypeVar("LocalT")
 
@@ -71,6 +81,10 @@ class Agent(ABC, Generic[LocalT]):
     """Whether MSP-level DP (clip the MSP's model delta, add distributed noise) fits the agent."""
     min_msps: ClassVar[int] = 1
     """Fewest MSPs a round's sum may come from (a plan asking for fewer is refused)."""
+    fast_config: ClassVar[Mapping[str, Any]] = {}
+    """Config overrides that make the agent quick enough for the contract tests
+    (``tests/agents/test_contract.py`` builds every registered agent with them): a tiny
+    encoder, one local epoch, few trees. Empty when the defaults are already quick."""
 
     def __init__(self, config: MeshflConfig | Mapping[str, Any] | None = None, **overrides: Any):
         if isinstance(config, MeshflConfig):
@@ -246,6 +260,11 @@ class GlobalModel:
     is involved, so loading a model file cannot run code.
     """
 
+    load: ClassVar[Callable[[str | os.PathLike[str]], GlobalModel]]
+    """Read a model written by :meth:`save`: :func:`meshfl.agents.registry.load` (as is
+    ``meshfl.load``), which finds the agent's class by name. The registry sets it when it is
+    imported, which importing :mod:`meshfl.agents` does."""
+
     def __init__(self, agent: Agent[Any], vector: np.ndarray):
         self.agent = agent
         self.vector = np.asarray(vector, dtype=np.float64)
@@ -260,8 +279,6 @@ class GlobalModel:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the model to ``path`` (a ``.npz`` file); returns the path written."""
-        from meshfl import __version__
-
         path = Path(path)
         if path.suffix != ".npz":
             path = (
@@ -271,28 +288,9 @@ class GlobalModel:
             "format": "meshfl.model/1",
             "agent": self.agent.name,
             "config": self.agent.config.model_dump(mode="json"),
-            "meshfl_version": __version__,
+            "meshfl_version": _version(),
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "wb") as fh:
             np.savez_compressed(fh, vector=self.vector, header=np.array(json.dumps(header)))
         return path
-
-    @staticmethod
-    def load(path: str | os.PathLike[str]) -> GlobalModel:
-        """Read a model written by :meth:`save`."""
-        from meshfl.agents.registry import get
-
-        try:
-            with np.load(path, allow_pickle=False) as archive:
-                header = json.loads(str(archive["header"]))
-                vector = archive["vector"]
-        except (OSError, KeyError, ValueError) as err:
-            raise MeshflError(f"{os.fspath(path)!r} is not a meshfl model file: {err}") from err
-        if header.get("format") != "meshfl.model/1":
-            raise MeshflError(
-                f"{os.fspath(path)!r} has model format {header.get('format')!r}; "
-                "this meshfl reads 'meshfl.model/1'."
-            )
-        agent = get(header["agent"])(header["config"])
-        return agent.model(vector)

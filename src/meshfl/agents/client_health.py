@@ -206,6 +206,7 @@ class ClientHealth(Agent[HealthData]):
     name = "client_health"
     summary = "churn risk from tabular client features"
     config_class = ClientHealthConfig
+    fast_config = {"n_bins": 8, "max_depth": 2}  # noqa: RUF012
     schema = CLIENT_HEALTH_SCHEMA
     metric = "auc"
     label_column = LABEL

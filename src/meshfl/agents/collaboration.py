@@ -153,6 +153,7 @@ class Collaboration(FrozenEncoderMixin, Agent[PairData]):
     name = "collaboration"
     summary = "partner matching between MSPs from profiles and past projects"
     config_class = CollaborationConfig
+    fast_config = {"encoder": "tiny", "local_epochs": 1}  # noqa: RUF012
     schema = COLLABORATION_SCHEMA
     metric = "auc"
     label_column = "outcome"

@@ -94,6 +94,7 @@ class Compliance(TextClassifier):
     name = "compliance"
     summary = "map controls and evidence to SOC 2 / ISO 27001 / HIPAA / GDPR requirements"
     config_class = ComplianceConfig
+    fast_config = {"encoder": "tiny", "local_epochs": 1}  # noqa: RUF012
     schema = COMPLIANCE_EVIDENCE_SCHEMA
     metric = "macro_f1"
     label_column = "framework"

@@ -53,6 +53,7 @@ class MarketIntel(CategoricalTextClassifier):
     name = "market_intel"
     summary = "sentiment and pricing signals in market text"
     config_class = MarketIntelConfig
+    fast_config = {"encoder": "tiny", "local_epochs": 1}  # noqa: RUF012
     schema = MARKET_TEXT_SCHEMA
     metric = "macro_f1"
     label_column = "signal"

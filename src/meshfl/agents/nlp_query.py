@@ -167,6 +167,7 @@ class NlpQuery(FrozenEncoderMixin, Agent[QueryData]):
     name = "nlp_query"
     summary = "natural-language questions over the mesh's insights"
     config_class = NlpQueryConfig
+    fast_config = {"encoder": "tiny", "local_epochs": 1}  # noqa: RUF012
     schema = INSIGHTS_SCHEMA
     metric = "rouge_l"
     label_column = "topic"

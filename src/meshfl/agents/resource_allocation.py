@@ -129,6 +129,7 @@ class ResourceAllocation(Agent[DispatchData]):
     name = "resource_allocation"
     summary = "technician and ticket assignment"
     config_class = ResourceAllocationConfig
+    fast_config = {"hidden": 8, "rollouts": 2, "local_epochs": 1}  # noqa: RUF012
     schema = DISPATCH_SCHEMA
     metric = "sla_hit_rate"
     label_column = "skill"

@@ -155,6 +155,7 @@ class Revenue(Agent[RevenueData]):
     name = "revenue"
     summary = "revenue forecasting"
     config_class = RevenueConfig
+    fast_config = {"yearly_order": 3, "n_changepoints": 1}  # noqa: RUF012
     schema = REVENUE_SCHEMA
     metric = "neg_smape"
     label_column = "series"

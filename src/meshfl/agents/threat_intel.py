@@ -52,6 +52,7 @@ class ThreatIntel(CategoricalTextClassifier):
     name = "threat_intel"
     summary = "classify security events and log lines into threat classes with severity"
     config_class = ThreatIntelConfig
+    fast_config = {"encoder": "tiny", "local_epochs": 1}  # noqa: RUF012
     schema = SECURITY_EVENTS_SCHEMA
     metric = "accuracy"
     label_column = "threat_class"
