@@ -27,7 +27,7 @@ import numpy as np
 
 from meshfl.config.errors import ConfigError, MeshflError
 
-__all__ = ["BUNDLED_ENCODERS", "TextEncoder", "load_text_encoder"]
+__all__ = ["BUNDLED_ENCODERS", "TextEncoder", "default_device", "load_text_encoder"]
 
 BUNDLED_ENCODERS = ("minilm", "tiny")
 
@@ -47,12 +47,24 @@ class TextEncoder:
         Tokens kept per text.
     batch_size : int
         Texts per forward pass.
+    device : str, optional
+        Where the encoder runs: ``"cuda"`` when torch sees a GPU, else ``"cpu"``
+        (:func:`default_device`; the environment variable ``MESHFL_DEVICE`` overrides).
+        Embeddings come back as NumPy arrays either way.
     """
 
     def __init__(
-        self, model: Any, tokenizer: Any, *, name: str, max_length: int = 128, batch_size: int = 32
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        name: str,
+        max_length: int = 128,
+        batch_size: int = 32,
+        device: str | None = None,
     ):
-        self.model = model.eval()
+        self.device = device or default_device()
+        self.model = model.eval().to(self.device)
         self.tokenizer = tokenizer
         self.name = name
         self.max_length = max_length
@@ -125,12 +137,12 @@ class TextEncoder:
                     truncation=True,
                     max_length=self.max_length,
                     return_tensors="pt",
-                )
+                ).to(self.device)
                 with torch.inference_mode():
                     hidden = self.model(**tokens).last_hidden_state
                 mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-                pooled = torch.nn.functional.normalize(pooled, dim=-1)
+                pooled = torch.nn.functional.normalize(pooled, dim=-1).cpu()
                 for text, row in zip(batch, pooled.numpy().astype(np.float32), strict=True):
                     self._cache[text] = row
                 self.encoded_texts += len(batch)
@@ -153,6 +165,16 @@ def _quiet_loading() -> Iterator[None]:
     finally:
         if was_enabled:
             hf_logging.enable_progress_bar()
+
+
+def default_device() -> str:
+    """``MESHFL_DEVICE`` if set, else ``"cuda"`` when torch sees a GPU, else ``"cpu"``."""
+    import torch
+
+    chosen = os.environ.get("MESHFL_DEVICE")
+    if chosen:
+        return chosen
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @functools.lru_cache(maxsize=8)

@@ -241,13 +241,13 @@ class _EmptyBatch(_BatchGrads):
 
     def __init__(self, params: Sequence[torch.Tensor]):
         self.params, self.loss = params, 0.0
-        self.sq_norms = torch.zeros(0)
+        self.sq_norms = torch.zeros(0, device=params[0].device if params else None)
 
     def add_weighted_(self, weights: torch.Tensor, out: Sequence[torch.Tensor]) -> None:
         pass
 
     def materialize(self) -> list[torch.Tensor]:
-        return [torch.zeros(0, *p.shape, dtype=p.dtype) for p in self.params]
+        return [torch.zeros(0, *p.shape, dtype=p.dtype, device=p.device) for p in self.params]
 
 
 class _VmapGrads(_BatchGrads):
@@ -256,7 +256,7 @@ class _VmapGrads(_BatchGrads):
         self.loss = float(losses.mean())
         self.sq_norms = sum(
             (g.reshape(len(g), -1).pow(2).sum(1) for g in grads),
-            torch.zeros(len(losses), dtype=losses.dtype),
+            torch.zeros(len(losses), dtype=losses.dtype, device=losses.device),
         )
 
     def add_weighted_(self, weights: torch.Tensor, out: Sequence[torch.Tensor]) -> None:
@@ -315,7 +315,8 @@ class _TapsGrads(_BatchGrads):
         self.plan, self.batch, self.loss = plan, batch, loss
         self.ghost: dict[nn.Linear, tuple[torch.Tensor, torch.Tensor]] = {}
         self.full: dict[nn.Linear, tuple[torch.Tensor, torch.Tensor]] = {}
-        sq = torch.zeros(batch, dtype=dtype)
+        device = plan[0][0].weight.device if plan else None
+        sq = torch.zeros(batch, dtype=dtype, device=device)
         input_sq: dict[tuple[int, torch.Size], torch.Tensor] = {}  # task heads share an input
         for layer, pairs in taps.items():
             weight, bias = layer.weight.requires_grad, _bias_trainable(layer)
@@ -332,8 +333,8 @@ class _TapsGrads(_BatchGrads):
                 elif bias:
                     sq.add_(gg)
             else:
-                w_i = torch.zeros(batch, *layer.weight.shape, dtype=dtype)
-                b_i = torch.zeros(batch, layer.out_features, dtype=dtype)
+                w_i = torch.zeros(batch, *layer.weight.shape, dtype=dtype, device=device)
+                b_i = torch.zeros(batch, layer.out_features, dtype=dtype, device=device)
                 for a, g in pairs:
                     g3 = g.reshape(batch, -1, g.shape[-1])
                     w_i.baddbmm_(g3.transpose(1, 2), a.reshape(batch, -1, a.shape[-1]))
@@ -368,7 +369,7 @@ class _TapsGrads(_BatchGrads):
             elif layer in self.full:
                 out.append(self.full[layer][0 if is_weight else 1])
             else:
-                out.append(torch.zeros(self.batch, *p.shape, dtype=p.dtype))
+                out.append(torch.zeros(self.batch, *p.shape, dtype=p.dtype, device=p.device))
         return out
 
 
@@ -438,7 +439,9 @@ class _TapsEngine:
         result = _TapsGrads(self.plan, taps, batch, float(loss.detach()), x.dtype)
         if check:
             reference = torch.autograd.grad(loss * batch, self.params, allow_unused=True)
-            summed = result.weighted_sum(torch.ones(batch, dtype=x.dtype), self.params)
+            summed = result.weighted_sum(
+                torch.ones(batch, dtype=x.dtype, device=x.device), self.params
+            )
             for ours, ref in zip(summed, reference, strict=True):
                 ref = torch.zeros_like(ours) if ref is None else ref
                 scale = float(ref.abs().max()) if ref.numel() else 0.0
