@@ -1,4 +1,5 @@
-"""Tests of meshfl.data.synthetic: shape, determinism, and that the data is learnable."""
+"""Tests of the security-event and ops-metrics generators (meshfl.data.security_events_data,
+meshfl.data.ops_metrics_data) and their schemas: shape, determinism, learnability."""
 
 from __future__ import annotations
 
@@ -13,18 +14,17 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from meshfl.config.errors import ConfigError
-from meshfl.data import synthetic
-from meshfl.data.synthetic import (
+from meshfl.data.ops_metrics_data import WORKLOAD_PROFILES, operational_metrics
+from meshfl.data.schemas import (
     OPS_METRIC_BOUNDS,
     OPS_METRIC_FEATURES,
     OPS_METRICS_SCHEMA,
     SECURITY_EVENTS_SCHEMA,
     SEVERITIES,
     THREAT_CLASSES,
-    WORKLOAD_PROFILES,
-    operational_metrics,
-    security_events,
 )
+from meshfl.data.security_event_templates import CLASS_TEMPLATES
+from meshfl.data.security_events_data import security_events
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def test_classes_are_imbalanced_with_benign_most_common(events: pd.DataFrame) ->
 def test_sources_are_varied_and_templates_many_per_class(events: pd.DataFrame) -> None:
     expected = {"sshd", "firewall", "edr", "mail-gateway", "windows-security", "proxy"}
     assert expected <= set(events["source"])
-    assert all(len(t) >= 6 for t in synthetic._CLASS_TEMPLATES.values())
+    assert all(len(t) >= 6 for t in CLASS_TEMPLATES.values())
     for label in THREAT_CLASSES:
         rows = events[events["threat_class"] == label]
         assert rows["source"].nunique() >= 3, label

@@ -22,13 +22,9 @@ from meshfl.agents.registry import register
 from meshfl.agents.update import Update
 from meshfl.config.base import MeshflConfig
 from meshfl.config.errors import DataSchemaError
+from meshfl.data.ops_metrics_data import operational_metrics
 from meshfl.data.schema import Column, Schema, load_frame
-from meshfl.data.synthetic import (
-    OPS_METRIC_BOUNDS,
-    OPS_METRIC_FEATURES,
-    OPS_METRICS_SCHEMA,
-    operational_metrics,
-)
+from meshfl.data.schemas import OPS_METRIC_BOUNDS, OPS_METRIC_FEATURES, OPS_METRICS_SCHEMA
 from meshfl.models import isolation_forest as iforest
 from meshfl.privacy.budget import DPStep
 from meshfl.privacy.events import Mechanism

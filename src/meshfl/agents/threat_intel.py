@@ -18,12 +18,8 @@ from meshfl.agents.text_classifier import (
     TextClassifierModel,
     TextData,
 )
-from meshfl.data.synthetic import (
-    SECURITY_EVENTS_SCHEMA,
-    SEVERITIES,
-    THREAT_CLASSES,
-    security_events,
-)
+from meshfl.data.schemas import SECURITY_EVENTS_SCHEMA, SEVERITIES, THREAT_CLASSES
+from meshfl.data.security_events_data import security_events
 
 __all__ = ["TextData", "ThreatIntel", "ThreatIntelConfig", "ThreatIntelModel"]
 

@@ -19,8 +19,7 @@ import numpy as np
 import pandas as pd
 
 from meshfl.data.schema import Column, Schema
-from meshfl.data.synthetic import MONTHS
-from meshfl.data.templates import Field, check_generator_args, fill, one_of, pick
+from meshfl.data.templates import MONTHS, Field, check_generator_args, fill, one_of, pick
 
 __all__ = [
     "COMPLIANCE_EVIDENCE_SCHEMA",

@@ -16,8 +16,15 @@ import numpy as np
 import pandas as pd
 
 from meshfl.data.schema import Column, Schema
-from meshfl.data.synthetic import MONTHS, replace_some
-from meshfl.data.templates import Field, check_generator_args, fill, one_of, pick
+from meshfl.data.templates import (
+    MONTHS,
+    Field,
+    check_generator_args,
+    fill,
+    one_of,
+    pick,
+    replace_some,
+)
 
 __all__ = ["MARKET_SIGNALS", "MARKET_TEXT_SCHEMA", "SENTIMENTS", "market_text"]
 

@@ -5,6 +5,9 @@ function of the random generator. A placeholder is drawn once per text (so ``{ve
 the same vendor everywhere in one text), a trailing digit draws an independent value of the
 same field (``{vendor2}``), and a drawn value may itself hold placeholders, filled from the
 same text's values (cue phrases that mention the text's vendor).
+
+It also holds what several generators share: :data:`MONTHS`, and :func:`replace_some`
+(label noise of the security-event and market-text generators).
 """
 
 from __future__ import annotations
@@ -15,10 +18,34 @@ import numpy as np
 
 from meshfl.config.checks import check_float, check_int
 
-__all__ = ["Field", "TemplateFields", "check_generator_args", "fill", "one_of", "pick"]
+__all__ = [
+    "MONTHS",
+    "Field",
+    "TemplateFields",
+    "check_generator_args",
+    "fill",
+    "one_of",
+    "pick",
+    "replace_some",
+]
 
 Field = Callable[[np.random.Generator], str]
 """Draws one value of a placeholder."""
+
+MONTHS = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
 
 
 def pick(rng: np.random.Generator, options: tuple[str, ...]) -> str:
@@ -74,3 +101,16 @@ def check_generator_args(
             label_noise, "label_noise", where=where, rule="in [0, 1]", ok=lambda v: 0 <= v <= 1
         ),
     )
+
+
+def replace_some(
+    rng: np.random.Generator, labels: np.ndarray, k: int, fraction: float
+) -> np.ndarray:
+    """Replace ``round(fraction * n)`` labels, chosen at random, by a different label."""
+    labels = labels.copy()
+    count = round(fraction * len(labels))
+    if count == 0 or k < 2:
+        return labels
+    rows = rng.choice(len(labels), size=count, replace=False)
+    labels[rows] = (labels[rows] + rng.integers(1, k, size=count)) % k
+    return labels
