@@ -4,6 +4,7 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 
 import meshfl
 from meshfl.baselines import compare
@@ -13,6 +14,21 @@ pytestmark = pytest.mark.integration
 
 # tiny retrieval encoder and the tiny offline T5; small MSPs
 CONFIG = {"encoder": "tiny", "local_epochs": 5}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Train the tiny T5 on one intra-op thread.
+
+    Its matrices are so small that a second thread buys nothing, while on a loaded machine
+    the threads' spin-waits cost most of the time. On a shared 2-core machine (load ~4) the
+    first test's federation and compare() took 172 s (153 s of CPU) with torch's default two
+    threads, 30 s with one; the issue saw 13 minutes. The scores are identical either way.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def test_federated_answers_improve_and_beat_average_local_only():
