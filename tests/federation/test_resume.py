@@ -45,11 +45,13 @@ def test_resume_after_a_crash_continues_from_the_last_committed_round(tmp_path):
         )
     store.close()
 
-    store = ModelStore(tmp_path / "coordinator")  # the restarted coordinator
-    assert store.last_completed_round("run-1", "anomaly") == 2
-    run = run_plan(InProcessGrid(app, 3), plan, aggregator, store=store, run_id="run-1")
+    with ModelStore(tmp_path / "coordinator") as store:  # the restarted coordinator
+        assert store.last_completed_round("run-1", "anomaly") == 2
+        run = run_plan(InProcessGrid(app, 3), plan, aggregator, store=store, run_id="run-1")
+        versions = [v.round for v in store.versions("anomaly")]
+        mirror = store.epsilon_mirror("anomaly")
     assert [r["round"] for r in run.history] == [3, 4]
-    assert [v.round for v in store.versions("anomaly")] == [1, 2, 3, 4]
+    assert versions == [1, 2, 3, 4]
     agent = plan.build_agent()
     vector = open_global(agent, run.sealed_history, sealer, seed=plan.seed)
     assert vector.size == 4 * agent.block_size  # four rounds of trees, none twice
@@ -57,5 +59,4 @@ def test_resume_after_a_crash_continues_from_the_last_committed_round(tmp_path):
         ledger = PrivacyLedger(tmp_path / f"msp-{msp}" / "privacy")
         assert len(ledger.events("anomaly")) == 4
         assert ledger.epsilon("anomaly", delta=1e-5) <= 2.0
-    mirror = store.epsilon_mirror("anomaly")
     assert set(mirror) == {0, 1, 2} and max(mirror.values()) <= 2.0

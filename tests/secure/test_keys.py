@@ -1,6 +1,7 @@
 """Key sets: parameters, key files, and loaders that refuse the wrong kind of file."""
 
 import json
+import re
 import stat
 from datetime import datetime
 
@@ -52,7 +53,7 @@ def test_key_id_is_the_same_from_both_files_and_differs_across_key_sets(keys, tm
     msp, coordinator = load_msp_context(keys.secret), load_coordinator_context(keys.public)
     assert key_id_of(msp) == key_id_of(coordinator) == keys.key_id
     assert key_id_of(load_msp_context(keys.secret)) == keys.key_id  # stable across loads
-    assert len(keys.key_id) == 16 and int(keys.key_id, 16) >= 0
+    assert re.fullmatch(r"[0-9a-f]{16}", keys.key_id), keys.key_id  # 16 lowercase hex digits
     assert generate_keys(tmp_path).key_id != keys.key_id
 
 
