@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from meshfl.config.errors import ConfigError
-from meshfl.deploy.node import main, supernode_command
+from meshfl.node_cli import main, supernode_command
 
 
 @pytest.fixture
@@ -85,7 +85,7 @@ def test_a_data_loader_replaces_the_data_dir(tmp_path):
     import pytest
 
     from meshfl.config.errors import ConfigError
-    from meshfl.deploy.node import supernode_command
+    from meshfl.node_cli import supernode_command
 
     key = tmp_path / "msp.secret.ckks"
     key.write_bytes(b"x")

@@ -1,6 +1,6 @@
 from meshfl.federation import AgentPlan, InProcessGrid, make_client_app
 from meshfl.federation.server_app import run_plan
-from meshfl.service.server_cli import main
+from meshfl.server_cli import main
 from meshfl.simulation import make_partitions, simulation_keys
 from meshfl.store.model_store import ModelStore, read_export
 

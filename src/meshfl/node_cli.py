@@ -8,6 +8,10 @@ checks the MSP's files, then *replaces itself* (``exec``) with ``flower-supernod
 pid an init system or a test holds is the SuperNode's, and a signal to it reaches Flower
 directly. The node config it passes is what :mod:`meshfl.deploy.apps` reads
 (``data-dir``, ``secret-key``, ``state-dir``); Flower's home is ``<state-dir>/flwr-supernode``.
+
+meshfl's three console scripts sit side by side: :mod:`meshfl.cli` (``meshfl``),
+:mod:`meshfl.server_cli` (``meshfl-server``, the coordinator's operator) and this module
+(``meshfl-node``, an MSP's operator).
 """
 
 from __future__ import annotations

@@ -11,6 +11,10 @@ run of mesh.toml's agents, ``/metrics``; ``register-node`` allows an MSP's Super
 (the SuperLink must be running). ``status``, ``versions`` and ``export`` open the store
 read-only: they are safe while the coordinator runs. An exported model stays sealed (CKKS
 ciphertext); only a key holder can open it.
+
+meshfl's three console scripts sit side by side: :mod:`meshfl.cli` (``meshfl``), this module
+(``meshfl-server``, the coordinator's operator) and :mod:`meshfl.node_cli` (``meshfl-node``,
+an MSP's operator).
 """
 
 from __future__ import annotations
