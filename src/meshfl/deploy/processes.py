@@ -5,9 +5,9 @@ Flower 1.42's SuperLink starts a SuperExec in a *new session*, and that SuperExe
 processes. Killing the process meshfl started is therefore not enough: its descendants
 survive as orphans (they then hold the ports, and a later start fails). :class:`Processes`
 tells its processes apart by their environment instead: every one of them inherits a
-``FLWR_HOME`` below one root directory, which :meth:`Processes.ours` looks for in
-``/proc/<pid>/environ`` (Linux). :meth:`Processes.stop` sends SIGTERM to the process groups
-and to every such pid, then SIGKILL to what is left.
+``FLWR_HOME`` below one root directory, which :meth:`Processes.ours` looks for in each
+process's environment (read with psutil). :meth:`Processes.stop` sends SIGTERM to the process
+groups and to every such pid, then SIGKILL to what is left.
 
 :func:`flwr_cli` runs the ``flwr`` CLI with ``--format json`` and returns its answer.
 """
@@ -22,9 +22,11 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
+
+import psutil
 
 from meshfl.config.errors import MeshflError
 
@@ -83,10 +85,9 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
 def alive(pid: int) -> bool:
     """Whether ``pid`` runs (a zombie does not)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
         return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 class Processes:
@@ -143,24 +144,28 @@ class Processes:
 
     def ours(self) -> set[int]:
         """Live processes whose ``FLWR_HOME`` is below :attr:`root` (this one excluded)."""
-        return self._with_environ(f"FLWR_HOME={self.root}{os.sep}".encode())
+        below = f"{self.root}{os.sep}"
+        return self._with_flwr_home(lambda home: home.startswith(below))
 
     def with_home(self, home: str | os.PathLike[str]) -> set[int]:
         """Live processes whose ``FLWR_HOME`` is ``home`` (descendants inherit it)."""
-        return self._with_environ(f"FLWR_HOME={Path(home).resolve()}\0".encode())
+        wanted = str(Path(home).resolve())
+        return self._with_flwr_home(lambda value: value == wanted)
 
     @staticmethod
-    def _with_environ(marker: bytes) -> set[int]:
+    def _with_flwr_home(match: Callable[[str], bool]) -> set[int]:
+        """Live processes (this one excluded) whose ``FLWR_HOME`` ``match`` accepts."""
         me = os.getpid()
         found = set()
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit() and int(entry.name) != me:
-                try:
-                    environ = b"\0" + (entry / "environ").read_bytes() + b"\0"
-                except OSError:
-                    continue
-                if b"\0" + marker in environ and alive(int(entry.name)):
-                    found.add(int(entry.name))
+        for proc in psutil.process_iter():
+            if proc.pid == me:
+                continue
+            try:
+                home = proc.environ().get("FLWR_HOME")
+                if home is not None and match(home) and proc.status() != psutil.STATUS_ZOMBIE:
+                    found.add(proc.pid)
+            except psutil.Error:  # gone, a zombie, or another user's process
+                continue
         return found
 
     def signal(self, sig: signal.Signals) -> None:
