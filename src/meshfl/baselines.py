@@ -7,6 +7,11 @@ node), with the same rounds, so the comparison isolates what federation adds:
   federated model beats the *average* of these on data from all MSPs;
 * **centralized** — one party holds everyone's training rows (what privacy forbids); the
   upper reference the federation approaches.
+
+These reference *models* are what "baselines" means here. They are not the trivial
+baselines of an agent's metrics (``baseline_<metric>`` in ``evaluate``: the majority class,
+AUC 0.5, ...), nor benchmarks: :mod:`meshfl.bench` (``meshfl bench ...``) and the
+repository's ``benchmarks/`` scripts use these references to measure what federation adds.
 """
 
 from __future__ import annotations
