@@ -13,8 +13,7 @@ from __future__ import annotations
 __all__ = ["CLASS_TEMPLATES", "SHARED_TEMPLATES"]
 
 # (source, template). Placeholders {syslog_ts}, {iso_ts}, {epoch}, {clf_ts}, {host} and
-# {HOST} come from the row; the rest from
-# security_event_fields.FIELDS.
+# {HOST} come from the row; the rest from security_event_fields.FIELDS.
 _Template = tuple[str, str]
 
 _SYS = "{syslog_ts} {host} "
