@@ -6,7 +6,7 @@ meshfl's own agents are registered that way in its ``pyproject.toml``; another p
 an agent by declaring one in its own::
 
     [project.entry-points."meshfl.agents"]
-    ticket_priority = "my_package.agent:TicketPriority"
+    ticket_escalation = "meshfl_tickets.escalation:Escalation"
 
 Nothing is imported until an agent is asked for (:func:`get`): :func:`names` and
 :func:`built` read the entry points' names only, so ``import meshfl`` loads no agent, torch
