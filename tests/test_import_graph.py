@@ -30,10 +30,10 @@ LAYERS: list[tuple[str, ...]] = [
     ("agents", "store"),  # the agents on data+models+privacy; the model store on secure
     ("federation",),  # Flower apps, strategy, engine
     ("simulation", "deploy"),  # meshfl.simulate; the apps as Flower's runtime loads them
-    ("baselines",),  # local-only and centralized references, through simulation
+    ("baselines", "service"),  # references through simulation; the coordinator service
     ("bench",),  # research benchmarks
-    ("cli",),  # the meshfl command
-    ("service",),  # meshfl-server (its CLI reuses cli's helpers)
+    ("cli",),  # meshfl
+    ("server_cli", "node_cli"),  # meshfl-server (reuses cli's helpers), meshfl-node
     ("meshfl",),  # the package's facade: meshfl.simulate, meshfl.load, meshfl.agents
 ]
 TIER = {layer: tier for tier, layers in enumerate(LAYERS) for layer in layers}
