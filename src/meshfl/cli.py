@@ -48,14 +48,21 @@ def format_history(history: pd.DataFrame) -> str:
 
 
 def _cmd_agents(args: argparse.Namespace) -> int:
-    from meshfl.agents import KNOWN_AGENTS, built
+    from meshfl.agents import KNOWN_AGENTS, built, names
     from meshfl.agents.registry import COORDINATOR
 
     done = set(built())
-    for name, summary in KNOWN_AGENTS.items():
+    for name in names():
+        summary = KNOWN_AGENTS.get(name) or _summary(name)
         status = "server " if name == COORDINATOR else "built  " if name in done else "planned"
         print(f"{name:20s} {status}  {summary}")
     return 0
+
+
+def _summary(name: str) -> str:
+    from meshfl.agents import get
+
+    return str(getattr(get(name), "summary", ""))
 
 
 def agent_config(args: argparse.Namespace, name: str) -> dict[str, Any]:

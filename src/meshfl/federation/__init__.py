@@ -1,6 +1,7 @@
 """Federation on Flower's Message API: ClientApp, ServerApp, strategy and engines.
 
-This is the only layer of meshfl that imports ``flwr``.
+It holds meshfl's use of Flower's Message API; the deployment and service layers above it
+import ``flwr`` too, for Flower's runtime (SuperLink, SuperNodes).
 """
 
 from meshfl.federation.client_app import DataProvider, NodeData, make_client_app

@@ -11,7 +11,7 @@ Server → MSP (``train.<agent>`` and ``evaluate.<agent>``)::
 
 MSP → server, after training::
 
-    "update":  ConfigRecord {"backend", "key_id", "length", "chunks"}: the sealed [w·v, w]
+    "update":  ConfigRecord {"backend", "key_id", "length", "chunks"}: the sealed [w·v, w, tag]
     "metrics": MetricRecord (small numbers, e.g. train_loss; never "examples")
     "privacy": ConfigRecord {"epsilon_spent": float, "msp": int, "snr": float (optional)}
 

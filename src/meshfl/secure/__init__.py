@@ -1,6 +1,7 @@
 """Secure aggregation of MSP updates: payloads, sealing back ends, CKKS key sets.
 
-* :mod:`~meshfl.secure.aggregate`: the weighted-sum payload ``[w·v, w]``, as pure functions.
+* :mod:`~meshfl.secure.aggregate`: the weighted-sum payload ``[w·v, w, tag]``, as pure functions;
+  :mod:`~meshfl.secure.binding`: the tags that let MSPs verify a sum's contributors.
 * :mod:`~meshfl.secure.backend`: :class:`Sealed`, the :class:`Sealer` (MSP) and
   :class:`Aggregator` (coordinator) roles, and the plaintext twin (secure aggregation off).
 * :mod:`~meshfl.secure.ckks`: the CKKS back end on TenSEAL; :mod:`~meshfl.secure.keys`: key

@@ -1,6 +1,6 @@
 """What travels and is stored (:class:`Sealed`), the two roles that handle it, the plaintext twin.
 
-An MSP holds a :class:`Sealer`: it seals its payload ``[w·v, w]``
+An MSP holds a :class:`Sealer`: it seals its payload ``[w·v, w, tag]``
 (:func:`meshfl.secure.aggregate.seal_payload`) and opens the sealed global model. The
 coordinator holds an :class:`Aggregator`: public material only, so all it can do with sealed
 payloads is check their envelope and add them up. Two back ends implement the pair:
