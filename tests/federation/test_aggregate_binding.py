@@ -17,7 +17,6 @@ import pytest
 from meshfl.federation import AgentPlan, AgentStrategy, InProcessGrid, make_client_app
 from meshfl.federation.records import RoundContext, decode_update, encode_instructions
 from meshfl.federation.sealed_model import Verification, open_global
-from meshfl.federation.strategy import RoundOutcome
 from meshfl.secure.binding import TAG_SLOTS, Binding, UnverifiedAggregateError, tags
 from meshfl.secure.ckks import CKKSSealer, ephemeral_ckks_backend
 from meshfl.simulation import make_partitions
@@ -65,7 +64,7 @@ def _updates(replies):
 def test_an_honest_sum_is_used(mesh):
     grid, strategy, replies, _ = mesh
     fresh = AgentStrategy(strategy.agent, strategy.aggregator, min_msps=3, context=strategy.context)
-    assert fresh.aggregate_train(1, replies)
+    assert fresh.aggregate_train(1, replies).changed
     reply = _evaluate(grid, fresh, fresh.history, grid.node_id(1))
     assert not reply.has_error() and reply.content.metric_records["metrics"]["examples"] > 0
 
@@ -100,7 +99,7 @@ def test_a_true_sum_from_another_run_or_a_later_round_is_refused(mesh):
     honest = AgentStrategy(
         strategy.agent, strategy.aggregator, min_msps=3, context=strategy.context
     )
-    assert honest.aggregate_train(1, replies)
+    assert honest.aggregate_train(1, replies).changed
     (total,) = honest.history
     contributors = tuple(grid.node_id(i) for i in range(3))
     relabelled = [
@@ -189,14 +188,15 @@ def test_open_global_verification_checks_each_sum(keys):
 def test_a_reply_sent_twice_counts_once_and_a_stale_reply_is_dropped(mesh, caplog):
     _, strategy, replies, _ = mesh
     twice = AgentStrategy(strategy.agent, strategy.aggregator, min_msps=3, context=strategy.context)
-    assert twice.aggregate_train(1, [*replies, replies[0]])
-    assert twice.outcome.accepted == 3
-    assert [reason for _, reason in twice.outcome.dropped] == [
+    result = twice.aggregate_train(1, [*replies, replies[0]])
+    assert result.changed
+    assert result.accepted == 3
+    assert [reason for _, reason in result.dropped] == [
         "a second reply from the same MSP in this round (duplicate)"
     ]
     # round 1's replies offered again in round 2: all stale, the model stays
-    twice.outcome = RoundOutcome()
-    assert not twice.aggregate_train(2, replies)
-    assert twice.outcome.accepted == 0
-    assert all("stale or replayed" in reason for _, reason in twice.outcome.dropped)
+    result = twice.aggregate_train(2, replies)
+    assert not result.changed
+    assert result.accepted == 0
+    assert all("stale or replayed" in reason for _, reason in result.dropped)
     assert len(twice.versions) == 1

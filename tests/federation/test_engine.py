@@ -180,8 +180,7 @@ def test_an_msps_data_error_reaches_the_coordinator_as_a_code():
     errors = [r.error for r in replies if r.has_error()]
     assert len(errors) == 1 and errors[0].reason.startswith("E_DATA: ")
     assert "secret_column_x" not in errors[0].reason and "columns" not in errors[0].reason
-    strategy.aggregate_train(1, replies)
-    ((_, reason),) = strategy.outcome.dropped
+    ((_, reason),) = strategy.aggregate_train(1, replies).dropped
     assert "E_DATA" in reason and "secret_column_x" not in reason
 
 

@@ -38,7 +38,8 @@ def test_an_msp_whose_ledger_vanished_refuses_to_train(tmp_path, caplog):
     dp = DPConfig(epsilon=1.0)
     context = RoundContext(run_id="r", session="s", total_rounds=3, privacy=dp)
     strategy = AgentStrategy(agent, aggregator, min_msps=2, context=context)
-    assert strategy.aggregate_train(1, grid.send_and_receive(strategy.configure_train(1, grid)))
+    replies = list(grid.send_and_receive(strategy.configure_train(1, grid)))
+    assert strategy.aggregate_train(1, replies).changed
     assert strategy.epsilon_by_msp[0] > 0
 
     shutil.rmtree(tmp_path / "msp-0" / "privacy")  # the ledger and its mark, all gone
@@ -48,7 +49,8 @@ def test_an_msp_whose_ledger_vanished_refuses_to_train(tmp_path, caplog):
     assert errors[0].error.code == E_LEDGER.code  # a fixed sentence: its ε stays home
     assert errors[0].error.reason == E_LEDGER.reason
     assert not PrivacyLedger(tmp_path / "msp-0" / "privacy").events("anomaly")  # nothing spent
-    assert strategy.aggregate_train(2, replies)  # the other two go on
-    assert strategy.outcome.accepted == 2
+    result = strategy.aggregate_train(2, replies)
+    assert result.changed  # the other two go on
+    assert result.accepted == 2
     for msp in (1, 2):
         assert len(PrivacyLedger(tmp_path / f"msp-{msp}" / "privacy").events("anomaly")) == 2

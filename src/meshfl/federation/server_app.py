@@ -1,19 +1,15 @@
 """The coordinator side: a Flower ``ServerApp`` that runs rounds for each planned agent.
 
 Each agent gets an :class:`AgentPlan` (rounds, sampling, minimum MSPs, timeout) and its own
-:class:`~meshfl.federation.strategy.AgentStrategy`. The driver loop is meshfl's rather than
-``Strategy.start`` so that it can report progress and keep a per-round history; it calls the
-same four strategy methods.
+:class:`~meshfl.federation.strategy.AgentStrategy`, built from the plan by :func:`run_plan`.
+The round loop is the strategy's own :meth:`~meshfl.federation.strategy.AgentStrategy.start`,
+as in Flower: it reports progress, commits each round and keeps a per-round history.
 """
 
 from __future__ import annotations
 
-import logging
-import math
-import time
 import uuid
-from collections.abc import Callable, MutableMapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import MutableMapping, Sequence
 from typing import Any
 
 from flwr.app import Context
@@ -25,19 +21,13 @@ from meshfl.agents.base import Agent
 from meshfl.config.base import MeshflConfig
 from meshfl.config.errors import ConfigError
 from meshfl.federation.records import RoundContext
-from meshfl.federation.strategy import AgentStrategy
+from meshfl.federation.strategy import AgentRun, AgentStrategy, RoundCallback
 from meshfl.privacy.accountant import calibrate_noise
 from meshfl.privacy.config import DPConfig
-from meshfl.privacy.snr import coarse, msp_level_snr
-from meshfl.secure.aggregate import PAYLOAD_EXTRA
-from meshfl.secure.backend import PLAINTEXT, Aggregator, Sealed
+from meshfl.secure.backend import PLAINTEXT, Aggregator
 from meshfl.store.model_store import ModelStore
 
 __all__ = ["AgentPlan", "AgentRun", "make_server_app", "planned_noise", "run_plan"]
-
-log = logging.getLogger("meshfl.federation")
-
-RoundCallback = Callable[[dict[str, Any]], None]
 
 
 class AgentPlan(MeshflConfig):
@@ -87,21 +77,6 @@ class AgentPlan(MeshflConfig):
         return registry.get(self.agent)(self.agent_config)
 
 
-@dataclass
-class AgentRun:
-    """The outcome of a plan, as the coordinator holds it: sealed, with a per-round history."""
-
-    agent: Agent[Any]
-    seed: int
-    sealed_history: list[Sealed] = field(default_factory=list)
-    """The sealed round sums that make the final global model (open with an MSP's key)."""
-    versions: list[Sealed] = field(default_factory=list)
-    """Every round's sealed sum: the model versions the coordinator stored."""
-    history: list[dict[str, Any]] = field(default_factory=list)
-    epsilon_by_msp: dict[int, float] = field(default_factory=dict)
-    stopped_reason: str | None = None
-
-
 def planned_noise(plan: AgentPlan) -> float:
     """The one noise multiplier (sigma) of an MSP-level private plan, from public inputs only.
 
@@ -136,7 +111,8 @@ def run_plan(
 ) -> AgentRun:
     """Run every round of one plan over ``grid``; returns the sealed model and the history.
 
-    With a ``store``, every round is committed (sealed sum, model history, metrics, ε
+    Builds the plan's :class:`AgentStrategy` and runs its :meth:`AgentStrategy.start`. With
+    a ``store``, every round is committed (sealed sum, model history, metrics, ε
     mirror) before the new model goes out for evaluation, and a plan whose ``run_id`` the
     store already holds resumes after its last committed round: a coordinator killed
     mid-run and restarted on the same state directory loses and repeats nothing.
@@ -170,138 +146,14 @@ def run_plan(
             noise_multiplier=planned_noise(plan) if msp_level else None,
         ),
     )
-    run = AgentRun(agent=agent, seed=plan.seed)
-    done = 0
-    if store is not None:
-        store.start_run(run_id, agent.name, plan.model_dump(mode="json"))
-        done, strategy.history = store.resume_state(run_id, agent.name)
-        strategy.epsilon_by_msp.update(store.epsilon_mirror(agent.name))
-        if done:
-            log.info("%s: resuming run %s after round %d", agent.name, run_id, done)
-    for server_round in range(done + 1, plan.rounds + 1):
-        start = time.perf_counter()
-        replies = grid.send_and_receive(
-            strategy.configure_train(server_round, grid), timeout=plan.round_timeout
-        )
-        changed = strategy.aggregate_train(server_round, replies)
-        if store is not None:  # on disk before any MSP sees the new model
-            store.commit_round(
-                run_id=run_id,
-                agent=agent.name,
-                round=server_round,
-                sealed_sum=strategy.versions[-1] if changed else None,
-                history=strategy.history,
-                metrics=strategy.outcome.train_metrics,
-                epsilon_by_msp=strategy.epsilon_by_msp,
-                n_msps=strategy.outcome.accepted,
-            )
-        evaluation = strategy.aggregate_evaluate(
-            server_round,
-            grid.send_and_receive(
-                strategy.configure_evaluate(server_round, grid), timeout=plan.round_timeout
-            ),
-        )
-        outcome = strategy.outcome
-        record: dict[str, Any] = {
-            "agent": agent.name,
-            "round": server_round,
-            "sampled": outcome.sampled,
-            "msps": outcome.accepted,
-            "dropped": len(outcome.dropped),
-            "declined": len(outcome.declined),
-            "declined_msps": [msp for msp, _ in outcome.declined],
-            "skipped": outcome.skipped_reason is not None,
-        }
-        record.update(
-            {
-                k if k.startswith("train_") else f"train_{k}": v
-                for k, v in outcome.train_metrics.items()
-            }
-        )
-        record.update(evaluation)
-        if store is not None and evaluation:
-            store.update_metrics(
-                run_id=run_id, agent=agent.name, round=server_round, metrics=evaluation
-            )
-        if plan.privacy is not None:
-            record["epsilon_max"] = max(strategy.epsilon_by_msp.values(), default=0.0)
-            record["snr"] = _round_snr(strategy)
-        record["worse_than_baseline"] = agent.worse_than_baseline(evaluation)
-        _log_quality(agent, plan, server_round, record)
-        record["update_bytes"] = outcome.bytes_received
-        record["seconds"] = time.perf_counter() - start
-        run.history.append(record)
-        if on_round is not None:
-            on_round(record)
-        if outcome.declined and outcome.accepted == 0:
-            run.stopped_reason = (
-                f"stopped after round {server_round} of {plan.rounds}: every MSP that replied "
-                "declined because its privacy budget is spent"
-            )
-            log.warning("%s: %s", agent.name, run.stopped_reason)
-            break
-    if store is not None:
-        store.finish_run(
-            run_id, agent.name, status="stopped" if run.stopped_reason else "completed"
-        )
-    run.sealed_history = list(strategy.history)
-    run.versions = list(strategy.versions)
-    run.epsilon_by_msp = dict(strategy.epsilon_by_msp)
-    return run
-
-
-def _round_snr(strategy: AgentStrategy) -> float:
-    """The round's coarse signal-to-noise estimate (NaN when no update was added).
-
-    Sample-level DP: the lower median of what the MSPs sent. MSP-level DP: computed here
-    from public values only (contributors, the planned sigma, the update's length).
-    """
-    outcome, context = strategy.outcome, strategy.context
-    if outcome.skipped_reason is not None or outcome.accepted == 0:
-        return math.nan
-    if context.privacy is not None and context.privacy.unit == "msp":
-        sigma = context.noise_multiplier or 0.0
-        dim = strategy.update_length - PAYLOAD_EXTRA
-        return coarse(msp_level_snr(outcome.accepted, sigma, dim, shares=context.noise_shares))
-    return math.nan if outcome.snr is None else outcome.snr
-
-
-def _log_quality(
-    agent: Agent[Any], plan: AgentPlan, server_round: int, record: dict[str, Any]
-) -> None:
-    """Log the round's signal-to-noise estimate, and warn when DP made the model trivial."""
-    if plan.privacy is None:
-        if record["worse_than_baseline"]:
-            log.info(
-                "%s round %d: %s=%.4g is worse than the trivial baseline's %.4g",
-                agent.name,
-                server_round,
-                agent.metric,
-                record[agent.metric],
-                record[f"baseline_{agent.metric}"],
-            )
-        return
-    snr = record.get("snr", math.nan)
-    log.info(
-        "%s round %d: signal-to-noise ≈ %g (ε=%g)",
-        agent.name,
-        server_round,
-        snr,
-        plan.privacy.epsilon,
+    return strategy.start(
+        grid,
+        num_rounds=plan.rounds,
+        timeout=plan.round_timeout,
+        store=store,
+        plan=plan.model_dump(mode="json"),
+        on_round=on_round,
     )
-    if record["worse_than_baseline"]:
-        log.warning(
-            "%s round %d: the private model is worse than the trivial baseline on held-out "
-            "data: %s=%.4g against %.4g (ε=%g, signal-to-noise ≈ %g); the noise swamps the "
-            "update: raise ε, give MSPs more rows, or plan fewer rounds",
-            agent.name,
-            server_round,
-            agent.metric,
-            record[agent.metric],
-            record[f"baseline_{agent.metric}"],
-            plan.privacy.epsilon,
-            snr,
-        )
 
 
 def make_server_app(

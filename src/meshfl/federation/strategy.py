@@ -5,6 +5,10 @@ aggregate, for training and for evaluation) but does not subclass it: Flower's s
 hand the global model around as a plaintext ``ArrayRecord``, and a meshfl coordinator never
 holds a readable model. Its global model is a list of sealed round sums
 (:mod:`meshfl.federation.sealed_model`); adding ciphertexts is all it can do, and all it does.
+
+As in Flower, ``aggregate_train`` returns what the round gave (a :class:`RoundResult`: the
+new sealed sum or None, and the averaged training metrics) and :meth:`AgentStrategy.start`
+owns the round loop, returning an :class:`AgentRun`.
 """
 
 from __future__ import annotations
@@ -13,9 +17,9 @@ import logging
 import math
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from flwr.app import ConfigRecord, Message, RecordDict
@@ -32,12 +36,22 @@ from meshfl.federation.records import (
 )
 from meshfl.federation.sealed_model import next_history
 from meshfl.privacy.noise import report_sampling
-from meshfl.privacy.snr import median_snr
+from meshfl.privacy.snr import coarse, median_snr, msp_level_snr
 from meshfl.secure.aggregate import PAYLOAD_EXTRA
 from meshfl.secure.backend import Aggregator, Sealed
 from meshfl.secure.binding import Binding
 
-__all__ = ["AgentStrategy", "RoundOutcome", "weighted_mean"]
+if TYPE_CHECKING:
+    from meshfl.store.model_store import ModelStore
+
+__all__ = [
+    "AgentRun",
+    "AgentStrategy",
+    "RoundCallback",
+    "RoundOutcome",
+    "RoundResult",
+    "weighted_mean",
+]
 
 log = logging.getLogger("meshfl.federation")
 
@@ -45,20 +59,81 @@ _ENTROPY = random.SystemRandom()
 """Which MSPs take part is drawn from OS entropy: no seed or config value predicts it."""
 
 
-@dataclass
-class RoundOutcome:
-    """What happened in one round of one agent (the server's view; no update content)."""
+RoundCallback = Callable[[dict[str, Any]], None]
+"""Called with each round's history record as soon as the round ends."""
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    """What one round of one agent's training gave (the server's view; no update content).
+
+    :meth:`AgentStrategy.aggregate_train` returns it, as Flower's returns its aggregated
+    arrays and metrics: ``sealed_sum`` is the new sealed round sum (None when the global
+    model is unchanged) and ``train_metrics`` the MSPs' training metrics, averaged.
+    """
 
     sampled: int = 0
     accepted: int = 0
-    dropped: list[tuple[int, str]] = field(default_factory=list)
-    declined: list[tuple[int, str]] = field(default_factory=list)
+    dropped: tuple[tuple[int, str], ...] = ()
+    declined: tuple[tuple[int, str], ...] = ()
     train_metrics: dict[str, float] = field(default_factory=dict)
     skipped_reason: str | None = None
     bytes_received: int = 0
     snr: float | None = None
     """Lower median of the accepted updates' coarse signal-to-noise estimates (a power of
     2), when the MSPs sent any (sample-level DP)."""
+    sealed_sum: Sealed | None = None
+    """The round's sealed sum, bound to its contributors, when the global model changed."""
+
+    @property
+    def changed(self) -> bool:
+        """Whether the round added a sum to the global model."""
+        return self.sealed_sum is not None
+
+    @property
+    def all_declined(self) -> bool:
+        """Whether MSPs declined (privacy budget spent) and none sent an update."""
+        return bool(self.declined) and self.accepted == 0
+
+
+RoundOutcome = RoundResult
+"""The former name of :class:`RoundResult`."""
+
+
+@dataclass
+class AgentRun:
+    """The outcome of a plan, as the coordinator holds it: sealed, with a per-round history."""
+
+    agent: Agent[Any]
+    seed: int
+    sealed_history: list[Sealed] = field(default_factory=list)
+    """The sealed round sums that make the final global model (open with an MSP's key)."""
+    versions: list[Sealed] = field(default_factory=list)
+    """Every round's sealed sum: the model versions the coordinator stored."""
+    history: list[dict[str, Any]] = field(default_factory=list)
+    epsilon_by_msp: dict[int, float] = field(default_factory=dict)
+    stopped_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class _Draw:
+    """What :meth:`AgentStrategy.configure_train` decided for the round it configured."""
+
+    sampled: int = 0
+    skipped_reason: str | None = None
+
+
+@dataclass
+class _Tally:
+    """The replies of one round as :meth:`AgentStrategy.aggregate_train` sorts them."""
+
+    accepted: list[Sealed] = field(default_factory=list)
+    contributors: list[int] = field(default_factory=list)
+    metrics: list[dict[str, float]] = field(default_factory=list)
+    snrs: list[float | None] = field(default_factory=list)
+    dropped: list[tuple[int, str]] = field(default_factory=list)
+    declined: list[tuple[int, str]] = field(default_factory=list)
+    bytes_received: int = 0
 
 
 def weighted_mean(
@@ -129,7 +204,8 @@ class AgentStrategy:
         self.versions: list[Sealed] = []
         """Every round's sealed sum, in order: the stored model versions."""
         self.update_length = agent.update_size(agent.init_vector(seed=seed)) + PAYLOAD_EXTRA
-        self.outcome = RoundOutcome()
+        self._draw = _Draw()
+        """What configure_train decided for the round that aggregate_train adds up next."""
         self.epsilon_by_msp: dict[int, float] = {}
         """Mirror of each MSP's ε spent on this agent, as the MSPs report it."""
         self.msp_of_node: dict[int, int] = {}
@@ -206,18 +282,17 @@ class AgentStrategy:
         privacy = self.context.privacy
         poisson = privacy is not None and privacy.unit == "msp"
         nodes = self._sample(grid, self.fraction_train, poisson=poisson)
-        self.outcome = RoundOutcome(sampled=len(nodes))
+        self._draw = _Draw(sampled=len(nodes))
         if poisson and len(nodes) < self.min_msps:
             # Each MSP would add 1/min_msps of the noise: fewer would under-noise the sum.
             # Nothing is sent, so nothing is trained or spent.
-            self.outcome.skipped_reason = (
+            reason = (
                 f"the Poisson draw at rate {self.fraction_train:g} sampled "
                 f"{len(nodes)} MSP(s), fewer than min_msps={self.min_msps} (each adds "
                 f"1/{self.min_msps} of the noise); skipped before any MSP trained"
             )
-            log.warning(
-                "%s round %d: %s", self.agent.name, server_round, self.outcome.skipped_reason
-            )
+            self._draw = replace(self._draw, skipped_reason=reason)
+            log.warning("%s round %d: %s", self.agent.name, server_round, reason)
             return []
         return self._messages("train", nodes, server_round)
 
@@ -241,81 +316,83 @@ class AgentStrategy:
                 "the update is bound to another run, agent or round (stale or replayed)"
             )
 
-    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> bool:
-        """Check and add the sealed updates; returns whether the global model changed.
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> RoundResult:
+        """Check and add the sealed updates; returns the round's result.
 
-        A malformed, foreign, stale or duplicate reply is dropped by name and the round goes
+        The result's ``sealed_sum`` is the new round sum, which this strategy's global model
+        (``history``) and ``versions`` now end with, or None when the model is unchanged. A
+        malformed, foreign, stale or duplicate reply is dropped by name and the round goes
         on. The sum is bound to the nodes it adds up, which MSPs check against its tags
         before they use it (:mod:`meshfl.secure.binding`).
         """
-        accepted: list[Sealed] = []
-        contributors: list[int] = []
-        metrics: list[dict[str, float]] = []
-        snrs: list[float | None] = []
+        draw, self._draw = self._draw, _Draw()
+        tally = _Tally()
         for reply in replies:
-            node = int(reply.metadata.src_node_id)
-            try:
-                decoded = decode_update(reply)
-                if isinstance(decoded, Decline):
-                    self._declined(server_round, decoded)
-                    continue
-                room = getattr(self.aggregator, "max_contributors", None)
-                if room is not None and len(accepted) >= room:
-                    raise InvalidUpdateError(
-                        f"the round already holds max_contributors={room} updates, as many "
-                        "as one sum under this key set adds up without leaving its range"
-                    )
-                self.aggregator.check(decoded.sealed, expected_length=self.update_length)
-                self._check_binding(server_round, node, decoded.sealed, set(contributors))
-            except Exception as err:  # whatever a reply holds, it is dropped, never raised
-                reason = (
-                    str(err)
-                    if isinstance(err, InvalidUpdateError)
-                    else f"the reply could not be checked ({type(err).__name__})"
-                )
-                log.warning(
-                    "%s round %d: dropped the reply of MSP node %d: %s",
-                    self.agent.name,
-                    server_round,
-                    node,
-                    reason,
-                )
-                self.outcome.dropped.append((node, reason))
-                continue
-            msp = decoded.msp if decoded.msp >= 0 else node
-            self.msp_of_node[node] = msp
-            self.epsilon_by_msp[msp] = max(decoded.epsilon_spent, self.epsilon_by_msp.get(msp, 0.0))
-            self.outcome.bytes_received += decoded.sealed.nbytes
-            accepted.append(decoded.sealed)
-            contributors.append(node)
-            metrics.append(decoded.metrics)
-            snrs.append(decoded.snr)
-        self.outcome.accepted = len(accepted)
-        self.outcome.snr = median_snr(snrs)
-        if self.outcome.skipped_reason is not None:
-            return False
-        if self.outcome.declined and not accepted:
-            return self._skip(
-                server_round,
-                f"all {len(self.outcome.declined)} MSP(s) that replied declined "
-                "(privacy budget spent); the global model is unchanged",
-            )
-        if len(accepted) < self.min_msps:
-            return self._skip(
-                server_round,
-                f"only {len(accepted)} valid update(s), fewer than min_msps={self.min_msps}; "
-                "the global model is unchanged",
-            )
+            self._take(server_round, reply, tally)
+        result = RoundResult(
+            sampled=draw.sampled,
+            accepted=len(tally.accepted),
+            dropped=tuple(tally.dropped),
+            declined=tuple(tally.declined),
+            skipped_reason=draw.skipped_reason,
+            bytes_received=tally.bytes_received,
+            snr=median_snr(tally.snrs),
+        )
+        if draw.skipped_reason is not None:
+            return result
+        shortfall = self._shortfall(tally)
+        if shortfall is not None:
+            log.warning("%s round %d: %s", self.agent.name, server_round, shortfall)
+            return replace(result, skipped_reason=shortfall)
         total = replace(
-            self.aggregator.add(accepted),
-            binding=self._binding(server_round, tuple(contributors)).to_json(),
+            self.aggregator.add(tally.accepted),
+            binding=self._binding(server_round, tuple(tally.contributors)).to_json(),
         )
         self.versions.append(total)
         self.history = next_history(self.agent, self.history, total)
-        self.outcome.train_metrics = weighted_mean(metrics)
-        return True
+        return replace(result, sealed_sum=total, train_metrics=weighted_mean(tally.metrics))
 
-    def _declined(self, server_round: int, decline: Decline) -> None:
+    def _take(self, server_round: int, reply: Message, tally: _Tally) -> None:
+        """Sort one reply into ``tally``: accepted, declined, or dropped by name."""
+        node = int(reply.metadata.src_node_id)
+        try:
+            decoded = decode_update(reply)
+            if isinstance(decoded, Decline):
+                self._declined(server_round, decoded, tally)
+                return
+            room = getattr(self.aggregator, "max_contributors", None)
+            if room is not None and len(tally.accepted) >= room:
+                raise InvalidUpdateError(
+                    f"the round already holds max_contributors={room} updates, as many "
+                    "as one sum under this key set adds up without leaving its range"
+                )
+            self.aggregator.check(decoded.sealed, expected_length=self.update_length)
+            self._check_binding(server_round, node, decoded.sealed, set(tally.contributors))
+        except Exception as err:  # whatever a reply holds, it is dropped, never raised
+            reason = (
+                str(err)
+                if isinstance(err, InvalidUpdateError)
+                else f"the reply could not be checked ({type(err).__name__})"
+            )
+            log.warning(
+                "%s round %d: dropped the reply of MSP node %d: %s",
+                self.agent.name,
+                server_round,
+                node,
+                reason,
+            )
+            tally.dropped.append((node, reason))
+            return
+        msp = decoded.msp if decoded.msp >= 0 else node
+        self.msp_of_node[node] = msp
+        self.epsilon_by_msp[msp] = max(decoded.epsilon_spent, self.epsilon_by_msp.get(msp, 0.0))
+        tally.bytes_received += decoded.sealed.nbytes
+        tally.accepted.append(decoded.sealed)
+        tally.contributors.append(node)
+        tally.metrics.append(decoded.metrics)
+        tally.snrs.append(decoded.snr)
+
+    def _declined(self, server_round: int, decline: Decline, tally: _Tally) -> None:
         log.warning(
             "%s round %d: MSP %d declined: %s",
             self.agent.name,
@@ -326,12 +403,21 @@ class AgentStrategy:
         self.epsilon_by_msp[decline.msp] = max(
             decline.epsilon_spent, self.epsilon_by_msp.get(decline.msp, 0.0)
         )
-        self.outcome.declined.append((decline.msp, decline.reason))
+        tally.declined.append((decline.msp, decline.reason))
 
-    def _skip(self, server_round: int, reason: str) -> bool:
-        self.outcome.skipped_reason = reason
-        log.warning("%s round %d: %s", self.agent.name, server_round, reason)
-        return False
+    def _shortfall(self, tally: _Tally) -> str | None:
+        """Why the round's valid updates cannot make a new global model, if they cannot."""
+        if tally.declined and not tally.accepted:
+            return (
+                f"all {len(tally.declined)} MSP(s) that replied declined "
+                "(privacy budget spent); the global model is unchanged"
+            )
+        if len(tally.accepted) < self.min_msps:
+            return (
+                f"only {len(tally.accepted)} valid update(s), fewer than min_msps={self.min_msps}; "
+                "the global model is unchanged"
+            )
+        return None
 
     # -- evaluation ----------------------------------------------------------------------
     def configure_evaluate(self, server_round: int, grid: Grid) -> Iterable[Message]:
@@ -356,3 +442,169 @@ class AgentStrategy:
                     else f"the reply could not be read ({type(err).__name__})",
                 )
         return weighted_mean(metrics)
+
+    # -- the round loop ------------------------------------------------------------------
+    def start(
+        self,
+        grid: Grid,
+        *,
+        num_rounds: int | None = None,
+        timeout: float | None = None,
+        store: ModelStore | None = None,
+        plan: Mapping[str, Any] | None = None,
+        on_round: RoundCallback | None = None,
+    ) -> AgentRun:
+        """Run the rounds over ``grid``, as Flower's ``Strategy.start`` does; returns the run.
+
+        Each round configures and adds up training, then evaluates the new global model, and
+        ends with a history record (passed to ``on_round`` at once). ``num_rounds`` defaults
+        to the context's ``total_rounds``; ``timeout`` is each phase's wait for replies.
+        With a ``store``, the run is recorded under the context's run id with ``plan``, and
+        every round is committed (sealed sum, model history, metrics, ε mirror) before the
+        new model goes out for evaluation; a run id the store already holds resumes after
+        its last committed round. The run stops early once every MSP that replied declined.
+        """
+        rounds = self.context.total_rounds if num_rounds is None else num_rounds
+        run = AgentRun(agent=self.agent, seed=self.seed)
+        done = self._resume(store, plan) if store is not None else 0
+        for server_round in range(done + 1, rounds + 1):
+            result, record = self._round(grid, server_round, timeout=timeout, store=store)
+            run.history.append(record)
+            if on_round is not None:
+                on_round(record)
+            if result.all_declined:
+                run.stopped_reason = (
+                    f"stopped after round {server_round} of {rounds}: every MSP that replied "
+                    "declined because its privacy budget is spent"
+                )
+                log.warning("%s: %s", self.agent.name, run.stopped_reason)
+                break
+        if store is not None:
+            store.finish_run(
+                self.context.run_id,
+                self.agent.name,
+                status="stopped" if run.stopped_reason else "completed",
+            )
+        run.sealed_history = list(self.history)
+        run.versions = list(self.versions)
+        run.epsilon_by_msp = dict(self.epsilon_by_msp)
+        return run
+
+    def _resume(self, store: ModelStore, plan: Mapping[str, Any] | None) -> int:
+        """Record the run in ``store`` and take up its state; returns the rounds it holds."""
+        run_id, name = self.context.run_id, self.agent.name
+        store.start_run(run_id, name, plan if plan is not None else {})
+        done, self.history = store.resume_state(run_id, name)
+        self.epsilon_by_msp.update(store.epsilon_mirror(name))
+        if done:
+            log.info("%s: resuming run %s after round %d", name, run_id, done)
+        return done
+
+    def _round(
+        self, grid: Grid, server_round: int, *, timeout: float | None, store: ModelStore | None
+    ) -> tuple[RoundResult, dict[str, Any]]:
+        """Train, commit, evaluate: one round, with its history record."""
+        start = time.perf_counter()
+        replies = grid.send_and_receive(self.configure_train(server_round, grid), timeout=timeout)
+        result = self.aggregate_train(server_round, replies)
+        run_id, name = self.context.run_id, self.agent.name
+        if store is not None:  # on disk before any MSP sees the new model
+            store.commit_round(
+                run_id=run_id,
+                agent=name,
+                round=server_round,
+                sealed_sum=result.sealed_sum,
+                history=self.history,
+                metrics=result.train_metrics,
+                epsilon_by_msp=self.epsilon_by_msp,
+                n_msps=result.accepted,
+            )
+        evaluation = self.aggregate_evaluate(
+            server_round,
+            grid.send_and_receive(self.configure_evaluate(server_round, grid), timeout=timeout),
+        )
+        if store is not None and evaluation:
+            store.update_metrics(run_id=run_id, agent=name, round=server_round, metrics=evaluation)
+        record = self._record(server_round, result, evaluation)
+        record["seconds"] = time.perf_counter() - start
+        return result, record
+
+    def _record(
+        self, server_round: int, result: RoundResult, evaluation: dict[str, float]
+    ) -> dict[str, Any]:
+        """The round's history record (without its duration), logged."""
+        record: dict[str, Any] = {
+            "agent": self.agent.name,
+            "round": server_round,
+            "sampled": result.sampled,
+            "msps": result.accepted,
+            "dropped": len(result.dropped),
+            "declined": len(result.declined),
+            "declined_msps": [msp for msp, _ in result.declined],
+            "skipped": result.skipped_reason is not None,
+        }
+        record.update(
+            {
+                k if k.startswith("train_") else f"train_{k}": v
+                for k, v in result.train_metrics.items()
+            }
+        )
+        record.update(evaluation)
+        if self.context.privacy is not None:
+            record["epsilon_max"] = max(self.epsilon_by_msp.values(), default=0.0)
+            record["snr"] = self._round_snr(result)
+        record["worse_than_baseline"] = self.agent.worse_than_baseline(evaluation)
+        self._log_quality(server_round, record)
+        record["update_bytes"] = result.bytes_received
+        return record
+
+    def _round_snr(self, result: RoundResult) -> float:
+        """The round's coarse signal-to-noise estimate (NaN when no update was added).
+
+        Sample-level DP: the lower median of what the MSPs sent. MSP-level DP: computed here
+        from public values only (contributors, the planned sigma, the update's length).
+        """
+        context = self.context
+        if result.skipped_reason is not None or result.accepted == 0:
+            return math.nan
+        if context.privacy is not None and context.privacy.unit == "msp":
+            sigma = context.noise_multiplier or 0.0
+            dim = self.update_length - PAYLOAD_EXTRA
+            return coarse(msp_level_snr(result.accepted, sigma, dim, shares=context.noise_shares))
+        return math.nan if result.snr is None else result.snr
+
+    def _log_quality(self, server_round: int, record: dict[str, Any]) -> None:
+        """Log the round's signal-to-noise estimate, and warn when DP made the model trivial."""
+        agent, privacy = self.agent, self.context.privacy
+        if privacy is None:
+            if record["worse_than_baseline"]:
+                log.info(
+                    "%s round %d: %s=%.4g is worse than the trivial baseline's %.4g",
+                    agent.name,
+                    server_round,
+                    agent.metric,
+                    record[agent.metric],
+                    record[f"baseline_{agent.metric}"],
+                )
+            return
+        snr = record.get("snr", math.nan)
+        log.info(
+            "%s round %d: signal-to-noise ≈ %g (ε=%g)",
+            agent.name,
+            server_round,
+            snr,
+            privacy.epsilon,
+        )
+        if record["worse_than_baseline"]:
+            log.warning(
+                "%s round %d: the private model is worse than the trivial baseline on held-out "
+                "data: %s=%.4g against %.4g (ε=%g, signal-to-noise ≈ %g); the noise swamps the "
+                "update: raise ε, give MSPs more rows, or plan fewer rounds",
+                agent.name,
+                server_round,
+                agent.metric,
+                record[agent.metric],
+                record[f"baseline_{agent.metric}"],
+                privacy.epsilon,
+                snr,
+            )
