@@ -326,10 +326,6 @@ def simulate(
     progress : bool
         Show a progress bar on the console.
 
-    Returns
-    -------
-    SimulationResult
-
     Examples
     --------
     >>> import meshfl
@@ -339,6 +335,28 @@ def simulate(
     >>> bool(result.history["auc"].iloc[-1] > 0.6)
     True
     """
+    plan = _sim_plan(agent, num_msps, rounds, seed, agent_config, fraction_train, min_msps, privacy)
+    the_agent, partitions = _sim_partitions(plan, data, samples_per_msp, alpha, size_skew)
+    if privacy is not None and privacy.unit == "msp":
+        warn_if_noise_swamps_signal(plan, the_agent)
+    state_dir = _sim_state_dir(state_dir, privacy)
+    outcome = _sim_federate(plan, partitions, secure_aggregation, state_dir, backend, progress)
+    if privacy is not None:
+        warn_if_worse_than_baseline(outcome.run, privacy)
+    return _sim_result(plan, partitions, outcome, state_dir)
+
+
+def _sim_plan(
+    agent: str,
+    num_msps: int,
+    rounds: int | None,
+    seed: int,
+    agent_config: Mapping[str, Any] | None,
+    fraction_train: float,
+    min_msps: int | None,
+    privacy: DPConfig | None,
+) -> AgentPlan:
+    """The plan :func:`simulate` runs: ``num_msps`` checked, ``rounds`` and ``min_msps`` set."""
     if not isinstance(num_msps, int) or num_msps < 1:
         raise ConfigError(
             "The 'num_msps' parameter of simulate must be an integer >= 1. "
@@ -359,7 +377,7 @@ def simulate(
             f"of agent {agent!r} needs {min_msps} MSPs' updates (min_msps). Got {num_msps} "
             "instead."
         )
-    plan = AgentPlan(
+    return AgentPlan(
         agent=agent,
         agent_config=dict(agent_config or {}),
         rounds=rounds,
@@ -369,21 +387,48 @@ def simulate(
         min_available_msps=num_msps,
         privacy=privacy,
     )
+
+
+def _sim_partitions(
+    plan: AgentPlan,
+    data: Sequence[pd.DataFrame | NodeData | str | os.PathLike[str]] | None,
+    samples_per_msp: int,
+    alpha: float,
+    size_skew: float,
+) -> tuple[Agent[Any], list[NodeData]]:
+    """The plan's agent, and each MSP's rows (the user's ``data`` or synthetic ones)."""
     the_agent = plan.build_agent()
     partitions = make_partitions(
         the_agent,
-        num_msps=num_msps,
-        seed=seed,
+        num_msps=plan.min_available_msps,
+        seed=plan.seed,
         data=data,
         samples_per_msp=samples_per_msp,
         alpha=alpha,
         size_skew=size_skew,
     )
-    if privacy is not None and privacy.unit == "msp":
-        warn_if_noise_swamps_signal(plan, the_agent)
+    return the_agent, partitions
+
+
+def _sim_state_dir(
+    state_dir: str | os.PathLike[str] | None, privacy: DPConfig | None
+) -> str | os.PathLike[str] | None:
+    """``state_dir``, or a fresh temporary directory when privacy needs one and none is given."""
     if state_dir is None and privacy is not None:
         state_dir = tempfile.mkdtemp(prefix="meshfl-state-")
-    outcome = federate(
+    return state_dir
+
+
+def _sim_federate(
+    plan: AgentPlan,
+    partitions: list[NodeData],
+    secure_aggregation: SecureAggregation,
+    state_dir: str | os.PathLike[str] | None,
+    backend: Backend,
+    progress: bool,
+) -> FederationOutcome:
+    """:func:`federate` with :func:`simulate`'s options."""
+    return federate(
         plan,
         partitions,
         backend=backend,
@@ -391,11 +436,18 @@ def simulate(
         progress=progress,
         state_dir=state_dir,
     )
+
+
+def _sim_result(
+    plan: AgentPlan,
+    partitions: list[NodeData],
+    outcome: FederationOutcome,
+    state_dir: str | os.PathLike[str] | None,
+) -> SimulationResult:
+    """What :func:`simulate` returns, the privacy table read from the MSPs' ledgers."""
     run = outcome.run
-    if privacy is not None:
-        warn_if_worse_than_baseline(run, privacy)
     return SimulationResult(
-        agent=agent,
+        agent=plan.agent,
         history=pd.DataFrame(run.history),
         model=run.agent.model(outcome.vector),
         partitions=partitions,
@@ -403,7 +455,10 @@ def simulate(
         bytes_received=outcome.bytes_received,
         versions=run.versions,
         privacy=_privacy_table(
-            run, privacy, num_msps, Path(state_dir) if state_dir is not None else None
+            run,
+            plan.privacy,
+            plan.min_available_msps,
+            Path(state_dir) if state_dir is not None else None,
         ),
         stopped_reason=run.stopped_reason,
         state_dir=Path(state_dir) if state_dir is not None else None,
