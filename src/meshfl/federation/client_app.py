@@ -19,11 +19,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from flwr.app import Context, Message
+from flwr.app import Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from meshfl.agents import registry
 from meshfl.agents.base import Agent
+from meshfl.agents.update import Update
 from meshfl.config.errors import MeshflError
 from meshfl.federation.errors import guard
 from meshfl.federation.msp_privacy import train_round
@@ -44,7 +45,7 @@ from meshfl.secure.aggregate import seal_payload
 from meshfl.secure.backend import PLAINTEXT, Sealer
 from meshfl.secure.binding import Binding, tags
 
-__all__ = ["DataProvider", "NodeData", "derive_seed", "make_client_app"]
+__all__ = ["DataProvider", "MSPNode", "NodeData", "derive_seed", "make_client_app"]
 
 log = logging.getLogger("meshfl.msp")
 
@@ -85,6 +86,195 @@ DEFAULT_MIN_CONTRIBUTORS = 2
 """An MSP's own floor on the MSPs a sealed model must add up (node config ``min-contributors``)."""
 
 
+class MSPNode:
+    """One MSP's handlers and what they keep between messages.
+
+    It caches built agents (per agent and config), prepared data (per node, agent, config
+    and split), privacy ledgers (per state directory) and sealers (per node). See
+    :func:`make_client_app` for the parameters.
+    """
+
+    def __init__(
+        self,
+        data: DataProvider,
+        *,
+        sealer: SealerProvider | None = None,
+        state_dir: StateDirectory | None = None,
+        min_contributors: int | None = None,
+    ):
+        self.data = data
+        self.sealer = sealer
+        self.state_dir = state_dir
+        self.min_contributors = min_contributors
+        self.agents: dict[tuple[str, str], Agent[Any]] = {}
+        self.prepared: dict[tuple[int, str, str, str], Any] = {}
+        self.ledgers: dict[Path, PrivacyLedger] = {}
+        self.sealers: dict[int, Sealer] = {}
+
+    def sealer_for(self, context: Context) -> Sealer:
+        """The node's sealer: the given provider's, else CKKS from ``secret-key``."""
+        if context.node_id not in self.sealers:
+            if self.sealer is not None:
+                self.sealers[context.node_id] = self.sealer(context)
+            elif "secret-key" in context.node_config:
+                from meshfl.secure.ckks import CKKSSealer
+
+                path = str(context.node_config["secret-key"])
+                self.sealers[context.node_id] = CKKSSealer.from_file(path)
+            else:
+                raise MeshflError(
+                    "This MSP has no key to open the sealed global model: set the node "
+                    "config's 'secret-key' to the MSPs' secret context file (meshfl keys init)."
+                )
+        return self.sealers[context.node_id]
+
+    def ledger_for(self, context: Context) -> PrivacyLedger | None:
+        """The privacy ledger in the node's state directory (None without one)."""
+        if self.state_dir is not None:
+            directory = Path(self.state_dir(context))
+        elif "state-dir" in context.node_config:
+            directory = Path(str(context.node_config["state-dir"]))
+        else:
+            return None
+        if directory not in self.ledgers:
+            self.ledgers[directory] = PrivacyLedger(directory / "privacy")
+        return self.ledgers[directory]
+
+    def agent_for(self, ins: RoundInstructions) -> tuple[Agent[Any], str]:
+        """The agent the instructions name, built with their config, and the config's key."""
+        key = json.dumps(ins.agent_config, sort_keys=True)
+        if (ins.agent, key) not in self.agents:
+            self.agents[(ins.agent, key)] = registry.get(ins.agent)(ins.agent_config)
+        return self.agents[(ins.agent, key)], key
+
+    def local(self, agent: Agent[Any], key: str, context: Context, split: str) -> Any:
+        """The node's prepared rows for ``agent`` (``split``: "train" or "test")."""
+        cache_key = (context.node_id, agent.name, key, split)
+        if cache_key not in self.prepared:
+            if "state-dir" in context.node_config:  # a deployed MSP: one process per message
+                agent.use_cache_dir(Path(str(context.node_config["state-dir"])) / "cache")
+            node_data = self.data(agent.name, context)
+            frame = (
+                node_data.train if split == "train" or node_data.test is None else node_data.test
+            )
+            self.prepared[cache_key] = agent.prepare(frame)
+        return self.prepared[cache_key]
+
+    def verification(
+        self, ins: RoundInstructions, agent: Agent[Any], context: Context, before: int
+    ) -> Verification:
+        """What a sealed model must prove before this MSP uses it (its own floor)."""
+        floor = self.min_contributors  # given: a simulation, whose driver is the coordinator
+        if floor is None:
+            floor = int(context.node_config.get("min-contributors", DEFAULT_MIN_CONTRIBUTORS))
+            floor = max(floor, agent.min_msps)
+        return Verification(ins.context.run_id, before_round=before, min_contributors=floor)
+
+    def train(self, message: Message, context: Context) -> Message:
+        """Train one round on the opened global model; reply with a sealed update or a decline."""
+        ins = decode_instructions(message)
+        agent, key = self.agent_for(ins)
+        msp = node_index(context)
+        box = self.sealer_for(context)
+        dp = ins.context.privacy
+        if dp is not None and dp.unit == "msp" and box.backend == PLAINTEXT:
+            raise MeshflError(
+                "unit='msp' differential privacy needs secure aggregation: each update carries "
+                "only its share of the noise, and the plaintext back end shows every update "
+                "to the coordinator"
+            )
+        self._check_mirror(message, ins, agent, self.ledger_for(context))
+        # Never train from a model that is not provably a sum of enough MSPs' updates.
+        verify = self.verification(ins, agent, context, before=ins.server_round)
+        rows = self.local(agent, key, context, "train")
+        with attribute_releases(  # labels the noise for a test's audit; else a no-op
+            msp=msp, node=context.node_id, run=ins.context.run_id, round=ins.server_round
+        ):
+            outcome = train_round(
+                agent,
+                ins,
+                open_global(agent, ins.sealed, box, seed=ins.seed, verify=verify),
+                rows,
+                seed=derive_seed(ins.seed, ins.server_round, msp),
+                ledger=self.ledger_for(context),
+                msp=msp,
+            )
+        if isinstance(outcome, Decline):
+            # The reason stays here: its numbers (ε before and after) would give the
+            # MSP's size away. The coordinator gets a fixed sentence and a coarse ε.
+            log.warning("%s round %d: declined: %s", agent.name, ins.server_round, outcome.reason)
+            public = Decline(DECLINED, _reported(outcome.epsilon_spent, ins), msp)
+            return Message(encode_decline(public), reply_to=message)
+        update, epsilon = outcome
+        content = self._sealed_update(ins, agent, update, epsilon, box, context, records=len(rows))
+        return Message(content, reply_to=message)
+
+    @staticmethod
+    def _check_mirror(
+        message: Message, ins: RoundInstructions, agent: Agent[Any], ledger: PrivacyLedger | None
+    ) -> None:
+        """Refuse to train on a ledger behind the coordinator's mirror of it."""
+        dp = ins.context.privacy
+        mirror = message.content.config_records.get("mirror")
+        if dp is not None and ledger is not None and mirror is not None:
+            # A ledger behind the coordinator's mirror lost events: training on it would
+            # spend that privacy again (LedgerBehindError says how to recover).
+            ledger.check_against(
+                agent.name,
+                float(mirror.get("epsilon", 0.0)),  # type: ignore[arg-type]
+                delta=dp.delta,
+                accountant=dp.accountant,
+                budget=dp.epsilon,
+            )
+
+    @staticmethod
+    def _sealed_update(
+        ins: RoundInstructions,
+        agent: Agent[Any],
+        update: Update,
+        epsilon: float,
+        box: Sealer,
+        context: Context,
+        *,
+        records: int,
+    ) -> RecordDict:
+        """The reply's content: the sealed, bound update and what may travel in the clear."""
+        dp = ins.context.privacy
+        # Pre-weight, append the weight and this MSP's tag for the round, seal: the
+        # coordinator only ever sees ciphertext, and cannot pass it off as anything else.
+        binding = Binding(
+            ins.context.run_id, agent.name, ins.server_round, ins.context.noise_shares
+        )
+        tag = tags(box.binding_key, binding.scope, context.node_id)
+        # Under DP every MSP weighs 1: the weight is its row count, and every key holder
+        # would read the exact total of rows from a sum, which no noise covers.
+        weight = 1.0 if dp is not None else update.weight
+        sealed = box.seal(seal_payload(update.vector, weight, tag=tag))
+        return encode_update(
+            replace(sealed, binding=binding.to_json()),
+            # Under DP nothing computed from the raw rows leaves in the clear: the noise
+            # covers the sealed update only, not a training loss.
+            metrics={} if dp is not None else dict(update.metrics),
+            epsilon_spent=_reported(epsilon, ins),
+            msp=node_index(context),
+            # A post-processing of the private update, to a power of 2 (a size hint of one
+            # power of 2); under unit="msp" the coordinator computes it from public values.
+            snr=update_snr(agent, update, records=records)
+            if dp is not None and dp.unit == "sample"
+            else None,
+        )
+
+    def evaluate(self, message: Message, context: Context) -> Message:
+        """Evaluate the opened global model on the node's held-out rows."""
+        ins = decode_instructions(message)
+        agent, key = self.agent_for(ins)
+        verify = self.verification(ins, agent, context, before=ins.server_round + 1)
+        box = self.sealer_for(context)
+        vector = open_global(agent, ins.sealed, box, seed=ins.seed, verify=verify)
+        metrics = agent.evaluate(vector, self.local(agent, key, context, "test"))
+        return Message(encode_evaluation(metrics), reply_to=message)
+
+
 def make_client_app(
     data: DataProvider,
     *,
@@ -116,147 +306,10 @@ def make_client_app(
         Simulations pass their plan's ``min_msps`` (local-only baselines train alone).
     """
     app = ClientApp()
-    agents: dict[tuple[str, str], Agent[Any]] = {}
-    prepared: dict[tuple[int, str, str, str], Any] = {}
-    ledgers: dict[Path, PrivacyLedger] = {}
-    sealers: dict[int, Sealer] = {}
-
-    def sealer_for(context: Context) -> Sealer:
-        if context.node_id not in sealers:
-            if sealer is not None:
-                sealers[context.node_id] = sealer(context)
-            elif "secret-key" in context.node_config:
-                from meshfl.secure.ckks import CKKSSealer
-
-                path = str(context.node_config["secret-key"])
-                sealers[context.node_id] = CKKSSealer.from_file(path)
-            else:
-                raise MeshflError(
-                    "This MSP has no key to open the sealed global model: set the node "
-                    "config's 'secret-key' to the MSPs' secret context file (meshfl keys init)."
-                )
-        return sealers[context.node_id]
-
-    def ledger_for(context: Context) -> PrivacyLedger | None:
-        if state_dir is not None:
-            directory = Path(state_dir(context))
-        elif "state-dir" in context.node_config:
-            directory = Path(str(context.node_config["state-dir"]))
-        else:
-            return None
-        if directory not in ledgers:
-            ledgers[directory] = PrivacyLedger(directory / "privacy")
-        return ledgers[directory]
-
-    def agent_for(ins: RoundInstructions) -> tuple[Agent[Any], str]:
-        key = json.dumps(ins.agent_config, sort_keys=True)
-        if (ins.agent, key) not in agents:
-            agents[(ins.agent, key)] = registry.get(ins.agent)(ins.agent_config)
-        return agents[(ins.agent, key)], key
-
-    def local(agent: Agent[Any], key: str, context: Context, split: str) -> Any:
-        cache_key = (context.node_id, agent.name, key, split)
-        if cache_key not in prepared:
-            if "state-dir" in context.node_config:  # a deployed MSP: one process per message
-                agent.use_cache_dir(Path(str(context.node_config["state-dir"])) / "cache")
-            node_data = data(agent.name, context)
-            frame = (
-                node_data.train if split == "train" or node_data.test is None else node_data.test
-            )
-            prepared[cache_key] = agent.prepare(frame)
-        return prepared[cache_key]
-
-    def verification(
-        ins: RoundInstructions, agent: Agent[Any], context: Context, before: int
-    ) -> Verification:
-        floor = min_contributors  # given: a simulation, whose driver is the coordinator
-        if floor is None:
-            floor = int(context.node_config.get("min-contributors", DEFAULT_MIN_CONTRIBUTORS))
-            floor = max(floor, agent.min_msps)
-        return Verification(ins.context.run_id, before_round=before, min_contributors=floor)
-
-    def train(message: Message, context: Context) -> Message:
-        ins = decode_instructions(message)
-        agent, key = agent_for(ins)
-        msp = node_index(context)
-        box = sealer_for(context)
-        dp = ins.context.privacy
-        if dp is not None and dp.unit == "msp" and box.backend == PLAINTEXT:
-            raise MeshflError(
-                "unit='msp' differential privacy needs secure aggregation: each update carries "
-                "only its share of the noise, and the plaintext back end shows every update "
-                "to the coordinator"
-            )
-        ledger = ledger_for(context)
-        mirror = message.content.config_records.get("mirror")
-        if dp is not None and ledger is not None and mirror is not None:
-            # A ledger behind the coordinator's mirror lost events: training on it would
-            # spend that privacy again (LedgerBehindError says how to recover).
-            ledger.check_against(
-                agent.name,
-                float(mirror.get("epsilon", 0.0)),  # type: ignore[arg-type]
-                delta=dp.delta,
-                accountant=dp.accountant,
-                budget=dp.epsilon,
-            )
-        # Never train from a model that is not provably a sum of enough MSPs' updates.
-        verify = verification(ins, agent, context, before=ins.server_round)
-        rows = local(agent, key, context, "train")
-        with attribute_releases(  # labels the noise for a test's audit; else a no-op
-            msp=msp, node=context.node_id, run=ins.context.run_id, round=ins.server_round
-        ):
-            outcome = train_round(
-                agent,
-                ins,
-                open_global(agent, ins.sealed, box, seed=ins.seed, verify=verify),
-                rows,
-                seed=derive_seed(ins.seed, ins.server_round, msp),
-                ledger=ledger_for(context),
-                msp=msp,
-            )
-        if isinstance(outcome, Decline):
-            # The reason stays here: its numbers (ε before and after) would give the
-            # MSP's size away. The coordinator gets a fixed sentence and a coarse ε.
-            log.warning("%s round %d: declined: %s", agent.name, ins.server_round, outcome.reason)
-            public = Decline(DECLINED, _reported(outcome.epsilon_spent, ins), msp)
-            return Message(encode_decline(public), reply_to=message)
-        update, epsilon = outcome
-        # Pre-weight, append the weight and this MSP's tag for the round, seal: the
-        # coordinator only ever sees ciphertext, and cannot pass it off as anything else.
-        binding = Binding(
-            ins.context.run_id, agent.name, ins.server_round, ins.context.noise_shares
-        )
-        tag = tags(box.binding_key, binding.scope, context.node_id)
-        # Under DP every MSP weighs 1: the weight is its row count, and every key holder
-        # would read the exact total of rows from a sum, which no noise covers.
-        weight = 1.0 if dp is not None else update.weight
-        sealed = box.seal(seal_payload(update.vector, weight, tag=tag))
-        content = encode_update(
-            replace(sealed, binding=binding.to_json()),
-            # Under DP nothing computed from the raw rows leaves in the clear: the noise
-            # covers the sealed update only, not a training loss.
-            metrics={} if dp is not None else dict(update.metrics),
-            epsilon_spent=_reported(epsilon, ins),
-            msp=msp,
-            # A post-processing of the private update, to a power of 2 (a size hint of one
-            # power of 2); under unit="msp" the coordinator computes it from public values.
-            snr=update_snr(agent, update, records=len(rows))
-            if dp is not None and dp.unit == "sample"
-            else None,
-        )
-        return Message(content, reply_to=message)
-
-    def evaluate(message: Message, context: Context) -> Message:
-        ins = decode_instructions(message)
-        agent, key = agent_for(ins)
-        verify = verification(ins, agent, context, before=ins.server_round + 1)
-        vector = open_global(agent, ins.sealed, sealer_for(context), seed=ins.seed, verify=verify)
-        metrics = agent.evaluate(vector, local(agent, key, context, "test"))
-        return Message(encode_evaluation(metrics), reply_to=message)
-
+    node = MSPNode(data, sealer=sealer, state_dir=state_dir, min_contributors=min_contributors)
     # Whatever a handler raises leaves as a code and a fixed sentence; the details stay in
     # this MSP's log (meshfl.federation.errors): an error's text is a decryption oracle.
     for name in registry.built():
-        app.train(name)(guard(train))
-        app.evaluate(name)(guard(evaluate))
+        app.train(name)(guard(node.train))
+        app.evaluate(name)(guard(node.evaluate))
     return app
