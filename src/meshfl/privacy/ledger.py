@@ -372,28 +372,7 @@ class PrivacyLedger:
             state = self._read(agent)
             if key in state.keys:
                 return False
-            head, lines = state.head, state.lines
-            repaired = b""
-            if state.tail is not None:  # a torn record, counted as spent: complete it
-                tail = state.tail
-                assert tail.key is not None and tail.event is not None
-                repaired, head = _line(
-                    agent,
-                    tail.key,
-                    tail.event,
-                    prev=head,
-                    stamp=str(tail.fields.get("time", "")) or None,
-                    recovered="a crash cut this record short; counted as spent",
-                )
-                lines += 1
-            new, head = _line(agent, key, event, prev=head)
-            lines += 1
-            if state.tail is not None:
-                data = _read_bytes(path)
-                assert data is not None
-                _replace(path, data[: state.valid_bytes] + repaired + new)
-            else:
-                self._append(path, new, newline_first=state.needs_newline)
+            lines, head = self._write_record(path, agent, state, key, event)
             epsilons = _merge_epsilons(state.mark.epsilons if state.mark else ())
             if delta is not None:
                 events = [e for _, e in state.records]
@@ -403,6 +382,34 @@ class PrivacyLedger:
                 epsilons = _merge_epsilons((*epsilons, (accountant, float(delta), spent)))
             _write_mark(self.mark_path(agent), agent, HighWaterMark(lines, head, epsilons))
         return True
+
+    def _write_record(
+        self, path: Path, agent: str, state: _State, key: str, event: PrivacyEvent
+    ) -> tuple[int, str]:
+        """Write ``event``'s line (after completing a torn last record); new line count, head."""
+        head, lines = state.head, state.lines
+        repaired = b""
+        if state.tail is not None:  # a torn record, counted as spent: complete it
+            tail = state.tail
+            assert tail.key is not None and tail.event is not None
+            repaired, head = _line(
+                agent,
+                tail.key,
+                tail.event,
+                prev=head,
+                stamp=str(tail.fields.get("time", "")) or None,
+                recovered="a crash cut this record short; counted as spent",
+            )
+            lines += 1
+        new, head = _line(agent, key, event, prev=head)
+        lines += 1
+        if state.tail is not None:
+            data = _read_bytes(path)
+            assert data is not None
+            _replace(path, data[: state.valid_bytes] + repaired + new)
+        else:
+            self._append(path, new, newline_first=state.needs_newline)
+        return lines, head
 
     def _append(self, path: Path, line: bytes, *, newline_first: bool) -> None:
         created = not path.exists()
@@ -455,88 +462,15 @@ class PrivacyLedger:
             When the ledger is intact and nothing shows more ε than it does (nothing to
             acknowledge), or when nothing says what was spent (pass ``epsilon``).
         """
-        path, mark_path = self.path(agent), self.mark_path(agent)
+        path = self.path(agent)
         _check_accounting(delta, accountant, "PrivacyLedger.acknowledge_loss")
-        if epsilon is not None and not (
-            isinstance(epsilon, (int, float)) and not isinstance(epsilon, bool) and epsilon >= 0
-        ):
-            raise ConfigError(
-                "The 'epsilon' parameter of PrivacyLedger.acknowledge_loss must be a number "
-                f">= 0 or None. Got {epsilon!r} instead."
-            )
+        _check_known_epsilon(epsilon)
         with self.hold(agent):
-            try:
-                state: _State | None = self._read(agent)
-            except LedgerCorruptError:
-                state = None
-            if state is not None:
-                current = self._epsilon_of(state, delta, accountant)
-                if epsilon is None or epsilon <= current:
-                    raise MeshflError(
-                        f"Privacy ledger {path} is intact and shows ε={current:.4g} at "
-                        f"δ={delta:g}; there is nothing to acknowledge"
-                        + (f" (epsilon={epsilon!r} is not more)." if epsilon is not None else ".")
-                    )
-                records, lost_keys, mark, unreadable = (
-                    state.records,
-                    state.lost_keys,
-                    state.mark,
-                    False,
-                )
-            else:
-                records, lost_keys, unreadable = _salvage(_read_bytes(path), agent)
-                mark = _salvage_mark(_read_bytes(mark_path), agent)
-            vouched = mark is not None and any(d >= delta for _, d, _ in mark.epsilons)
-            if state is None and epsilon is None and (unreadable or not vouched):
-                why = (
-                    "its last record cannot be read"
-                    if unreadable
-                    else "its high-water mark holds no ε at this δ"
-                )
-                raise MeshflError(
-                    f"Privacy ledger {path} was lost or damaged and {why}, so nothing says how "
-                    "much privacy was spent. Pass the ε known to be spent, e.g. "
-                    "acknowledge_loss(..., epsilon=<the coordinator's mirror for this MSP>) "
-                    "or epsilon=<the budget> to count the whole budget as spent."
-                )
-            events = [e for _, e in records]
-            known = [epsilon_spent(events, delta=delta, accountant=accountant)]
-            if mark is not None:
-                known.append(mark.floor(delta))
-            if state is not None:
-                known.append(self._epsilon_of(state, delta, accountant))
-            if epsilon is not None:
-                known.append(float(epsilon))
-            spent = max(known)
-            units = {e.unit for e in events if e.is_private}
-            loss_event = _equivalent_gaussian(
-                spent, delta, unit=units.pop() if len(units) == 1 else "sample"
+            state, records, lost_keys, mark = self._loss_evidence(agent, delta, accountant, epsilon)
+            spent, loss_event = self._loss_spent(state, records, mark, delta, accountant, epsilon)
+            shown, aside = self._write_loss(
+                agent, records, lost_keys, spent, loss_event, delta, accountant
             )
-            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-            aside = path.with_name(f"{path.name}.damaged-{stamp}")
-            line, head = _line(
-                agent,
-                f"acknowledged-loss:{stamp}",
-                loss_event,
-                prev=_GENESIS,
-                loss={
-                    "epsilon": spent,
-                    "delta": float(delta),
-                    "accountant": accountant,
-                    "damaged_file": aside.name if path.exists() else None,
-                    "keys": sorted({k for k, _ in records} | lost_keys),
-                },
-            )
-            shown = max(epsilon_spent([loss_event], delta=delta, accountant=accountant), spent)
-            # The mark first: a crash before the new file is in place leaves a ledger that is
-            # still refused, and a second acknowledge_loss sees this ε.
-            _write_mark(mark_path, agent, HighWaterMark(1, head, ((accountant, delta, shown),)))
-            if path.exists():
-                try:
-                    os.link(path, aside)
-                except OSError:  # pragma: no cover - a file system without hard links
-                    aside.write_bytes(path.read_bytes())
-            _replace(path, line)
         logger.warning(
             "%s: acknowledged a loss; ε=%.4g at δ=%g is counted as spent%s.",
             path,
@@ -545,6 +479,110 @@ class PrivacyLedger:
             f" (the damaged file is kept as {aside.name})" if aside.exists() else "",
         )
         return shown
+
+    def _loss_evidence(
+        self, agent: str, delta: float, accountant: Accountant, epsilon: float | None
+    ) -> tuple[_State | None, list[tuple[str, PrivacyEvent]], set[str], HighWaterMark | None]:
+        """What still shows ``agent``'s spending: the intact state (or ``None``), the records
+        and lost keys still readable, and the high-water mark.
+
+        Raises :class:`MeshflError` when there is nothing to acknowledge, or nothing says what
+        was spent.
+        """
+        path, mark_path = self.path(agent), self.mark_path(agent)
+        try:
+            state: _State | None = self._read(agent)
+        except LedgerCorruptError:
+            state = None
+        if state is not None:
+            current = self._epsilon_of(state, delta, accountant)
+            if epsilon is None or epsilon <= current:
+                raise MeshflError(
+                    f"Privacy ledger {path} is intact and shows ε={current:.4g} at "
+                    f"δ={delta:g}; there is nothing to acknowledge"
+                    + (f" (epsilon={epsilon!r} is not more)." if epsilon is not None else ".")
+                )
+            return state, state.records, state.lost_keys, state.mark
+        records, lost_keys, unreadable = _salvage(_read_bytes(path), agent)
+        mark = _salvage_mark(_read_bytes(mark_path), agent)
+        vouched = mark is not None and any(d >= delta for _, d, _ in mark.epsilons)
+        if epsilon is None and (unreadable or not vouched):
+            why = (
+                "its last record cannot be read"
+                if unreadable
+                else "its high-water mark holds no ε at this δ"
+            )
+            raise MeshflError(
+                f"Privacy ledger {path} was lost or damaged and {why}, so nothing says how "
+                "much privacy was spent. Pass the ε known to be spent, e.g. "
+                "acknowledge_loss(..., epsilon=<the coordinator's mirror for this MSP>) "
+                "or epsilon=<the budget> to count the whole budget as spent."
+            )
+        return None, records, lost_keys, mark
+
+    def _loss_spent(
+        self,
+        state: _State | None,
+        records: list[tuple[str, PrivacyEvent]],
+        mark: HighWaterMark | None,
+        delta: float,
+        accountant: Accountant,
+        epsilon: float | None,
+    ) -> tuple[float, PrivacyEvent]:
+        """The most ε anything still shows, and one Gaussian event that spends at least it."""
+        events = [e for _, e in records]
+        known = [epsilon_spent(events, delta=delta, accountant=accountant)]
+        if mark is not None:
+            known.append(mark.floor(delta))
+        if state is not None:
+            known.append(self._epsilon_of(state, delta, accountant))
+        if epsilon is not None:
+            known.append(float(epsilon))
+        spent = max(known)
+        units = {e.unit for e in events if e.is_private}
+        loss_event = _equivalent_gaussian(
+            spent, delta, unit=units.pop() if len(units) == 1 else "sample"
+        )
+        return spent, loss_event
+
+    def _write_loss(
+        self,
+        agent: str,
+        records: list[tuple[str, PrivacyEvent]],
+        lost_keys: set[str],
+        spent: float,
+        loss_event: PrivacyEvent,
+        delta: float,
+        accountant: Accountant,
+    ) -> tuple[float, Path]:
+        """Set the damaged file aside and start the ledger with the loss; ε shown, aside path."""
+        path, mark_path = self.path(agent), self.mark_path(agent)
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        aside = path.with_name(f"{path.name}.damaged-{stamp}")
+        line, head = _line(
+            agent,
+            f"acknowledged-loss:{stamp}",
+            loss_event,
+            prev=_GENESIS,
+            loss={
+                "epsilon": spent,
+                "delta": float(delta),
+                "accountant": accountant,
+                "damaged_file": aside.name if path.exists() else None,
+                "keys": sorted({k for k, _ in records} | lost_keys),
+            },
+        )
+        shown = max(epsilon_spent([loss_event], delta=delta, accountant=accountant), spent)
+        # The mark first: a crash before the new file is in place leaves a ledger that is
+        # still refused, and a second acknowledge_loss sees this ε.
+        _write_mark(mark_path, agent, HighWaterMark(1, head, ((accountant, delta, shown),)))
+        if path.exists():
+            try:
+                os.link(path, aside)
+            except OSError:  # pragma: no cover - a file system without hard links
+                aside.write_bytes(path.read_bytes())
+        _replace(path, line)
+        return shown, aside
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -697,64 +735,16 @@ class PrivacyLedger:
         return state
 
     def _parse(self, data: bytes, agent: str) -> _State:
-        path = self.path(agent)
         state = _State()
         seen: set[str] = set()
-        end = data.rfind(b"\n") + 1
-        raw_lines = data[:end].split(b"\n")[:-1]
-        rest = data[end:]
-        if rest:
-            try:
-                json.loads(rest.decode("utf-8"))
-                complete = True
-            except (ValueError, UnicodeDecodeError):
-                complete = False
-            if complete:  # a whole line without its newline: count it as a line
-                raw_lines.append(rest)
-                state.needs_newline = True
-                rest = b""
+        raw_lines, end, rest = _split_lines(data, state)
         first_chained = 0
         for number, raw in enumerate(raw_lines, start=1):
-            try:
-                entry = _load(raw)
-                key, event, lost = _parse_entry(entry, agent)
-            except (ValueError, TypeError, KeyError) as err:
-                raise self._corrupt(
-                    agent, path, f", line {number}, is not a valid record ({err})"
-                ) from err
-            if key in seen or lost & seen:
-                raise self._corrupt(
-                    agent,
-                    path,
-                    f", line {number}, repeats the key {key!r}; a ledger never records a key "
-                    "twice, so the file was altered",
-                )
-            if "hash" in entry or "prev" in entry:
-                if entry.get("prev") != state.head:
-                    raise self._corrupt(
-                        agent,
-                        path,
-                        f", line {number}, breaks the hash chain: it does not follow the line "
-                        "before it (a line was removed, inserted or altered before it)",
-                    )
-                if entry.get("hash") != _hash(entry):
-                    raise self._corrupt(
-                        agent,
-                        path,
-                        f", line {number}, does not match its hash: the line was altered",
-                    )
-                state.head = str(entry["hash"])
-                state.chained += 1
+            key, event, lost, chained = self._parse_line(
+                raw, number, agent, state, seen, first_chained
+            )
+            if chained:
                 first_chained = first_chained or number
-            else:
-                if state.chained:
-                    raise self._corrupt(
-                        agent,
-                        path,
-                        f", line {number}, has no hash although the chain started at line "
-                        f"{first_chained}: a line was added or altered by hand",
-                    )
-                state.head = hashlib.sha256(state.head.encode("ascii") + b"\n" + raw).hexdigest()
             state.heads.append(state.head)
             state.records.append((key, event))
             state.lost_keys |= lost
@@ -762,32 +752,92 @@ class PrivacyLedger:
         state.lines = len(raw_lines)
         state.valid_bytes = end if not state.needs_newline else len(data)
         if rest:
-            tail = _read_tail(rest, agent)
-            if tail.key is None or tail.event is None:
-                raise self._corrupt(
-                    agent,
-                    path,
-                    f"ends with an incomplete last line ({len(rest)} bytes) whose event cannot "
-                    "be read: a crash cut a record short while it was written, or the file was "
-                    "damaged. Its update may have left the MSP, so it is not ignored",
-                    hint=" If you know that update never left the MSP (the MSP crashed before "
-                    f"sending it), you may instead remove those last {len(rest)} bytes by hand.",
-                )
-            if tail.key in seen:
-                raise self._corrupt(
-                    agent,
-                    path,
-                    f"ends with an incomplete line that repeats the key {tail.key!r}",
-                )
-            logger.warning(
-                "%s: the last line (%d bytes) was cut short by a crash while it was written; "
-                "its event is counted as spent and the next record completes it.",
-                path,
-                len(rest),
-            )
-            state.tail = tail
-            state.records.append((tail.key, tail.event))
+            self._parse_tail(rest, agent, state, seen)
         return state
+
+    def _parse_line(
+        self,
+        raw: bytes,
+        number: int,
+        agent: str,
+        state: _State,
+        seen: set[str],
+        first_chained: int,
+    ) -> tuple[str, PrivacyEvent, set[str], bool]:
+        """Line ``number``, checked against the keys ``seen`` and the chain; moves the head.
+
+        Returns its key, event, lost keys, and whether it is chained (has a hash).
+        """
+        path = self.path(agent)
+        try:
+            entry = _load(raw)
+            key, event, lost = _parse_entry(entry, agent)
+        except (ValueError, TypeError, KeyError) as err:
+            raise self._corrupt(
+                agent, path, f", line {number}, is not a valid record ({err})"
+            ) from err
+        if key in seen or lost & seen:
+            raise self._corrupt(
+                agent,
+                path,
+                f", line {number}, repeats the key {key!r}; a ledger never records a key "
+                "twice, so the file was altered",
+            )
+        if "hash" in entry or "prev" in entry:
+            if entry.get("prev") != state.head:
+                raise self._corrupt(
+                    agent,
+                    path,
+                    f", line {number}, breaks the hash chain: it does not follow the line "
+                    "before it (a line was removed, inserted or altered before it)",
+                )
+            if entry.get("hash") != _hash(entry):
+                raise self._corrupt(
+                    agent,
+                    path,
+                    f", line {number}, does not match its hash: the line was altered",
+                )
+            state.head = str(entry["hash"])
+            state.chained += 1
+            return key, event, lost, True
+        if state.chained:
+            raise self._corrupt(
+                agent,
+                path,
+                f", line {number}, has no hash although the chain started at line "
+                f"{first_chained}: a line was added or altered by hand",
+            )
+        state.head = hashlib.sha256(state.head.encode("ascii") + b"\n" + raw).hexdigest()
+        return key, event, lost, False
+
+    def _parse_tail(self, rest: bytes, agent: str, state: _State, seen: set[str]) -> None:
+        """The cut-short last line ``rest``: counted as spent (``state.tail``), or refused."""
+        path = self.path(agent)
+        tail = _read_tail(rest, agent)
+        if tail.key is None or tail.event is None:
+            raise self._corrupt(
+                agent,
+                path,
+                f"ends with an incomplete last line ({len(rest)} bytes) whose event cannot "
+                "be read: a crash cut a record short while it was written, or the file was "
+                "damaged. Its update may have left the MSP, so it is not ignored",
+                hint=" If you know that update never left the MSP (the MSP crashed before "
+                f"sending it), you may instead remove those last {len(rest)} bytes by hand.",
+            )
+        if tail.key in seen:
+            raise self._corrupt(
+                agent,
+                path,
+                f"ends with an incomplete line that repeats the key {tail.key!r}",
+            )
+        logger.warning(
+            "%s: the last line (%d bytes) was cut short by a crash while it was written; "
+            "its event is counted as spent and the next record completes it.",
+            path,
+            len(rest),
+        )
+        state.tail = tail
+        state.records.append((tail.key, tail.event))
 
     def _parse_mark(self, data: bytes, agent: str) -> HighWaterMark:
         mark_path = self.mark_path(agent)
@@ -842,6 +892,37 @@ def _hash(entry: dict[str, Any]) -> str:
     body = {k: v for k, v in entry.items() if k != "hash"}
     canonical = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _split_lines(data: bytes, state: _State) -> tuple[list[bytes], int, bytes]:
+    """The ledger's complete lines, the offset after the last newline, and what follows it.
+
+    A whole JSON line without its newline counts as a line (``state.needs_newline``).
+    """
+    end = data.rfind(b"\n") + 1
+    raw_lines = data[:end].split(b"\n")[:-1]
+    rest = data[end:]
+    if rest:
+        try:
+            json.loads(rest.decode("utf-8"))
+            complete = True
+        except (ValueError, UnicodeDecodeError):
+            complete = False
+        if complete:  # a whole line without its newline: count it as a line
+            raw_lines.append(rest)
+            state.needs_newline = True
+            rest = b""
+    return raw_lines, end, rest
+
+
+def _check_known_epsilon(epsilon: float | None) -> None:
+    if epsilon is not None and not (
+        isinstance(epsilon, (int, float)) and not isinstance(epsilon, bool) and epsilon >= 0
+    ):
+        raise ConfigError(
+            "The 'epsilon' parameter of PrivacyLedger.acknowledge_loss must be a number "
+            f">= 0 or None. Got {epsilon!r} instead."
+        )
 
 
 def _load(raw: bytes) -> dict[str, Any]:
