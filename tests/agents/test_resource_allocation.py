@@ -133,3 +133,51 @@ def test_model_assigns_every_ticket_to_someone_on_its_roster(agent, tmp_path):
     # rows are answered in the caller's order, whatever order the days come in
     by_index = pd.Series(techs, index=shuffled.index).sort_index().to_numpy()
     np.testing.assert_array_equal(by_index, model.predict(frame))
+
+
+def _reference_dp_update(agent, vector, local, dp, *, server_round, seed):
+    """The agent's former hand-written DP-SGD loop (before train_planned took a batch_fn):
+    sampling generator, then noise generator; per step sample days, roll them out, clip, noise."""
+    import torch
+
+    from meshfl.models.flat import get_flat, set_flat
+    from meshfl.models.policy import reinforce_loss
+    from meshfl.privacy.dpsgd import private_gradient
+    from meshfl.privacy.noise import noise_torch_generator
+
+    policy = agent.policy()
+    set_flat(policy, vector)
+    rng = np.random.default_rng([seed, server_round])
+    n, sampling, noise = len(local), noise_torch_generator(), noise_torch_generator()
+    opt = torch.optim.SGD(policy.parameters(), lr=agent.config.dp_learning_rate)
+    for _ in range(dp.steps):
+        idx = (torch.rand(n, generator=sampling) < dp.sample_rate).nonzero().squeeze(1).tolist()
+        if not idx:
+            continue  # the new path takes a pure-noise step here; the test avoids it
+        x, y, _ = agent._records(policy, [local.episodes[i] for i in idx], rng)
+        grads = private_gradient(
+            policy, x, y, loss_fn=lambda s, t: agent.config.dp_loss_scale * reinforce_loss(s, t),
+            max_grad_norm=dp.max_grad_norm, noise_multiplier=dp.noise_multiplier,
+            expected_batch_size=dp.sample_rate * n, generator=noise,
+        )  # fmt: skip
+        for p, g in zip(policy.parameters(), grads.values(), strict=True):
+            p.grad = g.clone()
+        opt.step()
+    return get_flat(policy)
+
+
+def test_dp_update_is_the_former_hand_written_loop_step_for_step(agent):
+    """With the noise sources seeded (tests only), train_planned's batch_fn path samples the
+    same days, rolls them out with the same actions, clips per day and adds the same noise."""
+    from meshfl.privacy.noise import fixed_noise_for_tests
+
+    local = agent.prepare(dispatch_history(150, seed=4))
+    _, rate, steps = agent.privacy_shape(local)
+    dp = DPStep("dp-sgd", 1.5, rate, steps, 1.0, "sample")
+    vector = agent.init_vector(seed=0)
+    with fixed_noise_for_tests(0):
+        new = agent.local_update(vector, local, server_round=1, seed=3, dp=dp).vector
+    with fixed_noise_for_tests(0):
+        old = _reference_dp_update(agent, vector, local, dp, server_round=1, seed=3)
+    assert not np.array_equal(new, vector)
+    np.testing.assert_allclose(new, old, rtol=1e-6, atol=1e-7)

@@ -505,3 +505,43 @@ def test_train_planned_returns_the_plans_event_and_refuses_a_different_run():
         train_planned(
             head, x, y, wrong, loss_fn=multitask_loss, epochs=1, batch_size=50, lr=0.1, seed=0
         )
+
+
+def test_a_batch_fn_over_the_same_records_trains_exactly_as_the_arrays_do():
+    """``batch_fn`` only changes where a batch comes from: same sampling, clipping, noise."""
+    from meshfl.privacy.noise import PoissonDraw, record_releases_for_tests
+
+    x, y = numpy_data(60)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    seen: list[list[int]] = []
+
+    def batch_fn(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        assert idx.dtype == torch.int64 and len(idx) and bool((idx.diff() > 0).all())
+        seen.append(idx.tolist())
+        return xt[idx], yt[idx]
+
+    runs = []
+    for how in ("arrays", "batch_fn"):
+        torch.manual_seed(0)
+        model = MultiTaskHead(16, (3, 2), hidden=8)
+        with fixed_noise_for_tests(7), record_releases_for_tests() as draws:
+            if how == "arrays":
+                result = train(model, x, y, batch_size=10)
+            else:
+                result = train(model, list(range(60)), None, batch_size=10, batch_fn=batch_fn)
+        runs.append((result, draws, torch.cat([p.detach().flatten() for p in model.parameters()])))
+    (a, draws_a, params_a), (b, draws_b, params_b) = runs
+    assert (a.steps, a.sample_rate) == (b.steps, b.sample_rate) == (12, 1 / 6)
+    assert a.loss == pytest.approx(b.loss, rel=1e-6)
+    assert draws_a == draws_b
+    assert sum(len(s) for s in seen) == sum(d.drawn for d in draws_b if isinstance(d, PoissonDraw))
+    torch.testing.assert_close(params_a, params_b)
+
+
+def test_train_private_takes_targets_or_a_batch_fn_not_both():
+    x, y = numpy_data(20)
+    model = MultiTaskHead(16, (3, 2), hidden=8)
+    with pytest.raises(ConfigError, match="either 'targets' or a 'batch_fn'"):
+        train(model, x, y, batch_fn=lambda idx: (x[idx], y[idx]))
+    with pytest.raises(ConfigError, match="needs 'targets'"):
+        train(model, x, None)

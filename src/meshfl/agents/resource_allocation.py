@@ -7,7 +7,8 @@ and is trained locally by REINFORCE; MSPs average the policy's weights (FedAvg; 
 al., AISTATS 2017). Under sample-level DP the policy loss is trained with DP-SGD (Abadi et
 al., CCS 2016) whose *record is one episode* (one day of one MSP's tickets and roster): each
 step Poisson-samples days, rolls them out with the current policy, clips each day's gradient
-and adds Gaussian noise (:func:`meshfl.privacy.dpsgd.private_gradient`).
+and adds Gaussian noise: :func:`meshfl.privacy.dpsgd.train_planned`, with a ``batch_fn`` that
+rolls out the sampled days.
 
 The headline metric is the SLA hit rate on held-out (later) days, reported with the paid
 technician hours per ticket, beside the same numbers for the least-loaded-skilled greedy
@@ -38,7 +39,6 @@ from meshfl.data.dispatch_data import (
     parse_roster,
 )
 from meshfl.models.dispatch_env import (
-    FEATURES,
     EnvParams,
     Episode,
     EpisodeBatch,
@@ -56,11 +56,9 @@ from meshfl.models.policy import (
     reinforce_loss,
     sampling_choice,
 )
-from meshfl.privacy import noise as noise_audit
 from meshfl.privacy.budget import DPStep
-from meshfl.privacy.dpsgd import private_gradient
+from meshfl.privacy.dpsgd import poisson_schedule, train_planned
 from meshfl.privacy.events import Mechanism, PrivacyEvent
-from meshfl.privacy.noise import noise_torch_generator
 
 __all__ = ["DispatchData", "ResourceAllocation", "ResourceAllocationConfig", "DispatchModel"]
 
@@ -250,8 +248,8 @@ class ResourceAllocation(Agent[DispatchData]):
 
     def privacy_shape(self, local: DispatchData) -> tuple[Mechanism, float, int]:
         # DP-SGD over episodes, Poisson rate q = batch / episodes, round(1 / q) steps per epoch.
-        rate = min(1.0, self.config.dp_batch_episodes / max(len(local), 1))
-        return "dp-sgd", rate, self.config.local_epochs * max(1, round(1 / rate))
+        rate, steps_per_epoch = poisson_schedule(len(local), self.config.dp_batch_episodes)
+        return "dp-sgd", rate, self.config.local_epochs * steps_per_epoch
 
     def _records(
         self, policy: DispatchPolicy, episodes: Sequence[Episode], rng: np.random.Generator
@@ -294,13 +292,7 @@ class ResourceAllocation(Agent[DispatchData]):
                     totals = outcome.totals()
                     hits, tickets = hits + totals["hits"], tickets + totals["tickets"]
         else:
-            steps, rate = self._train_private(policy, local, dp, rng=rng)
-            if (steps, rate) != (dp.steps, dp.sample_rate):
-                raise RuntimeError(  # the ledger must record what actually ran
-                    f"DP-SGD ran {steps} steps at rate {rate}, "
-                    f"but the round was planned as {dp.steps} at {dp.sample_rate}"
-                )
-            event = dp.event()
+            event = self._train_private(policy, local, dp, seed=seed, rng=rng)
         metrics = {"examples": float(local.tickets), "episodes": float(len(local))}
         if dp is None and tickets:  # computed on raw data: not private, so only without DP
             metrics["train_sla_hit_rate"] = hits / tickets
@@ -317,55 +309,41 @@ class ResourceAllocation(Agent[DispatchData]):
         local: DispatchData,
         dp: DPStep,
         *,
+        seed: int,
         rng: np.random.Generator,
-    ) -> tuple[int, float]:
-        """DP-SGD on the policy loss, one episode per record; returns (steps, sample rate).
+    ) -> PrivacyEvent:
+        """DP-SGD on the policy loss, one day (episode) per record; returns the plan's event.
 
-        The Poisson sampling of days and the noise come from OS entropy
-        (:mod:`meshfl.privacy.noise`), never from the seed. ``rng`` (seeded) drives only the
-        rollouts' action sampling: every day's gradient is clipped whatever its rollouts,
-        so they are no part of the mechanism and knowing them says nothing about the noise.
+        :func:`meshfl.privacy.dpsgd.train_planned` samples the days, clips each day's
+        gradient and adds the noise, from OS entropy (:mod:`meshfl.privacy.noise`), never
+        from the seed, and checks that it ran the planned steps at the planned rate. Here we
+        only roll the sampled days out: ``rng`` (seeded) drives the rollouts' actions, and
+        every day's gradient is clipped whatever its rollouts, so they are no part of the
+        mechanism and knowing them says nothing about the noise.
         """
-        _, rate, steps = self.privacy_shape(local)
-        n = len(local)
-        expected = rate * n
-        sampling = noise_torch_generator()
-        noise = noise_torch_generator()
-        opt: torch.optim.Optimizer = (
-            torch.optim.SGD(policy.parameters(), lr=self.config.dp_learning_rate)
-            if self.config.dp_optimizer == "sgd"
-            else torch.optim.Adam(policy.parameters(), lr=self.config.dp_learning_rate)
-        )
-        params = [p for p in policy.parameters() if p.requires_grad]
         scale = self.config.dp_loss_scale
 
         def scaled_loss(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
             return scale * reinforce_loss(scores, targets)
 
-        for _ in range(steps):
-            idx = (torch.rand(n, generator=sampling) < rate).nonzero().squeeze(1).tolist()
-            if noise_audit.observing():  # test-only (record_releases_for_tests)
-                noise_audit.report_sampling("dp-sgd", rate=rate, population=n, drawn=len(idx))
-            if idx:
-                x, y, _ = self._records(policy, [local.episodes[i] for i in idx], rng)
-            else:  # nobody sampled: the step is pure noise, as the accountant assumes
-                x, y = torch.zeros(0, 1, 1, len(FEATURES)), torch.zeros(0, 1, 3)
-            grads = private_gradient(
-                policy,
-                x,
-                y,
-                loss_fn=scaled_loss,
-                max_grad_norm=dp.max_grad_norm,
-                noise_multiplier=dp.noise_multiplier,
-                expected_batch_size=expected,
-                generator=noise,
-            )
-            for p, g in zip(params, grads.values(), strict=True):
-                p.grad = g.clone()
-            opt.step()
-        for p in params:
-            p.grad = None
-        return steps, rate
+        def days(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            x, y, _ = self._records(policy, [local.episodes[i] for i in idx.tolist()], rng)
+            return x, y
+
+        _, event = train_planned(
+            policy,
+            local.episodes,
+            None,
+            dp,
+            loss_fn=scaled_loss,
+            epochs=self.config.local_epochs,
+            batch_size=self.config.dp_batch_episodes,
+            lr=self.config.dp_learning_rate,
+            seed=seed,
+            optimizer=self.config.dp_optimizer,
+            batch_fn=days,
+        )
+        return event
 
     def evaluate(self, vector: np.ndarray, local: DispatchData) -> dict[str, float]:
         policy = self.policy()

@@ -47,6 +47,7 @@ import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
 
@@ -193,69 +194,138 @@ def calibrate_noise(
     >>> epsilon_spent([event], delta=1e-5) <= 1.0
     True
     """
-    where = "calibrate_noise"
-    epsilon = check_float(
-        epsilon, "epsilon", where=where, rule="in (0, inf)", ok=lambda v: 0 < v < math.inf
+    calibration = _Calibration.checked(
+        history, epsilon, delta, sample_rate, steps, accountant, tolerance, unit, mechanism
     )
-    delta = _check_delta(delta, where)
-    sample_rate = check_float(
-        sample_rate, "sample_rate", where=where, rule="in (0, 1]", ok=lambda v: 0 < v <= 1
-    )
-    steps = check_int(steps, "steps", where=where, minimum=1)
-    accountant = _check_accountant(accountant, where)
-    tolerance = check_float(
-        tolerance, "tolerance", where=where, rule="in (0, 0.5)", ok=lambda v: 0 < v < 0.5
-    )
-    _check_choice(unit, "unit", _UNITS, where)
-    _check_choice(mechanism, "mechanism", _PRIVATE_MECHANISMS, where)
-    past = _canonical(history, name="history", where=where)
+    return calibration.sigma()
 
-    if past is None:
-        raise _exhausted(math.inf, epsilon, delta)
 
-    def eps_of(accountant_: Accountant) -> Callable[[float], float]:
+@dataclass(frozen=True)
+class _Calibration:
+    """One :func:`calibrate_noise` search: ``past`` spent, one more mechanism to fit.
+
+    In steps: :meth:`room` (is there budget left, under RDP or only under PRV?), then
+    :meth:`rdp_sigma` (the RDP solution, an upper bracket for PRV) or :meth:`prv_start`
+    (where PRV must start when only PRV leaves room), then the PRV solve from there.
+    """
+
+    past: tuple[_Step, ...] | None
+    epsilon: float
+    delta: float
+    sample_rate: float
+    steps: int
+    accountant: Accountant
+    tolerance: float
+
+    @classmethod
+    def checked(
+        cls,
+        history: Sequence[PrivacyEvent],
+        epsilon: float,
+        delta: float,
+        sample_rate: float,
+        steps: int,
+        accountant: object,
+        tolerance: float,
+        unit: str,
+        mechanism: str,
+    ) -> _Calibration:
+        """The arguments of :func:`calibrate_noise`, checked (ConfigError) and normalised."""
+        where = "calibrate_noise"
+        epsilon = check_float(
+            epsilon, "epsilon", where=where, rule="in (0, inf)", ok=lambda v: 0 < v < math.inf
+        )
+        delta = _check_delta(delta, where)
+        sample_rate = check_float(
+            sample_rate, "sample_rate", where=where, rule="in (0, 1]", ok=lambda v: 0 < v <= 1
+        )
+        steps = check_int(steps, "steps", where=where, minimum=1)
+        accountant_ = _check_accountant(accountant, where)
+        tolerance = check_float(
+            tolerance, "tolerance", where=where, rule="in (0, 0.5)", ok=lambda v: 0 < v < 0.5
+        )
+        _check_choice(unit, "unit", _UNITS, where)
+        _check_choice(mechanism, "mechanism", _PRIVATE_MECHANISMS, where)
+        past = _canonical(history, name="history", where=where)
+        return cls(past, epsilon, delta, sample_rate, steps, accountant_, tolerance)
+
+    def eps_of(self, accountant: Accountant) -> Callable[[float], float]:
+        """ε of the history plus the new mechanism at noise multiplier sigma."""
+        past = self.past or ()
+
         def eps(sigma: float) -> float:
-            return _epsilon(_merge([*past, (sigma, sample_rate, steps)]), delta, accountant_)
+            step = (sigma, self.sample_rate, self.steps)
+            return _epsilon(_merge([*past, step]), self.delta, accountant)
 
         return eps
 
-    # RDP is cheap and never below the PRV result (which is min(PRV, RDP)), so wherever RDP
-    # finds room there is room, and the RDP sigma brackets the PRV search from above.
-    spent_rdp = _epsilon(past, delta, "rdp") if past else 0.0
-    rdp_fits = spent_rdp < epsilon and eps_of("rdp")(_MAX_NOISE) <= epsilon
-    spent = spent_rdp if rdp_fits else (_epsilon(past, delta, accountant) if past else 0.0)
-    more = (
-        f", and even a noise multiplier of {_MAX_NOISE:g} on {steps} more step(s) at "
-        f"sample rate {sample_rate:g} would exceed it"
-    )
-    if not rdp_fits and (
-        spent >= epsilon or accountant == "rdp" or eps_of("prv")(_MAX_NOISE) > epsilon
-    ):
-        raise _exhausted(spent, epsilon, delta, more if spent < epsilon else "")
+    def spent(self, accountant: Accountant) -> float:
+        """ε the history already spent."""
+        return _epsilon(self.past, self.delta, accountant) if self.past else 0.0
 
-    try:
-        if rdp_fits:
-            guess = _initial_guess(epsilon - spent_rdp, delta, sample_rate, steps)
-            sigma = _solve(eps_of("rdp"), epsilon, guess, tolerance, floor=spent_rdp)
-            if accountant == "rdp":
-                return sigma
-            floor = spent_rdp * eps_of("prv")(sigma) / eps_of("rdp")(sigma)
-            floor = min(floor, 0.95 * epsilon)
-        else:
-            # Only the PRV bound leaves room. Start from the sigma that would fit the room
-            # left if ε added up (composition is sublinear, so it fits with a margin), never
-            # from a sigma so small that its PRV needs a huge grid.
-            try:
-                sigma = _solve(
-                    _epsilon_of_new(delta, sample_rate, steps), epsilon - spent, 1.0, tolerance
-                )
-            except _NoRootError:
-                sigma = _MAX_NOISE
-            floor = spent
-        return _solve(eps_of("prv"), epsilon, sigma, tolerance, floor=floor)
-    except _NoRootError:  # only where numerical noise in ε defeats the checks above
-        spent = _epsilon(past, delta, accountant) if past else 0.0
-        raise _exhausted(spent, epsilon, delta, more) from None
+    def more(self) -> str:
+        return (
+            f", and even a noise multiplier of {_MAX_NOISE:g} on {self.steps} more step(s) at "
+            f"sample rate {self.sample_rate:g} would exceed it"
+        )
+
+    def room(self) -> tuple[bool, float]:
+        """``(rdp_fits, spent under RDP)``; raises if no accountant leaves room.
+
+        RDP is cheap and never below the PRV result (which is min(PRV, RDP)), so wherever RDP
+        finds room there is room, and the RDP sigma brackets the PRV search from above.
+        """
+        if self.past is None:
+            raise _exhausted(math.inf, self.epsilon, self.delta)
+        spent_rdp = self.spent("rdp")
+        rdp_fits = spent_rdp < self.epsilon and self.eps_of("rdp")(_MAX_NOISE) <= self.epsilon
+        spent = spent_rdp if rdp_fits else self.spent(self.accountant)
+        if not rdp_fits and (
+            spent >= self.epsilon
+            or self.accountant == "rdp"
+            or self.eps_of("prv")(_MAX_NOISE) > self.epsilon
+        ):
+            more = self.more() if spent < self.epsilon else ""
+            raise _exhausted(spent, self.epsilon, self.delta, more)
+        return rdp_fits, spent
+
+    def rdp_sigma(self, spent_rdp: float) -> float:
+        """The RDP-calibrated sigma (:func:`_solve` from the advanced-composition guess)."""
+        guess = _initial_guess(self.epsilon - spent_rdp, self.delta, self.sample_rate, self.steps)
+        return _solve(self.eps_of("rdp"), self.epsilon, guess, self.tolerance, floor=spent_rdp)
+
+    def prv_start(self, spent: float) -> float:
+        """Where the PRV search starts when only the PRV bound leaves room.
+
+        The sigma that would fit the room left if ε added up (composition is sublinear, so it
+        fits with a margin), never a sigma so small that its PRV needs a huge grid.
+        """
+        try:
+            return _solve(
+                _epsilon_of_new(self.delta, self.sample_rate, self.steps),
+                self.epsilon - spent,
+                1.0,
+                self.tolerance,
+            )
+        except _NoRootError:
+            return _MAX_NOISE
+
+    def sigma(self) -> float:
+        """The calibrated noise multiplier (see :func:`calibrate_noise`)."""
+        rdp_fits, spent = self.room()
+        try:
+            if rdp_fits:
+                sigma = self.rdp_sigma(spent)
+                if self.accountant == "rdp":
+                    return sigma
+                floor = spent * self.eps_of("prv")(sigma) / self.eps_of("rdp")(sigma)
+                floor = min(floor, 0.95 * self.epsilon)
+            else:
+                sigma, floor = self.prv_start(spent), spent
+            return _solve(self.eps_of("prv"), self.epsilon, sigma, self.tolerance, floor=floor)
+        except _NoRootError:  # only where numerical noise in ε defeats the checks above
+            spent = self.spent(self.accountant)
+            raise _exhausted(spent, self.epsilon, self.delta, self.more()) from None
 
 
 def _epsilon_of_new(delta: float, sample_rate: float, steps: int) -> Callable[[float], float]:

@@ -60,7 +60,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Sized
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -78,6 +78,7 @@ if TYPE_CHECKING:
     from meshfl.privacy.events import PrivacyEvent
 
 __all__ = [
+    "BatchFn",
     "DPIncompatibleModelError",
     "PrivateTrainingResult",
     "check_dp_compatible",
@@ -547,6 +548,12 @@ def per_sample_gradients(
 
 
 # --------------------------------------------------------------------------- DP-SGD step
+#
+# One step, named after the stages of Opacus' ``DPOptimizer``: ``add_noise`` (Gaussian noise of
+# std ``noise_multiplier * C``), ``clip_and_accumulate`` (each record's gradient clipped to C
+# and summed) and ``scale_grad`` (divide by the expected batch size). The scaling is folded
+# into the other two, so the buffer holds ``noise / E`` before ``sum_i clip(g_i) / E`` is
+# added: one pass over the parameters fewer, the same result to rounding.
 
 
 class _GradBuffer:
@@ -593,6 +600,53 @@ def _add_clipped(
         batch.add_weighted_(weights, buffer.views)
 
 
+class _Privatizer:
+    """Turns one batch's per-sample gradients into the DP-SGD gradient, in ``buffer``.
+
+    ``scale_grad`` is applied up front: the noise is drawn with std ``sigma * C / E`` and each
+    clipped gradient is weighted by ``1 / E`` (E: the expected batch size ``q * n``).
+    """
+
+    def __init__(
+        self,
+        params: Sequence[torch.Tensor],
+        *,
+        noise_multiplier: float,
+        max_grad_norm: float,
+        expected_batch_size: float,
+        generator: torch.Generator | None,
+    ):
+        self.buffer = _GradBuffer(params)
+        self.max_grad_norm, self.expected = max_grad_norm, expected_batch_size
+        self.std = noise_multiplier * max_grad_norm / expected_batch_size
+        self.generator = (
+            generator if generator is not None else _noise_generator(self.buffer.flat.device)
+        )
+
+    def add_noise(self) -> None:
+        """Overwrite the buffer with N(0, (sigma C / E)²) from the OS-seeded generator."""
+        _fill_noise(self.buffer.flat, self.std, self.generator)
+        if _noise.observing():  # test-only audit (record_releases_for_tests)
+            _noise.report_noise(
+                "dp-sgd",
+                std=self.std,
+                sensitivity=self.max_grad_norm / self.expected,
+                drawn=self.buffer.flat,
+            )
+
+    def clip_and_accumulate(self, batch: _BatchGrads) -> None:
+        """Add ``sum_i clip(g_i, C) / E`` to the noise in the buffer."""
+        _add_clipped(
+            self.buffer, batch, max_grad_norm=self.max_grad_norm, expected_batch_size=self.expected
+        )
+
+    def step(self, batch: _BatchGrads) -> list[torch.Tensor]:
+        """Noise, then the clipped sum: the privatised gradient, one view per parameter."""
+        self.add_noise()
+        self.clip_and_accumulate(batch)
+        return self.buffer.views
+
+
 def private_gradient(
     module: nn.Module,
     features: torch.Tensor,
@@ -628,33 +682,31 @@ def private_gradient(
     else:
         with computer:
             batch = computer(features, targets)
-    buffer = _GradBuffer(computer.params)
-    std = noise_multiplier * max_grad_norm / expected_batch_size
-    _fill_noise(
-        buffer.flat,
-        std,
-        generator if generator is not None else _noise_generator(buffer.flat.device),
+    privatizer = _Privatizer(
+        computer.params,
+        noise_multiplier=noise_multiplier,
+        max_grad_norm=max_grad_norm,
+        expected_batch_size=expected_batch_size,
+        generator=generator,
     )
-    if _noise.observing():  # test-only audit (record_releases_for_tests)
-        _noise.report_noise(
-            "dp-sgd",
-            std=std,
-            sensitivity=max_grad_norm / expected_batch_size,
-            drawn=buffer.flat,
-        )
-    _add_clipped(
-        buffer, batch, max_grad_norm=max_grad_norm, expected_batch_size=expected_batch_size
-    )
-    return dict(zip(names, buffer.views, strict=True))
+    return dict(zip(names, privatizer.step(batch), strict=True))
 
 
 # --------------------------------------------------------------------------- training loop
 
+BatchFn = Callable[[torch.Tensor], tuple[Any, torch.Tensor]]
+"""``batch_fn(indices) -> (inputs, targets)``: the batch of the records at ``indices``.
 
-def _check_args(n: int, n_targets: int, **values: float) -> None:
+``indices`` is a 1-D int64 CPU tensor, increasing, never empty; ``inputs`` and ``targets``
+hold one row per index, in that order, on the model's device, and ``loss_fn(module(inputs),
+targets)`` must be the mean of per-record losses, one per row.
+"""
+
+
+def _check_args(n: int, n_targets: int | None, **values: float) -> None:
     if n == 0:
         raise ConfigError("train_private needs at least one record. Got 0 instead.")
-    if n_targets != n:
+    if n_targets is not None and n_targets != n:
         raise ConfigError(
             f"features and targets must have the same number of rows. Got {n} and {n_targets}."
         )
@@ -673,10 +725,162 @@ def _check_args(n: int, n_targets: int, **values: float) -> None:
             )
 
 
+def _check_records(features: Any, targets: Any, batch_fn: BatchFn | None) -> int | None:
+    """Validate the records' form; return the number of targets (``None`` with ``batch_fn``)."""
+    if batch_fn is None:
+        if targets is None:
+            raise ConfigError(
+                "train_private needs 'targets' (one row per record), or a 'batch_fn' that "
+                "builds each batch from the sampled indices. Got neither."
+            )
+        return len(targets)
+    if targets is not None:
+        raise ConfigError(
+            "train_private takes either 'targets' or a 'batch_fn' (which builds the targets "
+            "itself), not both. Pass targets=None with batch_fn."
+        )
+    return None
+
+
+def _check_optimizer(optimizer: str) -> None:
+    if optimizer not in ("adam", "sgd"):
+        raise ConfigError(
+            "The 'optimizer' parameter of train_private must be 'adam' or 'sgd'. "
+            f"Got {optimizer!r} instead."
+        )
+
+
+def _array_batches(features: np.ndarray, targets: np.ndarray, device: torch.device) -> BatchFn:
+    """``batch_fn`` over in-memory arrays: float32 features, int64 targets if integer."""
+    x = torch.as_tensor(np.ascontiguousarray(features, dtype=np.float32), device=device)
+    y_np = np.ascontiguousarray(targets)
+    y = torch.as_tensor(y_np.astype(np.int64) if y_np.dtype.kind in "iub" else y_np, device=device)
+
+    def batch(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = idx.to(device)
+        return x[idx], y[idx]
+
+    return batch
+
+
+def _batches(
+    features: Any, targets: np.ndarray | None, batch_fn: BatchFn | None, device: torch.device
+) -> BatchFn:
+    """``batch_fn`` itself, or one over the ``features`` and ``targets`` arrays."""
+    if batch_fn is not None:
+        return batch_fn
+    assert targets is not None  # _check_records
+    return _array_batches(np.asarray(features), targets, device)
+
+
+def _poisson_sample(generator: torch.Generator, n: int, q: float) -> torch.Tensor:
+    """Indices of the records that join this step, each independently with probability q."""
+    idx = (torch.rand(n, generator=generator) < q).nonzero().squeeze(1)
+    if _noise.observing():  # test-only (record_releases_for_tests)
+        _noise.report_sampling("dp-sgd", rate=q, population=n, drawn=len(idx))
+    return idx
+
+
+@dataclass
+class _Loop:
+    """The pieces of one :func:`train_private` run that every step uses."""
+
+    computer: _PerSample
+    batch_fn: BatchFn
+    privatizer: _Privatizer
+    optimizer: torch.optim.Optimizer
+    sampling: torch.Generator
+    n: int
+    q: float
+
+    @classmethod
+    def start(
+        cls,
+        computer: _PerSample,
+        batch_fn: BatchFn,
+        optimizer: torch.optim.Optimizer,
+        n: int,
+        q: float,
+        noise_multiplier: float,
+        max_grad_norm: float,
+    ) -> _Loop:
+        """Fresh OS-seeded generators for the sampling, then the noise (in that order)."""
+        # Batches and noise from OS entropy, never from ``seed``: both must stay secret.
+        sampling = noise_torch_generator()  # torch.rand(n) on the CPU
+        privatizer = _Privatizer(
+            computer.params,
+            noise_multiplier=noise_multiplier,
+            max_grad_norm=max_grad_norm,
+            expected_batch_size=q * n,  # Opacus divides by the expected, not the drawn, size
+            generator=_noise_generator(computer.params[0].device),
+        )
+        return cls(computer, batch_fn, privatizer, optimizer, sampling, n, q)
+
+    def step(self) -> tuple[float, int]:
+        """One DP-SGD step: sample, per-sample gradients, noise, clip; (loss sum, records)."""
+        idx = _poisson_sample(self.sampling, self.n, self.q)
+        if len(idx):
+            batch: _BatchGrads = self.computer(*self.batch_fn(idx))
+        else:  # nobody sampled: the step is pure noise, as the accountant assumes
+            batch = _EmptyBatch(self.computer.params)
+        self.privatizer.step(batch)
+        self.optimizer.step()
+        return batch.loss * len(idx), len(idx)
+
+    def epoch(self, steps: int) -> float:
+        """``steps`` steps; the mean loss over the records they processed (nan if none)."""
+        total, count = 0.0, 0
+        for _ in range(steps):
+            loss, drawn = self.step()
+            total, count = total + loss, count + drawn
+        return total / count if count else float("nan")
+
+
+def _trainable(computer: _PerSample) -> list[nn.Parameter]:
+    if not computer.params:
+        raise ConfigError(
+            "train_private needs a module with trainable parameters (requires_grad=True). "
+            "Got none: every parameter is frozen."
+        )
+    return computer.params
+
+
+def _make_optimizer(name: str, params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    return torch.optim.SGD(params, lr=lr)
+
+
+def _run(
+    module: nn.Module, loop: _Loop, *, epochs: int, steps_per_epoch: int, seed: int
+) -> tuple[float, int]:
+    """Run ``epochs`` epochs of ``loop`` on ``module``; (last epoch's loss, steps taken)."""
+    params = loop.computer.params
+    for p, view in zip(params, loop.privatizer.buffer.views, strict=True):
+        p.grad = view  # each step writes the privatised gradient here; the optimizer reads it
+    was_training = module.training
+    module.train()
+    last, steps = 0.0, 0
+    try:
+        with torch.random.fork_rng(devices=[]), loop.computer:
+            # Dropout masks stay seeded (reproducible; the caller's RNG is restored): every
+            # record's gradient is clipped whatever its mask, so masks are no part of the
+            # mechanism, and knowing them says nothing about the noise.
+            torch.manual_seed(seed)
+            for _ in range(epochs):
+                last = loop.epoch(steps_per_epoch)
+                steps += steps_per_epoch
+    finally:
+        for p in params:
+            p.grad = None
+        module.train(was_training)
+    return last, steps
+
+
 def train_private(
     module: nn.Module,
-    features: np.ndarray,
-    targets: np.ndarray,
+    features: np.ndarray | Sized,
+    targets: np.ndarray | None = None,
     *,
     loss_fn: LossFn,
     epochs: int,
@@ -687,40 +891,37 @@ def train_private(
     seed: int,
     optimizer: str = "adam",
     method: Method = "auto",
+    batch_fn: BatchFn | None = None,
 ) -> PrivateTrainingResult:
     """Train ``module`` in place with DP-SGD (Poisson sampling, per-sample clipping, noise).
 
     Parameters
     ----------
     module : nn.Module
-        Model to train; only parameters with ``requires_grad`` change. Its train/eval mode
-        is restored afterwards.
-    features : np.ndarray
-        Inputs, one row per record (e.g. cached embeddings), cast to float32.
-    targets : np.ndarray
-        Targets, one row per record (e.g. one int column per task), cast to int64 if integer.
+        Trained in place (its ``requires_grad`` parameters); its train/eval mode is restored.
+    features, targets : np.ndarray
+        One row per record: inputs (e.g. cached embeddings, cast to float32) and targets
+        (e.g. one int column per task, cast to int64 if integer). With ``batch_fn``,
+        ``features`` is any sized collection of records and ``targets`` is None.
     loss_fn : callable
         ``loss_fn(module(x), y)`` -> the *mean* over the batch of per-record losses, with no
         term that mixes records (e.g. :func:`meshfl.models.heads.multitask_loss`).
-    epochs : int
-        Epochs; each is ``round(1 / sample_rate)`` steps.
-    batch_size : int
-        *Expected* batch size: each step includes each record with probability
-        ``q = min(1, batch_size / n)``, so batch sizes vary (and may be 0).
-    lr : float
-        Learning rate of the optimizer.
-    noise_multiplier : float
-        Noise standard deviation divided by ``max_grad_norm`` (0: clipping only, no privacy).
-    max_grad_norm : float
-        Per-record gradient clipping norm C.
+    epochs, batch_size : int
+        Each epoch is ``round(1 / q)`` steps; each step includes each record independently
+        with probability ``q = min(1, batch_size / n)`` (batch sizes vary, and may be 0).
+    lr, optimizer : float, {"adam", "sgd"}
+        The optimizer fed with the privatised gradient, and its learning rate.
+    noise_multiplier, max_grad_norm : float
+        Noise std over C (0: clipping only, no privacy), and the per-record clipping norm C.
     seed : int
         Seeds the dropout masks only. The Poisson sampling and the noise are drawn from
         generators seeded from OS entropy (:mod:`meshfl.privacy.noise`), so two calls with
         equal seeds and data give different models, as differential privacy requires.
-    optimizer : {"adam", "sgd"}
-        Optimizer fed with the privatised gradient.
     method : {"auto", "taps", "vmap"}
-        Per-sample gradient engine, see :func:`per_sample_gradients`.
+        Per-sample gradient engine (:func:`per_sample_gradients`).
+    batch_fn : callable, optional
+        ``batch_fn(indices) -> (inputs, targets)`` for the sampled records (see
+        :data:`BatchFn`): for records built on demand, such as resource_allocation's days.
 
     Returns
     -------
@@ -729,105 +930,32 @@ def train_private(
 
     Raises
     ------
-    DPIncompatibleModelError
-        If the model has a layer, such as BatchNorm, that mixes the records of a batch.
-    ConfigError
-        If an argument is out of range.
+    DPIncompatibleModelError, ConfigError
+        A layer, such as BatchNorm, mixes the records of a batch; an argument is out of range.
 
     Examples
     --------
-    >>> import numpy as np
     >>> from meshfl.models.heads import MultiTaskHead, multitask_loss
-    >>> rng = np.random.default_rng(0)
-    >>> x = rng.normal(size=(64, 16)).astype(np.float32)
+    >>> x = np.random.default_rng(0).normal(size=(64, 16)).astype(np.float32)
     >>> y = np.stack([x[:, 0] > 0, x[:, 1] > 0], axis=1).astype(np.int64)
-    >>> head = MultiTaskHead(16, (2, 2), hidden=8)
-    >>> result = train_private(head, x, y, loss_fn=multitask_loss, epochs=2, batch_size=16,
-    ...     lr=1e-2, noise_multiplier=1.0, max_grad_norm=1.0, seed=0)
+    >>> result = train_private(MultiTaskHead(16, (2, 2), hidden=8), x, y, loss_fn=multitask_loss,
+    ...     epochs=2, batch_size=16, lr=1e-2, noise_multiplier=1.0, max_grad_norm=1.0, seed=0)
     >>> result.steps, result.sample_rate
     (8, 0.25)
     """
     n = len(features)
-    _check_args(
-        n,
-        len(targets),
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        noise_multiplier=noise_multiplier,
-        max_grad_norm=max_grad_norm,
-    )
-    if optimizer not in ("adam", "sgd"):
-        raise ConfigError(
-            "The 'optimizer' parameter of train_private must be 'adam' or 'sgd'. "
-            f"Got {optimizer!r} instead."
-        )
+    _check_args(n, _check_records(features, targets, batch_fn), epochs=epochs,
+                batch_size=batch_size, lr=lr, noise_multiplier=noise_multiplier,
+                max_grad_norm=max_grad_norm)  # fmt: skip
+    _check_optimizer(optimizer)
     check_dp_compatible(module)
-
     computer = _PerSample(module, loss_fn, method)
-    params = computer.params
-    if not params:
-        raise ConfigError(
-            "train_private needs a module with trainable parameters (requires_grad=True). "
-            "Got none: every parameter is frozen."
-        )
-    was_training = module.training
-    module.train()
-    device = params[0].device if params else torch.device("cpu")
-    x = torch.as_tensor(np.ascontiguousarray(features, dtype=np.float32), device=device)
-    y_np = np.ascontiguousarray(targets)
-    y = torch.as_tensor(y_np.astype(np.int64) if y_np.dtype.kind in "iub" else y_np, device=device)
-    opt: torch.optim.Optimizer = (
-        torch.optim.Adam(params, lr=lr) if optimizer == "adam" else torch.optim.SGD(params, lr=lr)
-    )
+    params = _trainable(computer)
+    batch_fn = _batches(features, targets, batch_fn, params[0].device)
     q, steps_per_epoch = poisson_schedule(n, batch_size)
-    expected = q * n  # Opacus divides by the expected, not the drawn, batch size
-    # Batches and noise from OS entropy, never from ``seed``: both must stay secret.
-    sampling = noise_torch_generator()  # torch.rand(n) on the CPU, as before
-    noise = _noise_generator(device)
-    std = noise_multiplier * max_grad_norm / expected
-    audit = _noise.observing()  # test-only (record_releases_for_tests); else one check
-    buffer = _GradBuffer(params)
-    for p, view in zip(params, buffer.views, strict=True):
-        p.grad = view  # each step writes the privatised gradient here; the optimizer reads it
-    last, steps = 0.0, 0
-    try:
-        with torch.random.fork_rng(devices=[]), computer:
-            # Dropout masks stay seeded (reproducible; the caller's RNG is restored): every
-            # record's gradient is clipped whatever its mask, so masks are no part of the
-            # mechanism, and knowing them says nothing about the noise.
-            torch.manual_seed(seed)
-            for _ in range(epochs):
-                total, count = 0.0, 0
-                for _ in range(steps_per_epoch):
-                    idx = (torch.rand(n, generator=sampling) < q).nonzero().squeeze(1)
-                    if audit:
-                        _noise.report_sampling("dp-sgd", rate=q, population=n, drawn=len(idx))
-                    if len(idx):
-                        idx = idx.to(device)
-                        batch: _BatchGrads = computer(x[idx], y[idx])
-                        total += batch.loss * len(idx)
-                        count += len(idx)
-                    else:
-                        batch = _EmptyBatch(params)
-                    _fill_noise(buffer.flat, std, noise)
-                    if audit:
-                        _noise.report_noise(
-                            "dp-sgd",
-                            std=std,
-                            sensitivity=max_grad_norm / expected,
-                            drawn=buffer.flat,
-                        )
-                    _add_clipped(
-                        buffer, batch, max_grad_norm=max_grad_norm, expected_batch_size=expected
-                    )
-                    opt.step()
-                    steps += 1
-                last = total / count if count else float("nan")
-    finally:
-        for p in params:
-            p.grad = None
-        module.train(was_training)
+    opt = _make_optimizer(optimizer, params, lr)
+    loop = _Loop.start(computer, batch_fn, opt, n, q, noise_multiplier, max_grad_norm)
+    last, steps = _run(module, loop, epochs=epochs, steps_per_epoch=steps_per_epoch, seed=seed)
     return PrivateTrainingResult(loss=last, steps=steps, sample_rate=q)
 
 
@@ -844,8 +972,8 @@ def poisson_schedule(n: int, batch_size: int) -> tuple[float, int]:
 
 def train_planned(
     module: nn.Module,
-    features: np.ndarray,
-    targets: np.ndarray,
+    features: np.ndarray | Sized,
+    targets: np.ndarray | None,
     step: DPStep,
     *,
     loss_fn: LossFn,
@@ -854,12 +982,14 @@ def train_planned(
     lr: float,
     seed: int,
     optimizer: str = "adam",
+    batch_fn: BatchFn | None = None,
 ) -> tuple[float, PrivacyEvent]:
     """DP-SGD as a round's plan says; returns the last loss and the event for the ledger.
 
     ``step`` (from :func:`meshfl.privacy.budget.plan_round`) gives the noise multiplier and
     clipping norm. The run must take exactly the planned steps at the planned sampling rate,
     since the MSP's ledger records the plan: anything else raises instead of under-reporting.
+    ``targets`` and ``batch_fn`` are as in :func:`train_private`.
     """
     result = train_private(
         module,
@@ -873,6 +1003,7 @@ def train_planned(
         max_grad_norm=step.max_grad_norm,
         seed=seed,
         optimizer=optimizer,
+        batch_fn=batch_fn,
     )
     if (result.steps, result.sample_rate) != (step.steps, step.sample_rate):
         raise RuntimeError(
