@@ -137,6 +137,40 @@ def partition(
     >>> [len(p) for p in parts], sum(len(p) for p in parts)
     ([25, 25, 25, 25], 100)
     """
+    frame, num_msps, alpha, size_skew, min_size, seed = _check_partition_args(
+        frame, num_msps, label_column, alpha, size_skew, min_size, seed
+    )
+    n = len(frame)
+    rng = np.random.default_rng(seed)
+    sizes = _msp_sizes(rng, n, num_msps, min_size, size_skew)
+    codes, num_classes = _class_codes(frame, label_column)
+    class_sizes = np.bincount(codes, minlength=num_classes)
+    if label_column is None or math.isinf(alpha) or num_msps == 1:
+        weights = np.ones((num_classes, num_msps))
+    else:
+        weights = rng.dirichlet(np.full(num_msps, alpha), size=num_classes)
+        # A tiny alpha can underflow to exact zeros; keep every cell reachable so the
+        # fitting can still meet every MSP's size.
+        weights = np.maximum(weights, 1e-12)
+    counts = _round_matrix(_fit_margins(weights, class_sizes, sizes), class_sizes, sizes)
+
+    owner = np.empty(n, dtype=np.int64)
+    for c in range(num_classes):
+        members = rng.permutation(np.flatnonzero(codes == c))
+        owner[members] = np.repeat(np.arange(num_msps), counts[c])
+    return [frame.iloc[np.flatnonzero(owner == k)].reset_index(drop=True) for k in range(num_msps)]
+
+
+def _check_partition_args(
+    frame: Any,
+    num_msps: int,
+    label_column: str | None,
+    alpha: float,
+    size_skew: float,
+    min_size: int,
+    seed: int,
+) -> tuple[pd.DataFrame, int, float, float, int, int]:
+    """:func:`partition`'s arguments, checked (``frame``, ``num_msps``, ..., ``seed``)."""
     func = "partition"
     frame = _check_frame(frame, func)
     num_msps = check_int(num_msps, "num_msps", where=func, minimum=1)
@@ -162,36 +196,24 @@ def partition(
             f"has only {n} rows. Lower 'min_size' to at most {n // num_msps}, lower "
             f"'num_msps' to at most {most_msps}, or pass more data."
         )
+    return frame, num_msps, alpha, size_skew, min_size, seed
 
-    rng = np.random.default_rng(seed)
+
+def _msp_sizes(
+    rng: np.random.Generator, n: int, num_msps: int, min_size: int, size_skew: float
+) -> np.ndarray:
+    """Rows per MSP: ``min_size`` each, the rest shared by log-normal draws (or equally)."""
     shares = rng.lognormal(0.0, size_skew, size=num_msps) if size_skew > 0 else None
     spare = n - num_msps * min_size
-    sizes = min_size + _largest_remainder(
-        spare, shares if shares is not None else np.ones(num_msps)
-    )
+    return min_size + _largest_remainder(spare, shares if shares is not None else np.ones(num_msps))
 
+
+def _class_codes(frame: pd.DataFrame, label_column: str | None) -> tuple[np.ndarray, int]:
+    """Each row's class code and the number of classes (one class without a label column)."""
     if label_column is None:
-        codes = np.zeros(n, dtype=np.int64)
-        num_classes = 1
-    else:
-        codes, uniques = pd.factorize(frame[label_column], use_na_sentinel=False)
-        num_classes = len(uniques)
-    class_sizes = np.bincount(codes, minlength=num_classes)
-
-    if label_column is None or math.isinf(alpha) or num_msps == 1:
-        weights = np.ones((num_classes, num_msps))
-    else:
-        weights = rng.dirichlet(np.full(num_msps, alpha), size=num_classes)
-        # A tiny alpha can underflow to exact zeros; keep every cell reachable so the
-        # fitting can still meet every MSP's size.
-        weights = np.maximum(weights, 1e-12)
-    counts = _round_matrix(_fit_margins(weights, class_sizes, sizes), class_sizes, sizes)
-
-    owner = np.empty(n, dtype=np.int64)
-    for c in range(num_classes):
-        members = rng.permutation(np.flatnonzero(codes == c))
-        owner[members] = np.repeat(np.arange(num_msps), counts[c])
-    return [frame.iloc[np.flatnonzero(owner == k)].reset_index(drop=True) for k in range(num_msps)]
+        return np.zeros(len(frame), dtype=np.int64), 1
+    codes, uniques = pd.factorize(frame[label_column], use_na_sentinel=False)
+    return codes, len(uniques)
 
 
 def train_test_split(
