@@ -176,7 +176,9 @@ def test_open_global_verification_checks_each_sum(keys):
             return summed / weight
 
     verify = Verification("r", before_round=2, min_contributors=2)
-    np.testing.assert_allclose(open_global(Agent, [total], sealer, seed=0, verify=verify), 0.1)
+    np.testing.assert_allclose(
+        open_global(Agent, [total], sealer, seed=0, verify=verify), 0.1, rtol=0, atol=1e-6
+    )
     with pytest.raises(UnverifiedAggregateError):
         strict = Verification("r", before_round=2, min_contributors=3)
         open_global(Agent, [total], sealer, seed=1, verify=strict)
