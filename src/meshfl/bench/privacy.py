@@ -21,7 +21,7 @@ import time
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -31,6 +31,11 @@ from meshfl.baselines import local_only
 from meshfl.federation.server_app import AgentPlan
 from meshfl.privacy.config import DPConfig
 from meshfl.simulation import simulate
+
+if TYPE_CHECKING:
+    from meshfl.agents.base import Agent
+    from meshfl.federation.client_app import NodeData
+    from meshfl.simulation import SimulationResult
 
 __all__ = ["parse_epsilons", "privacy_sweep", "write_privacy_report"]
 
@@ -97,25 +102,7 @@ def privacy_sweep(
             )
         metric = result.model.agent.metric
         partitions = result.partitions
-        spent = (
-            float(result.privacy["epsilon_spent"].max()) if result.privacy is not None else math.inf
-        )
-        pooled = result.evaluate()
-        rows.append(
-            {
-                "setting": "federated" if privacy is None else "federated + DP",
-                "epsilon": epsilon,
-                "epsilon_spent_max": spent,
-                "delta": delta if privacy is not None else 0.0,
-                "unit": unit if privacy is not None else "-",
-                metric: pooled[metric],
-                f"baseline_{metric}": pooled.get(f"baseline_{metric}", math.nan),
-                "worse_than_baseline": bool(trained.worse_than_baseline(pooled)),
-                "snr": _last_snr(result.history) if privacy is not None else math.inf,
-                "rounds_completed": int((~result.history["skipped"]).sum()),
-                "seconds": time.perf_counter() - start,
-            }
-        )
+        rows.append(_federated_row(result, trained, epsilon, privacy, delta, unit, start))
         log.info(
             "%s ε=%s: %s=%.4f (trivial baseline %.4f, signal-to-noise ≈ %g)",
             agent,
@@ -126,32 +113,8 @@ def privacy_sweep(
             rows[-1]["snr"],
         )
     assert partitions is not None
-    plan = AgentPlan(
-        agent=agent,
-        agent_config=dict(agent_config or {}),
-        rounds=rounds,
-        seed=seed,
-        min_msps=trained.min_msps,
-    )
-    models, _ = local_only(plan, partitions)
-    test = pd.concat([p.test for p in partitions if p.test is not None], ignore_index=True)
-    local = [m.evaluate(test)[metric] for m in models]
-    baseline = float(rows[-1][f"baseline_{metric}"])  # the same pooled held-out rows
-    local_metrics = {metric: float(np.mean(local)), f"baseline_{metric}": baseline}
     rows.append(
-        {
-            "setting": "local-only (mean MSP, no DP)",
-            "epsilon": math.inf,
-            "epsilon_spent_max": math.inf,
-            "delta": 0.0,
-            "unit": "-",
-            metric: local_metrics[metric],
-            f"baseline_{metric}": baseline,
-            "worse_than_baseline": bool(trained.worse_than_baseline(local_metrics)),
-            "snr": math.inf,
-            "rounds_completed": rounds,
-            "seconds": float("nan"),
-        }
+        _local_only_row(trained, metric, agent, agent_config, rounds, seed, partitions, rows)
     )
     frame = pd.DataFrame(rows)
     _warn_worse(frame, agent=agent, metric=metric)
@@ -165,6 +128,72 @@ def privacy_sweep(
         }
     )
     return frame
+
+
+def _federated_row(
+    result: SimulationResult,
+    trained: Agent[Any],
+    epsilon: float,
+    privacy: DPConfig | None,
+    delta: float,
+    unit: str,
+    start: float,
+) -> dict[str, Any]:
+    """The sweep's row for one simulated federation (at ``epsilon``, or without DP)."""
+    metric = result.model.agent.metric
+    spent = float(result.privacy["epsilon_spent"].max()) if result.privacy is not None else math.inf
+    pooled = result.evaluate()
+    return {
+        "setting": "federated" if privacy is None else "federated + DP",
+        "epsilon": epsilon,
+        "epsilon_spent_max": spent,
+        "delta": delta if privacy is not None else 0.0,
+        "unit": unit if privacy is not None else "-",
+        metric: pooled[metric],
+        f"baseline_{metric}": pooled.get(f"baseline_{metric}", math.nan),
+        "worse_than_baseline": bool(trained.worse_than_baseline(pooled)),
+        "snr": _last_snr(result.history) if privacy is not None else math.inf,
+        "rounds_completed": int((~result.history["skipped"]).sum()),
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def _local_only_row(
+    trained: Agent[Any],
+    metric: str,
+    agent: str,
+    agent_config: Mapping[str, Any] | None,
+    rounds: int,
+    seed: int,
+    partitions: list[NodeData],
+    rows: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The reference row: each MSP trained alone (no DP), the mean on the pooled rows."""
+    plan = AgentPlan(
+        agent=agent,
+        agent_config=dict(agent_config or {}),
+        rounds=rounds,
+        seed=seed,
+        min_msps=trained.min_msps,
+    )
+    models, _ = local_only(plan, partitions)
+    test = pd.concat([p.test for p in partitions if p.test is not None], ignore_index=True)
+    local = [m.evaluate(test)[metric] for m in models]
+    baseline = float(rows[-1][f"baseline_{metric}"])  # the same pooled held-out rows
+    local_metrics = {metric: float(np.mean(local)), f"baseline_{metric}": baseline}
+    return {
+        "setting": "local-only (mean MSP, no DP)",
+        "epsilon": math.inf,
+        "epsilon_spent_max": math.inf,
+        "delta": 0.0,
+        "unit": "-",
+        metric: local_metrics[metric],
+        f"baseline_{metric}": baseline,
+        "worse_than_baseline": bool(trained.worse_than_baseline(local_metrics)),
+        "snr": math.inf,
+        "rounds_completed": rounds,
+        "seconds": float("nan"),
+    }
 
 
 def _last_snr(history: pd.DataFrame) -> float:
