@@ -469,22 +469,7 @@ def grow_level(
         children become open leaves valued from the histogram's left and right sums) or
         becomes a closed leaf valued from its own sums.
     """
-    hist = np.asarray(hist, dtype=np.float64)
-    if params.max_depth != forest.depth:
-        raise ConfigError(
-            f"grow_level got params.max_depth={params.max_depth} for a forest of depth "
-            f"{forest.depth}; they must match."
-        )
-    if hist.ndim != 4 or hist.shape[0] != forest.slots or hist.shape[3] != 2:
-        raise ConfigError(
-            f"grow_level needs histograms of shape ({forest.slots}, n_features, n_bins, 2). "
-            f"Got shape {hist.shape} instead."
-        )
-    if features is not None and len(features) != hist.shape[1]:
-        raise ConfigError(
-            f"grow_level got {len(features)} feature indices for histograms of "
-            f"{hist.shape[1]} features; give one per histogram row."
-        )
+    hist = _checked_level_hist(forest, hist, params, features)
     tree, level = forest.growing()
     out = forest._copy()
     if tree == forest.n_trees:
@@ -495,22 +480,8 @@ def grow_level(
         out.kind[tree, 0] = LEAF
     lr = params.learning_rate
     first = 2**level - 1
-    G, H = hist[..., 0], hist[..., 1]
-    g_tot, h_tot = G.sum(axis=-1).mean(axis=-1), H.sum(axis=-1).mean(axis=-1)  # (slots,)
-    g_left, h_left = np.cumsum(G, axis=-1)[..., :-1], np.cumsum(H, axis=-1)[..., :-1]
-    g_right = g_tot[:, None, None] - g_left
-    h_right = h_tot[:, None, None] - h_left
-    floor = max(params.min_child_hessian, 0.0)
-    valid = (h_left >= floor) & (h_right >= floor)
-    valid &= (h_left + params.lambda_l2 > 0) & (h_right + params.lambda_l2 > 0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        gain = (
-            _leaf_gain(g_left, h_left, params)
-            + _leaf_gain(g_right, h_right, params)
-            - _leaf_gain(g_tot, h_tot, params)[:, None, None]
-        )
-    gain = np.where(valid & np.isfinite(gain), gain, -np.inf)
-    n_bins = G.shape[-1]
+    g_tot, h_tot, g_left, h_left, g_right, h_right, gain = _split_gains(hist, params)
+    n_bins = hist.shape[-2]
     for j in range(2**level):
         node = first + j
         if out.kind[tree, node] != LEAF:
@@ -540,6 +511,51 @@ def grow_level(
             out.value[tree, node] = 0.0
     out.levels[tree] += 1
     return out
+
+
+def _checked_level_hist(
+    forest: Forest, hist: ArrayLike, params: GBDTParams, features: Sequence[int] | None
+) -> np.ndarray:
+    """``hist`` as float64, checked against the forest, ``params`` and ``features``."""
+    array = np.asarray(hist, dtype=np.float64)
+    if params.max_depth != forest.depth:
+        raise ConfigError(
+            f"grow_level got params.max_depth={params.max_depth} for a forest of depth "
+            f"{forest.depth}; they must match."
+        )
+    if array.ndim != 4 or array.shape[0] != forest.slots or array.shape[3] != 2:
+        raise ConfigError(
+            f"grow_level needs histograms of shape ({forest.slots}, n_features, n_bins, 2). "
+            f"Got shape {array.shape} instead."
+        )
+    if features is not None and len(features) != array.shape[1]:
+        raise ConfigError(
+            f"grow_level got {len(features)} feature indices for histograms of "
+            f"{array.shape[1]} features; give one per histogram row."
+        )
+    return array
+
+
+def _split_gains(hist: np.ndarray, params: GBDTParams) -> tuple[np.ndarray, ...]:
+    """Per open slot: gradient and hessian totals, left and right sums of every (feature,
+    bin) split, and its gain (``-inf`` where a child is too light or the gain not finite).
+    """
+    G, H = hist[..., 0], hist[..., 1]
+    g_tot, h_tot = G.sum(axis=-1).mean(axis=-1), H.sum(axis=-1).mean(axis=-1)  # (slots,)
+    g_left, h_left = np.cumsum(G, axis=-1)[..., :-1], np.cumsum(H, axis=-1)[..., :-1]
+    g_right = g_tot[:, None, None] - g_left
+    h_right = h_tot[:, None, None] - h_left
+    floor = max(params.min_child_hessian, 0.0)
+    valid = (h_left >= floor) & (h_right >= floor)
+    valid &= (h_left + params.lambda_l2 > 0) & (h_right + params.lambda_l2 > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gain = (
+            _leaf_gain(g_left, h_left, params)
+            + _leaf_gain(g_right, h_right, params)
+            - _leaf_gain(g_tot, h_tot, params)[:, None, None]
+        )
+    gain = np.where(valid & np.isfinite(gain), gain, -np.inf)
+    return g_tot, h_tot, g_left, h_left, g_right, h_right, gain
 
 
 # -- totally random trees -------------------------------------------------------------------
