@@ -198,6 +198,32 @@ def _check_count(value: object, parameter: str, minimum: int) -> int:
     return value
 
 
+def _check_round(
+    run_id: str,
+    agent: str,
+    round: int,
+    n_msps: int,
+    metrics: object,
+    epsilon_by_msp: object,
+) -> tuple[dict[str, float], dict[int, float]]:
+    """:meth:`ModelStore.commit_round`'s names and counts checked; its metrics and ε, clean."""
+    _check_name(run_id, "run_id")
+    _check_name(agent, "agent")
+    _check_count(round, "round", 1)
+    _check_count(n_msps, "n_msps", 0)
+    return _check_metrics(metrics), _check_epsilons(epsilon_by_msp)
+
+
+def _encode_round(
+    history: list[Sealed], sealed_sum: Sealed | None
+) -> tuple[list[bytes], list[str], str | None]:
+    """The history's blobs and their digests, and the digest of the round's sum (or ``None``)."""
+    encoded = [encode_sealed(sealed) for sealed in history]
+    digests = [blob_digest(data) for data in encoded]
+    digest = None if sealed_sum is None else blob_digest(encode_sealed(sealed_sum))
+    return encoded, digests, digest
+
+
 def _check_metrics(metrics: object) -> dict[str, float]:
     if not isinstance(metrics, Mapping):
         raise InvalidRecordError(
@@ -524,16 +550,11 @@ class ModelStore:
             is written, whatever the arguments).
         """
         self._require_writable("commit_round")
-        _check_name(run_id, "run_id")
-        _check_name(agent, "agent")
-        _check_count(round, "round", 1)
-        _check_count(n_msps, "n_msps", 0)
-        clean_metrics = _check_metrics(metrics)
-        epsilons = _check_epsilons(epsilon_by_msp)
+        clean_metrics, epsilons = _check_round(
+            run_id, agent, round, n_msps, metrics, epsilon_by_msp
+        )
         history = list(history)
-        encoded = [encode_sealed(sealed) for sealed in history]
-        digests = [blob_digest(data) for data in encoded]
-        digest = None if sealed_sum is None else blob_digest(encode_sealed(sealed_sum))
+        encoded, digests, digest = _encode_round(history, sealed_sum)
 
         with self._lock:
             existing = self._version(run_id, agent, round)
@@ -550,21 +571,10 @@ class ModelStore:
                 self.blobs.put(data)
             # 2. the version and its ledger mirror, in one transaction.
             created = _now()
-            with self._transaction() as conn:
-                # Under the write lock: another writer may have committed the round meanwhile.
-                if (raced := self._version(run_id, agent, round)) is not None:
-                    return self._already(raced, digest)
-                history_json = json.dumps(digests)
-                metrics_json = json.dumps(clean_metrics, sort_keys=True)
-                row = (agent, run_id, round, digest, history_json, key_id, n_msps, metrics_json)
-                self._insert_version(conn, (*row, created))
-                self._insert_mirror(
-                    conn,
-                    [
-                        (agent, run_id, _msp_to_sql(msp), round, eps)
-                        for msp, eps in epsilons.items()
-                    ],
-                )
+            row = (agent, run_id, round, digest, json.dumps(digests), key_id, n_msps)
+            raced = self._insert_round(row, clean_metrics, epsilons, created)
+            if raced is not None:
+                return raced
         return VersionInfo(
             agent=agent,
             run_id=run_id,
@@ -652,6 +662,32 @@ class ModelStore:
                 )
 
     # Separate methods so that tests can interrupt a commit between its two writes.
+    def _insert_round(
+        self,
+        row: tuple[str, str, int, str | None, str, str, int],
+        metrics: dict[str, float],
+        epsilons: dict[int, float],
+        created: str,
+    ) -> VersionInfo | None:
+        """Insert a round's version row and its ledger mirror in one transaction.
+
+        ``row`` is (agent, run_id, round, digest, history JSON, key_id, n_msps). Returns
+        ``None``, or the version another writer committed for the round meanwhile (then
+        nothing is written).
+        """
+        agent, run_id, round, digest = row[0], row[1], row[2], row[3]
+        with self._transaction() as conn:
+            # Under the write lock: another writer may have committed the round meanwhile.
+            if (raced := self._version(run_id, agent, round)) is not None:
+                return self._already(raced, digest)
+            metrics_json = json.dumps(metrics, sort_keys=True)
+            self._insert_version(conn, (*row, metrics_json, created))
+            self._insert_mirror(
+                conn,
+                [(agent, run_id, _msp_to_sql(msp), round, eps) for msp, eps in epsilons.items()],
+            )
+        return None
+
     def _insert_version(self, conn: sqlite3.Connection, row: tuple[Any, ...]) -> None:
         conn.execute(
             "INSERT INTO versions (agent, run_id, round, digest, history, key_id, n_msps, "
