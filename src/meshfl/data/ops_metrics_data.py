@@ -131,6 +131,40 @@ def _inject(
     return x
 
 
+def _hosts(rng: np.random.Generator, n: int) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Host names, each row's host and each row's profile.
+
+    A fixed fleet per profile, sized so a host has a few dozen samples.
+    """
+    fleet = max(5, n // 40)
+    host_profile = rng.choice(len(WORKLOAD_PROFILES), size=fleet, p=_PROFILE_SHARES)
+    host_profile[: len(WORKLOAD_PROFILES)] = np.arange(len(WORKLOAD_PROFILES))
+    numbers = np.zeros(len(WORKLOAD_PROFILES), dtype=int)
+    host_names = []
+    for p in host_profile:
+        numbers[p] += 1
+        prefix = ("web", "db", "batch", "fs", "vdi")[p]
+        host_names.append(f"{prefix}-{numbers[p]:02d}")
+    row_host = rng.integers(0, fleet, size=n)
+    profiles = host_profile[row_host]
+    return host_names, row_host, profiles
+
+
+def _inject_anomalies(
+    rng: np.random.Generator, x: np.ndarray, profiles: np.ndarray, hours: np.ndarray, count: int
+) -> np.ndarray:
+    """Replace ``count`` random rows of ``x`` (in place) by anomalies; which rows they are."""
+    n = len(x)
+    is_anomaly = np.zeros(n, dtype=bool)
+    if count:
+        rows = np.sort(rng.choice(n, size=count, replace=False))
+        is_anomaly[rows] = True
+        for i in rows:
+            kind = pick(rng, _ANOMALY_KINDS)
+            x[i] = _inject(rng, x[i], WORKLOAD_PROFILES[profiles[i]], hours[i], kind)
+    return is_anomaly
+
+
 def operational_metrics(n: int, *, seed: int = 0, anomaly_fraction: float = 0.05) -> pd.DataFrame:
     """Synthetic host metrics of an MSP's monitoring, with labelled injected anomalies.
 
@@ -178,18 +212,7 @@ def operational_metrics(n: int, *, seed: int = 0, anomaly_fraction: float = 0.05
     )
     rng = np.random.default_rng(seed)
 
-    # Hosts: a fixed fleet per profile, sized so a host has a few dozen samples.
-    fleet = max(5, n // 40)
-    host_profile = rng.choice(len(WORKLOAD_PROFILES), size=fleet, p=_PROFILE_SHARES)
-    host_profile[: len(WORKLOAD_PROFILES)] = np.arange(len(WORKLOAD_PROFILES))
-    numbers = np.zeros(len(WORKLOAD_PROFILES), dtype=int)
-    host_names = []
-    for p in host_profile:
-        numbers[p] += 1
-        prefix = ("web", "db", "batch", "fs", "vdi")[p]
-        host_names.append(f"{prefix}-{numbers[p]:02d}")
-    row_host = rng.integers(0, fleet, size=n)
-    profiles = host_profile[row_host]
+    host_names, row_host, profiles = _hosts(rng, n)
 
     slots = np.sort(rng.integers(0, 14 * 24 * 12, size=n))  # 5-minute slots over 2 weeks
     times = _START + pd.to_timedelta(slots * 5, unit="min")
@@ -201,14 +224,7 @@ def operational_metrics(n: int, *, seed: int = 0, anomaly_fraction: float = 0.05
         if rows.size:
             x[rows] = _regime(rng, name, hours[rows])
 
-    is_anomaly = np.zeros(n, dtype=bool)
-    count = round(anomaly_fraction * n)
-    if count:
-        rows = np.sort(rng.choice(n, size=count, replace=False))
-        is_anomaly[rows] = True
-        for i in rows:
-            kind = pick(rng, _ANOMALY_KINDS)
-            x[i] = _inject(rng, x[i], WORKLOAD_PROFILES[profiles[i]], hours[i], kind)
+    is_anomaly = _inject_anomalies(rng, x, profiles, hours, round(anomaly_fraction * n))
 
     lo = np.array([OPS_METRIC_BOUNDS[f][0] for f in OPS_METRIC_FEATURES])
     hi = np.array([OPS_METRIC_BOUNDS[f][1] for f in OPS_METRIC_FEATURES])
