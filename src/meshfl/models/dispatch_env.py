@@ -282,27 +282,8 @@ def run(
         deadline = arrival + batch.sla[:, t, None]
         extra = np.maximum(0.0, completion - np.maximum(batch.shift_end, start))
         paid = duration + (params.overtime_rate - 1.0) * extra
-        # the rarest *other* skill a technician holds: using them costs that skill's cover
-        others = batch.tech_skills.copy()
-        others[rows, :, skill] = False
-        reserve = (others * rarity[:, None, :]).max(2)
-        mean_worked = (worked * batch.tech_mask).sum(1, keepdims=True) / np.maximum(
-            batch.tech_mask.sum(1, keepdims=True), 1
-        )
-        features = np.stack(
-            [
-                skilled.astype(np.float64),
-                (start - arrival) / 4.0,
-                np.broadcast_to(batch.effort[:, t, None] / 4.0, start.shape),
-                (travel > 0).astype(np.float64),
-                np.broadcast_to(batch.sla[:, t, None] / 8.0, start.shape),
-                np.clip((batch.shift_end - start) / 8.0, -1.0, 1.5),
-                generality,
-                reserve,
-                np.broadcast_to((4 - batch.priority[:, t, None]) / 3.0, start.shape),
-                worked / (mean_worked + 1.0),
-            ],
-            axis=-1,
+        features = _features(
+            batch, t, rows, skilled, start, travel, arrival, generality, rarity, worked
         )
         obs = Observation(t, features.astype(np.float32), valid, skilled, start, completion)
         act = np.asarray(choose(obs), dtype=np.int64)
@@ -322,6 +303,44 @@ def run(
         where[upd, act[real]] = batch.site[upd, t]
         worked[upd, act[real]] += duration[upd, act[real]]
     return Outcome(actions, hit, hours, overtime, batch.ticket_mask, feats, valids)
+
+
+def _features(
+    batch: EpisodeBatch,
+    t: int,
+    rows: np.ndarray,
+    skilled: np.ndarray,
+    start: np.ndarray,
+    travel: np.ndarray,
+    arrival: np.ndarray,
+    generality: np.ndarray,
+    rarity: np.ndarray,
+    worked: np.ndarray,
+) -> np.ndarray:
+    """``(E, M, len(FEATURES))``: what each technician looks like for ticket ``t``."""
+    skill = batch.skill[:, t]
+    # the rarest *other* skill a technician holds: using them costs that skill's cover
+    others = batch.tech_skills.copy()
+    others[rows, :, skill] = False
+    reserve = (others * rarity[:, None, :]).max(2)
+    mean_worked = (worked * batch.tech_mask).sum(1, keepdims=True) / np.maximum(
+        batch.tech_mask.sum(1, keepdims=True), 1
+    )
+    return np.stack(
+        [
+            skilled.astype(np.float64),
+            (start - arrival) / 4.0,
+            np.broadcast_to(batch.effort[:, t, None] / 4.0, start.shape),
+            (travel > 0).astype(np.float64),
+            np.broadcast_to(batch.sla[:, t, None] / 8.0, start.shape),
+            np.clip((batch.shift_end - start) / 8.0, -1.0, 1.5),
+            generality,
+            reserve,
+            np.broadcast_to((4 - batch.priority[:, t, None]) / 3.0, start.shape),
+            worked / (mean_worked + 1.0),
+        ],
+        axis=-1,
+    )
 
 
 def greedy_choice(obs: Observation) -> np.ndarray:
