@@ -8,7 +8,7 @@ the noise the MSP added, and subtracting that from the MSP's release gives the M
 noiseless update (cosine 1.000000, or the noiseless DP-SGD step to float rounding).
 
 Each test here plays that attacker against one path that adds privacy noise: DP-SGD
-(``train_private``, and resource_allocation's own loop), the Gaussian mechanism of the
+(``train_private``, also behind resource_allocation's policy update), the Gaussian mechanism of the
 statistics agents (anomaly, client_health, revenue) and MSP-level noise
 (``msp_privacy.train_round``). They only use public entry points, so they run against any
 version: on 2081f48 every one fails; now the noise and the batches come from OS entropy
