@@ -28,7 +28,9 @@ from meshfl.agents.update import Update
 from meshfl.config.errors import ConfigError, MeshflError
 from meshfl.federation.records import Decline, RoundInstructions
 from meshfl.privacy.accountant import PrivacyBudgetExhausted
-from meshfl.privacy.budget import plan_round
+from meshfl.privacy.budget import DPStep, plan_round
+from meshfl.privacy.config import DPConfig
+from meshfl.privacy.events import Mechanism
 from meshfl.privacy.ledger import LedgerBusyError, PrivacyLedger
 from meshfl.privacy.mechanisms import add_gaussian_noise, clip_l2
 
@@ -101,8 +103,42 @@ def _train_round(
             msp,
         )
     dp.check_records(len(local), who=f"MSP {msp}")
+    shape = _mechanism(agent, ins, dp, local, spent, msp)
+    if isinstance(shape, Decline):
+        return shape
+    dp, mechanism, rate, steps = shape
+    try:
+        step = plan_round(
+            dp,
+            ledger.events(agent.name),
+            mechanism=mechanism,
+            sample_rate=rate,
+            steps=steps,
+            rounds_left=ins.rounds_left,
+        )
+    except PrivacyBudgetExhausted as err:
+        return Decline(str(err), spent, msp)
+
+    update = _private_update(agent, ins, vector, local, seed=seed, dp=dp, step=step)
+    if not ledger.record(
+        agent.name, key, step.event(), delta=dp.delta, accountant=dp.accountant
+    ):  # pragma: no cover - the ledger is held since the replay check
+        raise MeshflError(f"The privacy ledger already holds {key!r}; the update is not sent.")
+    return update, ledger.epsilon(agent.name, delta=dp.delta, accountant=dp.accountant)
+
+
+def _mechanism(
+    agent: Agent[Any],
+    ins: RoundInstructions,
+    dp: DPConfig,
+    local: Any,
+    spent: float,
+    msp: int,
+) -> tuple[DPConfig, Mechanism, float, int] | Decline:
+    """The round's DP config, mechanism, sample rate and steps for ``dp.unit``, or a decline."""
     if dp.unit == "sample":
         mechanism, rate, steps = agent.privacy_shape(local)
+        return dp, mechanism, rate, steps
     elif agent.supports_msp_dp:
         # One noise multiplier for every MSP of the round, planned by the coordinator from
         # public inputs: the sum then carries exactly the noise each ledger records. This
@@ -117,28 +153,27 @@ def _train_round(
         # Charged in full (rate 1), whatever the sampling: who took part is no secret to the
         # coordinator, nor to the MSPs, who verify each sum's contributors, so amplification
         # by sampling holds against neither (docs/privacy.md).
-        mechanism, rate, steps = "gaussian", 1.0, 1
+        return dp, "gaussian", 1.0, 1
     else:
         raise ConfigError(
             f"Agent {agent.name!r} does not support unit='msp' differential privacy; "
             "use unit='sample'."
         )
-    try:
-        step = plan_round(
-            dp,
-            ledger.events(agent.name),
-            mechanism=mechanism,
-            sample_rate=rate,
-            steps=steps,
-            rounds_left=ins.rounds_left,
-        )
-    except PrivacyBudgetExhausted as err:
-        return Decline(str(err), spent, msp)
 
+
+def _private_update(
+    agent: Agent[Any],
+    ins: RoundInstructions,
+    vector: np.ndarray,
+    local: Any,
+    *,
+    seed: int,
+    dp: DPConfig,
+    step: DPStep,
+) -> Update:
+    """The update trained under the planned ``step``: DP-SGD, or clipped and noised per MSP."""
     if dp.unit == "sample":
-        update = agent.local_update(
-            vector, local, server_round=ins.server_round, seed=seed, dp=step
-        )
+        return agent.local_update(vector, local, server_round=ins.server_round, seed=seed, dp=step)
     else:
         # MSP-level DP: clip this MSP's model delta to max_grad_norm (its sensitivity) and
         # add its share of the noise; the coordinator's sum carries the full noise.
@@ -150,7 +185,7 @@ def _train_round(
             noise_multiplier=step.noise_multiplier,
             shares=ins.context.noise_shares,
         )
-        update = Update(
+        return Update(
             vector=vector + noisy,
             weight=1.0,
             # Only the example count leaves the MSP: the loss and the delta's norm are
@@ -158,8 +193,3 @@ def _train_round(
             metrics={"examples": raw.metrics.get("examples", 0.0)},
             privacy_event=step.event(),
         )
-    if not ledger.record(
-        agent.name, key, step.event(), delta=dp.delta, accountant=dp.accountant
-    ):  # pragma: no cover - the ledger is held since the replay check
-        raise MeshflError(f"The privacy ledger already holds {key!r}; the update is not sent.")
-    return update, ledger.epsilon(agent.name, delta=dp.delta, accountant=dp.accountant)
