@@ -77,6 +77,27 @@ class _Fields(dict[str, str]):
         return value
 
 
+def _event(rng: np.random.Generator, label: str, ts: pd.Timestamp) -> tuple[str, str, str]:
+    """One event of class ``label`` at ``ts``: its host, log source and message."""
+    rate = _SHARED_RATE.get(label, _SHARED_RATE_ATTACK)
+    if rng.random() < rate:
+        pool = _CLASS_POOLS[label][int(rng.integers(len(_CLASS_POOLS[label])))]
+        templates = SHARED_TEMPLATES[pool]
+    else:
+        templates = CLASS_TEMPLATES[label]
+    source, template = templates[int(rng.integers(len(templates)))]
+    host = HOST_POOLS[SOURCE_HOSTS[source]](rng)
+    row = {
+        "syslog_ts": f"{ts:%b} {ts.day:2d} {ts:%H:%M:%S}",
+        "iso_ts": f"{ts:%Y-%m-%dT%H:%M:%S}.{rng.integers(0, 1000):03d}Z",
+        "epoch": f"{ts.timestamp():.0f}.{rng.integers(0, 1000):03d}",
+        "clf_ts": f"{ts:%d/%b/%Y:%H:%M:%S} +0000",
+        "host": host,
+        "HOST": host.upper(),
+    }
+    return host, source, template.format_map(_Fields(rng, row))
+
+
 def security_events(n: int, *, seed: int = 0, label_noise: float = 0.03) -> pd.DataFrame:
     """Synthetic security events of an MSP's SIEM, labelled with threat class and severity.
 
@@ -127,26 +148,10 @@ def security_events(n: int, *, seed: int = 0, label_noise: float = 0.03) -> pd.D
 
     hosts, sources, messages = [], [], []
     for c, ts in zip(classes, times, strict=True):
-        label = THREAT_CLASSES[c]
-        rate = _SHARED_RATE.get(label, _SHARED_RATE_ATTACK)
-        if rng.random() < rate:
-            pool = _CLASS_POOLS[label][int(rng.integers(len(_CLASS_POOLS[label])))]
-            templates = SHARED_TEMPLATES[pool]
-        else:
-            templates = CLASS_TEMPLATES[label]
-        source, template = templates[int(rng.integers(len(templates)))]
-        host = HOST_POOLS[SOURCE_HOSTS[source]](rng)
-        row = {
-            "syslog_ts": f"{ts:%b} {ts.day:2d} {ts:%H:%M:%S}",
-            "iso_ts": f"{ts:%Y-%m-%dT%H:%M:%S}.{rng.integers(0, 1000):03d}Z",
-            "epoch": f"{ts.timestamp():.0f}.{rng.integers(0, 1000):03d}",
-            "clf_ts": f"{ts:%d/%b/%Y:%H:%M:%S} +0000",
-            "host": host,
-            "HOST": host.upper(),
-        }
+        host, source, message = _event(rng, THREAT_CLASSES[c], ts)
         hosts.append(host)
         sources.append(source)
-        messages.append(template.format_map(_Fields(rng, row)))
+        messages.append(message)
 
     classes = replace_some(rng, classes, len(THREAT_CLASSES), label_noise)
     severities = replace_some(rng, severities, len(SEVERITIES), label_noise)
