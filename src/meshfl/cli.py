@@ -199,7 +199,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     agents = sub.add_parser("agents", help="list the mesh's agents")
     agents.set_defaults(func=_cmd_agents)
+    _add_simulate(sub)
+    _add_bench(sub)
+    _add_key_commands(sub)
+    return parser
 
+
+def _add_simulate(sub: Any) -> None:
     sim = sub.add_parser("simulate", help="simulate a federation of MSPs in one process")
     sim.add_argument(
         "--agent", action="append", help="agent to train (repeatable; default: all built)"
@@ -224,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     sim.set_defaults(func=_cmd_simulate)
 
+
+def _add_bench(sub: Any) -> None:
     bench = sub.add_parser("bench", help="research benchmarks").add_subparsers(
         dest="bench", required=True
     )
@@ -242,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     priv.add_argument("--no-progress", action="store_true")
     priv.set_defaults(func=_cmd_bench_privacy)
 
+
+def _add_key_commands(sub: Any) -> None:
+    """``keys init``, ``certs init`` and ``node-keys init``: the files a deployment needs."""
     keys = sub.add_parser("keys", help="CKKS key sets").add_subparsers(dest="keys", required=True)
     init = keys.add_parser(
         "init", help="write the MSPs' secret and the coordinator's public context"
@@ -271,7 +282,6 @@ def build_parser() -> argparse.ArgumentParser:
     ninit.add_argument("--name", help="comment in the public key (default: the file name)")
     ninit.add_argument("--overwrite", action="store_true", help="replace an existing key pair")
     ninit.set_defaults(func=_cmd_node_keys_init)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
