@@ -271,6 +271,52 @@ def _wait_for_control_api(
         )
 
 
+def _serve_metrics(
+    metrics: MeshMetrics, address: str | None, say: Callable[[str], None]
+) -> MeshMetrics:
+    """Serve ``/metrics`` on ``address`` (``host:port``) if one is configured."""
+    if address is not None:
+        host, _, port = address.rpartition(":")
+        try:
+            metrics.serve(int(port), host)
+        except OSError as err:
+            raise MeshflError(
+                f"Cannot serve /metrics on {address}: {err}. Pick a free metrics_address in "
+                "mesh.toml."
+            ) from None
+        say(f"metrics on http://{address}/metrics")
+    return metrics
+
+
+def _follow(
+    follower: RunFollower,
+    run_id: str,
+    metrics: MeshMetrics,
+    processes: Processes,
+    say: Callable[[str], None],
+    poll_interval: float,
+) -> int:
+    """Report every committed round until the run ends; its exit code (1 if the SuperLink
+    dies first)."""
+    while True:
+        for record in follower.new_rounds():
+            agent = str(record["agent"])
+            metrics.observe_round(record, follower.epsilon_by_msp(agent))
+            say(format_round(record))
+        summary = follower.summary()
+        if summary is not None:
+            say(f"run {run_id} {summary['status']}")
+            if summary.get("error"):
+                say(f"error: {summary['error']}")
+            return 0 if summary["status"] == "completed" else 1
+        try:
+            processes.check_running("superlink")
+        except ProcessError as err:
+            say(str(err))
+            return 1
+        time.sleep(poll_interval)
+
+
 def serve(
     config: MeshConfig,
     *,
@@ -314,17 +360,7 @@ def serve(
         say(f"SuperLink starting on {coordinator.address} (log: {layout.logs / 'superlink.log'})")
         cli_env = flower_env(layout.cli_home)
         _wait_for_control_api(processes, cli_env, stopping)
-        metrics = metrics or MeshMetrics()
-        if coordinator.metrics_address is not None:
-            host, _, port = coordinator.metrics_address.rpartition(":")
-            try:
-                metrics.serve(int(port), host)
-            except OSError as err:
-                raise MeshflError(
-                    f"Cannot serve /metrics on {coordinator.metrics_address}: {err}. Pick a "
-                    "free metrics_address in mesh.toml."
-                ) from None
-            say(f"metrics on http://{coordinator.metrics_address}/metrics")
+        metrics = _serve_metrics(metrics or MeshMetrics(), coordinator.metrics_address, say)
         replayed = replay_committed(metrics, layout.state_dir, coordinator.run_name)
         if replayed:
             say(f"run {coordinator.run_name!r} resumes: {replayed} round(s) already stored")
@@ -335,23 +371,7 @@ def serve(
             f"{', '.join(config.agents)}); waiting for MSPs"
         )
         follower = RunFollower(layout.run_dir(run_id), layout.state_dir)
-        while True:
-            for record in follower.new_rounds():
-                agent = str(record["agent"])
-                metrics.observe_round(record, follower.epsilon_by_msp(agent))
-                say(format_round(record))
-            summary = follower.summary()
-            if summary is not None:
-                say(f"run {run_id} {summary['status']}")
-                if summary.get("error"):
-                    say(f"error: {summary['error']}")
-                return 0 if summary["status"] == "completed" else 1
-            try:
-                processes.check_running("superlink")
-            except ProcessError as err:
-                say(str(err))
-                return 1
-            time.sleep(poll_interval)
+        return _follow(follower, run_id, metrics, processes, say, poll_interval)
     except _StopSignalError as stop:
         say(f"{stop}: stopping")
         return 128 + stop.signum
