@@ -423,6 +423,17 @@ _TWO_TOPIC_RATE = 0.15
 _GAP_RATE = 0.35
 
 
+def _topic_p(framework: str) -> np.ndarray:
+    """How likely each control topic is in ``framework``'s evidence: its focus 4x, rare 0.1x."""
+    weights = np.array(
+        [
+            4.0 if t in _FOCUS[framework] else 0.1 if t in _RARE[framework] else 1.0
+            for t in CONTROL_TOPICS
+        ]
+    )
+    return weights / weights.sum()
+
+
 def compliance_evidence(n: int, *, seed: int = 0, label_noise: float = 0.03) -> pd.DataFrame:
     """Synthetic audit evidence of an MSP's clients, mapped to requirements with a status.
 
@@ -466,16 +477,8 @@ def compliance_evidence(n: int, *, seed: int = 0, label_noise: float = 0.03) -> 
     texts, mappings, statuses = [], [], []
     for i, f in enumerate(frameworks):
         framework = FRAMEWORKS[f]
-        weights = np.array(
-            [
-                4.0 if t in _FOCUS[framework] else 0.1 if t in _RARE[framework] else 1.0
-                for t in CONTROL_TOPICS
-            ]
-        )
         count = 2 if rng.random() < _TWO_TOPIC_RATE else 1
-        topics = rng.choice(
-            len(CONTROL_TOPICS), size=count, replace=False, p=weights / weights.sum()
-        )
+        topics = rng.choice(len(CONTROL_TOPICS), size=count, replace=False, p=_topic_p(framework))
         gaps = rng.random(count) < _GAP_RATE
         covered: set[str] = set()
         bodies = []
