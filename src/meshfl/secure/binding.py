@@ -117,10 +117,10 @@ class Binding:
             ):
                 raise TypeError("contributors must be a list of ints")
             binding = cls(
-                run_id=_typed(data["run"], str),
-                agent=_typed(data["agent"], str),
-                server_round=_typed(data["round"], int),
-                shares=_typed(data["shares"], int),
+                run_id=_text(data["run"]),
+                agent=_text(data["agent"]),
+                server_round=_number(data["round"]),
+                shares=_number(data["shares"]),
                 contributors=tuple(contributors),
             )
         except (KeyError, TypeError, ValueError, RecursionError) as err:
@@ -128,9 +128,15 @@ class Binding:
         return binding
 
 
-def _typed(value: object, kind: type) -> object:
-    if not isinstance(value, kind) or isinstance(value, bool):
-        raise TypeError(f"expected {kind.__name__}")
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError("expected a string")
+    return value
+
+
+def _number(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError("expected an int")
     return value
 
 
