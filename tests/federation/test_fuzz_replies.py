@@ -41,7 +41,7 @@ from meshfl.federation.engine import from_wire, to_wire
 from meshfl.federation.records import RoundContext, encode_update
 from meshfl.secure.aggregate import PAYLOAD_EXTRA
 from meshfl.secure.binding import TAG_SLOTS, Binding
-from meshfl.secure.ckks import _HEAD, ckks_vector_from, ephemeral_ckks_backend
+from meshfl.secure.ckks import _HEAD, _varint, ckks_vector_from, ephemeral_ckks_backend
 
 RUN = "fuzz-run"
 MIN_MALFORMED = 5_000
@@ -78,15 +78,6 @@ def world():
         "sealed": sealed,
         "bombs": _bombs(rng),
     }
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
 
 
 def _tenseal_form(n_values: int, blob: bytes, scale: float = 2.0**31) -> bytes:

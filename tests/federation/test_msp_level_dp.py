@@ -24,6 +24,13 @@ TINY = {"encoder": "tiny", "local_epochs": 1}
 MSP_DP = DPConfig(epsilon=1.0, unit="msp")
 
 
+def _simulate(state_dir, *, rounds):
+    return meshfl.simulate(
+        agent="threat_intel", num_msps=4, rounds=rounds, seed=0, progress=False,
+        agent_config=TINY, samples_per_msp=60, privacy=MSP_DP, state_dir=state_dir,
+    )  # fmt: skip
+
+
 def _ledger_events(state_dir, msp, agent="threat_intel"):
     return PrivacyLedger(state_dir / f"msp-{msp}" / "privacy").events(agent)
 
@@ -49,17 +56,7 @@ def test_msp_sampling_is_poisson_from_os_entropy():
 
 
 def test_every_msp_adds_a_share_of_one_planned_sigma_and_is_charged_in_full(tmp_path):
-    result = meshfl.simulate(
-        agent="threat_intel",
-        num_msps=4,
-        rounds=2,
-        seed=0,
-        progress=False,
-        agent_config=TINY,
-        samples_per_msp=60,
-        privacy=MSP_DP,
-        state_dir=tmp_path,
-    )
+    result = _simulate(tmp_path, rounds=2)
     sigma = planned_noise(result.plan)
     for msp in range(4):
         events = _ledger_events(tmp_path, msp)
@@ -77,17 +74,7 @@ def test_an_msp_that_cannot_afford_the_planned_sigma_declines_and_the_round_fail
         mechanism="gaussian", noise_multiplier=1.0, sample_rate=1.0, steps=1, unit="msp"
     )
     PrivacyLedger(tmp_path / "msp-0" / "privacy").record("threat_intel", "old:1:s", earlier)
-    result = meshfl.simulate(
-        agent="threat_intel",
-        num_msps=4,
-        rounds=1,
-        seed=0,
-        progress=False,
-        agent_config=TINY,
-        samples_per_msp=60,
-        privacy=MSP_DP,
-        state_dir=tmp_path,
-    )
+    result = _simulate(tmp_path, rounds=1)
     sigma = planned_noise(result.plan)
     assert _ledger_events(tmp_path, 0) == [earlier]  # declined: nothing trained or spent
     for msp in range(1, 4):

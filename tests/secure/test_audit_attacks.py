@@ -19,7 +19,7 @@ import pytest
 from meshfl.config.errors import InvalidUpdateError
 from meshfl.secure import Sealed, ValueRangeError, plaintext_backend
 from meshfl.secure import aggregate as _aggregate
-from meshfl.secure.ckks import _HEAD, _SEAL_HEAD, _SEAL_MAGIC, ephemeral_ckks_backend
+from meshfl.secure.ckks import _HEAD, _SEAL_HEAD, _SEAL_MAGIC, _varint, ephemeral_ckks_backend
 
 # The payload layout [w·v, w, tag] (2081f48: [w·v, w]); the weight slot comes right before
 # the tag.
@@ -113,15 +113,6 @@ def test_every_member_add_relies_on_is_checked(backend, offset, value):
     except InvalidUpdateError:
         return
     aggregator.add([good, bad])  # accepted: then add must take it
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
 
 
 def _refusal_seconds(aggregator, chunk: bytes, length: int = 5) -> float:
