@@ -1,14 +1,16 @@
 """MSP-side opening of the sealed global model: replay of ``combine``, memoized per prefix."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from meshfl import agents
 from meshfl.federation import sealed_model
-from meshfl.federation.sealed_model import open_global
+from meshfl.federation.sealed_model import Verification, open_global
 from meshfl.secure.aggregate import seal_payload
 from meshfl.secure.backend import plaintext_backend
-from meshfl.secure.binding import TAG_SLOTS
+from meshfl.secure.binding import TAG_SLOTS, Binding, UnverifiedAggregateError, tags
 
 
 class CountingSealer:
@@ -20,6 +22,10 @@ class CountingSealer:
 
     def seal(self, values):
         return self.sealer.seal(values)
+
+    @property
+    def binding_key(self):
+        return self.sealer.binding_key
 
     def open(self, sealed):
         self.opened += 1
@@ -68,3 +74,39 @@ def test_another_config_or_seed_does_not_reuse_the_memo():
     open_global(agent, history, sealer, seed=0)
     open_global(agent, history, sealer, seed=1)
     assert sealer.opened == 4
+
+
+def _bound_history(agent, rounds, sealer, run="r"):
+    """Round sums of two MSPs (nodes 1 and 2), bound and tagged as the strategy binds them."""
+    rng = np.random.default_rng(0)
+    vector = agent.init_vector(seed=0)
+    sums = []
+    for r in range(1, rounds + 1):
+        binding = Binding(run, agent.name, r, 1)
+        update = rng.integers(0, 5, agent.update_size(vector)).astype(np.float64)
+        payloads = [
+            seal_payload(update / 2, 1.0, tag=tags(sealer.binding_key, binding.scope, node))
+            for node in (1, 2)
+        ]
+        total = sealer.seal(payloads[0] + payloads[1])
+        sums.append(replace(total, binding=replace(binding, contributors=(1, 2)).to_json()))
+        vector = agent.combine(vector, update, 2.0, server_round=r)
+    return sums, vector
+
+
+@pytest.mark.filterwarnings("ignore:Secure aggregation is OFF")
+def test_verified_replay_opens_only_the_new_sum_each_round():
+    """Round r must not re-open (nor re-verify) the r-1 sums it verified before: O(1) a round."""
+    sealed_model._opened.clear()
+    agent = agents.get("anomaly")({"trees_per_round": 2, "depth": 3})
+    sealer = CountingSealer()
+    history, expected = _bound_history(agent, 4, sealer)
+    for r in range(1, 5):
+        verify = Verification("r", before_round=r + 1, min_contributors=2)
+        vector = open_global(agent, history[:r], sealer, seed=0, verify=verify)
+    assert sealer.opened == 4
+    np.testing.assert_allclose(vector, expected)
+    # a memo entry never vouches for a round at or past the one asked about
+    late = Verification("r", before_round=4, min_contributors=2)
+    with pytest.raises(UnverifiedAggregateError):
+        open_global(agent, history, sealer, seed=0, verify=late)

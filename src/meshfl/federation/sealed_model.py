@@ -121,7 +121,10 @@ def open_global(
     the vectors it opened last (keyed by agent, config, seed, verification and a hash chain
     over the sums), so round ``r`` opens only the newest sum rather than all ``r``.
     """
-    scope = f"{agent.name}:{agent.config.model_dump_json()}:{seed}:{verify}"
+    # A prefix verified once stays verified for the same run and floor; only ``before_round``
+    # moves, and a memo hit must still lie before it (checked below).
+    trust = "" if verify is None else f"{verify.run_id}:{verify.min_contributors}"
+    scope = f"{agent.name}:{agent.config.model_dump_json()}:{seed}:{verify is not None}:{trust}"
     digests: list[str] = []
     chain = scope
     for sealed in history:
@@ -131,7 +134,7 @@ def open_global(
     with _opened_lock:
         for i in range(len(digests), 0, -1):
             hit = _opened.get((scope, digests[i - 1]))
-            if hit is not None:
+            if hit is not None and (verify is None or hit[1] < verify.before_round):
                 _opened.move_to_end((scope, digests[i - 1]))
                 start, vector, last_round = i, hit[0].copy(), hit[1]
                 break
