@@ -42,7 +42,7 @@ def test_msp_sampling_is_poisson_from_os_entropy():
     app = make_client_app(lambda *_: None, sealer=lambda _c: sealer)
     n, q = 60, 0.2
     grid = InProcessGrid(app, n)
-    context = RoundContext(privacy=MSP_DP, sample_fraction=q, noise_shares=1)
+    context = RoundContext(privacy=MSP_DP, noise_shares=1)
     strategy = AgentStrategy(
         plan.build_agent(), aggregator, fraction_train=q, min_msps=1, context=context
     )

@@ -203,7 +203,7 @@ def test_instructions_decode_and_refuse_what_their_encoder_never_writes():
         {"agent_config": "[" * 100_000},
         {"agent_config": "[]"},
         {"privacy": "{not json"},
-        {"sample_fraction": math.nan},
+        {"noise_multiplier": math.nan},
         {"noise_multiplier": math.inf},
     ):
         with pytest.raises(InvalidUpdateError):

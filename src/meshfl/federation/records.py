@@ -6,7 +6,7 @@ Server → MSP (``train.<agent>`` and ``evaluate.<agent>``)::
         the sealed round sums the global model is made of (see sealed_model.py)
     "config": ConfigRecord {"agent_config": JSON, "server_round": int, "seed": int,
                             "run_id": str, "total_rounds": int, "privacy": JSON or "",
-                            "sample_fraction": float, "noise_shares": int,
+                            "noise_shares": int, "noise_multiplier": float,
                             "sealed_count": int}
 
 MSP → server, after training::
@@ -74,8 +74,6 @@ class RoundContext:
     restart is a new attempt (MSPs train, and spend privacy, again)."""
     total_rounds: int = 1
     privacy: DPConfig | None = None
-    sample_fraction: float = 1.0
-    """The rate at which MSPs are sampled (Poisson, from OS entropy, under ``unit="msp"``)."""
     noise_shares: int = 1
     noise_multiplier: float | None = None
     """Under ``unit="msp"``: the one noise multiplier every MSP of the run adds a share of,
@@ -269,7 +267,6 @@ def encode_instructions(
             "session": context.session,
             "total_rounds": int(context.total_rounds),
             "privacy": privacy,
-            "sample_fraction": float(context.sample_fraction),
             "noise_shares": int(context.noise_shares),
             "noise_multiplier": float(context.noise_multiplier or 0.0),
             "sealed_count": len(sealed),
@@ -313,7 +310,6 @@ def decode_instructions(message: Message) -> RoundInstructions:
                 session=_text(config, "session", what, limit=256, default=""),
                 total_rounds=_integer(config, "total_rounds", what, default=1),
                 privacy=DPConfig.model_validate_json(privacy) if privacy else None,
-                sample_fraction=_number(config, "sample_fraction", what, default=1.0),
                 noise_shares=_integer(config, "noise_shares", what, default=1),
                 noise_multiplier=_number(config, "noise_multiplier", what, default=0.0) or None,
             ),

@@ -141,7 +141,6 @@ def run_plan(
             session=uuid.uuid4().hex,
             total_rounds=plan.rounds,
             privacy=plan.privacy,
-            sample_fraction=plan.fraction_train,
             noise_shares=plan.min_msps,
             noise_multiplier=planned_noise(plan) if msp_level else None,
         ),
