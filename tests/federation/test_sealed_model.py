@@ -31,6 +31,10 @@ class CountingSealer:
         self.opened += 1
         return self.sealer.open(sealed)
 
+    def open_payload(self, sealed, *, expected_length=None):
+        self.opened += 1
+        return self.sealer.open_payload(sealed, expected_length=expected_length)
+
 
 def _history(agent, rounds, sealer):
     rng = np.random.default_rng(0)

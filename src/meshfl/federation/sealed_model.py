@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -70,14 +69,11 @@ class Verification:
 
 
 def _verified(
-    agent: Agent[Any],
-    sealed: Sealed,
-    opened: np.ndarray,
-    sealer: Sealer,
-    verify: Verification,
-    after_round: int,
+    agent: Agent[Any], sealed: Sealed, sealer: Sealer, verify: Verification, after_round: int
 ) -> tuple[np.ndarray, float, int]:
-    """``(Σ w·v, Σ w, round)`` of one sum, or :class:`UnverifiedAggregateError` (fixed texts)."""
+    """``(Σ w·v, Σ w, round)`` of one sum, or an :class:`InvalidUpdateError` with a fixed
+    text: :class:`UnverifiedAggregateError` for the binding and tags, and the sealer's own
+    refusal of implausible values (non-finite, weight not positive)."""
     binding = Binding.from_json(sealed.binding) if sealed.binding else None
     if (
         binding is None
@@ -88,17 +84,13 @@ def _verified(
         raise UnverifiedAggregateError(
             "the sealed model is not bound to this run, agent and an earlier round; not using it"
         )
-    summed, weight, found = open_payload(opened)
+    summed, weight, found = open_payload(sealer.open_payload(sealed))
     check_tags(
         found,
         key=sealer.binding_key,
         binding=binding,
         min_contributors=verify.min_contributors,
     )
-    if not (math.isfinite(weight) and weight > 0 and np.all(np.isfinite(summed))):
-        raise UnverifiedAggregateError(
-            "the sealed model's weight or values are not plausible; not using it"
-        )
     return summed, weight, binding.server_round
 
 
@@ -141,13 +133,12 @@ def open_global(
     if vector is None:
         vector, last_round = agent.init_vector(seed=seed), 0
     for i in range(start, len(history)):
-        opened = sealer.open(history[i])
         if verify is not None:
             summed, total_weight, last_round = _verified(
-                agent, history[i], opened, sealer, verify, last_round
+                agent, history[i], sealer, verify, last_round
             )
         else:
-            summed, total_weight, _ = open_payload(opened)
+            summed, total_weight, _ = open_payload(sealer.open(history[i]))
         vector = np.asarray(
             agent.combine(vector, summed, total_weight, server_round=i + 1), dtype=np.float64
         )
