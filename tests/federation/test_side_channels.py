@@ -24,11 +24,8 @@ from meshfl.secure.aggregate import open_payload
 from meshfl.secure.ckks import ephemeral_ckks_backend
 
 FAST = {
-    "anomaly": {"trees_per_round": 4, "depth": 5},
-    "client_health": {"n_bins": 8, "max_depth": 2},
-    "revenue": {"yearly_order": 3, "n_changepoints": 1},
-    "resource_allocation": {"hidden": 8, "rollouts": 2, "local_epochs": 1},
-    "threat_intel": {"encoder": "tiny", "local_epochs": 1},
+    name: dict(agents.get(name).fast_config)
+    for name in ("anomaly", "client_health", "revenue", "resource_allocation", "threat_intel")
 }
 IDENTITY = {"privacy.msp"}
 """Fields that name the MSP (its partition or node id): they differ by design."""
