@@ -202,3 +202,10 @@ def test_a_reply_sent_twice_counts_once_and_a_stale_reply_is_dropped(mesh, caplo
     assert result.accepted == 0
     assert all("stale or replayed" in reason for _, reason in result.dropped)
     assert len(twice.versions) == 1
+
+
+def test_a_wrong_contributor_floor_is_refused_with_a_sentence():
+    from meshfl.config.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="'min_contributors' parameter of make_client_app"):
+        make_client_app(lambda *_: None, min_contributors=0)
