@@ -307,7 +307,9 @@ def test_tenseal_serialized_chunks_are_accepted_too(backend):
     sealed = Sealed("ckks", aggregator.key_id, 3, (chunk,))
     aggregator.check(sealed, expected_length=3)
     total = aggregator.add([sealed, sealer.seal(np.ones(3))])
-    np.testing.assert_allclose(sealer.open(total), [2.0, -1.0, 4.5], atol=1e-6)
+    # ts.ckks_vector encrypts with the public key: ~7x the noise of meshfl's symmetric
+    # sealing, up to ~1.6e-6 here (1e-6 failed about 1 run in 300).
+    np.testing.assert_allclose(sealer.open(total), [2.0, -1.0, 4.5], atol=1e-5)
 
 
 def test_packing_is_lossless(backend):
