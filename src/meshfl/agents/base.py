@@ -12,6 +12,7 @@ import json
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
@@ -29,7 +30,7 @@ from meshfl.privacy.events import Mechanism
 if TYPE_CHECKING:  # the budget module loads the accountant (Opacus, torch)
     from meshfl.privacy.budget import DPStep
 
-__all__ = ["Agent", "GlobalModel"]
+__all__ = ["Agent", "GlobalModel", "PartitionRequest"]
 
 
 def _version() -> str:
@@ -41,6 +42,34 @@ def _version() -> str:
 
 
 LocalT = TypeVar("LocalT")
+
+
+@dataclass(frozen=True)
+class PartitionRequest:
+    """What :meth:`Agent.synthetic_partitions` was asked for, as one value.
+
+    Agents that deal synthetic data out their own way override
+    :meth:`Agent._partition_synthetic`, which receives it.
+    """
+
+    num_msps: int
+    samples_per_msp: int
+    """Rows per MSP on average (an agent whose MSPs own a series: periods per series)."""
+    seed: int
+    alpha: float = 0.5
+    """Dirichlet concentration of the label skew (smaller: more skew)."""
+    size_skew: float = 0.5
+    """Sigma of the log-normal the MSPs' shares of the data are drawn from (0: equal sizes)."""
+
+    def keywords(self) -> dict[str, Any]:
+        """Everything but ``num_msps``, as the keyword arguments of the data modules'
+        ``*_partitions`` functions (``samples_per_msp``, ``seed``, ``alpha``, ``size_skew``)."""
+        return {
+            "samples_per_msp": self.samples_per_msp,
+            "seed": self.seed,
+            "alpha": self.alpha,
+            "size_skew": self.size_skew,
+        }
 
 
 class Agent(ABC, Generic[LocalT]):
@@ -128,16 +157,31 @@ class Agent(ABC, Generic[LocalT]):
         The default draws ``num_msps * samples_per_msp`` rows and deals them out with
         Dirichlet label skew ``alpha`` and log-normal size skew (see
         :func:`meshfl.data.partition.partition`). Agents whose MSPs each own a whole object
-        (a revenue series, a dispatch environment) override it.
+        (a revenue series, a dispatch environment) override :meth:`_partition_synthetic`.
         """
-        pooled = self.synthetic_data(num_msps * samples_per_msp, seed=seed)
+        request = PartitionRequest(num_msps, samples_per_msp, seed, alpha, size_skew)
+        return self._partition_synthetic(request)
+
+    def _partition_synthetic(self, request: PartitionRequest) -> list[pd.DataFrame]:
+        """The partitions :meth:`synthetic_partitions` returns (the hook agents override)."""
+        return self._partition_pooled(self._pooled_synthetic(request), request, self.label_column)
+
+    def _pooled_synthetic(self, request: PartitionRequest) -> pd.DataFrame:
+        """``num_msps * samples_per_msp`` rows of :meth:`synthetic_data`, not yet dealt out."""
+        return self.synthetic_data(request.num_msps * request.samples_per_msp, seed=request.seed)
+
+    @staticmethod
+    def _partition_pooled(
+        pooled: pd.DataFrame, request: PartitionRequest, label_column: str
+    ) -> list[pd.DataFrame]:
+        """Deal ``pooled`` out to the request's MSPs, skewed over ``label_column``."""
         return partition(
             pooled,
-            num_msps,
-            label_column=self.label_column,
-            alpha=alpha,
-            size_skew=size_skew,
-            seed=seed,
+            request.num_msps,
+            label_column=label_column,
+            alpha=request.alpha,
+            size_skew=request.size_skew,
+            seed=request.seed,
         )
 
     def split(

@@ -54,7 +54,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, model_validator
 
-from meshfl.agents.base import Agent, GlobalModel
+from meshfl.agents.base import Agent, GlobalModel, PartitionRequest
 from meshfl.agents.registry import register
 from meshfl.agents.update import Update
 from meshfl.config.base import MeshflConfig
@@ -255,24 +255,11 @@ class ClientHealth(Agent[HealthData]):
     def synthetic_data(self, n: int, *, seed: int) -> pd.DataFrame:
         return client_health(n, seed=seed)
 
-    def synthetic_partitions(
-        self,
-        num_msps: int,
-        *,
-        samples_per_msp: int,
-        seed: int,
-        alpha: float = 0.5,
-        size_skew: float = 0.5,
-    ) -> list[pd.DataFrame]:
+    def _partition_synthetic(self, request: PartitionRequest) -> list[pd.DataFrame]:
         # Each MSP has its own mix of client segments and its own service quality: the
         # features shift between MSPs, and the churn rates with them.
         return client_health_partitions(
-            num_msps,
-            samples_per_msp=samples_per_msp,
-            seed=seed,
-            alpha=alpha,
-            size_skew=size_skew,
-            min_size=min(20, samples_per_msp),
+            request.num_msps, **request.keywords(), min_size=min(20, request.samples_per_msp)
         )
 
     def prepare(self, frame: pd.DataFrame) -> HealthData:

@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 from pydantic import Field, field_validator
 
-from meshfl.agents.base import Agent, GlobalModel
+from meshfl.agents.base import Agent, GlobalModel, PartitionRequest
 from meshfl.agents.frozen_encoder import FrozenEncoderMixin
 from meshfl.agents.registry import register
 from meshfl.agents.update import Update
@@ -35,7 +35,6 @@ from meshfl.data.collaboration_data import (
     PROFILE_SCHEMA,
     joint_projects,
 )
-from meshfl.data.partition import partition
 from meshfl.models.flat import get_flat, set_flat
 from meshfl.models.pair_projection import (
     PairProjection,
@@ -162,32 +161,17 @@ class Collaboration(FrozenEncoderMixin, Agent[PairData]):
     def synthetic_data(self, n: int, *, seed: int) -> pd.DataFrame:
         return joint_projects(n, seed=seed)
 
-    def synthetic_partitions(
-        self,
-        num_msps: int,
-        *,
-        samples_per_msp: int,
-        seed: int,
-        alpha: float = 0.5,
-        size_skew: float = 0.5,
-    ) -> list[pd.DataFrame]:
-        """Synthetic projects of ``num_msps`` MSPs, skewed by region (Dirichlet ``alpha``).
+    def _partition_synthetic(self, request: PartitionRequest) -> list[pd.DataFrame]:
+        """Synthetic projects of the MSPs, skewed by region (Dirichlet ``alpha``).
 
         An MSP knows the projects of its own partner network, which is mostly regional, so
         the non-IID skew is over the first partner's home region. Skewing by outcome (the
         default) would leave some MSPs with failed projects only: nothing to tell good
         partners from bad ones, which is not what an MSP's records look like.
         """
-        pooled = self.synthetic_data(num_msps * samples_per_msp, seed=seed)
+        pooled = self._pooled_synthetic(request)
         pooled["home_region"] = pooled["a_regions"].str.split(",").str[0]
-        parts = partition(
-            pooled,
-            num_msps,
-            label_column="home_region",
-            alpha=alpha,
-            size_skew=size_skew,
-            seed=seed,
-        )
+        parts = self._partition_pooled(pooled, request, "home_region")
         return [part.drop(columns="home_region") for part in parts]
 
     def projection(self) -> PairProjection:

@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 from pydantic import Field, field_validator
 
-from meshfl.agents.base import Agent, GlobalModel
+from meshfl.agents.base import Agent, GlobalModel, PartitionRequest
 from meshfl.agents.registry import register
 from meshfl.agents.update import Update
 from meshfl.config.base import MeshflConfig
@@ -147,19 +147,9 @@ class ResourceAllocation(Agent[DispatchData]):
     def synthetic_data(self, n: int, *, seed: int) -> pd.DataFrame:
         return dispatch_history(n, seed=seed)
 
-    def synthetic_partitions(
-        self,
-        num_msps: int,
-        *,
-        samples_per_msp: int,
-        seed: int,
-        alpha: float = 0.5,
-        size_skew: float = 0.5,
-    ) -> list[pd.DataFrame]:
+    def _partition_synthetic(self, request: PartitionRequest) -> list[pd.DataFrame]:
         """Each MSP its own environment: roster, sites, ticket mix and load (see dispatch_data)."""
-        return dispatch_partitions(
-            num_msps, samples_per_msp=samples_per_msp, seed=seed, alpha=alpha, size_skew=size_skew
-        )
+        return dispatch_partitions(request.num_msps, **request.keywords())
 
     def split(
         self, frame: pd.DataFrame, *, test_fraction: float, seed: int

@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, field_validator, model_validator
 
-from meshfl.agents.base import Agent, GlobalModel
+from meshfl.agents.base import Agent, GlobalModel, PartitionRequest
 from meshfl.agents.registry import register
 from meshfl.agents.update import Update
 from meshfl.config.base import MeshflConfig
@@ -212,26 +212,18 @@ class Revenue(Agent[RevenueData]):
     def _periods_per_year(self) -> int:
         return 52 if self.config.frequency == "weekly" else 12
 
-    def synthetic_partitions(
-        self,
-        num_msps: int,
-        *,
-        samples_per_msp: int,
-        seed: int,
-        alpha: float = 0.5,
-        size_skew: float = 0.5,
-    ) -> list[pd.DataFrame]:
+    def _partition_synthetic(self, request: PartitionRequest) -> list[pd.DataFrame]:
         """One series per MSP; ``samples_per_msp`` is the mean number of periods.
 
         ``alpha`` (label skew) has no meaning here: every MSP owns exactly one series.
         """
         shortest = self.config.horizon + max(self.config.min_history, self._periods_per_year() // 2)
         return revenue_partitions(
-            num_msps,
-            mean_periods=samples_per_msp,
-            seed=seed,
+            request.num_msps,
+            mean_periods=request.samples_per_msp,
+            seed=request.seed,
             frequency=self.config.frequency,
-            size_skew=size_skew,
+            size_skew=request.size_skew,
             min_periods=shortest,
         )
 
