@@ -16,14 +16,16 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, TypeAlias
 
 import numpy as np
 import pandas as pd
+from pydantic import SkipValidation
 
 from meshfl.agents import registry
 from meshfl.agents.base import Agent, GlobalModel
 from meshfl.config.errors import ConfigError
+from meshfl.config.validation import Count, Float, Positive, Seed, Skew, checked
 from meshfl.federation.client_app import NodeData, make_client_app
 from meshfl.federation.engine import run_in_process
 from meshfl.federation.sealed_model import open_global
@@ -46,6 +48,7 @@ log = logging.getLogger("meshfl")
 
 Backend = Literal["in-process", "ray"]
 SecureAggregation = Literal["ckks", "plaintext"]
+MSPData: TypeAlias = pd.DataFrame | NodeData | str | os.PathLike[str]
 
 
 @dataclass
@@ -119,7 +122,7 @@ def make_partitions(
     *,
     num_msps: int,
     seed: int,
-    data: Sequence[pd.DataFrame | NodeData | str | os.PathLike[str]] | None = None,
+    data: Sequence[MSPData] | None = None,
     samples_per_msp: int = 400,
     alpha: float = 0.5,
     size_skew: float = 0.5,
@@ -221,10 +224,7 @@ def federate(
             _run_on_ray(server_app, client_app, num_nodes=len(parts))
             sent = received = 0
         else:
-            raise ConfigError(
-                "The 'backend' parameter of simulate must be 'in-process' or 'ray'. "
-                f"Got {backend!r} instead."
-            )
+            raise AssertionError(f"unknown backend {backend!r}")  # simulate admits no other
     finally:
         if bar is not None:
             bar.close()
@@ -235,8 +235,9 @@ def federate(
     return FederationOutcome(run, vector, sent, received)
 
 
+@checked
 def simulation_keys(
-    secure_aggregation: SecureAggregation, *, num_msps: int = 1
+    secure_aggregation: SecureAggregation, *, num_msps: Count = 1
 ) -> tuple[Callable[[Any], Sealer], Aggregator, Sealer]:
     """Per-MSP sealer factory, the coordinator's aggregator, and one MSP's sealer.
 
@@ -258,25 +259,23 @@ def simulation_keys(
             public,
             msp_sealer,
         )
-    raise ConfigError(
-        "The 'secure_aggregation' parameter of simulate must be 'ckks' or 'plaintext'. "
-        f"Got {secure_aggregation!r} instead."
-    )
+    raise AssertionError(f"unknown secure_aggregation {secure_aggregation!r}")  # checked
 
 
+@checked
 def simulate(
     *,
     agent: str,
-    num_msps: int = 5,
-    rounds: int | None = None,
-    seed: int = 0,
-    data: Sequence[pd.DataFrame | NodeData | str | os.PathLike[str]] | None = None,
+    num_msps: Count = 5,
+    rounds: Count | None = None,
+    seed: Seed = 0,
+    data: SkipValidation[Sequence[MSPData] | None] = None,  # _sim_partitions checks it
     agent_config: Mapping[str, Any] | None = None,
-    samples_per_msp: int = 400,
-    alpha: float = 0.5,
-    size_skew: float = 0.5,
-    fraction_train: float = 1.0,
-    min_msps: int | None = None,
+    samples_per_msp: Count = 400,
+    alpha: Positive = 0.5,
+    size_skew: Skew = 0.5,
+    fraction_train: Annotated[float, Float("in (0, 1]", lambda v: 0 < v <= 1)] = 1.0,
+    min_msps: Count | None = None,
     privacy: DPConfig | None = None,
     secure_aggregation: SecureAggregation = "ckks",
     state_dir: str | os.PathLike[str] | None = None,
@@ -357,11 +356,6 @@ def _sim_plan(
     privacy: DPConfig | None,
 ) -> AgentPlan:
     """The plan :func:`simulate` runs: ``num_msps`` checked, ``rounds`` and ``min_msps`` set."""
-    if not isinstance(num_msps, int) or num_msps < 1:
-        raise ConfigError(
-            "The 'num_msps' parameter of simulate must be an integer >= 1. "
-            f"Got {num_msps!r} instead."
-        )
     if rounds is None:
         rounds = registry.get(agent)(dict(agent_config or {})).suggested_rounds()
     if min_msps is None:

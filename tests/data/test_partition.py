@@ -188,7 +188,9 @@ def test_impossible_min_size_says_what_would_fit() -> None:
 
 
 def test_partition_rejects_non_frames_and_empty_frames() -> None:
-    with pytest.raises(DataSchemaError, match=r"must be a pandas DataFrame. Got a list"):
+    with pytest.raises(
+        ConfigError, match=r"'frame' parameter of partition must be an instance of DataFrame"
+    ):
         partition([1, 2, 3], 2)  # type: ignore[arg-type]
     with pytest.raises(DataSchemaError, match=r"empty frame"):
         partition(pd.DataFrame({"label": []}), 2, min_size=0)

@@ -354,10 +354,10 @@ class TestScores:
         ({"low": [[0.0]], "high": [[1.0]]}, "'low' parameter must be a non-empty 1-D"),
         ({"low": [], "high": []}, "'low' parameter must be a non-empty 1-D"),
         ({"low": ["a"], "high": [1.0]}, "'low' parameter must be a 1-D array of floats"),
-        ({"n_trees": 0}, "'n_trees' parameter must be an integer >= 1"),
+        ({"n_trees": 0}, "'n_trees' parameter of grow_structure must be an integer >= 1"),
         ({"n_trees": 2.0}, "'n_trees'"),
         ({"n_trees": True}, "'n_trees'"),
-        ({"depth": 0}, r"'depth' parameter must be an integer in \[1, 16\]"),
+        ({"depth": 0}, r"'depth' parameter of grow_structure must be an integer in \[1, 16\]"),
         ({"depth": 17}, "'depth'"),
         ({"seed": -1}, "'seed' parameter must be a non-negative int"),
         ({"seed": "public"}, "'seed'"),
@@ -387,7 +387,9 @@ def test_scoring_rejects_bad_arguments() -> None:
         score_samples(s, np.full(16, np.nan), X)
     with pytest.raises(ConfigError, match="'counts' vector must hold some positive mass"):
         score_samples(s, -np.ones(16), X)
-    with pytest.raises(ConfigError, match="'subsample_size' parameter must be an integer >= 2"):
+    with pytest.raises(
+        ConfigError, match="'subsample_size' parameter of score_samples must be an integer >= 2"
+    ):
         score_samples(s, counts, X, subsample_size=1)
     with pytest.raises(ConfigError, match="'feature' array of ForestStructure"):
         ForestStructure(

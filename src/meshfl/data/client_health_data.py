@@ -28,8 +28,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from meshfl.config.checks import check_float, check_int
 from meshfl.config.errors import ConfigError
+from meshfl.config.validation import Count, Positive, Seed, Skew, checked
 from meshfl.data.schema import Column, Schema
 
 __all__ = [
@@ -208,7 +208,8 @@ def _frame(rng: np.random.Generator, n: int, mix: np.ndarray, quality: float) ->
     return frame
 
 
-def client_health(n: int, *, seed: int) -> pd.DataFrame:
+@checked
+def client_health(n: Count, *, seed: Seed) -> pd.DataFrame:
     """``n`` seeded synthetic clients of an average MSP (55% SMB, 30% mid-market, 15% enterprise).
 
     Parameters
@@ -229,18 +230,18 @@ def client_health(n: int, *, seed: int) -> pd.DataFrame:
     >>> list(frame.columns[-2:])
     ['churned', 'segment']
     """
-    n = check_int(n, "n", where="client_health", minimum=1)
     return _frame(np.random.default_rng([seed, 0x0C4E]), n, _POOLED_MIX, 0.0)
 
 
+@checked
 def client_health_partitions(
-    num_msps: int,
+    num_msps: Count,
     *,
-    samples_per_msp: int,
-    seed: int,
-    alpha: float = 0.5,
-    size_skew: float = 0.5,
-    min_size: int = 20,
+    samples_per_msp: Count,
+    seed: Seed,
+    alpha: Positive = 0.5,
+    size_skew: Skew = 0.5,
+    min_size: Count = 20,
 ) -> list[pd.DataFrame]:
     """Seeded client books of ``num_msps`` MSPs that differ as real MSPs do.
 
@@ -249,20 +250,6 @@ def client_health_partitions(
     time) from a normal distribution, and its size from a log-normal of spread ``size_skew``
     around ``samples_per_msp`` (at least ``min_size`` rows).
     """
-    num_msps = check_int(num_msps, "num_msps", where="client_health_partitions", minimum=1)
-    samples_per_msp = check_int(
-        samples_per_msp, "samples_per_msp", where="client_health_partitions", minimum=1
-    )
-    alpha = check_float(
-        alpha, "alpha", where="client_health_partitions", rule="> 0", ok=lambda v: v > 0
-    )
-    size_skew = check_float(
-        size_skew,
-        "size_skew",
-        where="client_health_partitions",
-        rule="in [0, inf)",
-        ok=lambda v: 0 <= v < np.inf,
-    )
     if min_size > samples_per_msp:
         raise ConfigError(
             "The 'samples_per_msp' parameter of client_health_partitions must be at least "

@@ -25,11 +25,12 @@ project outcomes are. Every draw comes from one :class:`numpy.random.Generator` 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 import pandas as pd
 
-from meshfl.config.checks import check_int
+from meshfl.config.validation import Count, Int, Seed, checked
 from meshfl.data.schema import Column, Schema
 
 __all__ = [
@@ -249,7 +250,8 @@ def _profiles(n: int, rng: np.random.Generator) -> tuple[pd.DataFrame, list[_Fac
     return pd.DataFrame(rows), facts
 
 
-def msp_profiles(n: int, *, seed: int) -> pd.DataFrame:
+@checked
+def msp_profiles(n: Count, *, seed: Seed) -> pd.DataFrame:
     """``n`` seeded synthetic MSP profiles (columns of :data:`PROFILE_SCHEMA`).
 
     Examples
@@ -258,8 +260,6 @@ def msp_profiles(n: int, *, seed: int) -> pd.DataFrame:
     >>> list(profiles.columns)
     ['name', 'services', 'certifications', 'regions', 'verticals', 'size']
     """
-    n = check_int(n, "n", where="msp_profiles", minimum=1)
-    seed = check_int(seed, "seed", where="msp_profiles", minimum=0)
     return _profiles(n, np.random.default_rng(seed))[0]
 
 
@@ -275,7 +275,10 @@ def _compatibility(a: _Facts, b: _Facts) -> float:
     return score - 1.3
 
 
-def joint_projects(n: int, *, seed: int, n_profiles: int | None = None) -> pd.DataFrame:
+@checked
+def joint_projects(
+    n: Count, *, seed: Seed, n_profiles: Annotated[int, Int(2)] | None = None
+) -> pd.DataFrame:
     """``n`` seeded synthetic past joint projects between MSPs (:data:`COLLABORATION_SCHEMA`).
 
     Parameters
@@ -302,11 +305,8 @@ def joint_projects(n: int, *, seed: int, n_profiles: int | None = None) -> pd.Da
     >>> frame.equals(joint_projects(6, seed=1))
     True
     """
-    n = check_int(n, "n", where="joint_projects", minimum=1)
-    seed = check_int(seed, "seed", where="joint_projects", minimum=0)
     if n_profiles is None:
         n_profiles = min(200, max(8, n // 5))
-    n_profiles = check_int(n_profiles, "n_profiles", where="joint_projects", minimum=2)
     rng = np.random.default_rng(seed)
     profiles, facts = _profiles(n_profiles, rng)
     records = profiles.to_dict("records")

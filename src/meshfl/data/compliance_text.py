@@ -18,8 +18,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from meshfl.config.validation import Count, Seed, Unit, checked
 from meshfl.data.schema import Column, Schema
-from meshfl.data.templates import MONTHS, Field, check_generator_args, fill, one_of, pick
+from meshfl.data.templates import MONTHS, Field, fill, one_of, pick
 
 __all__ = [
     "COMPLIANCE_EVIDENCE_SCHEMA",
@@ -434,7 +435,8 @@ def _topic_p(framework: str) -> np.ndarray:
     return weights / weights.sum()
 
 
-def compliance_evidence(n: int, *, seed: int = 0, label_noise: float = 0.03) -> pd.DataFrame:
+@checked
+def compliance_evidence(n: Count, *, seed: Seed = 0, label_noise: Unit = 0.03) -> pd.DataFrame:
     """Synthetic audit evidence of an MSP's clients, mapped to requirements with a status.
 
     Parameters
@@ -465,7 +467,6 @@ def compliance_evidence(n: int, *, seed: int = 0, label_noise: float = 0.03) -> 
     >>> frame.equals(compliance_evidence(3, seed=1))
     True
     """
-    n, seed, label_noise = check_generator_args(n, seed, label_noise, where="compliance_evidence")
     rng = np.random.default_rng(seed)
     requirement_ids = tuple(REQUIREMENTS)
     frameworks = rng.integers(len(FRAMEWORKS), size=n)

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from meshfl.config.checks import check_float, check_int
 from meshfl.config.errors import DataSchemaError
+from meshfl.config.validation import Count, Positive, Seed, Skew, check, checked
 from meshfl.data.schema import Column, Schema
 
 __all__ = [
@@ -219,7 +219,7 @@ def dispatch_history(
     prefix : str
         Start of the episode ids (``"<prefix>0000"``, ...), to keep MSPs' days apart.
     """
-    n = check_int(n, "n", where="dispatch_history", minimum=1)
+    n = check(n, Count, "n", where="dispatch_history")
     rng = np.random.default_rng(seed)
     profile = profile if profile is not None else msp_profile(rng)
     roster = format_roster(profile.roster)
@@ -232,20 +232,16 @@ def dispatch_history(
     return pd.concat(days, ignore_index=True)
 
 
+@checked
 def dispatch_partitions(
-    num_msps: int, *, samples_per_msp: int, seed: int, alpha: float = 0.5, size_skew: float = 0.5
+    num_msps: Count,
+    *,
+    samples_per_msp: Count,
+    seed: Seed,
+    alpha: Positive = 0.5,
+    size_skew: Skew = 0.5,
 ) -> list[pd.DataFrame]:
     """Histories of ``num_msps`` different MSPs, sizes drawn log-normal (``size_skew``)."""
-    num_msps = check_int(num_msps, "num_msps", where="dispatch_partitions", minimum=1)
-    samples_per_msp = check_int(
-        samples_per_msp, "samples_per_msp", where="dispatch_partitions", minimum=1
-    )
-    alpha = check_float(
-        alpha, "alpha", where="dispatch_partitions", rule="in (0, inf)", ok=lambda v: v > 0
-    )
-    size_skew = check_float(
-        size_skew, "size_skew", where="dispatch_partitions", rule="in [0, inf)", ok=lambda v: v >= 0
-    )
     root = np.random.SeedSequence([seed, 0xD15])
     children = root.spawn(num_msps + 1)
     raw = np.exp(size_skew * np.random.default_rng(children[0]).standard_normal(num_msps))

@@ -23,7 +23,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from meshfl.config.checks import check_int
+from meshfl.config.validation import Count, Seed, checked
 from meshfl.data.schema import Column, Schema
 
 __all__ = ["INSIGHTS_SCHEMA", "INSIGHT_SEPARATOR", "INSIGHT_TOPICS", "mesh_questions"]
@@ -292,7 +292,8 @@ _GENERATORS: dict[str, Callable[[np.random.Generator], _Fact]] = {
 }
 
 
-def mesh_questions(n: int, *, seed: int = 0, insights_per_row: int = 5) -> pd.DataFrame:
+@checked
+def mesh_questions(n: Count, *, seed: Seed = 0, insights_per_row: Count = 5) -> pd.DataFrame:
     """Synthetic questions about the mesh's insights, with the insights and the answer.
 
     Parameters
@@ -320,9 +321,7 @@ def mesh_questions(n: int, *, seed: int = 0, insights_per_row: int = 5) -> pd.Da
     >>> all(a in ins for a, ins in zip(frame["answer"], frame["insights"]))
     True
     """
-    n = check_int(n, "n", where="mesh_questions", minimum=1)
-    seed = check_int(seed, "seed", where="mesh_questions", minimum=0)
-    k = check_int(insights_per_row, "insights_per_row", where="mesh_questions", minimum=1)
+    k = insights_per_row
     rng = np.random.default_rng(seed)
     rows = []
     for _ in range(n):

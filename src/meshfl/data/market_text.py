@@ -15,11 +15,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from meshfl.config.validation import Count, Seed, Unit, checked
 from meshfl.data.schema import Column, Schema
 from meshfl.data.templates import (
     MONTHS,
     Field,
-    check_generator_args,
     fill,
     one_of,
     pick,
@@ -219,7 +219,8 @@ _CUES: dict[str, tuple[str, ...]] = {
 _CUE_RATE = 0.7
 
 
-def market_text(n: int, *, seed: int = 0, label_noise: float = 0.03) -> pd.DataFrame:
+@checked
+def market_text(n: Count, *, seed: Seed = 0, label_noise: Unit = 0.03) -> pd.DataFrame:
     """Synthetic market and pricing text of an MSP's feed, labelled with signal and sentiment.
 
     Parameters
@@ -247,7 +248,6 @@ def market_text(n: int, *, seed: int = 0, label_noise: float = 0.03) -> pd.DataF
     >>> frame.equals(market_text(4, seed=1))
     True
     """
-    n, seed, label_noise = check_generator_args(n, seed, label_noise, where="market_text")
     rng = np.random.default_rng(seed)
     signals = rng.choice(len(MARKET_SIGNALS), size=n, p=_SIGNAL_SHARES)
     cumulative = np.cumsum(_SENTIMENT_GIVEN_SIGNAL, axis=1)[signals]

@@ -11,12 +11,16 @@ arguments give the same frame on every platform.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
 import pandas as pd
 
-from meshfl.config.checks import check_float, check_int
+from meshfl.config.validation import Count, Float, Seed, checked
 from meshfl.data.schemas import OPS_METRIC_BOUNDS, OPS_METRIC_FEATURES
 from meshfl.data.templates import pick
+
+AnomalyFraction = Annotated[float, Float("in [0, 0.5]", lambda v: 0 <= v <= 0.5)]
 
 __all__ = ["WORKLOAD_PROFILES", "operational_metrics"]
 
@@ -165,7 +169,10 @@ def _inject_anomalies(
     return is_anomaly
 
 
-def operational_metrics(n: int, *, seed: int = 0, anomaly_fraction: float = 0.05) -> pd.DataFrame:
+@checked
+def operational_metrics(
+    n: Count, *, seed: Seed = 0, anomaly_fraction: AnomalyFraction = 0.05
+) -> pd.DataFrame:
     """Synthetic host metrics of an MSP's monitoring, with labelled injected anomalies.
 
     Each host runs one workload profile (``web``, ``database``, ``batch``, ``file_server``,
@@ -201,15 +208,6 @@ def operational_metrics(n: int, *, seed: int = 0, anomaly_fraction: float = 0.05
     >>> bool((frame["cpu_pct"] <= 100).all())
     True
     """
-    n = check_int(n, "n", where="operational_metrics", minimum=1)
-    seed = check_int(seed, "seed", where="operational_metrics", minimum=0)
-    anomaly_fraction = check_float(
-        anomaly_fraction,
-        "anomaly_fraction",
-        where="operational_metrics",
-        rule="in [0, 0.5]",
-        ok=lambda v: 0 <= v <= 0.5,
-    )
     rng = np.random.default_rng(seed)
 
     host_names, row_host, profiles = _hosts(rng, n)

@@ -13,24 +13,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from meshfl.config.checks import check_float, check_int
 from meshfl.config.errors import ConfigError, DataSchemaError
+from meshfl.config.validation import (
+    Count,
+    NonNegative,
+    OpenUnit,
+    Positive,
+    Seed,
+    Skew,
+    checked,
+)
 
 __all__ = ["label_distribution", "partition", "train_test_split"]
-
-
-def _check_frame(frame: Any, func: str) -> pd.DataFrame:
-    if not isinstance(frame, pd.DataFrame):
-        raise DataSchemaError(
-            f"The 'frame' parameter of {func} must be a pandas DataFrame. "
-            f"Got a {type(frame).__name__} instead."
-        )
-    return frame
 
 
 def _largest_remainder(total: int, weights: np.ndarray) -> np.ndarray:
@@ -83,15 +81,16 @@ def _round_matrix(fitted: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.
     return counts
 
 
+@checked
 def partition(
     frame: pd.DataFrame,
-    num_msps: int,
+    num_msps: Count,
     *,
     label_column: str | None = None,
-    alpha: float = 0.5,
-    size_skew: float = 0.0,
-    min_size: int = 10,
-    seed: int = 0,
+    alpha: Positive = 0.5,
+    size_skew: Skew = 0.0,
+    min_size: NonNegative = 10,
+    seed: Seed = 0,
 ) -> list[pd.DataFrame]:
     """Split ``frame`` over ``num_msps`` simulated MSPs with label and size skew.
 
@@ -137,9 +136,7 @@ def partition(
     >>> [len(p) for p in parts], sum(len(p) for p in parts)
     ([25, 25, 25, 25], 100)
     """
-    frame, num_msps, alpha, size_skew, min_size, seed = _check_partition_args(
-        frame, num_msps, label_column, alpha, size_skew, min_size, seed
-    )
+    _check_partition_args(frame, num_msps, label_column, min_size)
     n = len(frame)
     rng = np.random.default_rng(seed)
     sizes = _msp_sizes(rng, n, num_msps, min_size, size_skew)
@@ -162,24 +159,10 @@ def partition(
 
 
 def _check_partition_args(
-    frame: Any,
-    num_msps: int,
-    label_column: str | None,
-    alpha: float,
-    size_skew: float,
-    min_size: int,
-    seed: int,
-) -> tuple[pd.DataFrame, int, float, float, int, int]:
-    """:func:`partition`'s arguments, checked (``frame``, ``num_msps``, ..., ``seed``)."""
+    frame: pd.DataFrame, num_msps: int, label_column: str | None, min_size: int
+) -> None:
+    """What :func:`partition`'s types cannot say: the label is a column, the rows suffice."""
     func = "partition"
-    frame = _check_frame(frame, func)
-    num_msps = check_int(num_msps, "num_msps", where=func, minimum=1)
-    alpha = check_float(alpha, "alpha", where=func, rule="in (0, inf]", ok=lambda v: v > 0)
-    size_skew = check_float(
-        size_skew, "size_skew", where=func, rule="in [0, inf)", ok=lambda v: 0 <= v < math.inf
-    )
-    min_size = check_int(min_size, "min_size", where=func, minimum=0)
-    seed = check_int(seed, "seed", where=func, minimum=0)
     if label_column is not None and label_column not in frame.columns:
         raise ConfigError(
             f"The 'label_column' parameter of {func} must name a column of the frame, or be "
@@ -196,7 +179,6 @@ def _check_partition_args(
             f"has only {n} rows. Lower 'min_size' to at most {n // num_msps}, lower "
             f"'num_msps' to at most {most_msps}, or pass more data."
         )
-    return frame, num_msps, alpha, size_skew, min_size, seed
 
 
 def _msp_sizes(
@@ -216,8 +198,9 @@ def _class_codes(frame: pd.DataFrame, label_column: str | None) -> tuple[np.ndar
     return codes, len(uniques)
 
 
+@checked
 def train_test_split(
-    frame: pd.DataFrame, *, test_fraction: float = 0.2, seed: int = 0
+    frame: pd.DataFrame, *, test_fraction: OpenUnit = 0.2, seed: Seed = 0
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split one MSP's rows into a training and a held-out part at random.
 
@@ -244,12 +227,6 @@ def train_test_split(
     >>> len(train), len(test)
     (7, 3)
     """
-    func = "train_test_split"
-    frame = _check_frame(frame, func)
-    test_fraction = check_float(
-        test_fraction, "test_fraction", where=func, rule="in (0, 1)", ok=lambda v: 0 < v < 1
-    )
-    seed = check_int(seed, "seed", where=func, minimum=0)
     n = len(frame)
     if n < 2:
         raise DataSchemaError(

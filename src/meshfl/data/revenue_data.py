@@ -19,8 +19,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from meshfl.config.checks import check_float, check_int
 from meshfl.config.errors import ConfigError
+from meshfl.config.validation import Count, Seed, Skew, checked
 from meshfl.data.schema import Column, Schema
 
 __all__ = [
@@ -98,12 +98,13 @@ def _step(frequency: Frequency) -> pd.DateOffset:
     )
 
 
+@checked
 def revenue_series(
-    periods: int,
+    periods: Count,
     *,
-    seed: int,
+    seed: Seed,
     frequency: Frequency = "weekly",
-    end: pd.Timestamp = DEFAULT_END,
+    end: pd.Timestamp | str = DEFAULT_END,
     series: str | None = None,
 ) -> pd.DataFrame:
     """One MSP's revenue series of ``periods`` periods ending at ``end``.
@@ -127,7 +128,6 @@ def revenue_series(
     pandas.DataFrame
         Columns ``date``, ``revenue``, ``series``.
     """
-    periods = check_int(periods, "periods", where="revenue_series", minimum=1)
     step = _step(frequency)
     rng = np.random.default_rng([seed, 0x5EED])
     end = pd.Timestamp(end)
@@ -156,14 +156,15 @@ def revenue_series(
     )
 
 
+@checked
 def revenue_partitions(
-    num_msps: int,
+    num_msps: Count,
     *,
-    mean_periods: int,
-    seed: int,
+    mean_periods: Count,
+    seed: Seed,
     frequency: Frequency = "weekly",
-    size_skew: float = 0.5,
-    min_periods: int = 30,
+    size_skew: Skew = 0.5,
+    min_periods: Count = 30,
 ) -> list[pd.DataFrame]:
     """One series per MSP, with log-normally skewed history lengths.
 
@@ -171,11 +172,6 @@ def revenue_partitions(
     ``mean_periods``), at least ``min_periods``: some MSPs are new, some have years of
     history.
     """
-    num_msps = check_int(num_msps, "num_msps", where="revenue_partitions", minimum=1)
-    mean_periods = check_int(mean_periods, "mean_periods", where="revenue_partitions", minimum=1)
-    size_skew = check_float(
-        size_skew, "size_skew", where="revenue_partitions", rule=">= 0", ok=lambda v: v >= 0
-    )
     rng = np.random.default_rng([seed, 0xA11])
     factors = np.exp(rng.normal(0.0, 2 * size_skew, size=num_msps))
     lengths = np.maximum(min_periods, np.round(mean_periods * factors / factors.mean()))

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from meshfl.config.checks import check_float, check_int
+from meshfl.config.validation import Count, Seed, Unit, checked
 from meshfl.data.schemas import SEVERITIES, THREAT_CLASSES
 from meshfl.data.security_event_fields import FIELDS, HOST_POOLS, SOURCE_HOSTS
 from meshfl.data.security_event_templates import CLASS_TEMPLATES, SHARED_TEMPLATES
@@ -98,7 +98,8 @@ def _event(rng: np.random.Generator, label: str, ts: pd.Timestamp) -> tuple[str,
     return host, source, template.format_map(_Fields(rng, row))
 
 
-def security_events(n: int, *, seed: int = 0, label_noise: float = 0.03) -> pd.DataFrame:
+@checked
+def security_events(n: Count, *, seed: Seed = 0, label_noise: Unit = 0.03) -> pd.DataFrame:
     """Synthetic security events of an MSP's SIEM, labelled with threat class and severity.
 
     Parameters
@@ -129,15 +130,6 @@ def security_events(n: int, *, seed: int = 0, label_noise: float = 0.03) -> pd.D
     >>> frame.equals(security_events(5, seed=1))
     True
     """
-    n = check_int(n, "n", where="security_events", minimum=1)
-    seed = check_int(seed, "seed", where="security_events", minimum=0)
-    label_noise = check_float(
-        label_noise,
-        "label_noise",
-        where="security_events",
-        rule="in [0, 1]",
-        ok=lambda v: 0 <= v <= 1,
-    )
     rng = np.random.default_rng(seed)
 
     classes = rng.choice(len(THREAT_CLASSES), size=n, p=_CLASS_SHARES)

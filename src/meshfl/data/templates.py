@@ -16,13 +16,10 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from meshfl.config.checks import check_float, check_int
-
 __all__ = [
     "MONTHS",
     "Field",
     "TemplateFields",
-    "check_generator_args",
     "fill",
     "one_of",
     "pick",
@@ -88,19 +85,6 @@ def fill(
 ) -> str:
     """``template`` with its placeholders drawn from ``fields`` (``fixed`` ones given)."""
     return template.format_map(TemplateFields(rng, fields, fixed))
-
-
-def check_generator_args(
-    n: object, seed: object, label_noise: object, *, where: str
-) -> tuple[int, int, float]:
-    """A text generator's ``(n, seed, label_noise)``: n >= 1, seed >= 0, noise in [0, 1]."""
-    return (
-        check_int(n, "n", where=where, minimum=1),
-        check_int(seed, "seed", where=where, minimum=0),
-        check_float(
-            label_noise, "label_noise", where=where, rule="in [0, 1]", ok=lambda v: 0 <= v <= 1
-        ),
-    )
 
 
 def replace_some(

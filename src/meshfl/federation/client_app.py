@@ -25,8 +25,8 @@ from flwr.clientapp import ClientApp
 from meshfl.agents import registry
 from meshfl.agents.base import Agent
 from meshfl.agents.update import Update
-from meshfl.config.checks import check_int
 from meshfl.config.errors import MeshflError
+from meshfl.config.validation import Count, check
 from meshfl.federation.errors import guard
 from meshfl.federation.msp_privacy import train_round
 from meshfl.federation.records import (
@@ -106,10 +106,8 @@ class MSPNode:
         self.data = data
         self.sealer = sealer
         self.state_dir = state_dir
-        self.min_contributors = (
-            None
-            if min_contributors is None
-            else check_int(min_contributors, "min_contributors", where="make_client_app", minimum=1)
+        self.min_contributors = check(
+            min_contributors, Count | None, "min_contributors", where="make_client_app"
         )
         self.agents: dict[tuple[str, str], Agent[Any]] = {}
         self.prepared: dict[tuple[int, str, str, str], Any] = {}
@@ -172,7 +170,7 @@ class MSPNode:
         floor = self.min_contributors  # given: a simulation, whose driver is the coordinator
         if floor is None:
             configured = context.node_config.get("min-contributors", DEFAULT_MIN_CONTRIBUTORS)
-            floor = check_int(configured, "min-contributors", where="the node config", minimum=1)
+            floor = check(configured, Count, "min-contributors", where="the node config")
             floor = max(floor, agent.min_msps)
         return Verification(ins.context.run_id, before_round=before, min_contributors=floor)
 

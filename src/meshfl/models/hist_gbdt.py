@@ -54,13 +54,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from meshfl.config.checks import check_float, check_int
 from meshfl.config.errors import ConfigError
+from meshfl.config.validation import Float, Int, Skew, check, checked
 
 __all__ = [
     "ABSENT",
@@ -88,6 +88,8 @@ ABSENT, LEAF, SPLIT = 0, 1, 2
 """Node kinds in a tree's heap layout."""
 
 MAX_DEPTH = 12
+_Depth = Annotated[int, Int(1, MAX_DEPTH)]
+_Rate = Annotated[float, Float("in (0, 1]", lambda v: 0 < v <= 1)]
 """Deepest tree supported: a level of ``2**11`` nodes is already more histograms than any
 federation should encrypt per exchange."""
 
@@ -127,26 +129,17 @@ class GBDTParams:
 
     def __post_init__(self) -> None:
         where = "GBDTParams"
-        check_int(self.max_depth, "max_depth", where=where, minimum=1, maximum=MAX_DEPTH)
-        check_float(
-            self.learning_rate,
-            "learning_rate",
-            where=where,
-            rule="in (0, 1]",
-            ok=lambda v: 0 < v <= 1,
-        )
+        check(self.max_depth, _Depth, "max_depth", where=where)
+        check(self.learning_rate, _Rate, "learning_rate", where=where)
         for name in ("lambda_l2", "min_child_hessian", "min_split_gain", "max_delta_step"):
-            check_float(
-                getattr(self, name), name, where=where, rule="in [0, inf)", ok=_finite_nonneg
-            )
-
-
-def _finite_nonneg(value: float) -> bool:
-    return 0 <= value < math.inf
+            check(getattr(self, name), Skew, name, where=where)
 
 
 # -- bins ---------------------------------------------------------------------------------
-def bin_edges(low: float, high: float, n_bins: int, *, log: bool = False) -> NDArray[np.float64]:
+@checked
+def bin_edges(
+    low: float, high: float, n_bins: Annotated[int, Int(2, 1024)], *, log: bool = False
+) -> NDArray[np.float64]:
     """The ``n_bins - 1`` inner edges of ``n_bins`` bins covering ``[low, high]``.
 
     Parameters
@@ -170,7 +163,6 @@ def bin_edges(low: float, high: float, n_bins: int, *, log: bool = False) -> NDA
     >>> bin_edges(0.0, 4.0, 4).tolist()
     [1.0, 2.0, 3.0]
     """
-    n_bins = check_int(n_bins, "n_bins", where="bin_edges", minimum=2, maximum=1024)
     if not (math.isfinite(low) and math.isfinite(high) and low < high):
         raise ConfigError(
             "The 'low' and 'high' parameters of bin_edges must be finite with low < high. "
@@ -255,7 +247,7 @@ class Forest:
     @classmethod
     def empty(cls, depth: int) -> Forest:
         """A forest without trees (predicts the base margin 0)."""
-        depth = check_int(depth, "depth", where="Forest", minimum=1, maximum=MAX_DEPTH)
+        depth = check(depth, _Depth, "depth", where="Forest")
         shape = (0, 2 ** (depth + 1) - 1)
         ints = np.zeros(shape, dtype=np.intp)
         floats = np.zeros(shape)

@@ -59,12 +59,13 @@ zero-mean noise cancels, and each node's mass is clipped at zero only afterwards
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from meshfl.config.checks import check_int
 from meshfl.config.errors import ConfigError
+from meshfl.config.validation import Count, Int, check
 
 __all__ = [
     "ForestStructure",
@@ -80,6 +81,7 @@ __all__ = [
 ]
 
 MAX_DEPTH = 16
+Depth = Annotated[int, Int(1, MAX_DEPTH)]
 """Deepest tree :func:`grow_structure` builds: ``2**16`` leaves per tree is already far more
 than any leaf-mass vector worth encrypting."""
 
@@ -121,7 +123,7 @@ class ForestStructure:
     high: NDArray[np.float64]
 
     def __post_init__(self) -> None:
-        depth = check_int(self.depth, "depth", minimum=1, maximum=MAX_DEPTH)
+        depth = check(self.depth, Depth, "depth", where="ForestStructure")
         low, high = _check_bounds(self.low, self.high)
         feature = np.array(self.feature, copy=True)
         threshold = np.array(self.threshold, dtype=np.float64, copy=True)
@@ -217,8 +219,8 @@ def grow_structure(
     ((3, 3), 4, 2)
     """
     low_arr, high_arr = _check_bounds(low, high)
-    n_trees = check_int(n_trees, "n_trees", minimum=1)
-    depth = check_int(depth, "depth", minimum=1, maximum=MAX_DEPTH)
+    n_trees = check(n_trees, Count, "n_trees", where="grow_structure")
+    depth = check(depth, Depth, "depth", where="grow_structure")
     rng = _check_seed(seed)
     n_features = low_arr.shape[0]
     n_internal = 2**depth - 1
@@ -425,7 +427,7 @@ def score_samples(
     >>> bool(outlier < inlier)
     True
     """
-    psi = check_int(subsample_size, "subsample_size", minimum=2)
+    psi = check(subsample_size, Annotated[int, Int(2)], "subsample_size", where="score_samples")
     path = _leaf_path_lengths(structure, counts, psi)
     leaves = leaf_index(structure, X)
     offset = (np.arange(structure.n_trees, dtype=np.intp) * structure.n_leaves)[None, :]

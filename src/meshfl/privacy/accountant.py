@@ -49,23 +49,25 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
+from pydantic import SkipValidation
 from scipy import fft
 from scipy.special import gammaln
 
-from meshfl.config.checks import check_float, check_int
 from meshfl.config.errors import ConfigError, MeshflError
+from meshfl.config.validation import Count, Float, checked
 from meshfl.privacy.events import PrivacyEvent
 
 __all__ = ["PrivacyBudgetExhausted", "calibrate_noise", "epsilon_spent"]
 
 Accountant = Literal["prv", "rdp"]
-
-_ACCOUNTANTS = ("prv", "rdp")
+Delta = Annotated[float, Float("in (0, 1)", lambda v: 0 < v < 1)]
 _PRIVATE_MECHANISMS = ("dp-sgd", "gaussian")
-_UNITS = ("sample", "msp")
+_Epsilon = Annotated[float, Float("in (0, inf)", lambda v: 0 < v < math.inf)]
+_Rate = Annotated[float, Float("in (0, 1]", lambda v: 0 < v <= 1)]
+_Tolerance = Annotated[float, Float("in (0, 0.5)", lambda v: 0 < v < 0.5)]
 _MAX_NOISE = 1e4  # calibrate_noise gives up beyond this noise multiplier
 
 # (noise_multiplier, sample_rate, steps): one self-composed Poisson-subsampled Gaussian.
@@ -96,8 +98,12 @@ class PrivacyBudgetExhausted(MeshflError):  # noqa: N818 - the name says the sta
 # --------------------------------------------------------------------------------------------
 
 
+@checked
 def epsilon_spent(
-    events: Sequence[PrivacyEvent], *, delta: float, accountant: Accountant = "prv"
+    events: SkipValidation[Sequence[PrivacyEvent]],
+    *,
+    delta: Delta,
+    accountant: Accountant = "prv",
 ) -> float:
     """ε at ``delta`` of the composition of all private ``events``.
 
@@ -124,8 +130,6 @@ def epsilon_spent(
     >>> epsilon_spent([], delta=1e-5)
     0.0
     """
-    delta = _check_delta(delta, "epsilon_spent")
-    accountant = _check_accountant(accountant, "epsilon_spent")
     steps = _canonical(events, name="events", where="epsilon_spent")
     if steps is None:
         return math.inf
@@ -134,17 +138,18 @@ def epsilon_spent(
     return _epsilon(steps, delta, accountant)
 
 
+@checked
 def calibrate_noise(
     *,
-    epsilon: float,
-    delta: float,
-    sample_rate: float,
-    steps: int,
-    history: Sequence[PrivacyEvent] = (),
+    epsilon: _Epsilon,
+    delta: Delta,
+    sample_rate: _Rate,
+    steps: Count,
+    history: SkipValidation[Sequence[PrivacyEvent]] = (),  # _canonical checks it
     accountant: Accountant = "prv",
-    unit: str = "sample",
-    mechanism: str = "dp-sgd",
-    tolerance: float = 0.01,
+    unit: Literal["sample", "msp"] = "sample",
+    mechanism: Literal["dp-sgd", "gaussian"] = "dp-sgd",
+    tolerance: _Tolerance = 0.01,
 ) -> float:
     """The smallest noise multiplier with which one more mechanism keeps ε within budget.
 
@@ -194,10 +199,8 @@ def calibrate_noise(
     >>> epsilon_spent([event], delta=1e-5) <= 1.0
     True
     """
-    calibration = _Calibration.checked(
-        history, epsilon, delta, sample_rate, steps, accountant, tolerance, unit, mechanism
-    )
-    return calibration.sigma()
+    past = _canonical(history, name="history", where="calibrate_noise")
+    return _Calibration(past, epsilon, delta, sample_rate, steps, accountant, tolerance).sigma()
 
 
 @dataclass(frozen=True)
@@ -216,38 +219,6 @@ class _Calibration:
     steps: int
     accountant: Accountant
     tolerance: float
-
-    @classmethod
-    def checked(
-        cls,
-        history: Sequence[PrivacyEvent],
-        epsilon: float,
-        delta: float,
-        sample_rate: float,
-        steps: int,
-        accountant: object,
-        tolerance: float,
-        unit: str,
-        mechanism: str,
-    ) -> _Calibration:
-        """The arguments of :func:`calibrate_noise`, checked (ConfigError) and normalised."""
-        where = "calibrate_noise"
-        epsilon = check_float(
-            epsilon, "epsilon", where=where, rule="in (0, inf)", ok=lambda v: 0 < v < math.inf
-        )
-        delta = _check_delta(delta, where)
-        sample_rate = check_float(
-            sample_rate, "sample_rate", where=where, rule="in (0, 1]", ok=lambda v: 0 < v <= 1
-        )
-        steps = check_int(steps, "steps", where=where, minimum=1)
-        accountant_ = _check_accountant(accountant, where)
-        tolerance = check_float(
-            tolerance, "tolerance", where=where, rule="in (0, 0.5)", ok=lambda v: 0 < v < 0.5
-        )
-        _check_choice(unit, "unit", _UNITS, where)
-        _check_choice(mechanism, "mechanism", _PRIVATE_MECHANISMS, where)
-        past = _canonical(history, name="history", where=where)
-        return cls(past, epsilon, delta, sample_rate, steps, accountant_, tolerance)
 
     def eps_of(self, accountant: Accountant) -> Callable[[float], float]:
         """ε of the history plus the new mechanism at noise multiplier sigma."""
@@ -343,25 +314,8 @@ def _exhausted(spent: float, budget: float, delta: float, more: str = "") -> Pri
 
 
 # --------------------------------------------------------------------------------------------
-# Argument checks and canonical histories
+# Canonical histories
 # --------------------------------------------------------------------------------------------
-
-
-def _check_delta(delta: float, where: str) -> float:
-    return check_float(delta, "delta", where=where, rule="in (0, 1)", ok=lambda v: 0 < v < 1)
-
-
-def _check_choice(value: object, name: str, choices: Sequence[str], where: str) -> None:
-    if value not in choices:
-        raise ConfigError(
-            f"The {name!r} parameter of {where} must be one of {', '.join(map(repr, choices))}. "
-            f"Got {value!r} instead."
-        )
-
-
-def _check_accountant(accountant: object, where: str) -> Accountant:
-    _check_choice(accountant, "accountant", _ACCOUNTANTS, where)
-    return "prv" if accountant == "prv" else "rdp"
 
 
 def _canonical(

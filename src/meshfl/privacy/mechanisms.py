@@ -20,45 +20,37 @@ noise anyone can regenerate (e.g. from a run's public seed) protects nothing.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
 
-from meshfl.config.checks import check_float, check_int
+from meshfl.config.validation import Count, Float, Positive, checked
 from meshfl.privacy import noise as _noise
 from meshfl.privacy.noise import noise_rng
 
 __all__ = ["add_gaussian_noise", "clip_l2"]
 
 
-def clip_l2(vector: np.ndarray, max_norm: float) -> tuple[np.ndarray, float]:
+@checked
+def clip_l2(vector: np.ndarray, max_norm: Positive) -> tuple[np.ndarray, float]:
     """``vector`` scaled down to L2 norm at most ``max_norm``; also returns its original norm."""
-    max_norm = check_float(max_norm, "max_norm", where="clip_l2", rule="> 0", ok=lambda v: v > 0)
     norm = float(np.linalg.norm(vector))
     return (vector * (max_norm / norm) if norm > max_norm else vector.copy()), norm
 
 
+@checked
 def add_gaussian_noise(
     vector: np.ndarray,
     *,
-    sensitivity: float,
-    noise_multiplier: float,
-    shares: int = 1,
+    sensitivity: Positive,
+    noise_multiplier: Annotated[float, Float(">= 0", lambda v: v >= 0)],
+    shares: Count = 1,
 ) -> np.ndarray:
     """``vector`` plus N(0, (noise_multiplier · sensitivity)² / shares) in every coordinate.
 
     Each call draws from a fresh generator seeded from OS entropy
     (:func:`meshfl.privacy.noise.noise_rng`), so two calls never add the same noise.
     """
-    check_float(
-        sensitivity, "sensitivity", where="add_gaussian_noise", rule="> 0", ok=lambda v: v > 0
-    )
-    check_float(
-        noise_multiplier,
-        "noise_multiplier",
-        where="add_gaussian_noise",
-        rule=">= 0",
-        ok=lambda v: v >= 0,
-    )
-    shares = check_int(shares, "shares", where="add_gaussian_noise", minimum=1)
     std = noise_multiplier * sensitivity / np.sqrt(shares)
     drawn = noise_rng().normal(0.0, std, size=np.shape(vector))
     if _noise.observing():  # test-only audit (record_releases_for_tests)

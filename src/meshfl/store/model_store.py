@@ -34,8 +34,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import math
-import operator
 import sqlite3
 import threading
 import warnings
@@ -43,8 +41,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
+from pydantic import SkipValidation
+
+from meshfl.config.validation import Count, Float, Int, Name, NonNegative, checked
 from meshfl.secure.backend import Sealed
 from meshfl.store.blobs import BlobStore, blob_digest, make_directory, write_atomic
 from meshfl.store.errors import CorruptBlobError, InvalidRecordError, StoreError
@@ -73,7 +74,13 @@ DB_FILE = "coordinator.sqlite"
 BLOB_DIR = "blobs"
 SCHEMA_VERSION = 1
 MODEL_FORMAT = "meshfl.sealed-model"
-RUN_STATUSES = ("running", "completed", "stopped", "failed")
+RunStatus = Literal["running", "completed", "stopped", "failed"]
+RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
+_UINT64 = 1 << 64
+_MSP = Annotated[
+    int, Int(0, _UINT64 - 1, rule="an MSP id (an int >= 0 below 2**64)")
+]  # Flower node ids are unsigned 64-bit
+_EPSILON = Annotated[float, Float(">= 0 (inf allowed)", lambda v: v >= 0)]
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
@@ -180,40 +187,6 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
-def _check_name(value: object, parameter: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise InvalidRecordError(
-            f"The '{parameter}' parameter of ModelStore must be a non-empty str. "
-            f"Got {value!r} instead."
-        )
-    return value
-
-
-def _check_count(value: object, parameter: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidRecordError(
-            f"The '{parameter}' parameter of ModelStore.commit_round must be an int >= "
-            f"{minimum}. Got {value!r} instead."
-        )
-    return value
-
-
-def _check_round(
-    run_id: str,
-    agent: str,
-    round: int,
-    n_msps: int,
-    metrics: object,
-    epsilon_by_msp: object,
-) -> tuple[dict[str, float], dict[int, float]]:
-    """:meth:`ModelStore.commit_round`'s names and counts checked; its metrics and ε, clean."""
-    _check_name(run_id, "run_id")
-    _check_name(agent, "agent")
-    _check_count(round, "round", 1)
-    _check_count(n_msps, "n_msps", 0)
-    return _check_metrics(metrics), _check_epsilons(epsilon_by_msp)
-
-
 def _encode_round(
     history: list[Sealed], sealed_sum: Sealed | None
 ) -> tuple[list[bytes], list[str], str | None]:
@@ -224,29 +197,6 @@ def _encode_round(
     return encoded, digests, digest
 
 
-def _check_metrics(metrics: object) -> dict[str, float]:
-    if not isinstance(metrics, Mapping):
-        raise InvalidRecordError(
-            "The 'metrics' parameter of ModelStore.commit_round must be a mapping of str to "
-            f"float. Got {type(metrics).__name__} instead."
-        )
-    out: dict[str, float] = {}
-    for key, value in metrics.items():
-        try:
-            if not isinstance(key, str):
-                raise TypeError(f"key {key!r} is not a str")
-            out[key] = float(value)
-        except (TypeError, ValueError) as err:
-            raise InvalidRecordError(
-                "The 'metrics' parameter of ModelStore.commit_round must map str to float. "
-                f"Got {key!r}: {value!r} instead ({err})."
-            ) from err
-    return out
-
-
-_UINT64 = 1 << 64
-
-
 def _msp_to_sql(msp: int) -> int:
     # Flower's node ids (the MSP ids of a deployment) are unsigned 64-bit; SQLite's INTEGER
     # is signed: store the upper half as negative numbers, two's complement.
@@ -255,31 +205,6 @@ def _msp_to_sql(msp: int) -> int:
 
 def _msp_from_sql(value: int) -> int:
     return value + _UINT64 if value < 0 else value
-
-
-def _check_epsilons(epsilon_by_msp: object) -> dict[int, float]:
-    if not isinstance(epsilon_by_msp, Mapping):
-        raise InvalidRecordError(
-            "The 'epsilon_by_msp' parameter of ModelStore.commit_round must be a mapping of "
-            f"MSP index to ε. Got {type(epsilon_by_msp).__name__} instead."
-        )
-    out: dict[int, float] = {}
-    for msp, epsilon in epsilon_by_msp.items():
-        try:
-            if isinstance(msp, bool):
-                raise TypeError("a bool is not an MSP index")
-            index = operator.index(msp)
-            value = float(epsilon)
-            if index < 0 or index >= _UINT64 or math.isnan(value) or value < 0:
-                raise ValueError("must be >= 0 (MSPs below 2**64) and not NaN")
-        except (TypeError, ValueError) as err:
-            raise InvalidRecordError(
-                "The 'epsilon_by_msp' parameter of ModelStore.commit_round must map MSP "
-                f"indices (ints >= 0) to ε (floats >= 0, inf allowed). Got {msp!r}: "
-                f"{epsilon!r} instead ({err})."
-            ) from err
-        out[index] = value
-    return out
 
 
 def _plan_json(plan: object) -> str:
@@ -445,7 +370,8 @@ class ModelStore:
         self.close()
 
     # -- runs ----------------------------------------------------------------------------
-    def start_run(self, run_id: str, agent: str, plan: Mapping[str, Any]) -> None:
+    @checked(error=InvalidRecordError)
+    def start_run(self, run_id: Name, agent: Name, plan: SkipValidation[Mapping[str, Any]]) -> None:
         """Record that ``agent`` takes part in run ``run_id`` under ``plan``; idempotent.
 
         Starting a run that exists with the same plan does nothing (a restarted coordinator
@@ -454,8 +380,6 @@ class ModelStore:
         plan would mix two experiments in one history.
         """
         self._require_writable("start_run")
-        _check_name(run_id, "run_id")
-        _check_name(agent, "agent")
         encoded = _plan_json(plan)
         with self._transaction() as conn:
             row = conn.execute(
@@ -474,14 +398,10 @@ class ModelStore:
                     "start a new run id."
                 )
 
-    def finish_run(self, run_id: str, agent: str, *, status: str = "completed") -> None:
+    @checked(error=InvalidRecordError)
+    def finish_run(self, run_id: str, agent: str, *, status: RunStatus = "completed") -> None:
         """Set the status of ``agent``'s part of run ``run_id`` (one of :data:`RUN_STATUSES`)."""
         self._require_writable("finish_run")
-        if status not in RUN_STATUSES:
-            raise InvalidRecordError(
-                f"The 'status' parameter of ModelStore.finish_run must be one of "
-                f"{RUN_STATUSES}. Got {status!r} instead."
-            )
         with self._transaction() as conn:
             cursor = conn.execute(
                 "UPDATE runs SET status = ? WHERE run_id = ? AND agent = ?",
@@ -508,17 +428,18 @@ class ModelStore:
         )
 
     # -- rounds --------------------------------------------------------------------------
+    @checked(error=InvalidRecordError)
     def commit_round(
         self,
         *,
-        run_id: str,
-        agent: str,
-        round: int,
-        sealed_sum: Sealed | None,
-        history: Sequence[Sealed],
-        metrics: Mapping[str, float],
-        epsilon_by_msp: Mapping[int, float],
-        n_msps: int,
+        run_id: Name,
+        agent: Name,
+        round: Count,
+        sealed_sum: SkipValidation[Sealed | None],
+        history: SkipValidation[Sequence[Sealed]],
+        metrics: dict[str, float],
+        epsilon_by_msp: dict[_MSP, _EPSILON],
+        n_msps: NonNegative,
     ) -> VersionInfo:
         """Record a completed round durably and atomically; idempotent per round.
 
@@ -550,9 +471,7 @@ class ModelStore:
             is written, whatever the arguments).
         """
         self._require_writable("commit_round")
-        clean_metrics, epsilons = _check_round(
-            run_id, agent, round, n_msps, metrics, epsilon_by_msp
-        )
+        clean_metrics, epsilons = metrics, epsilon_by_msp
         history = list(history)
         encoded, digests, digest = _encode_round(history, sealed_sum)
 
@@ -588,8 +507,9 @@ class ModelStore:
             history=tuple(digests),
         )
 
+    @checked(error=InvalidRecordError)
     def update_metrics(
-        self, *, run_id: str, agent: str, round: int, metrics: Mapping[str, float]
+        self, *, run_id: str, agent: str, round: int, metrics: dict[str, float]
     ) -> VersionInfo:
         """Merge ``metrics`` into those of a committed round; returns the updated version.
 
@@ -598,7 +518,7 @@ class ModelStore:
         with the same metrics changes nothing.
         """
         self._require_writable("update_metrics")
-        clean = _check_metrics(metrics)
+        clean = metrics
         with self._transaction() as conn:
             existing = self._version(run_id, agent, round)
             if existing is None:
