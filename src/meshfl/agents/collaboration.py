@@ -19,12 +19,12 @@ from typing import Any, Literal, TypeAlias
 
 import numpy as np
 import pandas as pd
-import torch
 from pydantic import Field, field_validator
 
 from meshfl.agents.base import Agent, GlobalModel, PartitionRequest
 from meshfl.agents.frozen_encoder import FrozenEncoderMixin
 from meshfl.agents.registry import register
+from meshfl.agents.torch_module import TorchModuleMixin
 from meshfl.agents.update import Update
 from meshfl.config.base import MeshflConfig
 from meshfl.config.errors import DataSchemaError
@@ -35,7 +35,7 @@ from meshfl.data.collaboration_data import (
     PROFILE_SCHEMA,
     joint_projects,
 )
-from meshfl.models.flat import get_flat, set_flat
+from meshfl.models.flat import set_flat
 from meshfl.models.pair_projection import (
     PairProjection,
     pair_loss,
@@ -44,8 +44,6 @@ from meshfl.models.pair_projection import (
     train_pairs,
 )
 from meshfl.privacy.budget import DPStep
-from meshfl.privacy.dpsgd import poisson_schedule, train_planned
-from meshfl.privacy.events import Mechanism, PrivacyEvent
 
 __all__ = ["Collaboration", "CollaborationConfig", "CollaborationModel", "PairData"]
 
@@ -146,7 +144,7 @@ def recall_at_k(scores: np.ndarray, relevant: np.ndarray, k: int) -> float:
 
 
 @register
-class Collaboration(FrozenEncoderMixin, Agent[PairData]):
+class Collaboration(FrozenEncoderMixin, TorchModuleMixin, Agent[PairData]):
     """Partner matching: how likely a joint project of two MSPs is to succeed, from profiles."""
 
     name = "collaboration"
@@ -181,6 +179,9 @@ class Collaboration(FrozenEncoderMixin, Agent[PairData]):
             dim * len(PROFILE_FIELDS), self.config.projection_dim, input_scale=float(np.sqrt(dim))
         )
 
+    def fresh_module(self) -> PairProjection:
+        return self.projection()
+
     # -- features ----------------------------------------------------------------------
     def profile_features(self, texts: Mapping[str, list[str]]) -> np.ndarray:
         """Concatenated field embeddings of profiles, ``(n, fields * dim)`` float32."""
@@ -201,15 +202,6 @@ class Collaboration(FrozenEncoderMixin, Agent[PairData]):
         return PairData(features, targets, keys)
 
     # -- federated learning ------------------------------------------------------------
-    def init_vector(self, *, seed: int) -> np.ndarray:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return get_flat(self.projection())
-
-    def privacy_shape(self, local: PairData) -> tuple[Mechanism, float, int]:
-        rate, steps_per_epoch = poisson_schedule(len(local), self.config.dp_batch_size)
-        return "dp-sgd", rate, self.config.local_epochs * steps_per_epoch
-
     def local_update(
         self,
         vector: np.ndarray,
@@ -223,37 +215,17 @@ class Collaboration(FrozenEncoderMixin, Agent[PairData]):
             raise DataSchemaError("collaboration needs labelled project rows to train on.")
         model = self.projection()
         set_flat(model, vector)
-        event = PrivacyEvent.none()
-        if dp is None:
-            loss = train_pairs(
-                model,
-                local.features,
-                local.targets,
-                epochs=self.config.local_epochs,
-                lr=self.config.learning_rate,
-                batch_size=self.config.batch_size,
-                seed=seed,
-                weight_decay=self.config.weight_decay,
-            )
-        else:
-            # The unit of privacy is one past project (one pair): the loss is per pair.
-            loss, event = train_planned(
-                model,
-                local.features,
-                local.targets,
-                dp,
-                loss_fn=pair_loss,
-                epochs=self.config.local_epochs,
-                batch_size=self.config.dp_batch_size,
-                lr=self.config.dp_learning_rate,
-                seed=seed,
-                optimizer=self.config.dp_optimizer,
-            )
-        metrics = {"examples": float(len(local))}
-        if dp is None:  # the training loss is computed on raw data: not private
-            metrics["train_loss"] = loss
-        return Update(
-            vector=get_flat(model), weight=float(len(local)), metrics=metrics, privacy_event=event
+        # Under DP the unit of privacy is one past project (one pair): the loss is per pair.
+        return self.train_update(
+            model,
+            local.features,
+            local.targets,
+            examples=len(local),
+            seed=seed,
+            dp=dp,
+            loss_fn=pair_loss,
+            train=train_pairs,
+            weight_decay=self.config.weight_decay,
         )
 
     def evaluate(self, vector: np.ndarray, local: PairData) -> dict[str, float]:
@@ -355,9 +327,9 @@ class CollaborationModel(GlobalModel):
             The best ``k`` candidates, best first, with their columns plus ``score`` (the
             probability that a joint project succeeds) and ``rank`` (1 = best).
         """
-        from meshfl.config.checks import check_int
+        from meshfl.config.validation import Count, check
 
-        k = check_int(k, "k", where="recommend", minimum=1)
+        k = check(k, Count, "k", where="recommend")
         if isinstance(profile, pd.DataFrame):
             if len(profile) != 1:
                 raise DataSchemaError(
