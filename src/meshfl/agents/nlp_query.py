@@ -27,6 +27,7 @@ from pydantic import Field, model_validator
 from meshfl.agents.base import Agent, GlobalModel
 from meshfl.agents.frozen_encoder import FrozenEncoderMixin
 from meshfl.agents.registry import register
+from meshfl.agents.torch_module import TorchModuleMixin
 from meshfl.agents.update import Update
 from meshfl.config.base import MeshflConfig
 from meshfl.config.errors import ConfigError, DataSchemaError
@@ -43,8 +44,6 @@ from meshfl.models.seq2seq import (
     sequence_loss,
 )
 from meshfl.privacy.budget import DPStep
-from meshfl.privacy.dpsgd import poisson_schedule, train_planned
-from meshfl.privacy.events import Mechanism, PrivacyEvent
 
 __all__ = [
     "Answer",
@@ -161,7 +160,7 @@ def split_insights(insights: str | Sequence[str]) -> list[str]:
 
 
 @register
-class NlpQuery(FrozenEncoderMixin, Agent[QueryData]):
+class NlpQuery(FrozenEncoderMixin, TorchModuleMixin, Agent[QueryData]):
     """Answers questions about the mesh's insights: retrieval + a federated seq2seq model."""
 
     name = "nlp_query"
@@ -286,13 +285,12 @@ class NlpQuery(FrozenEncoderMixin, Agent[QueryData]):
         return features, retrieved
 
     # -- federated learning ----------------------------------------------------------
+    def fresh_module(self) -> Seq2SeqLM:
+        return self._base()[1]
+
     def init_vector(self, *, seed: int) -> np.ndarray:
         _, wrapper = self.seq2seq(seed=seed)
         return get_flat(wrapper)
-
-    def privacy_shape(self, local: QueryData) -> tuple[Mechanism, float, int]:
-        rate, steps_per_epoch = poisson_schedule(len(local), self.config.dp_batch_size)
-        return "dp-sgd", rate, self.config.local_epochs * steps_per_epoch
 
     def local_update(
         self,
@@ -307,36 +305,15 @@ class NlpQuery(FrozenEncoderMixin, Agent[QueryData]):
             raise DataSchemaError("nlp_query needs question-answer rows to train on.")
         _, wrapper = self._base()
         set_flat(wrapper, vector)
-        c = self.config
-        event = PrivacyEvent.none()
-        if dp is None:
-            loss = _train(
-                wrapper,
-                local.train_features,
-                local.labels,
-                epochs=c.local_epochs,
-                lr=c.learning_rate,
-                batch_size=c.batch_size,
-                seed=seed,
-            )
-        else:
-            loss, event = train_planned(
-                wrapper,
-                local.train_features,
-                local.labels,
-                dp,
-                loss_fn=sequence_loss,
-                epochs=c.local_epochs,
-                batch_size=c.dp_batch_size,
-                lr=c.dp_learning_rate,
-                seed=seed,
-                optimizer=c.dp_optimizer,
-            )
-        metrics = {"examples": float(len(local))}
-        if dp is None:  # the training loss is computed on raw data: not private
-            metrics["train_loss"] = loss
-        return Update(
-            vector=get_flat(wrapper), weight=float(len(local)), metrics=metrics, privacy_event=event
+        return self.train_update(
+            wrapper,
+            local.train_features,
+            local.labels,
+            examples=len(local),
+            seed=seed,
+            dp=dp,
+            loss_fn=sequence_loss,
+            train=_train,
         )
 
     def _answers(self, vector: np.ndarray, features: np.ndarray) -> list[str]:

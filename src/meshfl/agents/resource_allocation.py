@@ -28,6 +28,7 @@ from pydantic import Field, field_validator
 
 from meshfl.agents.base import Agent, GlobalModel, PartitionRequest
 from meshfl.agents.registry import register
+from meshfl.agents.torch_module import TorchModuleMixin
 from meshfl.agents.update import Update
 from meshfl.config.base import MeshflConfig
 from meshfl.config.errors import DataSchemaError
@@ -57,8 +58,8 @@ from meshfl.models.policy import (
     sampling_choice,
 )
 from meshfl.privacy.budget import DPStep
-from meshfl.privacy.dpsgd import poisson_schedule, train_planned
-from meshfl.privacy.events import Mechanism, PrivacyEvent
+from meshfl.privacy.dpsgd import train_planned
+from meshfl.privacy.events import PrivacyEvent
 
 __all__ = ["DispatchData", "ResourceAllocation", "ResourceAllocationConfig", "DispatchModel"]
 
@@ -121,7 +122,7 @@ def _rate(totals: dict[str, float]) -> tuple[float, float, float]:
 
 
 @register
-class ResourceAllocation(Agent[DispatchData]):
+class ResourceAllocation(TorchModuleMixin, Agent[DispatchData]):
     """Assign tickets to technicians with a policy learned across MSPs' dispatch histories."""
 
     name = "resource_allocation"
@@ -142,6 +143,9 @@ class ResourceAllocation(Agent[DispatchData]):
     def policy(self) -> DispatchPolicy:
         """A freshly built policy of this config's shape (parameters not yet loaded)."""
         return DispatchPolicy(self.config.hidden)
+
+    def fresh_module(self) -> DispatchPolicy:
+        return self.policy()
 
     # -- data ------------------------------------------------------------------------
     def synthetic_data(self, n: int, *, seed: int) -> pd.DataFrame:
@@ -231,15 +235,10 @@ class ResourceAllocation(Agent[DispatchData]):
         )
 
     # -- federated learning ----------------------------------------------------------
-    def init_vector(self, *, seed: int) -> np.ndarray:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return get_flat(self.policy())
-
-    def privacy_shape(self, local: DispatchData) -> tuple[Mechanism, float, int]:
+    @property
+    def dp_batch(self) -> int:
         # DP-SGD over episodes, Poisson rate q = batch / episodes, round(1 / q) steps per epoch.
-        rate, steps_per_epoch = poisson_schedule(len(local), self.config.dp_batch_episodes)
-        return "dp-sgd", rate, self.config.local_epochs * steps_per_epoch
+        return self.config.dp_batch_episodes
 
     def _records(
         self, policy: DispatchPolicy, episodes: Sequence[Episode], rng: np.random.Generator
@@ -327,7 +326,7 @@ class ResourceAllocation(Agent[DispatchData]):
             dp,
             loss_fn=scaled_loss,
             epochs=self.config.local_epochs,
-            batch_size=self.config.dp_batch_episodes,
+            batch_size=self.dp_batch,
             lr=self.config.dp_learning_rate,
             seed=seed,
             optimizer=self.config.dp_optimizer,

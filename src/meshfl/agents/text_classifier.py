@@ -30,14 +30,13 @@ from pydantic import AfterValidator, Field
 
 from meshfl.agents.base import Agent, GlobalModel
 from meshfl.agents.frozen_encoder import FrozenEncoderMixin
+from meshfl.agents.torch_module import TorchModuleMixin
 from meshfl.agents.update import Update
 from meshfl.config.base import MeshflConfig
 from meshfl.config.errors import DataSchemaError
-from meshfl.models.flat import get_flat, set_flat
+from meshfl.models.flat import set_flat
 from meshfl.models.heads import MultiTaskHead, multitask_loss, predict_proba, train_head
 from meshfl.privacy.budget import DPStep
-from meshfl.privacy.dpsgd import poisson_schedule, train_planned
-from meshfl.privacy.events import Mechanism, PrivacyEvent
 
 __all__ = [
     "CategoricalTextClassifier",
@@ -133,7 +132,7 @@ def majority_baseline(y: np.ndarray, n_classes: int) -> dict[str, float]:
     return {"accuracy": float(np.mean(pred == y)), "macro_f1": float(macro_f1)}
 
 
-class TextClassifier(FrozenEncoderMixin, Agent[TextData]):
+class TextClassifier(FrozenEncoderMixin, TorchModuleMixin, Agent[TextData]):
     """A frozen text encoder and a federated multi-task head on its embeddings.
 
     Subclasses set :attr:`text_column` and implement :meth:`task_sizes`, :meth:`targets`,
@@ -161,6 +160,9 @@ class TextClassifier(FrozenEncoderMixin, Agent[TextData]):
             hidden=self.config.hidden,
             input_scale=float(np.sqrt(self.encoder.dim)),
         )
+
+    def fresh_module(self) -> MultiTaskHead:
+        return self.head()
 
     def label_codes(self, frame: pd.DataFrame, column: str, labels: tuple[str, ...]) -> np.ndarray:
         """Positions in ``labels`` of ``frame[column]``; an unknown label names its row."""
@@ -204,15 +206,6 @@ class TextClassifier(FrozenEncoderMixin, Agent[TextData]):
             raise DataSchemaError(f"{self.name} needs labelled rows to {doing} on.")
         return local.targets
 
-    def init_vector(self, *, seed: int) -> np.ndarray:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return get_flat(self.head())
-
-    def privacy_shape(self, local: TextData) -> tuple[Mechanism, float, int]:
-        rate, steps_per_epoch = poisson_schedule(len(local), self.config.dp_batch_size)
-        return "dp-sgd", rate, self.config.local_epochs * steps_per_epoch
-
     def local_update(
         self,
         vector: np.ndarray,
@@ -225,38 +218,18 @@ class TextClassifier(FrozenEncoderMixin, Agent[TextData]):
         targets = self.labelled(local, "train")
         head = self.head()
         set_flat(head, vector)
-        event = PrivacyEvent.none()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # dropout masks
-            if dp is None:
-                loss = train_head(
-                    head,
-                    local.features,
-                    targets,
-                    epochs=self.config.local_epochs,
-                    lr=self.config.learning_rate,
-                    batch_size=self.config.batch_size,
-                    seed=seed,
-                )
-            else:
-                loss, event = train_planned(
-                    head,
-                    local.features,
-                    targets,
-                    dp,
-                    loss_fn=multitask_loss,
-                    epochs=self.config.local_epochs,
-                    batch_size=self.config.dp_batch_size,
-                    lr=self.config.dp_learning_rate,
-                    seed=seed,
-                    optimizer=self.config.dp_optimizer,
-                )
-        metrics = {"examples": float(len(local))}
-        if dp is None:  # the training loss is computed on raw data: not private
-            metrics["train_loss"] = loss
-        return Update(
-            vector=get_flat(head), weight=float(len(local)), metrics=metrics, privacy_event=event
-        )
+            return self.train_update(
+                head,
+                local.features,
+                targets,
+                examples=len(local),
+                seed=seed,
+                dp=dp,
+                loss_fn=multitask_loss,
+                train=train_head,
+            )
 
 
 class CategoricalTextClassifier(TextClassifier):
