@@ -56,11 +56,30 @@ def train_round(
     ledger cannot be trusted (nothing is trained).
     """
     dp = ins.context.privacy
-    if dp is None or ledger is None:
-        return _train_round(agent, ins, vector, local, seed=seed, ledger=ledger, msp=msp)
+    if dp is None:
+        update = agent.local_update(vector, local, server_round=ins.server_round, seed=seed)
+        return update, 0.0
+    if ledger is None:
+        raise MeshflError(
+            "This MSP was asked to train under differential privacy but has no state "
+            "directory for its privacy ledger; start it with a state directory."
+        )
     try:
         with ledger.hold(agent.name):
-            return _train_round(agent, ins, vector, local, seed=seed, ledger=ledger, msp=msp)
+            planned = _plan(agent, ins, dp, local, ledger=ledger, msp=msp)
+            if isinstance(planned, Decline):
+                return planned
+            round_dp, step, key = planned
+            update = _private_update(agent, ins, vector, local, seed=seed, dp=round_dp, step=step)
+            if not ledger.record(
+                agent.name, key, step.event(), delta=round_dp.delta, accountant=round_dp.accountant
+            ):  # pragma: no cover - the ledger is held since the replay check
+                raise MeshflError(
+                    f"The privacy ledger already holds {key!r}; the update is not sent."
+                )
+            return update, ledger.epsilon(
+                agent.name, delta=round_dp.delta, accountant=round_dp.accountant
+            )
     except LedgerBusyError as err:
         logger.warning("MSP %d declines round %d: %s", msp, ins.server_round, err)
         return Decline(
@@ -72,26 +91,17 @@ def train_round(
         )
 
 
-def _train_round(
+def _plan(
     agent: Agent[Any],
     ins: RoundInstructions,
-    vector: np.ndarray,
+    dp: DPConfig,
     local: Any,
     *,
-    seed: int,
-    ledger: PrivacyLedger | None,
+    ledger: PrivacyLedger,
     msp: int,
-) -> tuple[Update, float] | Decline:
-    """:func:`train_round`, with the ledger held."""
-    dp = ins.context.privacy
-    if dp is None:
-        update = agent.local_update(vector, local, server_round=ins.server_round, seed=seed)
-        return update, 0.0
-    if ledger is None:
-        raise MeshflError(
-            "This MSP was asked to train under differential privacy but has no state "
-            "directory for its privacy ledger; start it with a state directory."
-        )
+) -> tuple[DPConfig, DPStep, str] | Decline:
+    """The round's DP config, its planned step and its ledger key; or a decline (a replay, a
+    mechanism that does not fit, a spent budget). Called with the ledger held."""
     key = f"{ins.context.run_id}:{ins.server_round}:{ins.context.session}"
     spent = ledger.epsilon(agent.name, delta=dp.delta, accountant=dp.accountant)
     if key in ledger.keys(agent.name):
@@ -118,13 +128,7 @@ def _train_round(
         )
     except PrivacyBudgetExhausted as err:
         return Decline(str(err), spent, msp)
-
-    update = _private_update(agent, ins, vector, local, seed=seed, dp=dp, step=step)
-    if not ledger.record(
-        agent.name, key, step.event(), delta=dp.delta, accountant=dp.accountant
-    ):  # pragma: no cover - the ledger is held since the replay check
-        raise MeshflError(f"The privacy ledger already holds {key!r}; the update is not sent.")
-    return update, ledger.epsilon(agent.name, delta=dp.delta, accountant=dp.accountant)
+    return dp, step, key
 
 
 def _mechanism(
