@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from meshfl.config.errors import ConfigError, MeshflError
+from meshfl.config.errors import ConfigError
 
 __all__ = [
     "BUNDLED_GENERATORS",
@@ -426,12 +426,14 @@ def load_seq2seq(
             tokenizer = AutoTokenizer.from_pretrained(spec, local_files_only=offline)
             model = T5ForConditionalGeneration.from_pretrained(spec, local_files_only=offline)
         except (OSError, ValueError) as err:
-            raise MeshflError(
-                f"Could not load seq2seq generator {spec!r}: it is neither a local model "
-                "directory nor in the local Hugging Face cache"
-                + ("" if allow_download else ", and downloading is off")
-                + ". Use 'tiny' (offline), a local path, or download the model once with "
-                f"`hf download {spec}`. ({type(err).__name__}: {err})"
+            from meshfl.models.text_encoder import _load_error
+
+            raise _load_error(
+                "seq2seq generator",
+                spec,
+                err,
+                allow_download=allow_download,
+                instead="'tiny' (offline)",
             ) from err
         finally:
             if was_enabled:

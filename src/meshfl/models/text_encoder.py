@@ -237,14 +237,28 @@ def _load(spec: str, *, max_length: int, allow_download: bool) -> TextEncoder:
             spec, local_files_only=not allow_download and not local.is_dir()
         )
     except (OSError, ValueError) as err:
-        raise MeshflError(
-            f"Could not load text encoder {spec!r}: it is neither a local model directory "
-            "nor in the local Hugging Face cache"
-            + ("" if allow_download else ", and downloading is off")
-            + ". Use 'minilm' (ships with meshfl), a local path, or download the model once "
-            f"with `hf download {spec}`. ({type(err).__name__}: {err})"
+        raise _load_error(
+            "text encoder",
+            spec,
+            err,
+            allow_download=allow_download,
+            instead="'minilm' (ships with meshfl)",
         ) from err
     return TextEncoder(model, tokenizer, name=spec, max_length=max_length)
+
+
+def _load_error(
+    what: str, spec: str, err: Exception, *, allow_download: bool, instead: str
+) -> MeshflError:
+    """The error of a named model that ``transformers`` could not load: where it was looked
+    for, and what to use ``instead`` (the bundled choice), or how to download it."""
+    return MeshflError(
+        f"Could not load {what} {spec!r}: it is neither a local model directory "
+        "nor in the local Hugging Face cache"
+        + ("" if allow_download else ", and downloading is off")
+        + f". Use {instead}, a local path, or download the model once "
+        f"with `hf download {spec}`. ({type(err).__name__}: {err})"
+    )
 
 
 def _text_key(text: str) -> str:
