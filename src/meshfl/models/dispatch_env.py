@@ -23,7 +23,7 @@ them to the same number of tickets and technicians, and :func:`run` steps all of
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -65,7 +65,23 @@ class EnvParams:
 
 
 @dataclass(frozen=True)
-class Episode:
+class _Tickets:
+    """The per-ticket arrays of an :class:`Episode` and of an :class:`EpisodeBatch`."""
+
+    arrival: np.ndarray
+    skill: np.ndarray
+    priority: np.ndarray
+    sla: np.ndarray
+    effort: np.ndarray
+    site: np.ndarray
+
+
+_TICKET_FIELDS = tuple(f.name for f in fields(_Tickets))
+"""Names of the per-ticket arrays, in their order."""
+
+
+@dataclass(frozen=True)
+class Episode(_Tickets):
     """One day of one MSP: its tickets (arrival order) and its technicians.
 
     Parameters
@@ -80,12 +96,6 @@ class Episode:
         Per technician.
     """
 
-    arrival: np.ndarray
-    skill: np.ndarray
-    priority: np.ndarray
-    sla: np.ndarray
-    effort: np.ndarray
-    site: np.ndarray
     tech_skills: np.ndarray
     shift_start: np.ndarray
     shift_end: np.ndarray
@@ -93,7 +103,7 @@ class Episode:
 
     def __post_init__(self) -> None:
         order = np.argsort(self.arrival, kind="stable")
-        for name in ("arrival", "skill", "priority", "sla", "effort", "site"):
+        for name in _TICKET_FIELDS:
             object.__setattr__(self, name, np.asarray(getattr(self, name))[order])
 
     @property
@@ -108,19 +118,13 @@ class Episode:
 
 
 @dataclass(frozen=True)
-class EpisodeBatch:
+class EpisodeBatch(_Tickets):
     """Episodes padded to common sizes, ``E`` rows (an episode may fill several rows).
 
     Ticket arrays are ``(E, T)`` with ``ticket_mask``; technician arrays ``(E, M)`` with
     ``tech_mask``; ``tech_skills`` is ``(E, M, S)``.
     """
 
-    arrival: np.ndarray
-    skill: np.ndarray
-    priority: np.ndarray
-    sla: np.ndarray
-    effort: np.ndarray
-    site: np.ndarray
     ticket_mask: np.ndarray
     tech_skills: np.ndarray
     shift_start: np.ndarray
