@@ -27,37 +27,26 @@ class MeshMetrics:
     def __init__(self, registry: CollectorRegistry | None = None):
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.rounds = Counter("meshfl_rounds_completed", "Rounds completed", ["agent"], registry=r)
-        self.rounds_skipped = Counter(
-            "meshfl_rounds_skipped", "Rounds that kept the global model", ["agent"], registry=r
-        )
-        self.msps = Gauge(
-            "meshfl_round_msps", "MSPs whose update joined the last round", ["agent"], registry=r
-        )
-        self.dropouts = Counter(
+
+        def counter(name: str, documentation: str) -> Counter:
+            return Counter(name, documentation, ["agent"], registry=r)
+
+        def gauge(name: str, documentation: str, *labels: str) -> Gauge:
+            return Gauge(name, documentation, ["agent", *labels], registry=r)
+
+        self.rounds = counter("meshfl_rounds_completed", "Rounds completed")
+        self.rounds_skipped = counter("meshfl_rounds_skipped", "Rounds that kept the global model")
+        self.msps = gauge("meshfl_round_msps", "MSPs whose update joined the last round")
+        self.dropouts = counter(
             "meshfl_msp_dropouts",
             "Sampled MSPs that did not reply in time, or whose reply was dropped",
-            ["agent"],
-            registry=r,
         )
-        self.declines = Counter(
-            "meshfl_msp_declines", "Rounds declined by MSPs (privacy budget)", ["agent"], registry=r
+        self.declines = counter("meshfl_msp_declines", "Rounds declined by MSPs (privacy budget)")
+        self.epsilon = gauge("meshfl_epsilon_spent", "ε spent per MSP, as it reports", "msp")
+        self.bytes_received = counter(
+            "meshfl_update_bytes_received", "Bytes of sealed updates received"
         )
-        self.epsilon = Gauge(
-            "meshfl_epsilon_spent", "ε spent per MSP, as it reports", ["agent", "msp"], registry=r
-        )
-        self.bytes_received = Counter(
-            "meshfl_update_bytes_received",
-            "Bytes of sealed updates received",
-            ["agent"],
-            registry=r,
-        )
-        self.evaluation = Gauge(
-            "meshfl_evaluation",
-            "Latest averaged evaluation metric",
-            ["agent", "metric"],
-            registry=r,
-        )
+        self.evaluation = gauge("meshfl_evaluation", "Latest averaged evaluation metric", "metric")
 
     def observe_round(self, record: Mapping[str, Any], epsilon_by_msp: Mapping[int, float]) -> None:
         """Update every metric from one round's history record (see ``run_plan``)."""
