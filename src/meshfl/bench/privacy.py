@@ -248,6 +248,13 @@ def _markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _reference_line(ax: Any, values: pd.Series, color: str, ls: str, what: str) -> None:
+    """A horizontal line at the first of ``values`` (a setting without ε), if there is one."""
+    if len(values):
+        value = values.iloc[0]
+        ax.axhline(value, color=color, ls=ls, label=f"{what} ({value:.3f})")
+
+
 def _plot(frame: pd.DataFrame, path: Path, *, agent: str, metric: str) -> None:
     import matplotlib
 
@@ -268,13 +275,7 @@ def _plot(frame: pd.DataFrame, path: Path, *, agent: str, metric: str) -> None:
             ha="center",
             fontsize=8,
         )
-    if len(public):
-        ax.axhline(
-            public[metric].iloc[0],
-            color="#2a7ab0",
-            ls="--",
-            label=f"federated, no DP ({public[metric].iloc[0]:.3f})",
-        )
+    _reference_line(ax, public[metric], "#2a7ab0", "--", "federated, no DP")
     baseline = f"baseline_{metric}"
     if baseline in frame and frame[baseline].notna().any():
         value = float(frame[baseline].dropna().iloc[0])
@@ -282,13 +283,7 @@ def _plot(frame: pd.DataFrame, path: Path, *, agent: str, metric: str) -> None:
         worse = private[private["worse_than_baseline"].astype(bool)]
         if len(worse):
             ax.plot(worse["epsilon"], worse[metric], "x", color="#c0392b", ms=9, mew=2)
-    if len(local):
-        ax.axhline(
-            local[metric].iloc[0],
-            color="#888888",
-            ls=":",
-            label=f"local-only mean MSP, no DP ({local[metric].iloc[0]:.3f})",
-        )
+    _reference_line(ax, local[metric], "#888888", ":", "local-only mean MSP, no DP")
     if len(private):  # a sweep of only ε = inf has no DP points to put on a log axis
         ax.set_xscale("log")
     delta = private["delta"].iloc[0] if len(private) else 0.0
