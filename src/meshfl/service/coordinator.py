@@ -44,7 +44,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any, TextIO
+from typing import Any, TextIO, overload
 
 from meshfl.config.errors import MeshflError
 from meshfl.deploy.processes import BIN, ProcessError, Processes, flower_env, flwr_cli
@@ -59,31 +59,33 @@ CONNECTION = "meshfl"
 STARTUP_TIMEOUT = 60.0
 
 
+class _UnderStateDir:
+    """A read-only :class:`CoordinatorLayout` attribute: a fixed path below ``state_dir``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, layout: None, owner: type | None = None) -> _UnderStateDir: ...
+    @overload
+    def __get__(self, layout: CoordinatorLayout, owner: type | None = None) -> Path: ...
+    def __get__(
+        self, layout: CoordinatorLayout | None, owner: type | None = None
+    ) -> Path | _UnderStateDir:
+        return self if layout is None else layout.state_dir / self.name
+
+
 @dataclass(frozen=True)
 class CoordinatorLayout:
     """Where the coordinator service keeps its files (see the module docstring)."""
 
     state_dir: Path
 
-    @property
-    def app_dir(self) -> Path:
-        return self.state_dir / "app"
-
-    @property
-    def cli_home(self) -> Path:
-        return self.state_dir / "flwr-cli"
-
-    @property
-    def superlink_home(self) -> Path:
-        return self.state_dir / "flwr-superlink"
-
-    @property
-    def database(self) -> Path:
-        return self.state_dir / "superlink.db"
-
-    @property
-    def logs(self) -> Path:
-        return self.state_dir / "logs"
+    app_dir = _UnderStateDir("app")
+    cli_home = _UnderStateDir("flwr-cli")
+    superlink_home = _UnderStateDir("flwr-superlink")
+    database = _UnderStateDir("superlink.db")
+    logs = _UnderStateDir("logs")
 
     def run_dir(self, flwr_run_id: int | str) -> Path:
         return self.state_dir / "runs" / str(flwr_run_id)
