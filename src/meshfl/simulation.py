@@ -8,6 +8,7 @@ or, with
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -48,6 +49,8 @@ log = logging.getLogger("meshfl")
 
 Backend = Literal["in-process", "ray"]
 SecureAggregation = Literal["ckks", "plaintext"]
+SERIALIZE_UP_TO = 100
+"""Simulations of up to this many MSPs serialize every message by default (see simulate)."""
 MSPData: TypeAlias = pd.DataFrame | NodeData | str | os.PathLike[str]
 
 
@@ -175,6 +178,7 @@ def federate(
     secure_aggregation: SecureAggregation = "ckks",
     progress: bool = False,
     state_dir: str | os.PathLike[str] | None = None,
+    serialize: bool = True,
 ) -> FederationOutcome:
     """Run one agent's plan over the given MSP partitions.
 
@@ -218,7 +222,9 @@ def federate(
     )
     try:
         if backend == "in-process":
-            grid = run_in_process(server_app, client_app, num_nodes=len(parts), seed=plan.seed)
+            grid = run_in_process(
+                server_app, client_app, num_nodes=len(parts), seed=plan.seed, serialize=serialize
+            )
             sent, received = grid.bytes_sent, grid.bytes_received
         elif backend == "ray":
             _run_on_ray(server_app, client_app, num_nodes=len(parts))
@@ -241,25 +247,41 @@ def simulation_keys(
 ) -> tuple[Callable[[Any], Sealer], Aggregator, Sealer]:
     """Per-MSP sealer factory, the coordinator's aggregator, and one MSP's sealer.
 
-    The factory rebuilds the MSP's sealer from serialized key material, so it can be
-    shipped to other processes (Ray workers). With CKKS, sums may add up ``num_msps``
-    payloads (at least the key set's default), and each payload is bounded accordingly.
+    The factory rebuilds the MSPs' sealer from serialized key material, so it can be
+    shipped to other processes (Ray workers); each process builds it once and its simulated
+    MSPs share it (it is read-only, and a secret context is 4 MB). With CKKS, sums may add
+    up ``num_msps`` payloads (at least the key set's default), and each payload is bounded
+    accordingly.
     """
     if secure_aggregation == "plaintext":
         sealer, plain = plaintext_backend()
         return (lambda _ctx: sealer), plain, sealer
     if secure_aggregation == "ckks":
-        from meshfl.secure.ckks import DEFAULT_MAX_CONTRIBUTORS, CKKSSealer, ephemeral_ckks_backend
+        from meshfl.secure.ckks import DEFAULT_MAX_CONTRIBUTORS, ephemeral_ckks_backend
 
         most = max(DEFAULT_MAX_CONTRIBUTORS, int(num_msps))
         msp_sealer, public = ephemeral_ckks_backend(max_contributors=most)
         secret = msp_sealer.to_bytes()
-        return (
-            (lambda _ctx: CKKSSealer.from_bytes(secret, max_contributors=most)),
-            public,
-            msp_sealer,
-        )
+        return _SharedSealer(secret, most), public, msp_sealer
     raise AssertionError(f"unknown secure_aggregation {secure_aggregation!r}")  # checked
+
+
+@dataclass(frozen=True)
+class _SharedSealer:
+    """The simulated MSPs' CKKS sealer from its secret context bytes: one per process."""
+
+    secret: bytes = field(repr=False)
+    max_contributors: int
+
+    def __call__(self, _context: Any) -> Sealer:
+        return _ckks_sealer(self.secret, self.max_contributors)
+
+
+@functools.lru_cache(maxsize=2)
+def _ckks_sealer(secret: bytes, max_contributors: int) -> Sealer:
+    from meshfl.secure.ckks import CKKSSealer
+
+    return CKKSSealer.from_bytes(secret, max_contributors=max_contributors)
 
 
 @checked
@@ -281,6 +303,7 @@ def simulate(
     state_dir: str | os.PathLike[str] | None = None,
     backend: Backend = "in-process",
     progress: bool = True,
+    serialize_messages: bool | None = None,
 ) -> SimulationResult:
     """Simulate a federation of ``num_msps`` MSPs training one agent.
 
@@ -324,6 +347,11 @@ def simulate(
         ``"ray"`` runs on Flower's Simulation Engine (``pip install meshfl[ray]``).
     progress : bool
         Show a progress bar on the console.
+    serialize_messages : bool, optional
+        In-process backend: pass every message through Flower's wire format, as a
+        deployment does, and count the bytes sent (``bytes_sent``/``bytes_received``).
+        ``None`` (default) does so up to :data:`SERIALIZE_UP_TO` MSPs; above that, messages
+        are handed over by reference, which is what makes 10,000 simulated MSPs practical.
 
     Examples
     --------
@@ -339,7 +367,18 @@ def simulate(
     if privacy is not None and privacy.unit == "msp":
         warn_if_noise_swamps_signal(plan, the_agent)
     state_dir = _sim_state_dir(state_dir, privacy)
-    outcome = _sim_federate(plan, partitions, secure_aggregation, state_dir, backend, progress)
+    serialize = (
+        len(partitions) <= SERIALIZE_UP_TO if serialize_messages is None else serialize_messages
+    )
+    outcome = federate(
+        plan,
+        partitions,
+        backend=backend,
+        secure_aggregation=secure_aggregation,
+        progress=progress,
+        state_dir=state_dir,
+        serialize=serialize,
+    )
     if privacy is not None:
         warn_if_worse_than_baseline(outcome.run, privacy)
     return _sim_result(plan, partitions, outcome, state_dir)
@@ -411,25 +450,6 @@ def _sim_state_dir(
     if state_dir is None and privacy is not None:
         state_dir = tempfile.mkdtemp(prefix="meshfl-state-")
     return state_dir
-
-
-def _sim_federate(
-    plan: AgentPlan,
-    partitions: list[NodeData],
-    secure_aggregation: SecureAggregation,
-    state_dir: str | os.PathLike[str] | None,
-    backend: Backend,
-    progress: bool,
-) -> FederationOutcome:
-    """:func:`federate` with :func:`simulate`'s options."""
-    return federate(
-        plan,
-        partitions,
-        backend=backend,
-        secure_aggregation=secure_aggregation,
-        progress=progress,
-        state_dir=state_dir,
-    )
 
 
 def _sim_result(

@@ -27,6 +27,7 @@ from meshfl.config.validation import (
     Skew,
     checked,
 )
+from meshfl.data.schema import inherit_validation
 
 __all__ = ["label_distribution", "partition", "train_test_split"]
 
@@ -155,7 +156,9 @@ def partition(
     for c in range(num_classes):
         members = rng.permutation(np.flatnonzero(codes == c))
         owner[members] = np.repeat(np.arange(num_msps), counts[c])
-    return [frame.iloc[np.flatnonzero(owner == k)].reset_index(drop=True) for k in range(num_msps)]
+    parts = [frame.iloc[np.flatnonzero(owner == k)].reset_index(drop=True) for k in range(num_msps)]
+    inherit_validation(frame, *parts)
+    return parts
 
 
 def _check_partition_args(
@@ -236,10 +239,10 @@ def train_test_split(
     n_test = min(max(round(n * test_fraction), 1), n - 1)
     held_out = np.zeros(n, dtype=bool)
     held_out[np.random.default_rng(seed).permutation(n)[:n_test]] = True
-    return (
-        frame.iloc[np.flatnonzero(~held_out)].reset_index(drop=True),
-        frame.iloc[np.flatnonzero(held_out)].reset_index(drop=True),
-    )
+    train = frame.iloc[np.flatnonzero(~held_out)].reset_index(drop=True)
+    test = frame.iloc[np.flatnonzero(held_out)].reset_index(drop=True)
+    inherit_validation(frame, train, test)
+    return train, test
 
 
 def label_distribution(parts: Sequence[pd.DataFrame], label_column: str) -> pd.DataFrame:

@@ -14,6 +14,7 @@ MSPs cover the same season.
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 import numpy as np
@@ -87,6 +88,25 @@ def _holidays(dates: pd.DatetimeIndex, step: pd.DateOffset) -> np.ndarray:
     return effects
 
 
+@functools.lru_cache(maxsize=1024)
+def _calendar(
+    end: pd.Timestamp, frequency: Frequency, periods: int
+) -> tuple[pd.DatetimeIndex, np.ndarray]:
+    """The ``periods`` dates ending at ``end`` and their seasonal and holiday shape.
+
+    Shared by every series of the same length and end (read-only): a mesh of simulated MSPs
+    builds each calendar once.
+    """
+    step = _step(frequency)
+    if frequency == "monthly":
+        end = end.to_period("M").start_time  # monthly periods start on the 1st
+    start = end - step * (periods - 1)
+    dates = pd.date_range(start, periods=periods, freq="7D" if frequency == "weekly" else "MS")
+    shape = _seasonal(dates, step) + _holidays(dates, step)
+    shape.setflags(write=False)
+    return dates, shape
+
+
 def _step(frequency: Frequency) -> pd.DateOffset:
     if frequency == "weekly":
         return pd.DateOffset(weeks=1)
@@ -128,13 +148,8 @@ def revenue_series(
     pandas.DataFrame
         Columns ``date``, ``revenue``, ``series``.
     """
-    step = _step(frequency)
     rng = np.random.default_rng([seed, 0x5EED])
-    end = pd.Timestamp(end)
-    if frequency == "monthly":
-        end = end.to_period("M").start_time  # monthly periods start on the 1st
-    start = end - step * (periods - 1)
-    dates = pd.DatetimeIndex([start + step * i for i in range(periods)])
+    dates, calendar = _calendar(pd.Timestamp(end), frequency, periods)
     per_year = 52.0 if frequency == "weekly" else 12.0
     scale = float(np.exp(rng.uniform(np.log(5e3), np.log(3e5)))) * (52.0 / per_year)
     growth = rng.normal(0.12, 0.10)  # log growth per year
@@ -145,7 +160,7 @@ def revenue_series(
     t = np.asarray((dates - dates[-1]).days, dtype=np.float64) / 365.25  # <= 0, 0 at the end
     t0 = t[0] * (1 - at)
     trend = growth * t + change * np.maximum(0.0, t - t0)
-    shape = strength * (_seasonal(dates, step) + _holidays(dates, step))
+    shape = strength * calendar
     log_revenue = np.log(scale) + trend + shape + rng.normal(0.0, noise, size=periods)
     return pd.DataFrame(
         {

@@ -11,6 +11,7 @@ than as a shape error deep inside training.
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,15 @@ import pandas as pd
 
 from meshfl.config.errors import ConfigError, DataSchemaError
 
-__all__ = ["Column", "ColumnKind", "Schema", "load_frame"]
+__all__ = [
+    "Column",
+    "ColumnKind",
+    "Schema",
+    "inherit_validation",
+    "is_validated",
+    "load_frame",
+    "remember_validated",
+]
 
 ColumnKind = Literal["text", "category", "number", "integer", "bool", "datetime"]
 """The kinds of values a :class:`Column` can hold."""
@@ -175,6 +184,8 @@ class Schema:
             raise DataSchemaError(
                 f"The {self.name} must be a pandas DataFrame. Got a {type(frame).__name__} instead."
             )
+        if is_validated(frame, self):
+            return frame
         if len(frame) == 0:
             raise DataSchemaError(
                 f"The {self.name} is empty (0 rows); it needs at least one row with "
@@ -192,8 +203,11 @@ class Schema:
         out = frame.copy()
         for col in self.columns:
             if col.name in out.columns:
-                out[col.name] = self._coerce(col, out[col.name])
-        return out
+                before = out[col.name]
+                after = self._coerce(col, before)
+                if after is not before:
+                    out[col.name] = after
+        return remember_validated(out, self)
 
     # -- helpers ------------------------------------------------------------------------
     def _check_columns_present(self, frame: pd.DataFrame) -> None:
@@ -216,7 +230,12 @@ class Schema:
         raise DataSchemaError(message)
 
     def _coerce(self, col: Column, series: pd.Series) -> pd.Series:
-        missing = series.isna().to_numpy()
+        if series.dtype == np.float64:  # the common case, without pandas' NA machinery
+            missing = np.isnan(series.to_numpy())
+        elif series.dtype == np.bool_:
+            missing = np.zeros(len(series), dtype=bool)
+        else:
+            missing = series.isna().to_numpy()
         if col.required and missing.any():
             rows = series.index[missing]
             raise DataSchemaError(
@@ -258,6 +277,8 @@ def _to_text(series: pd.Series, missing: np.ndarray) -> tuple[pd.Series, np.ndar
 
 
 def _to_number(series: pd.Series, missing: np.ndarray) -> tuple[pd.Series, np.ndarray]:
+    if series.dtype == np.float64:  # the common case, without pandas' conversions
+        return series, ~missing & ~np.isfinite(series.to_numpy())
     if pd.api.types.is_bool_dtype(series.dtype):
         series = series.astype("float64")
     numbers = pd.to_numeric(series, errors="coerce").astype("float64")
@@ -280,6 +301,8 @@ def _to_integer(series: pd.Series, missing: np.ndarray) -> tuple[pd.Series, np.n
 def _to_bool(series: pd.Series, missing: np.ndarray) -> tuple[pd.Series, np.ndarray]:
     if pd.api.types.is_bool_dtype(series.dtype):
         none_bad = np.zeros(len(series), dtype=bool)
+        if series.dtype == np.bool_:
+            return series, none_bad
         return (series.astype("boolean") if missing.any() else series.astype(bool)), none_bad
 
     def parse(value: Any) -> bool | None:
@@ -335,6 +358,34 @@ _CONVERTERS: dict[str, _Converter] = {
     "bool": _to_bool,
     "datetime": _to_datetime,
 }
+
+
+# Frames this process validated, by identity: a frame that comes back (the node's rows at
+# every round, the parts of a validated frame) is not checked again. A frame is only
+# remembered while it lives, and only for the schema it was checked against.
+_validated: dict[int, tuple[weakref.ref[pd.DataFrame], Schema]] = {}
+
+
+def remember_validated(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
+    """Record that ``frame`` holds valid ``schema`` data (it came out of a validation, or is
+    rows of a frame that did); returns ``frame``. Change such a frame and validate a copy."""
+    key = id(frame)
+    _validated[key] = (weakref.ref(frame, lambda _ref: _validated.pop(key, None)), schema)
+    return frame
+
+
+def is_validated(frame: pd.DataFrame, schema: Schema) -> bool:
+    """Whether ``frame`` itself passed ``schema`` (or came from rows of a frame that did)."""
+    hit = _validated.get(id(frame))
+    return hit is not None and hit[0]() is frame and hit[1] == schema
+
+
+def inherit_validation(parent: pd.DataFrame, *parts: pd.DataFrame) -> None:
+    """Rows taken from a validated frame are valid under the same schema: record it."""
+    hit = _validated.get(id(parent))
+    if hit is not None and hit[0]() is parent:
+        for part in parts:
+            remember_validated(part, hit[1])
 
 
 def load_frame(data: pd.DataFrame | str | os.PathLike[str], schema: Schema) -> pd.DataFrame:

@@ -1,12 +1,14 @@
 """An in-process engine: the real ServerApp and ClientApp, one process, no Ray.
 
-:class:`InProcessGrid` implements Flower's :class:`~flwr.serverapp.Grid`. Every message it
-carries is deflated into Flower's wire objects (the content-addressed byte objects the
-SuperLink stores and the SuperNodes pull) and inflated again on the other side, so apps
-that pass here serialize exactly as they would over the network, and nothing is shared by
-reference between "server" and "MSP". Nodes run one after another, so a run is
-deterministic under a seed, except what must not be: MSP sampling and privacy noise
-(OS entropy). :func:`run_in_process` wires it together.
+:class:`InProcessGrid` implements Flower's :class:`~flwr.serverapp.Grid`. By default every
+message it carries is deflated into Flower's wire objects (the content-addressed byte
+objects the SuperLink stores and the SuperNodes pull) and inflated again on the other
+side, so apps that pass here serialize exactly as they would over the network, and nothing
+is shared by reference between "server" and "MSP". At scale (thousands of simulated MSPs)
+that fidelity costs more than the learning: ``serialize=False`` hands the Message objects
+over as they are (read-only by contract) and counts no bytes. Nodes run one after another,
+so a run is deterministic under a seed, except what must not be: MSP sampling and privacy
+noise (OS entropy). :func:`run_in_process` wires it together.
 """
 
 from __future__ import annotations
@@ -57,10 +59,23 @@ class InProcessGrid(Grid):
         How many nodes (MSPs) the grid holds; node ``i`` sees ``partition-id = i``.
     seed : int
         Seeds the node ids.
+    serialize : bool
+        Pass every message through Flower's wire format (and count its bytes), as a
+        deployment does; ``False`` hands messages over by reference, for speed at scale.
     """
 
-    def __init__(self, client_app: ClientApp, num_nodes: int, *, seed: int = 0, run_id: int = 1):
+    def __init__(
+        self,
+        client_app: ClientApp,
+        num_nodes: int,
+        *,
+        seed: int = 0,
+        run_id: int = 1,
+        serialize: bool = True,
+    ):
         self.client_app = client_app
+        self.serialize = serialize
+        self._sequence = 0
         rng = np.random.default_rng([seed, 0x6D657368])
         ids: list[int] = []
         while len(ids) < num_nodes:  # random unsigned 64-bit ids, as the SuperLink hands out
@@ -83,7 +98,7 @@ class InProcessGrid(Grid):
         TaskIdentity.task_id = 1
         TaskIdentity.run_id = run_id
         TaskIdentity.node_id = SUPERLINK_NODE_ID
-        self._replies: dict[str, dict[str, bytes]] = {}
+        self._replies: dict[str, dict[str, bytes] | Message] = {}
         self._reply_roots: dict[str, str] = {}
         self.bytes_sent = 0
         self.bytes_received = 0
@@ -120,20 +135,29 @@ class InProcessGrid(Grid):
         for message in messages:
             message.metadata.__dict__["_run_id"] = self._run.run_id
             message.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID
-            message.metadata.__dict__["_message_id"] = message.object_id
-            wire = to_wire(message)
-            self.bytes_sent += sum(len(b) for b in wire.values())
-            ids.append(message.object_id)
-            self._deliver(message.object_id, wire)
+            message_id = message.object_id if self.serialize else self._next_id()
+            message.metadata.__dict__["_message_id"] = message_id
+            ids.append(message_id)
+            if self.serialize:
+                wire = to_wire(message)
+                self.bytes_sent += sum(len(b) for b in wire.values())
+                message = from_wire(message_id, wire)
+            self._deliver(message_id, message)
         return ids
+
+    def _next_id(self) -> str:
+        self._sequence += 1
+        return f"in-process-{self._sequence}"
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
         out = []
         for mid in message_ids:
-            if mid in self._replies:
-                objects = self._replies.pop(mid)
-                self.bytes_received += sum(len(b) for b in objects.values())
-                out.append(from_wire(self._reply_roots.pop(mid), objects))
+            reply = self._replies.pop(mid, None)
+            if isinstance(reply, Message):
+                out.append(reply)
+            elif reply is not None:
+                self.bytes_received += sum(len(b) for b in reply.values())
+                out.append(from_wire(self._reply_roots.pop(mid), reply))
         return out
 
     def send_and_receive(
@@ -145,8 +169,7 @@ class InProcessGrid(Grid):
         return self.pull_messages(self.push_messages(messages))
 
     # -- the node side ----------------------------------------------------------------
-    def _deliver(self, root_id: str, wire: dict[str, bytes]) -> None:
-        message = from_wire(root_id, wire)
+    def _deliver(self, root_id: str, message: Message) -> None:
         node_id = message.metadata.dst_node_id
         if node_id not in self._contexts or node_id in self.unavailable:
             return
@@ -168,16 +191,25 @@ class InProcessGrid(Grid):
             )
             reply = Message(Error(code=code, reason=reason), reply_to=message)
         reply.metadata.__dict__["_src_node_id"] = node_id
+        if not self.serialize:
+            reply.metadata.__dict__["_message_id"] = self._next_id()
+            self._replies[root_id] = reply
+            return
         reply.metadata.__dict__["_message_id"] = reply.object_id
         self._replies[root_id] = to_wire(reply)
         self._reply_roots[root_id] = reply.object_id
 
 
 def run_in_process(
-    server_app: ServerApp, client_app: ClientApp, *, num_nodes: int, seed: int = 0
+    server_app: ServerApp,
+    client_app: ClientApp,
+    *,
+    num_nodes: int,
+    seed: int = 0,
+    serialize: bool = True,
 ) -> InProcessGrid:
     """Run ``server_app`` to completion against ``num_nodes`` in-process nodes."""
-    grid = InProcessGrid(client_app, num_nodes, seed=seed)
+    grid = InProcessGrid(client_app, num_nodes, seed=seed, serialize=serialize)
     context = Context(
         run_id=1, node_id=SUPERLINK_NODE_ID, node_config={}, state=RecordDict(), run_config={}
     )
