@@ -26,6 +26,7 @@ from meshfl.data.ops_metrics_data import operational_metrics
 from meshfl.data.schema import Column, Schema, load_frame
 from meshfl.data.schemas import OPS_METRIC_BOUNDS, OPS_METRIC_FEATURES, OPS_METRICS_SCHEMA
 from meshfl.models import isolation_forest as iforest
+from meshfl.models.ranking import average_precision, roc_auc
 from meshfl.privacy.budget import DPStep
 from meshfl.privacy.events import Mechanism
 from meshfl.privacy.mechanisms import add_gaussian_noise
@@ -213,14 +214,12 @@ class Anomaly(Agent[MetricsData]):
         )
 
     def evaluate(self, vector: np.ndarray, local: MetricsData) -> dict[str, float]:
-        from sklearn.metrics import average_precision_score, roc_auc_score
-
         score = self.score_samples(vector, local.X)
         out = {"mean_score": float(score.mean()), "examples": float(len(local))}
         if local.labels is not None and 0 < local.labels.sum() < len(local.labels):
-            out["auc"] = float(roc_auc_score(local.labels, -score))
+            out["auc"] = float(roc_auc(local.labels, -score))
             out["baseline_auc"] = 0.5  # a constant score ranks nothing
-            out["average_precision"] = float(average_precision_score(local.labels, -score))
+            out["average_precision"] = float(average_precision(local.labels, -score))
         return out
 
     def model(self, vector: np.ndarray) -> AnomalyModel:

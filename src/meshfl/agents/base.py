@@ -167,8 +167,13 @@ class Agent(ABC, Generic[LocalT]):
         return self._partition_pooled(self._pooled_synthetic(request), request, self.label_column)
 
     def _pooled_synthetic(self, request: PartitionRequest) -> pd.DataFrame:
-        """``num_msps * samples_per_msp`` rows of :meth:`synthetic_data`, not yet dealt out."""
-        return self.synthetic_data(request.num_msps * request.samples_per_msp, seed=request.seed)
+        """``num_msps * samples_per_msp`` rows of :meth:`synthetic_data`, not yet dealt out.
+
+        They are validated here, once: the MSPs' parts are rows of a valid frame and are not
+        checked again (:func:`meshfl.data.schema.inherit_validation`).
+        """
+        pooled = self.synthetic_data(request.num_msps * request.samples_per_msp, seed=request.seed)
+        return self.load_data(pooled)
 
     @staticmethod
     def _partition_pooled(

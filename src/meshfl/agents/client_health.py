@@ -69,6 +69,7 @@ from meshfl.data.client_health_data import (
 )
 from meshfl.data.schema import Column, Schema, load_frame
 from meshfl.models import hist_gbdt as gbdt
+from meshfl.models.ranking import average_precision, roc_auc
 from meshfl.privacy.events import Mechanism
 from meshfl.privacy.mechanisms import add_gaussian_noise
 
@@ -406,8 +407,6 @@ class ClientHealth(Agent[HealthData]):
         return gbdt.predict_margin(self.forest(vector), X, self.edges)
 
     def evaluate(self, vector: np.ndarray, local: HealthData) -> dict[str, float]:
-        from sklearn.metrics import average_precision_score, roc_auc_score
-
         p = gbdt.sigmoid(self.predict_margin(vector, local.X))
         out = {"examples": float(len(local)), "mean_risk": float(p.mean())}
         y = local.labels
@@ -416,9 +415,9 @@ class ClientHealth(Agent[HealthData]):
             out["logloss"] = float(-np.mean(y * np.log(q) + (~y) * np.log(1 - q)))
             out["accuracy"] = float(np.mean((p > 0.5) == y))
             if 0 < y.sum() < len(y):
-                out["auc"] = float(roc_auc_score(y, p))
+                out["auc"] = float(roc_auc(y, p))
                 out["baseline_auc"] = 0.5  # a constant risk ranks nothing
-                out["average_precision"] = float(average_precision_score(y, p))
+                out["average_precision"] = float(average_precision(y, p))
         return out
 
     def model(self, vector: np.ndarray) -> ClientHealthModel:

@@ -43,6 +43,7 @@ from meshfl.models.pair_projection import (
     score_pairs,
     train_pairs,
 )
+from meshfl.models.ranking import roc_auc
 from meshfl.privacy.budget import DPStep
 
 __all__ = ["Collaboration", "CollaborationConfig", "CollaborationModel", "PairData"]
@@ -229,8 +230,6 @@ class Collaboration(FrozenEncoderMixin, TorchModuleMixin, Agent[PairData]):
         )
 
     def evaluate(self, vector: np.ndarray, local: PairData) -> dict[str, float]:
-        from sklearn.metrics import roc_auc_score
-
         if local.targets is None:
             raise DataSchemaError("collaboration needs labelled project rows to evaluate on.")
         model = self.projection()
@@ -246,7 +245,7 @@ class Collaboration(FrozenEncoderMixin, TorchModuleMixin, Agent[PairData]):
             "examples": float(len(y)),
         }
         if 0 < y.sum() < len(y):
-            out["auc"] = float(roc_auc_score(y, logits))
+            out["auc"] = float(roc_auc(y, logits))
             out["baseline_auc"] = 0.5  # a constant score ranks nothing
         recall = self._recall(model, local)
         if np.isfinite(recall):
