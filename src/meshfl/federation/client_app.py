@@ -174,6 +174,31 @@ class MSPNode:
             floor = max(floor, agent.min_msps)
         return Verification(ins.context.run_id, before_round=before, min_contributors=floor)
 
+    @staticmethod
+    def open_model(
+        ins: RoundInstructions,
+        agent: Agent[Any],
+        box: Sealer,
+        context: Context,
+        verify: Verification,
+    ) -> np.ndarray:
+        """The global model the message describes: what it carries, on what this MSP opened.
+
+        A deployed MSP (one process per message) keeps the last model it opened in its
+        state directory, so that messages need carry only the sums it has not seen.
+        """
+        state = context.node_config.get("state-dir")
+        return open_global(
+            agent,
+            ins.sealed,
+            box,
+            seed=ins.seed,
+            verify=verify,
+            base=ins.history_base,
+            base_digest=ins.history_digest,
+            memo_dir=Path(str(state)) / "models" if state is not None else None,
+        )
+
     def train(self, message: Message, context: Context) -> Message:
         """Train one round on the opened global model; reply with a sealed update or a decline."""
         ins = decode_instructions(message)
@@ -197,7 +222,7 @@ class MSPNode:
             outcome = train_round(
                 agent,
                 ins,
-                open_global(agent, ins.sealed, box, seed=ins.seed, verify=verify),
+                self.open_model(ins, agent, box, context, verify),
                 rows,
                 seed=derive_seed(ins.seed, ins.server_round, msp),
                 ledger=self.ledger_for(context),
@@ -274,7 +299,7 @@ class MSPNode:
         agent, key = self.agent_for(ins)
         verify = self.verification(ins, agent, context, before=ins.server_round + 1)
         box = self.sealer_for(context)
-        vector = open_global(agent, ins.sealed, box, seed=ins.seed, verify=verify)
+        vector = self.open_model(ins, agent, box, context, verify)
         metrics = agent.evaluate(vector, self.local(agent, key, context, "test"))
         return Message(encode_evaluation(metrics), reply_to=message)
 

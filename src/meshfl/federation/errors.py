@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from flwr.app import Context, Error, Message
 
 from meshfl.config.errors import DataSchemaError, InvalidUpdateError, MeshflError
+from meshfl.federation.sealed_model import MissingHistoryError
 from meshfl.privacy.ledger import LedgerCorruptError
 from meshfl.secure.backend import ValueRangeError
 
@@ -32,6 +33,7 @@ __all__ = [
     "E_CONFIG",
     "E_DATA",
     "E_DECRYPT",
+    "E_HISTORY",
     "E_INTERNAL",
     "E_LEDGER",
     "E_RANGE",
@@ -92,6 +94,12 @@ E_LEDGER = ReplyError(
     "mirror); the MSP's operator must restore it before it trains again; details are in "
     "the MSP's own log",
 )
+E_HISTORY = ReplyError(
+    1206,
+    "E_HISTORY",
+    "the MSP lacks sums of the global model that the message left out (it restarted or "
+    "lost its state); send it the whole history",
+)
 E_INTERNAL = ReplyError(
     1299,
     "E_INTERNAL",
@@ -99,7 +107,7 @@ E_INTERNAL = ReplyError(
 )
 
 REPLY_ERRORS: dict[int, ReplyError] = {
-    e.code: e for e in (E_RANGE, E_DECRYPT, E_DATA, E_CONFIG, E_LEDGER, E_INTERNAL)
+    e.code: e for e in (E_RANGE, E_DECRYPT, E_DATA, E_CONFIG, E_LEDGER, E_HISTORY, E_INTERNAL)
 }
 """Every code an MSP answers with, by number."""
 
@@ -126,6 +134,8 @@ def classify(exc: BaseException) -> ReplyError:
         return E_DATA
     if isinstance(exc, LedgerCorruptError):
         return E_LEDGER
+    if isinstance(exc, MissingHistoryError):
+        return E_HISTORY
     if isinstance(exc, MeshflError):  # config, keys, agent names, privacy setup
         return E_CONFIG
     return E_INTERNAL

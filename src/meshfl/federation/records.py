@@ -90,6 +90,11 @@ class RoundInstructions:
     server_round: int
     seed: int
     context: RoundContext = field(default_factory=RoundContext)
+    history_base: int = 0
+    """Sums of the global model before ``sealed`` that the message leaves out: the MSP
+    opened them before (:func:`meshfl.federation.sealed_model.open_global`)."""
+    history_digest: str = ""
+    """The hash chain of those ``history_base`` sums (empty without them)."""
 
     @property
     def rounds_left(self) -> int:
@@ -253,8 +258,14 @@ def encode_instructions(
     server_round: int,
     seed: int,
     context: RoundContext | None = None,
+    history_base: int = 0,
+    history_digest: str = "",
 ) -> RecordDict:
-    """The content of a ``train.<agent>`` or ``evaluate.<agent>`` message."""
+    """The content of a ``train.<agent>`` or ``evaluate.<agent>`` message.
+
+    ``sealed`` are the global model's sums after the first ``history_base`` ones, which the
+    message leaves out (their hash chain is ``history_digest``).
+    """
     context = context or RoundContext()
     privacy = context.privacy.model_dump_json() if context.privacy is not None else ""
     records: dict[str, Any] = {f"sealed.{i}": encode_sealed(s) for i, s in enumerate(sealed)}
@@ -270,6 +281,8 @@ def encode_instructions(
             "noise_shares": int(context.noise_shares),
             "noise_multiplier": float(context.noise_multiplier or 0.0),
             "sealed_count": len(sealed),
+            "history_base": int(history_base),
+            "history_digest": history_digest,
         }
     )
     return RecordDict(records)
@@ -294,6 +307,9 @@ def decode_instructions(message: Message) -> RoundInstructions:
             raise InvalidUpdateError(
                 f"{what} is malformed: it announces {count} sealed sums it does not hold"
             )
+        base = _integer(config, "history_base", what, default=0)
+        if base < 0:
+            raise InvalidUpdateError(f"{what} is malformed: its history_base is negative")
         agent_config = json.loads(_text(config, "agent_config", what, limit=1 << 20))
         if not isinstance(agent_config, dict):
             raise InvalidUpdateError(f"{what} is malformed: its agent_config must be a JSON object")
@@ -313,6 +329,8 @@ def decode_instructions(message: Message) -> RoundInstructions:
                 noise_shares=_integer(config, "noise_shares", what, default=1),
                 noise_multiplier=_number(config, "noise_multiplier", what, default=0.0) or None,
             ),
+            history_base=base,
+            history_digest=_text(config, "history_digest", what, limit=128, default=""),
         )
     except InvalidUpdateError:
         raise

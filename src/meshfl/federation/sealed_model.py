@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,7 +31,14 @@ from meshfl.secure.aggregate import open_payload
 from meshfl.secure.backend import Sealed, Sealer
 from meshfl.secure.binding import Binding, UnverifiedAggregateError, check_tags
 
-__all__ = ["Verification", "next_history", "open_global", "reveal_global_model"]
+__all__ = [
+    "MissingHistoryError",
+    "Verification",
+    "history_digest",
+    "next_history",
+    "open_global",
+    "reveal_global_model",
+]
 
 log = logging.getLogger("meshfl.secure")
 
@@ -50,6 +59,22 @@ def _digest(previous: str, sealed: Sealed) -> str:
     for chunk in sealed.chunks:
         h.update(hashlib.sha256(chunk).digest())
     return h.hexdigest()
+
+
+def history_digest(history: Sequence[Sealed], previous: str = "") -> str:
+    """The hash chain over ``history`` (continuing ``previous``): what names a prefix of a
+    global model's sums, so that a message can carry the sums after it and not the prefix."""
+    for sealed in history:
+        previous = _digest(previous, sealed)
+    return previous
+
+
+class MissingHistoryError(MeshflError):
+    """The message omits sums of the global model that this MSP has not opened before.
+
+    The coordinator sends only what it believes an MSP lacks; an MSP that restarted, or
+    lost its state, answers with this, and gets the whole history in the next round.
+    """
 
 
 @dataclass(frozen=True)
@@ -101,6 +126,9 @@ def open_global(
     *,
     seed: int,
     verify: Verification | None = None,
+    base: int = 0,
+    base_digest: str = "",
+    memo_dir: Path | None = None,
 ) -> np.ndarray:
     """The global vector, rebuilt MSP-side from the sealed round sums (needs the secret key).
 
@@ -111,26 +139,27 @@ def open_global(
 
     Agents that build on the previous model replay every round's sum; an MSP process keeps
     the vectors it opened last (keyed by agent, config, seed, verification and a hash chain
-    over the sums), so round ``r`` opens only the newest sum rather than all ``r``.
+    over the sums), so round ``r`` opens only the newest sum rather than all ``r``. With
+    ``memo_dir`` (a deployed MSP, one process per message) the last one is kept on disk too.
+
+    ``history`` may be the tail of the model's sums: ``base`` earlier ones, whose hash
+    chain is ``base_digest`` (:func:`history_digest`), are left out of the message, and
+    this MSP must have opened them before; else :class:`MissingHistoryError`.
     """
     # A prefix verified once stays verified for the same run and floor; only ``before_round``
     # moves, and a memo hit must still lie before it (checked below).
     trust = "" if verify is None else f"{verify.run_id}:{verify.min_contributors}"
     scope = f"{agent.name}:{agent.config.model_dump_json()}:{seed}:{verify is not None}:{trust}"
-    digests: list[str] = []
-    chain = scope
+    digests = [base_digest]  # digests[i]: the chain over the first base + i sums
     for sealed in history:
-        chain = _digest(chain, sealed)
-        digests.append(chain)
-    start, vector = 0, None
-    with _opened_lock:
-        for i in range(len(digests), 0, -1):
-            hit = _opened.get((scope, digests[i - 1]))
-            if hit is not None and (verify is None or hit[1] < verify.before_round):
-                _opened.move_to_end((scope, digests[i - 1]))
-                start, vector, last_round = i, hit[0].copy(), hit[1]
-                break
+        digests.append(_digest(digests[-1], sealed))
+    start, vector, last_round = _remembered(scope, digests, verify, memo_dir)
     if vector is None:
+        if base:
+            raise MissingHistoryError(
+                f"the message leaves out the first {base} sums of the {agent.name} model, "
+                "and this MSP has not opened them; it needs the whole history"
+            )
         vector, last_round = agent.init_vector(seed=seed), 0
     for i in range(start, len(history)):
         if verify is not None:
@@ -140,14 +169,66 @@ def open_global(
         else:
             summed, total_weight, _ = open_payload(sealer.open(history[i]))
         vector = np.asarray(
-            agent.combine(vector, summed, total_weight, server_round=i + 1), dtype=np.float64
+            agent.combine(vector, summed, total_weight, server_round=base + i + 1), dtype=np.float64
         )
-    if history and start < len(history):
-        with _opened_lock:
-            _opened[(scope, digests[-1])] = (vector.copy(), last_round)
-            while len(_opened) > _OPENED_MAX:
-                _opened.popitem(last=False)
+    if start < len(history):
+        _remember(scope, digests[-1], vector, last_round, memo_dir)
     return vector
+
+
+def _remembered(
+    scope: str, digests: list[str], verify: Verification | None, memo_dir: Path | None
+) -> tuple[int, np.ndarray | None, int]:
+    """``(i, vector, round)`` of the longest prefix (``digests[i]``) opened before, if any.
+
+    ``i = 0`` is the part left out of the message (nothing, without a base). A prefix opened
+    under verification must end before the sums still to be verified.
+    """
+
+    def usable(hit: tuple[np.ndarray, int]) -> bool:
+        return verify is None or hit[1] < verify.before_round
+
+    with _opened_lock:
+        for i in range(len(digests) - 1, -1, -1):
+            hit = _opened.get((scope, digests[i])) if digests[i] else None
+            if hit is not None and usable(hit):
+                _opened.move_to_end((scope, digests[i]))
+                return i, hit[0].copy(), hit[1]
+    stored = _read_memo(scope, memo_dir)
+    if stored is not None and stored[0] in digests and usable(stored[1:]):
+        return digests.index(stored[0]), stored[1], stored[2]
+    return 0, None, 0
+
+
+def _memo_file(scope: str, memo_dir: Path) -> Path:
+    return memo_dir / f"{hashlib.sha256(scope.encode()).hexdigest()[:32]}.npz"
+
+
+def _read_memo(scope: str, memo_dir: Path | None) -> tuple[str, np.ndarray, int] | None:
+    """The opened model a deployed MSP kept on disk for ``scope``: (digest, vector, round)."""
+    if memo_dir is None or not _memo_file(scope, memo_dir).is_file():
+        return None
+    try:
+        with np.load(_memo_file(scope, memo_dir), allow_pickle=False) as memo:
+            return str(memo["digest"]), np.asarray(memo["vector"]), int(memo["round"])
+    except (OSError, ValueError, KeyError) as err:  # damaged: open the history again
+        log.warning("ignoring the damaged model memo in %s: %s", memo_dir, err)
+        return None
+
+
+def _remember(
+    scope: str, digest: str, vector: np.ndarray, last_round: int, memo_dir: Path | None
+) -> None:
+    with _opened_lock:
+        _opened[(scope, digest)] = (vector.copy(), last_round)
+        while len(_opened) > _OPENED_MAX:
+            _opened.popitem(last=False)
+    if memo_dir is not None:
+        memo_dir.mkdir(parents=True, exist_ok=True)
+        target = _memo_file(scope, memo_dir)
+        partial = target.with_suffix(".partial.npz")
+        np.savez(partial, digest=np.array(digest), vector=vector, round=np.array(last_round))
+        os.replace(partial, target)
 
 
 def reveal_global_model(

@@ -27,6 +27,7 @@ from flwr.serverapp import Grid
 
 from meshfl.agents.base import Agent
 from meshfl.config.errors import InvalidUpdateError
+from meshfl.federation.errors import E_HISTORY
 from meshfl.federation.records import (
     Decline,
     RoundContext,
@@ -34,7 +35,7 @@ from meshfl.federation.records import (
     decode_update,
     encode_instructions,
 )
-from meshfl.federation.sealed_model import next_history
+from meshfl.federation.sealed_model import history_digest, next_history
 from meshfl.privacy.noise import report_sampling
 from meshfl.privacy.snr import coarse, median_snr, msp_level_snr
 from meshfl.secure.aggregate import PAYLOAD_EXTRA
@@ -210,6 +211,13 @@ class AgentStrategy:
         """Mirror of each MSP's ε spent on this agent, as the MSPs report it."""
         self.msp_of_node: dict[int, int] = {}
         """The MSP id each node reported (its partition id in simulations)."""
+        self.delivered: dict[int, int] = {}
+        """How many sums of the global model each node has opened (it answered a message
+        that carried them): later messages to it leave those out."""
+        self._sent = 0
+        """The length of the history the messages of the current phase describe."""
+        self._chain: list[str] = [""]
+        self._chained: list[Sealed] = []
 
     # -- sampling ------------------------------------------------------------------------
     def _connected(self, grid: Grid) -> list[int]:
@@ -250,22 +258,63 @@ class AgentStrategy:
         return sorted(_ENTROPY.sample(nodes, k))
 
     def _messages(self, phase: str, nodes: list[int], server_round: int) -> list[Message]:
-        content = encode_instructions(
-            self.agent,
-            self.history,
-            server_round=server_round,
-            seed=self.seed,
-            context=self.context,
-        )
-        return [
-            Message(
-                self._with_mirror(content, node) if phase == "train" else content,
-                dst_node_id=node,
-                message_type=f"{phase}.{self.agent.name}",
-                group_id=f"{self.agent.name}:{server_round}",
+        """One message per node, carrying the sums of the global model it has not opened.
+
+        A growing model (``combine_uses_previous``) would otherwise send every earlier
+        round's sum in every message, and a round would cost more the later it comes.
+        """
+        self._sent = len(self.history)
+        contents: dict[int, RecordDict] = {}
+        messages = []
+        for node in nodes:
+            base = self._base(node)
+            if base not in contents:
+                contents[base] = encode_instructions(
+                    self.agent,
+                    self.history[base:],
+                    server_round=server_round,
+                    seed=self.seed,
+                    context=self.context,
+                    history_base=base,
+                    history_digest=self._prefix_digest(base),
+                )
+            content = contents[base]
+            messages.append(
+                Message(
+                    self._with_mirror(content, node) if phase == "train" else content,
+                    dst_node_id=node,
+                    message_type=f"{phase}.{self.agent.name}",
+                    group_id=f"{self.agent.name}:{server_round}",
+                )
             )
-            for node in nodes
-        ]
+        return messages
+
+    def _base(self, node: int) -> int:
+        """How many leading sums the message to ``node`` may leave out."""
+        if not self.agent.combine_uses_previous:  # the history is the latest sum only
+            return 0
+        return min(self.delivered.get(node, 0), len(self.history))
+
+    def _prefix_digest(self, k: int) -> str:
+        """The hash chain over the first ``k`` sums of the global model (kept in step)."""
+        held = len(self._chained)
+        if held > len(self.history) or any(
+            a is not b for a, b in zip(self._chained, self.history, strict=False)
+        ):
+            self._chain, self._chained, held = [""], [], 0
+        for sealed in self.history[held:]:
+            self._chain.append(history_digest([sealed], self._chain[-1]))
+            self._chained.append(sealed)
+        return self._chain[k]
+
+    def _note_delivery(self, reply: Message) -> None:
+        """Record what a reply shows the node holds: the phase's history, or (E_HISTORY)
+        nothing it can rely on."""
+        node = int(reply.metadata.src_node_id)
+        if not reply.has_error():
+            self.delivered[node] = self._sent
+        elif reply.error.code == E_HISTORY.code:
+            self.delivered.pop(node, None)
 
     def _with_mirror(self, content: RecordDict, node: int) -> RecordDict:
         """Under DP, the ε this coordinator holds for ``node``: an MSP whose ledger shows
@@ -355,6 +404,7 @@ class AgentStrategy:
     def _take(self, server_round: int, reply: Message, tally: _Tally) -> None:
         """Sort one reply into ``tally``: accepted, declined, or dropped by name."""
         node = int(reply.metadata.src_node_id)
+        self._note_delivery(reply)
         try:
             decoded = decode_update(reply)
             if isinstance(decoded, Decline):
@@ -429,6 +479,7 @@ class AgentStrategy:
         """Metrics averaged over MSPs, weighted by their held-out examples."""
         metrics = []
         for reply in replies:
+            self._note_delivery(reply)
             try:
                 metrics.append(decode_evaluation(reply))
             except Exception as err:  # whatever a reply holds, it is dropped, never raised

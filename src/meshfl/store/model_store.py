@@ -187,16 +187,6 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
-def _encode_round(
-    history: list[Sealed], sealed_sum: Sealed | None
-) -> tuple[list[bytes], list[str], str | None]:
-    """The history's blobs and their digests, and the digest of the round's sum (or ``None``)."""
-    encoded = [encode_sealed(sealed) for sealed in history]
-    digests = [blob_digest(data) for data in encoded]
-    digest = None if sealed_sum is None else blob_digest(encode_sealed(sealed_sum))
-    return encoded, digests, digest
-
-
 def _msp_to_sql(msp: int) -> int:
     # Flower's node ids (the MSP ids of a deployment) are unsigned 64-bit; SQLite's INTEGER
     # is signed: store the upper half as negative numbers, two's complement.
@@ -254,6 +244,9 @@ class ModelStore:
         self._state_dir = Path(state_dir)
         self._read_only = read_only
         self._lock = threading.RLock()
+        self._stored: dict[int, tuple[Sealed, str]] = {}
+        """Sums whose blob this store wrote, by identity: a growing model's earlier sums are
+        not encoded and hashed again at every round."""
         database = self._state_dir / DB_FILE
         if read_only:
             if not database.is_file():
@@ -473,7 +466,7 @@ class ModelStore:
         self._require_writable("commit_round")
         clean_metrics, epsilons = metrics, epsilon_by_msp
         history = list(history)
-        encoded, digests, digest = _encode_round(history, sealed_sum)
+        encoded, digests, digest = self._encode_round(history, sealed_sum)
 
         with self._lock:
             existing = self._version(run_id, agent, round)
@@ -494,6 +487,7 @@ class ModelStore:
             raced = self._insert_round(row, clean_metrics, epsilons, created)
             if raced is not None:
                 return raced
+            self._remember_stored(history, digests)
         return VersionInfo(
             agent=agent,
             run_id=run_id,
@@ -506,6 +500,32 @@ class ModelStore:
             created=created,
             history=tuple(digests),
         )
+
+    def _encode_round(
+        self, history: list[Sealed], sealed_sum: Sealed | None
+    ) -> tuple[list[bytes], list[str], str | None]:
+        """The blobs of the sums not stored yet, the digest of every sum in ``history``,
+        and that of the round's sum (or ``None``)."""
+        encoded, digests = [], []
+        for sealed in history:
+            known = self._stored.get(id(sealed))
+            if known is not None and known[0] is sealed:
+                digests.append(known[1])
+                continue
+            data = encode_sealed(sealed)
+            encoded.append(data)
+            digests.append(blob_digest(data))
+        if sealed_sum is None:
+            return encoded, digests, None
+        if history and sealed_sum is history[-1]:
+            return encoded, digests, digests[-1]
+        return encoded, digests, blob_digest(encode_sealed(sealed_sum))
+
+    def _remember_stored(self, history: list[Sealed], digests: list[str]) -> None:
+        if len(self._stored) > 4 * len(history) + 1024:  # runs that ended: forget them
+            self._stored.clear()
+        for sealed, digest in zip(history, digests, strict=True):
+            self._stored[id(sealed)] = (sealed, digest)
 
     @checked(error=InvalidRecordError)
     def update_metrics(
