@@ -106,7 +106,15 @@ class Anomaly(Agent[MetricsData]):
         return self.config.trees_per_round * 2**self.config.depth
 
     def forest(self, n_blocks: int) -> iforest.ForestStructure:
-        """The public structure of the first ``n_blocks`` rounds' trees."""
+        """The public structure of the first ``n_blocks`` rounds' trees (built once)."""
+        forests: dict[int, iforest.ForestStructure] = self.__dict__.setdefault("_forests", {})
+        if n_blocks not in forests:
+            while len(forests) >= 2:  # a round needs two sizes (train, evaluate)
+                del forests[min(forests)]
+            forests[n_blocks] = self._grow_forest(n_blocks)
+        return forests[n_blocks]
+
+    def _grow_forest(self, n_blocks: int) -> iforest.ForestStructure:
         low = tuple(float(self.config.bounds[f][0]) for f in self.config.features)
         high = tuple(float(self.config.bounds[f][1]) for f in self.config.features)
         blocks = [

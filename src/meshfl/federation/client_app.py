@@ -46,6 +46,8 @@ from meshfl.secure.aggregate import seal_payload
 from meshfl.secure.backend import PLAINTEXT, Sealer
 from meshfl.secure.binding import Binding, tags
 
+_OptionalCount = Count | None
+
 __all__ = ["DataProvider", "MSPNode", "NodeData", "derive_seed", "make_client_app"]
 
 log = logging.getLogger("meshfl.msp")
@@ -107,7 +109,7 @@ class MSPNode:
         self.sealer = sealer
         self.state_dir = state_dir
         self.min_contributors = check(
-            min_contributors, Count | None, "min_contributors", where="make_client_app"
+            min_contributors, _OptionalCount, "min_contributors", where="make_client_app"
         )
         self.agents: dict[tuple[str, str], Agent[Any]] = {}
         self.prepared: dict[tuple[int, str, str, str], Any] = {}

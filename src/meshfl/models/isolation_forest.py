@@ -58,6 +58,9 @@ zero-mean noise cancels, and each node's mass is clipped at zero only afterwards
 
 from __future__ import annotations
 
+import hashlib
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -82,6 +85,7 @@ __all__ = [
 
 MAX_DEPTH = 16
 Depth = Annotated[int, Int(1, MAX_DEPTH)]
+_Subsample = Annotated[int, Int(2)]
 """Deepest tree :func:`grow_structure` builds: ``2**16`` leaves per tree is already far more
 than any leaf-mass vector worth encrypting."""
 
@@ -427,8 +431,8 @@ def score_samples(
     >>> bool(outlier < inlier)
     True
     """
-    psi = check(subsample_size, Annotated[int, Int(2)], "subsample_size", where="score_samples")
-    path = _leaf_path_lengths(structure, counts, psi)
+    psi = check(subsample_size, _Subsample, "subsample_size", where="score_samples")
+    path = _cached_path_lengths(structure, counts, psi)
     leaves = leaf_index(structure, X)
     offset = (np.arange(structure.n_trees, dtype=np.intp) * structure.n_leaves)[None, :]
     h = path.ravel()[leaves + offset]
@@ -469,6 +473,33 @@ def predict(
 
 
 # --------------------------------------------------------------------------- internals
+
+
+_PATHS: OrderedDict[tuple[int, int, bytes], tuple[ForestStructure, NDArray[np.float64]]] = (
+    OrderedDict()
+)
+_PATHS_LOCK = threading.Lock()
+
+
+def _cached_path_lengths(
+    structure: ForestStructure, counts: ArrayLike, psi: int
+) -> NDArray[np.float64]:
+    """:func:`_leaf_path_lengths`, remembered for the last few (structure, counts): every
+    MSP of a simulated mesh scores its rows with the same global model."""
+    counts_arr = np.ascontiguousarray(counts, dtype=np.float64)
+    key = (id(structure), psi, hashlib.blake2b(counts_arr.tobytes(), digest_size=16).digest())
+    with _PATHS_LOCK:
+        hit = _PATHS.get(key)
+        if hit is not None and hit[0] is structure:
+            _PATHS.move_to_end(key)
+            return hit[1]
+    path = _leaf_path_lengths(structure, counts_arr, psi)
+    path.setflags(write=False)
+    with _PATHS_LOCK:
+        _PATHS[key] = (structure, path)
+        while len(_PATHS) > 8:
+            _PATHS.popitem(last=False)
+    return path
 
 
 def _leaf_path_lengths(

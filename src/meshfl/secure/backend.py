@@ -251,13 +251,20 @@ class PlaintextAggregator:
         if not sealed:
             raise InvalidUpdateError("add needs at least one sealed payload")
         length = sealed[0].length
-        total = np.zeros(length if isinstance(length, int) and length > 0 else 0)
         for item in sealed:
-            total += _decode_plaintext(item, expected_length=length)
+            _check_plaintext(item, expected_length=length)
+        # Views added in place, no copy of any payload; a NaN or inf in any payload shows in
+        # the total, which is checked once.
+        total = np.zeros(length)
+        for item in sealed:
+            np.add(total, np.frombuffer(item.chunks[0], dtype="<f8"), out=total)
+        if not np.all(np.isfinite(total)):
+            raise InvalidUpdateError("a payload holds NaN or inf (corrupt)")
         return Sealed(PLAINTEXT, "", int(total.size), (total.astype("<f8").tobytes(),))
 
 
-def _decode_plaintext(sealed: Sealed, *, expected_length: int | None) -> np.ndarray:
+def _check_plaintext(sealed: Sealed, *, expected_length: int | None) -> None:
+    """The envelope of a plaintext payload, and its one chunk's size."""
     length = sealed.length if isinstance(sealed, Sealed) else 0
     check_envelope(
         sealed,
@@ -272,7 +279,11 @@ def _decode_plaintext(sealed: Sealed, *, expected_length: int | None) -> np.ndar
             f"chunk 1 of 1 is not {sealed.length} float64 values (truncated or corrupt): it "
             f"has {len(chunk)} bytes, {sealed.length} values need {8 * sealed.length}"
         )
-    values = np.frombuffer(chunk, dtype="<f8").astype(np.float64)
+
+
+def _decode_plaintext(sealed: Sealed, *, expected_length: int | None) -> np.ndarray:
+    _check_plaintext(sealed, expected_length=expected_length)
+    values = np.frombuffer(sealed.chunks[0], dtype="<f8").astype(np.float64)
     if not np.all(np.isfinite(values)):
         raise InvalidUpdateError("chunk 1 of 1 holds NaN or inf (corrupt)")
     return values
