@@ -42,7 +42,7 @@ from meshfl.agents.update import Update
 from meshfl.config.base import MeshflConfig
 from meshfl.config.errors import DataSchemaError
 from meshfl.data.revenue_data import REVENUE_SCHEMA, revenue_partitions, revenue_series
-from meshfl.data.schema import load_frame
+from meshfl.data.schema import Schema, is_validated, load_frame, remember_validated
 from meshfl.models import additive
 from meshfl.privacy.budget import DPStep
 from meshfl.privacy.events import Mechanism
@@ -50,6 +50,9 @@ from meshfl.privacy.mechanisms import add_gaussian_noise
 from meshfl.privacy.noise import noise_rng
 
 __all__ = ["Revenue", "RevenueConfig", "RevenueData", "RevenueModel", "SeriesData"]
+
+_CHECKED = Schema("revenue data, checked and sorted by series and date", REVENUE_SCHEMA.columns)
+"""What :meth:`Revenue.load_data` returns: valid, positive, one row per period, sorted."""
 
 
 class RevenueConfig(MeshflConfig):
@@ -186,6 +189,8 @@ class Revenue(Agent[RevenueData]):
 
     # -- data ------------------------------------------------------------------------
     def load_data(self, data: pd.DataFrame | str | os.PathLike[str]) -> pd.DataFrame:
+        if isinstance(data, pd.DataFrame) and is_validated(data, _CHECKED):
+            return data  # it came out of this method (or is rows of what did)
         frame = load_frame(data, self.schema)
         revenue = frame["revenue"].to_numpy(dtype=np.float64)
         bad = np.flatnonzero(~(revenue > 0))
@@ -204,7 +209,9 @@ class Revenue(Agent[RevenueData]):
                 f"The revenue data holds date {row['date']}{where} more than once; "
                 "give one row per period (sum revenue per period first)."
             )
-        return frame.sort_values(keys, kind="stable").reset_index(drop=True)
+        return remember_validated(
+            frame.sort_values(keys, kind="stable").reset_index(drop=True), _CHECKED
+        )
 
     def synthetic_data(self, n: int, *, seed: int) -> pd.DataFrame:
         return revenue_series(n, seed=seed, frequency=self.config.frequency)
@@ -251,7 +258,11 @@ class Revenue(Agent[RevenueData]):
         holdout = pd.concat(marks).reindex(frame.index).to_numpy(dtype=bool)
         train = frame.loc[~holdout].drop(columns=["is_holdout"], errors="ignore")
         test = frame.assign(is_holdout=holdout)
-        return train.reset_index(drop=True), test.reset_index(drop=True)
+        # Rows of a checked, sorted frame: checked and sorted still.
+        return (
+            remember_validated(train.reset_index(drop=True), _CHECKED),
+            remember_validated(test.reset_index(drop=True), _CHECKED),
+        )
 
     def prepare(self, frame: pd.DataFrame) -> RevenueData:
         frame = self.load_data(frame)

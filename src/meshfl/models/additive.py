@@ -30,10 +30,13 @@ Everything here is pure: arrays and calendars in, arrays out.
 
 from __future__ import annotations
 
+import hashlib
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
-from typing import Literal
+from typing import Any, Literal, TypeVar, cast
 
 import numpy as np
 import pandas as pd
@@ -213,13 +216,19 @@ def holiday_features(
 def shared_features(
     dates: pd.DatetimeIndex, frequency: Frequency, spec: AdditiveSpec
 ) -> np.ndarray:
-    """The shared design ``X``: Fourier terms, then holiday indicators."""
-    return np.hstack(
-        [
-            fourier_features(dates, frequency, spec.yearly_order),
-            holiday_features(dates, frequency, spec.holidays),
-        ]
-    )
+    """The shared design ``X``: Fourier terms, then holiday indicators (read-only)."""
+
+    def build() -> np.ndarray:
+        X = np.hstack(
+            [
+                fourier_features(dates, frequency, spec.yearly_order),
+                holiday_features(dates, frequency, spec.holidays),
+            ]
+        )
+        X.setflags(write=False)
+        return X
+
+    return _memo(("shared", _dates_key(pd.DatetimeIndex(dates)), frequency, spec), build)
 
 
 def trend_design(t: np.ndarray, changepoints: np.ndarray) -> np.ndarray:
@@ -278,9 +287,42 @@ class SeriesDesign:
 def series_design(
     dates: pd.DatetimeIndex, spec: AdditiveSpec, *, frequency: Frequency | None = None
 ) -> SeriesDesign:
-    """The design of one series' history (``dates`` sorted, unique)."""
+    """The design of one series' history (``dates`` sorted, unique).
+
+    It follows from the dates alone, so it is built once per distinct history and shared
+    (read-only): a simulated mesh's MSPs mostly share their calendars.
+    """
     dates = pd.DatetimeIndex(dates)
     freq = frequency or infer_frequency(dates)
+    return _memo(
+        ("design", _dates_key(dates), freq, spec), lambda: _series_design(dates, freq, spec)
+    )
+
+
+T = TypeVar("T")
+_MEMO: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+_MEMO_LOCK = threading.Lock()
+
+
+def _dates_key(dates: pd.DatetimeIndex) -> bytes:
+    return hashlib.blake2b(dates.as_unit("ns").asi8.tobytes(), digest_size=16).digest()
+
+
+def _memo(key: tuple[Any, ...], build: Callable[[], T]) -> T:
+    """``build()``, remembered under ``key`` for the last 1,024 keys (results are read-only)."""
+    with _MEMO_LOCK:
+        if key in _MEMO:
+            _MEMO.move_to_end(key)
+            return cast(T, _MEMO[key])
+    value = build()
+    with _MEMO_LOCK:
+        _MEMO[key] = value
+        while len(_MEMO) > 1024:
+            _MEMO.popitem(last=False)
+    return value
+
+
+def _series_design(dates: pd.DatetimeIndex, freq: Frequency, spec: AdditiveSpec) -> SeriesDesign:
     origin = dates[0]
     t = np.asarray((dates - origin).days, dtype=np.float64) / _DAYS_PER_YEAR
     changepoints = _changepoints(t, spec)
@@ -289,6 +331,8 @@ def series_design(
     u, s, _ = np.linalg.svd(Z, full_matrices=False)
     Q = u[:, s > 1e-9 * s[0]]
     X_tilde = X - Q @ (Q.T @ X)
+    for array in (changepoints, X, Z, Q, X_tilde):
+        array.setflags(write=False)
     return SeriesDesign(dates, freq, origin, changepoints, X, Z, Q, X_tilde)
 
 
