@@ -160,7 +160,9 @@ def test_forecast_returns_intervals_for_each_series(agent):
     # the forecast stays on the series' own scale
     assert fc["yhat"].iloc[0] == pytest.approx(frame["revenue"].tail(8).mean(), rel=0.5)
     assert len(model.forecast(frame)) == agent.config.horizon
-    with pytest.raises(DataSchemaError, match="horizon"):
+    with pytest.raises(
+        ConfigError, match=r"'horizon' parameter of .*forecast must be an integer >= 1"
+    ):
         model.forecast(frame, horizon=0)
 
 

@@ -34,13 +34,14 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SkipValidation, field_validator, model_validator
 
 from meshfl.agents.base import Agent, GlobalModel, PartitionRequest
 from meshfl.agents.registry import register
 from meshfl.agents.update import Update
 from meshfl.config.base import MeshflConfig
 from meshfl.config.errors import DataSchemaError
+from meshfl.config.validation import Count, checked
 from meshfl.data.revenue_data import REVENUE_SCHEMA, revenue_partitions, revenue_series
 from meshfl.data.schema import Schema, is_validated, load_frame, remember_validated
 from meshfl.models import additive
@@ -478,8 +479,11 @@ class RevenueModel(GlobalModel):
         ] + [f"holiday_{h}" for h in spec.holidays]
         return pd.Series(self.agent.shared_fit(self.vector).beta, index=names)
 
+    @checked
     def forecast(
-        self, history: pd.DataFrame | str | os.PathLike[str], horizon: int | None = None
+        self,
+        history: SkipValidation[pd.DataFrame | str | os.PathLike[str]],
+        horizon: Count | None = None,
     ) -> pd.DataFrame:
         """Forecast the ``horizon`` periods after each series' history.
 
@@ -497,11 +501,7 @@ class RevenueModel(GlobalModel):
             ``series, date, yhat, yhat_lower, yhat_upper`` (``yhat`` is the median forecast;
             the interval holds ``interval_width`` of the predictive mass).
         """
-        horizon = self.agent.config.horizon if horizon is None else int(horizon)
-        if horizon < 1:
-            raise DataSchemaError(
-                f"The 'horizon' parameter of forecast must be an integer >= 1. Got {horizon}."
-            )
+        horizon = self.agent.config.horizon if horizon is None else horizon
         local = self.agent.prepare(self.agent.load_data(history))
         shared = self.agent.shared_fit(self.vector)
         frames = []
