@@ -1,13 +1,13 @@
 """``meshfl.simulate``: a whole federation of MSPs in one process, for notebooks and tests.
 
 It runs the very ServerApp and ClientApp a deployment runs, on the in-process engine
-(every message serialized as on the wire; without privacy, deterministic under ``seed``)
-or, with
-``backend="ray"``, on Flower's Simulation Engine.
+(messages serialized as on the wire up to ``SERIALIZE_UP_TO`` MSPs; without privacy,
+deterministic under ``seed``) or, with ``backend="ray"``, on Flower's Simulation Engine.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
@@ -178,7 +178,7 @@ def federate(
     secure_aggregation: SecureAggregation = "ckks",
     progress: bool = False,
     state_dir: str | os.PathLike[str] | None = None,
-    serialize: bool = True,
+    serialize: bool | None = None,
 ) -> FederationOutcome:
     """Run one agent's plan over the given MSP partitions.
 
@@ -222,8 +222,9 @@ def federate(
     )
     try:
         if backend == "in-process":
+            wire = len(parts) <= SERIALIZE_UP_TO if serialize is None else serialize
             grid = run_in_process(
-                server_app, client_app, num_nodes=len(parts), seed=plan.seed, serialize=serialize
+                server_app, client_app, num_nodes=len(parts), seed=plan.seed, serialize=wire
             )
             sent, received = grid.bytes_sent, grid.bytes_received
         elif backend == "ray":
@@ -314,8 +315,7 @@ def simulate(
     num_msps : int
         MSPs in the federation.
     rounds : int, optional
-        Federated rounds; ``None`` takes the agent's suggestion (3 for most agents; one
-        round per tree level for ``client_health``, one for ``revenue``).
+        Federated rounds; ``None``: the agent's ``suggested_rounds()`` (3 for most agents).
     seed : int
         Seeds data generation, partitioning, model initialisation and local training.
         Which MSPs are sampled and all privacy noise come from OS entropy, never from it:
@@ -341,17 +341,15 @@ def simulate(
         with a public context only, and global models stay sealed. ``"plaintext"`` turns
         that protection off (for tests and comparison; it warns loudly).
     state_dir : path, optional
-        The MSPs' state (their privacy ledgers). Reuse it to continue spending the same
-        budgets, as a restarted MSP would; default: a fresh temporary directory.
+        The MSPs' state (privacy ledgers); reuse it to go on spending the same budgets, as a
+        restarted MSP would. Default: a fresh temporary directory.
     backend : {"in-process", "ray"}
         ``"ray"`` runs on Flower's Simulation Engine (``pip install meshfl[ray]``).
     progress : bool
-        Show a progress bar on the console.
+        Show a progress bar.
     serialize_messages : bool, optional
-        In-process backend: pass every message through Flower's wire format, as a
-        deployment does, and count the bytes sent (``bytes_sent``/``bytes_received``).
-        ``None`` (default) does so up to :data:`SERIALIZE_UP_TO` MSPs; above that, messages
-        are handed over by reference, which is what makes 10,000 simulated MSPs practical.
+        Pass every message through Flower's wire format and count its bytes, as deployed;
+        ``None``: up to :data:`SERIALIZE_UP_TO` MSPs (beyond, by reference: fast at scale).
 
     Examples
     --------
@@ -363,25 +361,24 @@ def simulate(
     True
     """
     plan = _sim_plan(agent, num_msps, rounds, seed, agent_config, fraction_train, min_msps, privacy)
-    the_agent, partitions = _sim_partitions(plan, data, samples_per_msp, alpha, size_skew)
-    if privacy is not None and privacy.unit == "msp":
-        warn_if_noise_swamps_signal(plan, the_agent)
+    partitions = _sim_partitions(plan, data, samples_per_msp, alpha, size_skew)
     state_dir = _sim_state_dir(state_dir, privacy)
-    serialize = (
-        len(partitions) <= SERIALIZE_UP_TO if serialize_messages is None else serialize_messages
-    )
-    outcome = federate(
-        plan,
-        partitions,
-        backend=backend,
-        secure_aggregation=secure_aggregation,
-        progress=progress,
-        state_dir=state_dir,
-        serialize=serialize,
-    )
-    if privacy is not None:
-        warn_if_worse_than_baseline(outcome.run, privacy)
+    engine = _Engine(backend, secure_aggregation, progress, serialize_messages)
+    outcome = federate(plan, partitions, state_dir=state_dir, **engine.options())
     return _sim_result(plan, partitions, outcome, state_dir)
+
+
+@dataclass(frozen=True)
+class _Engine:
+    """How :func:`simulate` runs its federation (:func:`federate`'s options)."""
+
+    backend: Backend
+    secure_aggregation: SecureAggregation
+    progress: bool
+    serialize: bool | None
+
+    def options(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 def _sim_plan(
@@ -428,8 +425,9 @@ def _sim_partitions(
     samples_per_msp: int,
     alpha: float,
     size_skew: float,
-) -> tuple[Agent[Any], list[NodeData]]:
-    """The plan's agent, and each MSP's rows (the user's ``data`` or synthetic ones)."""
+) -> list[NodeData]:
+    """Each MSP's rows (the user's ``data`` or synthetic ones); warns when MSP-level noise
+    would swamp the signal."""
     the_agent = plan.build_agent()
     partitions = make_partitions(
         the_agent,
@@ -440,7 +438,9 @@ def _sim_partitions(
         alpha=alpha,
         size_skew=size_skew,
     )
-    return the_agent, partitions
+    if plan.privacy is not None and plan.privacy.unit == "msp":
+        warn_if_noise_swamps_signal(plan, the_agent)
+    return partitions
 
 
 def _sim_state_dir(
@@ -460,6 +460,8 @@ def _sim_result(
 ) -> SimulationResult:
     """What :func:`simulate` returns, the privacy table read from the MSPs' ledgers."""
     run = outcome.run
+    if plan.privacy is not None:
+        warn_if_worse_than_baseline(run, plan.privacy)
     return SimulationResult(
         agent=plan.agent,
         history=pd.DataFrame(run.history),

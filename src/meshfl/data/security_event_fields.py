@@ -92,30 +92,18 @@ _GENERIC_DETECTIONS = (
 _RANSOM_FAMILIES = ("LockBit", "BlackCat", "Akira", "Royal", "Conti", "Play", "BlackBasta")
 _RANSOM_EXTS = (".lockbit", ".akira", ".royal", ".encrypted", ".locked", ".crypt", ".basta")
 _RANSOM_NOTES = (
-    "README-RESTORE.txt",
-    "HOW_TO_DECRYPT.html",
-    "Restore-My-Files.txt",
-    "!!!READ_ME!!!.txt",
-    "akira_readme.txt",
-)
+    "README-RESTORE.txt", "HOW_TO_DECRYPT.html",
+    "Restore-My-Files.txt", "!!!READ_ME!!!.txt", "akira_readme.txt",
+)  # fmt: skip
 _SHARES = ("finance", "hr", "projects", "scans", "public", "accounting", "legal")
 _DOC_FILES = (
-    "Q3_report.xlsx",
-    "invoice_88213.pdf",
-    "payroll_2024.csv",
-    "customers.xlsx",
-    "contract_final.docx",
-    "budget_FY25.xlsx",
-    "board_minutes.docx",
-)
+    "Q3_report.xlsx", "invoice_88213.pdf", "payroll_2024.csv",
+    "customers.xlsx", "contract_final.docx", "budget_FY25.xlsx", "board_minutes.docx",
+)  # fmt: skip
 _SENSITIVE_FILES = (
-    "customer_export.csv",
-    "payroll_2024.xlsx",
-    "ssn_list.xlsx",
-    "patients_full.csv",
-    "crm_dump.zip",
-    "source_backup.7z",
-)
+    "customer_export.csv", "payroll_2024.xlsx", "ssn_list.xlsx",
+    "patients_full.csv", "crm_dump.zip", "source_backup.7z",
+)  # fmt: skip
 _DLP_POLICIES = ("PCI card numbers", "US SSN", "HIPAA PHI", "GDPR personal data", "Source code")
 _GROUPS = (
     "Domain Admins",
