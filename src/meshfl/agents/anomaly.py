@@ -109,26 +109,29 @@ class Anomaly(Agent[MetricsData]):
         """The public structure of the first ``n_blocks`` rounds' trees (built once)."""
         forests: dict[int, iforest.ForestStructure] = self.__dict__.setdefault("_forests", {})
         if n_blocks not in forests:
+            if n_blocks - 1 in forests:  # the forest grows by one block a round
+                grown = iforest.concat_structures(forests[n_blocks - 1], self.block(n_blocks - 1))
+            else:
+                grown = functools.reduce(
+                    iforest.concat_structures, map(self.block, range(n_blocks))
+                )
             while len(forests) >= 2:  # a round needs two sizes (train, evaluate)
                 del forests[min(forests)]
-            forests[n_blocks] = self._grow_forest(n_blocks)
+            forests[n_blocks] = grown
         return forests[n_blocks]
 
-    def _grow_forest(self, n_blocks: int) -> iforest.ForestStructure:
+    def block(self, index: int) -> iforest.ForestStructure:
+        """The public structure of round block ``index``'s trees alone."""
         low = tuple(float(self.config.bounds[f][0]) for f in self.config.features)
         high = tuple(float(self.config.bounds[f][1]) for f in self.config.features)
-        blocks = [
-            _block(
-                low,
-                high,
-                self.config.trees_per_round,
-                self.config.depth,
-                self.config.structure_seed,
-                b,
-            )
-            for b in range(n_blocks)
-        ]
-        return functools.reduce(iforest.concat_structures, blocks)
+        return _block(
+            low,
+            high,
+            self.config.trees_per_round,
+            self.config.depth,
+            self.config.structure_seed,
+            index,
+        )
 
     def load_data(self, data: pd.DataFrame | str | os.PathLike[str]) -> pd.DataFrame:
         if self.config.features == OPS_METRIC_FEATURES:
@@ -180,9 +183,8 @@ class Anomaly(Agent[MetricsData]):
     ) -> Update:
         # The next block follows the blocks already in the global model (not the round
         # number), so a skipped round cannot misalign counts and trees.
-        block = self._blocks_in(vector)
-        structure = self.forest(block + 1)
-        counts = iforest.leaf_counts(structure, local.X)[block * self.block_size :]
+        # Only the new block's trees are counted: a round's work does not grow with the forest.
+        counts = iforest.leaf_counts(self.block(self._blocks_in(vector)), local.X)
         if dp is None:
             return Update(vector=counts, weight=1.0, metrics={"examples": float(len(local))})
         # A row lands in exactly one leaf of each tree: adding or removing it changes
