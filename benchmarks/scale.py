@@ -107,12 +107,13 @@ def round_index(agents: list[str], rounds: int) -> pd.DataFrame:
 
 
 def _rounds_of(agent: str, rounds: int) -> list[dict[str, Any]]:
+    from meshfl.agents import registry
     from meshfl.federation import AgentPlan, InProcessGrid, make_client_app
     from meshfl.federation.server_app import run_plan
     from meshfl.simulation import make_partitions, simulation_keys
 
     sealer_for, aggregator, _ = simulation_keys("ckks", num_msps=10)
-    plan = AgentPlan(agent=agent, rounds=rounds)
+    plan = AgentPlan(agent=agent, rounds=rounds, min_msps=registry.get(agent).min_msps)
     parts = make_partitions(plan.build_agent(), num_msps=10, seed=0, samples_per_msp=40)
     app = make_client_app(
         lambda _a, ctx: parts[ctx.node_config["partition-id"]],
@@ -191,6 +192,8 @@ def plot(mesh_table: pd.DataFrame, rounds_table: pd.DataFrame, path: Path) -> No
     for agent, group in rounds_table.groupby("agent"):
         twin.plot(group["round"], group["bytes"] / 1e6, ls="--", label=f"{agent} MB")
     twin.set_ylabel("MB on the wire (dashed)")
+    twin.set_ylim(bottom=0)
+    right.set_ylim(bottom=0)
     right.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -203,6 +206,9 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=list(MODES))
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument(
+        "--reuse-mesh", action="store_true", help="read the mesh table from results/scale.csv"
+    )
     parser.add_argument("--one", nargs=3, metavar=("AGENT", "MSPS", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -211,7 +217,11 @@ def main() -> None:
         return
     RESULTS.mkdir(parents=True, exist_ok=True)
     print(f"mesh: one round per configuration ({platform.processor() or platform.machine()})")
-    mesh_table = mesh(args.agents, args.msps, args.modes, args.timeout)
+    if args.reuse_mesh:
+        mesh_table = pd.read_csv(RESULTS / "scale.csv")
+    else:
+        mesh_table = mesh(args.agents, args.msps, args.modes, args.timeout)
+        mesh_table.to_csv(RESULTS / "scale.csv", index=False)
     print(f"\nround index: {args.rounds} rounds, CKKS, 10 MSPs")
     rounds_table = round_index(
         [a for a in ("anomaly", "client_health") if a in args.agents], args.rounds
@@ -231,7 +241,6 @@ def main() -> None:
     print(sums_table.to_string(index=False, float_format="%.4g"))
     print("\nmesh table")
     print(mesh_table.to_string(index=False, float_format="%.2f"))
-    mesh_table.to_csv(RESULTS / "scale.csv", index=False)
     rounds_table.to_csv(RESULTS / "scale_rounds.csv", index=False)
     (RESULTS / "scale.json").write_text(
         json.dumps(
