@@ -248,8 +248,10 @@ def flaky(monkeypatch: pytest.MonkeyPatch, *, absent=None, lost=None) -> None:
 
     Grid.absent, Grid.lost = dict(absent or {}), dict(lost or {})
 
-    def run_in_process(server_app: Any, client_app: Any, *, num_nodes: int, seed: int = 0) -> Grid:
-        grid = Grid(client_app, num_nodes, seed=seed)
+    def run_in_process(
+        server_app: Any, client_app: Any, *, num_nodes: int, seed: int = 0, serialize: bool = True
+    ) -> Grid:
+        grid = Grid(client_app, num_nodes, seed=seed, serialize=serialize)
         context = Context(
             run_id=1, node_id=SUPERLINK_NODE_ID, node_config={}, state=RecordDict(), run_config={}
         )
