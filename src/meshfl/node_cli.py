@@ -4,10 +4,12 @@
         --secret-key keys/msp.secret.ckks --state-dir state/ \\
         --root-certificates certs/ca.crt --auth-key keys/msp-0
 
-checks the MSP's files, then *replaces itself* (``exec``) with ``flower-supernode``: the
-pid an init system or a test holds is the SuperNode's, and a signal to it reaches Flower
-directly. The node config it passes is what :mod:`meshfl.deploy.apps` reads
-(``data-dir``, ``secret-key``, ``state-dir``); Flower's home is ``<state-dir>/flwr-supernode``.
+checks the MSP's files, starts the warm SuperExec that forks this node's ClientApps, then
+*replaces itself* (``exec``) with Flower's SuperNode: the pid an init system or a test holds
+is the SuperNode's, and a signal to it reaches Flower directly (the SuperExec ends with it).
+See :mod:`meshfl.deploy.node_runtime` for why (seconds per round) and ``--poll-interval``.
+The node config it passes is what :mod:`meshfl.deploy.apps` reads (``data-dir``,
+``secret-key``, ``state-dir``); Flower's home is ``<state-dir>/flwr-supernode``.
 
 meshfl's three console scripts sit side by side: :mod:`meshfl.cli` (``meshfl``),
 :mod:`meshfl.server_cli` (``meshfl-server``, the coordinator's operator) and this module
@@ -18,16 +20,20 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from meshfl.config.errors import ConfigError, MeshflError
-from meshfl.deploy.processes import BIN, flower_env
+from meshfl.deploy.processes import flower_env
 
-__all__ = ["main", "supernode_command"]
+__all__ = ["main", "superexec_command", "supernode_command"]
 
 DEFAULT_PORT = 9094
+DEFAULT_POLL_INTERVAL = 0.5
+"""Seconds between an idle SuperNode's requests for messages (Flower's own: 3 s)."""
+RUNTIME = [sys.executable, "-m", "meshfl.deploy.node_runtime"]
 
 
 def _quoted(key: str, path: Path) -> str:
@@ -35,6 +41,23 @@ def _quoted(key: str, path: Path) -> str:
     if "'" in text or '"' in text:
         raise ConfigError(f"The {key} path must not contain quotes. Got {text!r} instead.")
     return f"{key}='{text}'"
+
+
+def _data_entry(data_dir: str | os.PathLike[str] | None, data_loader: str | None) -> str:
+    """The node config entry that says where the MSP's rows come from (checked)."""
+    if (data_dir is None) == (data_loader is None):
+        raise ConfigError("Give either --data-dir or --data-loader (one of them).")
+    if data_loader is not None:
+        module, sep, attr = data_loader.partition(":")
+        if not sep or not module or not attr.isidentifier() or "'" in data_loader:
+            raise ConfigError(
+                f"--data-loader must be 'package.module:function'. Got {data_loader!r}."
+            )
+        return f"data-loader='{data_loader}'"
+    data = Path(str(data_dir))
+    if not data.is_dir() or not any(data.glob("*.csv")):
+        raise ConfigError(f"--data-dir {data} must be a folder with one <agent>.csv per agent.")
+    return _quoted("data-dir", data)
 
 
 def supernode_command(
@@ -48,8 +71,10 @@ def supernode_command(
     auth_key: str | os.PathLike[str] | None = None,
     port: int = DEFAULT_PORT,
     insecure: bool = False,
+    poll_interval: float = DEFAULT_POLL_INTERVAL,
+    fresh_processes: bool = False,
 ) -> list[str]:
-    """The ``flower-supernode`` command line of one MSP; checks its files first.
+    """The SuperNode command line of one MSP; checks its files first.
 
     Parameters
     ----------
@@ -73,21 +98,15 @@ def supernode_command(
         The SuperNode's local Runtime API port (its ClientApps dial it); one per node.
     insecure : bool
         Plain HTTP to the SuperLink (loopback tests only).
+    poll_interval : float
+        The longest wait of the SuperNode's loops (for messages, for replies). Each idle
+        node asks the SuperLink once per interval: on a mesh of thousands, keep Flower's 3 s.
+    fresh_processes : bool
+        Flower's default: a fresh ``flwr-clientapp`` process per message (its own SuperExec).
+        Otherwise ClientApps are forked from the warm SuperExec of :func:`superexec_command`,
+        which must run next to the node.
     """
-    if (data_dir is None) == (data_loader is None):
-        raise ConfigError("Give either --data-dir or --data-loader (one of them).")
-    if data_loader is not None:
-        module, sep, attr = data_loader.partition(":")
-        if not sep or not module or not attr.isidentifier() or "'" in data_loader:
-            raise ConfigError(
-                f"--data-loader must be 'package.module:function'. Got {data_loader!r}."
-            )
-        data_entry = f"data-loader='{data_loader}'"
-    else:
-        data = Path(str(data_dir))
-        if not data.is_dir() or not any(data.glob("*.csv")):
-            raise ConfigError(f"--data-dir {data} must be a folder with one <agent>.csv per agent.")
-        data_entry = _quoted("data-dir", data)
+    data_entry = _data_entry(data_dir, data_loader)
     for flag, value in (("--secret-key", secret_key), ("--auth-key", auth_key)):
         if value is not None and not Path(value).is_file():
             raise ConfigError(f"{flag} {value} does not exist.")
@@ -108,7 +127,11 @@ def supernode_command(
             _quoted("state-dir", Path(state_dir)),
         ]
     )
-    args = [str(BIN / "flower-supernode"), "--superlink", superlink]
+    if not 0.01 <= poll_interval <= 60:
+        raise ConfigError(f"--poll-interval must be 0.01 to 60 seconds. Got {poll_interval}.")
+    args = [*RUNTIME, "supernode", "--poll-interval", str(poll_interval)]
+    args += ["--superlink", superlink]
+    args += ["--isolation", "subprocess" if fresh_processes else "process"]
     if insecure:
         args.append("--insecure")
     else:
@@ -117,6 +140,18 @@ def supernode_command(
         args += ["--auth-supernode-private-key", str(Path(auth_key).resolve())]
     args += ["--port", str(port), "--node-config", node_config]
     return args
+
+
+def superexec_command(*, port: int = DEFAULT_PORT, parent_pid: int) -> list[str]:
+    """The warm SuperExec next to a SuperNode whose Runtime API is on loopback ``port``."""
+    return [
+        *RUNTIME,
+        "superexec",
+        "--runtime-api-address",
+        f"127.0.0.1:{port}",
+        "--parent-pid",
+        str(parent_pid),
+    ]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,6 +169,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--port", type=int, default=DEFAULT_PORT, help="local Runtime API port (default 9094)"
     )
     parser.add_argument("--insecure", action="store_true", help="no TLS (loopback tests only)")
+    parser.add_argument(
+        "--poll-interval",
+        type=float,
+        default=DEFAULT_POLL_INTERVAL,
+        help="seconds between an idle node's requests for messages (default 0.5; Flower's 3.0 "
+        "suits a mesh of thousands)",
+    )
+    parser.add_argument(
+        "--fresh-processes",
+        action="store_true",
+        help="start a fresh ClientApp process per message, as Flower does (slower) instead of "
+        "forking it from a warm one",
+    )
     return parser
 
 
@@ -151,6 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             auth_key=args.auth_key,
             port=args.port,
             insecure=args.insecure,
+            poll_interval=args.poll_interval,
+            fresh_processes=args.fresh_processes,
         )
     except MeshflError as err:
         print(f"meshfl-node: error: {err}", file=sys.stderr)
@@ -169,6 +219,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = flower_env(Path(args.state_dir) / "flwr-supernode")
     sys.stdout.flush()
     sys.stderr.flush()
+    if not args.fresh_processes:  # it outlives this exec: the SuperNode keeps this pid
+        warm = superexec_command(port=args.port, parent_pid=os.getpid())
+        subprocess.Popen(warm, env=env)
     os.execve(command[0], command, env)
     return 0  # pragma: no cover - execve does not return
 

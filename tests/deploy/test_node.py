@@ -28,7 +28,8 @@ def test_the_command_carries_tls_node_auth_and_the_node_config(msp):
         auth_key=msp / "node.key",
         port=9100,
     )
-    assert args[0].endswith("flower-supernode")
+    assert args[1:4] == ["-m", "meshfl.deploy.node_runtime", "supernode"]
+    assert args[args.index("--isolation") + 1] == "process"  # ClientApps forked warm
     assert args[args.index("--superlink") + 1] == "10.0.0.1:9092"
     assert args[args.index("--root-certificates") + 1] == str(msp / "ca.crt")
     assert args[args.index("--auth-supernode-private-key") + 1] == str(msp / "node.key")

@@ -6,8 +6,7 @@ import logging
 
 import pytest
 
-from meshfl.federation import AgentPlan, InProcessGrid, make_client_app
-from meshfl.federation import sealed_model
+from meshfl.federation import AgentPlan, InProcessGrid, make_client_app, sealed_model
 from meshfl.federation.server_app import run_plan
 from meshfl.secure import plaintext_backend
 from meshfl.simulation import make_partitions
@@ -48,8 +47,8 @@ def _run(rounds, *, forget_at=None):
             sealed_model._opened.clear()  # every MSP restarts and forgets what it opened
 
     run = run_plan(grid, plan, aggregator, on_round=on_round)
-    sent = [b - a for (a, _), (b, _) in zip([(0, 0), *per_round], per_round)]
-    opened = [b - a for (_, a), (_, b) in zip([(0, 0), *per_round], per_round)]
+    sent = [b - a for (a, _), (b, _) in zip([(0, 0), *per_round[:-1]], per_round, strict=True)]
+    opened = [b - a for (_, a), (_, b) in zip([(0, 0), *per_round[:-1]], per_round, strict=True)]
     return run, sent, opened
 
 

@@ -227,11 +227,11 @@ class _CrashingGrid:
     def __getattr__(self, name):
         return getattr(self.grid, name)
 
-    def send_and_receive(self, messages, **kwargs):
+    def push_messages(self, messages):
         self.left -= 1
         if self.left == 0:
             raise _CrashError
-        return self.grid.send_and_receive(messages, **kwargs)
+        return self.grid.push_messages(messages)
 
 
 def test_the_deployed_coordinator_commits_to_its_store_and_resumes_a_named_run(tmp_path):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,10 +19,8 @@ from pathlib import Path
 
 import pytest
 
-import meshfl.agents
-from meshfl.deploy.certs import generate_supernode_keys, generate_tls
-from meshfl.deploy.processes import Processes, flower_env, free_ports
-from meshfl.secure.keys import COORDINATOR_FILE, MSP_FILE, generate_keys
+from meshfl.deploy.loopback import AgentSetup, LoopbackMesh
+from meshfl.deploy.processes import Processes
 from meshfl.store.model_store import ModelStore
 
 pytestmark = pytest.mark.integration
@@ -42,34 +39,17 @@ AGENTS = {
 ROWS = {"anomaly": 1000, "threat_intel": 200}
 RUN_TIMEOUT = 300.0
 
-MESH_TOML = """
-[coordinator]
-state_dir = "state"
-public_key = "keys/{coordinator_file}"
-address = "127.0.0.1:{link_port}"
-metrics_address = "127.0.0.1:{metrics_port}"
-run_name = "itest"
-node_auth = true
 
-[coordinator.tls]
-ca_cert = "certs/ca.crt"
-cert = "certs/server.crt"
-key = "certs/server.key"
-"""
-AGENT_TOML = """
-[agents.{agent}]
-rounds = {rounds}
-min_msps = 2
-min_available_msps = {available}
-connect_timeout = 90
-round_timeout = {round_timeout}
-privacy = {{ epsilon = 4.0 }}
-config = {config}
-"""
-CONFIG_TOML = {
-    "anomaly": "{ trees_per_round = 5, depth = 6 }",
-    "threat_intel": "{}",
-}
+def setups(rounds: int, available: int, round_timeout: int, agents=AGENTS) -> dict:
+    settings = {
+        "rounds": rounds,
+        "min_msps": 2,
+        "min_available_msps": available,
+        "connect_timeout": 90,
+        "round_timeout": round_timeout,
+        "privacy": {"epsilon": 4.0},
+    }
+    return {name: AgentSetup(config, ROWS[name], settings) for name, config in agents.items()}
 
 
 def scrape(port: int) -> dict[str, float] | None:
@@ -87,79 +67,7 @@ def scrape(port: int) -> dict[str, float] | None:
     return samples
 
 
-class Mesh:
-    """Keys, certificates, mesh.toml and three MSPs' files under ``root``; the processes."""
-
-    def __init__(self, root: Path, agents: dict[str, dict], **agent_toml) -> None:
-        self.root = root
-        self.link_port, self.metrics_port, *self.node_ports = free_ports(2 + NUM_MSPS)
-        keys = generate_keys(root / "keyset")  # what `meshfl keys init` writes
-        (root / "keys").mkdir()
-        shutil.copy2(keys.public, root / "keys" / COORDINATOR_FILE)
-        generate_tls(root / "certs")  # `meshfl certs init`
-        self.msps = []
-        for i in range(NUM_MSPS):
-            msp = root / f"msp-{i}"
-            (msp / "data").mkdir(parents=True)
-            for name, config in agents.items():
-                agent = meshfl.agents.get(name)(config)
-                rows = agent.synthetic_data(ROWS[name], seed=i)
-                rows.to_csv(msp / "data" / f"{name}.csv", index=False)
-            shutil.copy2(keys.secret, msp / MSP_FILE)
-            self.msps.append((msp, generate_supernode_keys(msp / "node.key", comment=f"msp-{i}")))
-        self.mesh = root / "mesh.toml"
-        text = MESH_TOML.format(
-            coordinator_file=COORDINATOR_FILE,
-            link_port=self.link_port,
-            metrics_port=self.metrics_port,
-        )
-        for name in agents:
-            text += AGENT_TOML.format(agent=name, config=CONFIG_TOML[name], **agent_toml)
-        self.mesh.write_text(text)
-        self.state = root / "state"
-        # Every process of the test has a FLWR_HOME below root: Processes finds them all.
-        self.processes = Processes(root, root / "logs")
-        self.env = flower_env(root / "flwr-test")
-
-    def server(self, name: str = "meshfl-server") -> subprocess.Popen[bytes]:
-        args = [str(BIN / "meshfl-server"), "run", "--config", str(self.mesh)]
-        return self.processes.start(name, args, self.env)
-
-    def register_nodes(self, server: str = "meshfl-server") -> None:
-        for _, node_keys in self.msps:  # the SuperLink must answer first: retry for a while
-            deadline = time.monotonic() + 60
-            while True:
-                reg = subprocess.run(
-                    [
-                        str(BIN / "meshfl-server"), "register-node",
-                        "--config", str(self.mesh), str(node_keys.public),
-                    ],
-                    env=self.env, capture_output=True, text=True, timeout=60, check=False,
-                )  # fmt: skip
-                if reg.returncode == 0:
-                    assert "node id" in reg.stdout
-                    break
-                self.processes.check_running(server)
-                assert time.monotonic() < deadline, reg.stdout + reg.stderr
-                time.sleep(1)
-
-    def start_nodes(self) -> None:
-        for i, (msp, node_keys) in enumerate(self.msps):
-            self.processes.start(
-                f"msp-{i}",
-                [
-                    str(BIN / "meshfl-node"),
-                    "--superlink", f"127.0.0.1:{self.link_port}",
-                    "--data-dir", str(msp / "data"),
-                    "--secret-key", str(msp / MSP_FILE),
-                    "--state-dir", str(msp / "state"),
-                    "--root-certificates", str(self.root / "certs" / "ca.crt"),
-                    "--auth-key", str(node_keys.private),
-                    "--port", str(self.node_ports[i]),
-                ],
-                self.env,
-            )  # fmt: skip
-
+class Mesh(LoopbackMesh):
     def versions(self, agent: str) -> list[tuple[str, int, int]]:
         try:
             with ModelStore(self.state, read_only=True) as store:
@@ -172,7 +80,7 @@ def test_meshfl_server_runs_two_agents_over_tls_with_node_auth(tmp_path: Path) -
     if not (BIN / "flower-superlink").exists() or not Path("/proc/self/stat").exists():
         pytest.skip("needs Flower's CLIs next to this Python, and Linux /proc")
     t0 = time.monotonic()
-    mesh = Mesh(tmp_path, AGENTS, rounds=ROUNDS, available=NUM_MSPS, round_timeout=120)
+    mesh = Mesh(tmp_path, setups(ROUNDS, NUM_MSPS, 120), num_msps=NUM_MSPS)
     processes, state, env, metrics_port = mesh.processes, mesh.state, mesh.env, mesh.metrics_port
     scrapes: list[dict[str, float]] = []
     try:
@@ -247,7 +155,7 @@ def test_a_killed_coordinator_resumes_and_a_lost_msp_only_drops_out(tmp_path: Pa
     agents = {"anomaly": AGENTS["anomaly"]}
     # The timeout must cover a ClientApp process start on a loaded machine (20 s was not
     # always enough on 2 busy cores); round 3 waits it out for the killed MSP.
-    mesh = Mesh(tmp_path, agents, rounds=3, available=2, round_timeout=45)
+    mesh = Mesh(tmp_path, setups(3, 2, 45, agents), num_msps=NUM_MSPS)
     coordinator = Processes(mesh.state, mesh.state / "logs")  # finds only its processes
     try:
         first = mesh.server("server-1")
@@ -300,7 +208,7 @@ def test_a_killed_coordinator_resumes_and_a_lost_msp_only_drops_out(tmp_path: Pa
 def test_sigterm_ends_the_superlink_and_everything_it_started(tmp_path: Path) -> None:
     if not (BIN / "flower-superlink").exists() or not Path("/proc/self/stat").exists():
         pytest.skip("needs Flower's CLIs next to this Python, and Linux /proc")
-    mesh = Mesh(tmp_path, {"anomaly": AGENTS["anomaly"]}, rounds=1, available=3, round_timeout=20)
+    mesh = Mesh(tmp_path, setups(1, 3, 20, {"anomaly": AGENTS["anomaly"]}), num_msps=NUM_MSPS)
     coordinator = Processes(mesh.state, mesh.state / "logs")
     try:
         server = mesh.server()

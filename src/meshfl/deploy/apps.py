@@ -41,12 +41,12 @@ import importlib
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
-from flwr.app import Context
+from flwr.app import Context, Message
 from flwr.serverapp import Grid, ServerApp
 
 from meshfl.agents import registry
@@ -64,6 +64,7 @@ except ModuleNotFoundError:  # Python 3.10
 __all__ = [
     "RunRecorder",
     "client_app",
+    "exchange",
     "load_aggregator",
     "load_sealed",
     "node_data",
@@ -261,6 +262,47 @@ def _key_facts(aggregator: Aggregator | None) -> dict[str, Any] | None:
 
 
 # -- the apps ------------------------------------------------------------------------------
+POLL = (0.05, 0.25)
+"""Shortest and longest wait between two pulls for replies (seconds)."""
+
+
+def exchange(grid: Grid, messages: Iterable[Message], *, timeout: float | None) -> list[Message]:
+    """``grid.send_and_receive``, but polling from 50 ms up to 0.25 s instead of every 3 s.
+
+    Flower's grids wait a fixed 3 s between pulls, which a deployed round pays twice (train,
+    evaluate) on top of its work. Here the wait starts short and grows while nothing comes;
+    a reply resets it. ``timeout=None`` waits until every message has its reply.
+    """
+    pending = set(grid.push_messages(messages))
+    replies: list[Message] = []
+    deadline = None if timeout is None else time.monotonic() + timeout
+    wait = POLL[0]
+    while pending:
+        pulled = list(grid.pull_messages(pending))
+        replies += pulled
+        pending -= {reply.metadata.reply_to_message_id for reply in pulled}
+        if not pending or (deadline is not None and time.monotonic() >= deadline):
+            break
+        wait = POLL[0] if pulled else min(wait * 1.5, POLL[1])
+        time.sleep(wait if deadline is None else max(0.0, min(wait, deadline - time.monotonic())))
+    return replies
+
+
+class _PromptGrid:
+    """The SuperLink's grid, whose ``send_and_receive`` is :func:`exchange`."""
+
+    def __init__(self, grid: Grid):
+        self._grid = grid
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._grid, name)
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> list[Message]:
+        return exchange(self._grid, messages, timeout=timeout)
+
+
 server_app = ServerApp()
 
 
@@ -283,7 +325,7 @@ def _coordinate(grid: Grid, context: Context) -> None:
             store=store,
             run_id=recorder.run_name,
         )
-        inner(grid, context)
+        inner(cast(Grid, _PromptGrid(grid)), context)
     except BaseException as err:
         recorder.finish(plans, results, aggregator, error=err)
         raise

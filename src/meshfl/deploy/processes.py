@@ -1,13 +1,13 @@
 """Flower's own processes, started and ended by pid: the edge of meshfl's deployment code.
 
 Flower 1.42's SuperLink starts a SuperExec in a *new session*, and that SuperExec starts one
-``flwr-serverapp`` per run; a SuperNode starts its SuperExec and ``flwr-clientapp``
-processes. Killing the process meshfl started is therefore not enough: its descendants
-survive as orphans (they then hold the ports, and a later start fails). :class:`Processes`
-tells its processes apart by their environment instead: every one of them inherits a
-``FLWR_HOME`` below one root directory, which :meth:`Processes.ours` looks for in each
-process's environment (read with psutil). :meth:`Processes.stop` sends SIGTERM to the process
-groups and to every such pid, then SIGKILL to what is left.
+``flwr-serverapp`` per run; a SuperNode starts its SuperExec (``meshfl-node``: its warm
+one) and ClientApp processes. Killing the process meshfl started is therefore not enough:
+its descendants survive as orphans (they then hold the ports, and a later start fails).
+:class:`Processes` tells its processes apart by their environment instead: every one of
+them inherits a ``FLWR_HOME`` below one root directory, which :meth:`Processes.ours` looks
+for in each process's environment (read with psutil). :meth:`Processes.stop` sends SIGTERM
+to the process groups and to every such pid, then SIGKILL to what is left.
 
 :func:`flwr_cli` runs the ``flwr`` CLI with ``--format json`` and returns its answer.
 """
