@@ -7,7 +7,9 @@ import logging
 import pytest
 
 from meshfl.federation import AgentPlan, InProcessGrid, make_client_app, sealed_model
+from meshfl.federation.records import decode_instructions
 from meshfl.federation.server_app import run_plan
+from meshfl.federation.strategy import HISTORY_CHUNK
 from meshfl.secure import plaintext_backend
 from meshfl.simulation import make_partitions
 
@@ -29,6 +31,21 @@ class CountingSealer:
         return self.sealer.open_payload(sealed)
 
 
+class CountingGrid(InProcessGrid):
+    """Records how many sums of the global model each message it carries holds."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.carried: list[tuple[str, int]] = []
+
+    def push_messages(self, messages):
+        messages = list(messages)
+        for message in messages:
+            sums = len(decode_instructions(message).sealed)
+            self.carried.append((message.metadata.message_type.split(".")[0], sums))
+        return super().push_messages(messages)
+
+
 def _run(rounds, *, forget_at=None):
     sealed_model._opened.clear()
     sealer, aggregator = plaintext_backend()
@@ -38,7 +55,7 @@ def _run(rounds, *, forget_at=None):
     app = make_client_app(
         lambda _a, ctx: parts[ctx.node_config["partition-id"]], sealer=lambda _ctx: counting
     )
-    grid = InProcessGrid(app, 3)
+    grid = CountingGrid(app, 3)
     per_round = []
 
     def on_round(record):
@@ -49,6 +66,7 @@ def _run(rounds, *, forget_at=None):
     run = run_plan(grid, plan, aggregator, on_round=on_round)
     sent = [b - a for (a, _), (b, _) in zip([(0, 0), *per_round[:-1]], per_round, strict=True)]
     opened = [b - a for (_, a), (_, b) in zip([(0, 0), *per_round[:-1]], per_round, strict=True)]
+    run.carried = grid.carried
     return run, sent, opened
 
 
@@ -90,3 +108,15 @@ def test_a_deployed_msp_keeps_the_model_it_opened_on_disk(tmp_path):
     sealed_model._opened.clear()
     with pytest.raises(sealed_model.MissingHistoryError):
         sealed_model.open_global(agent, history[3:], sealer, seed=0, base=3, base_digest="0" * 64)
+
+
+def test_an_msp_that_lacks_a_long_history_gets_it_in_chunks():
+    forget = 2 * HISTORY_CHUNK + 4
+    run, _, _ = _run(forget + 3, forget_at=forget)
+    msps = [r["msps"] for r in run.history]
+    # The round after the MSPs forgot trains nothing (they lack what the message leaves
+    # out); its evaluation first sends them the history, HISTORY_CHUNK sums per message.
+    assert msps[:forget] == [3] * forget and msps[forget] == 0 and msps[forget + 1 :] == [3, 3]
+    assert max(sums for _, sums in run.carried) == HISTORY_CHUNK
+    queries = [sums for kind, sums in run.carried if kind == "query"]
+    assert queries == [HISTORY_CHUNK] * 6  # two chunks for each of the three MSPs

@@ -306,6 +306,15 @@ class MSPNode:
         return Message(encode_evaluation(metrics), reply_to=message)
 
 
+    def history(self, message: Message, context: Context) -> Message:
+        """Open and keep the sums a history message carries (an MSP catching up)."""
+        ins = decode_instructions(message)
+        agent, _ = self.agent_for(ins)
+        verify = self.verification(ins, agent, context, before=ins.server_round + 1)
+        self.open_model(ins, agent, self.sealer_for(context), context, verify)
+        return Message(RecordDict(), reply_to=message)
+
+
 def make_client_app(
     data: DataProvider,
     *,
@@ -343,4 +352,5 @@ def make_client_app(
     for name in registry.built():
         app.train(name)(guard(node.train))
         app.evaluate(name)(guard(node.evaluate))
+        app.query(name)(guard(node.history))
     return app

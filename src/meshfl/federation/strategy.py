@@ -153,6 +153,11 @@ def weighted_mean(
     return out
 
 
+HISTORY_CHUNK = 8
+"""The most sums of the global model one message carries: a node that lacks more (a new
+MSP, or one that restarted without its state) gets the history in messages of this many."""
+
+
 class AgentStrategy:
     """Federated rounds for one agent, on sealed updates.
 
@@ -218,6 +223,8 @@ class AgentStrategy:
         """The length of the history the messages of the current phase describe."""
         self._chain: list[str] = [""]
         self._chained: list[Sealed] = []
+        self._timeout: float | None = None
+        """Each phase's wait for replies (``start``'s ``timeout``)."""
 
     # -- sampling ------------------------------------------------------------------------
     def _connected(self, grid: Grid) -> list[int]:
@@ -289,6 +296,48 @@ class AgentStrategy:
             )
         return messages
 
+    def _catch_up(self, grid: Grid, nodes: list[int], server_round: int, last_round: int) -> None:
+        """Bring the nodes that lack more than :data:`HISTORY_CHUNK` sums up to date first.
+
+        Each ``query.<agent>`` message carries the next chunk of sums (up to ``last_round``)
+        after what the node holds; the node opens and keeps them, and answers with nothing.
+        A node that fails or does not answer gets the rest in the phase's own message.
+        """
+        if not self.agent.combine_uses_previous:
+            return
+        lagging = [n for n in nodes if len(self.history) - self._base(n) > HISTORY_CHUNK]
+        while lagging:
+            contents: dict[int, RecordDict] = {}
+            for base in {self._base(n) for n in lagging}:
+                contents[base] = encode_instructions(
+                    self.agent,
+                    self.history[base : base + HISTORY_CHUNK],
+                    server_round=last_round,
+                    seed=self.seed,
+                    context=self.context,
+                    history_base=base,
+                    history_digest=self._prefix_digest(base),
+                )
+            messages = [
+                Message(
+                    contents[self._base(node)],
+                    dst_node_id=node,
+                    message_type=f"query.{self.agent.name}",
+                    group_id=f"{self.agent.name}:{server_round}",
+                )
+                for node in lagging
+            ]
+            reach = {node: self._base(node) + HISTORY_CHUNK for node in lagging}
+            caught = set()
+            for reply in grid.send_and_receive(messages, timeout=self._timeout):
+                node = int(reply.metadata.src_node_id)
+                if node in reach and not reply.has_error():
+                    self.delivered[node] = reach[node]
+                    caught.add(node)
+            lagging = [
+                n for n in lagging if n in caught and len(self.history) - reach[n] > HISTORY_CHUNK
+            ]
+
     def _base(self, node: int) -> int:
         """How many leading sums the message to ``node`` may leave out."""
         if not self.agent.combine_uses_previous:  # the history is the latest sum only
@@ -343,6 +392,7 @@ class AgentStrategy:
             self._draw = replace(self._draw, skipped_reason=reason)
             log.warning("%s round %d: %s", self.agent.name, server_round, reason)
             return []
+        self._catch_up(grid, nodes, server_round, last_round=server_round - 1)
         return self._messages("train", nodes, server_round)
 
     def _binding(self, server_round: int, contributors: tuple[int, ...] = ()) -> Binding:
@@ -473,6 +523,7 @@ class AgentStrategy:
     def configure_evaluate(self, server_round: int, grid: Grid) -> Iterable[Message]:
         """``evaluate.<agent>`` messages carrying the current sealed global model."""
         nodes = self._sample(grid, self.fraction_evaluate)
+        self._catch_up(grid, nodes, server_round, last_round=server_round)
         return self._messages("evaluate", nodes, server_round)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> dict[str, float]:
@@ -517,6 +568,7 @@ class AgentStrategy:
         """
         rounds = self.context.total_rounds if num_rounds is None else num_rounds
         run = AgentRun(agent=self.agent, seed=self.seed)
+        self._timeout = timeout
         done = self._resume(store, plan) if store is not None else 0
         for server_round in range(done + 1, rounds + 1):
             result, record = self._round(grid, server_round, timeout=timeout, store=store)
