@@ -126,3 +126,26 @@ def test_simulate_takes_agent_config_and_the_agents_suggested_rounds(capsys):
     args += ["--agent-config", '{"yearly_order": 3}']
     assert main(args) == 0
     assert "3 MSPs, 1 rounds" in capsys.readouterr().out
+
+
+def test_version_names_the_installed_package(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.startswith("meshfl ")
+
+
+def test_bench_privacy_without_matplotlib_keeps_its_table_and_says_why(tmp_path, monkeypatch):
+    import sys
+
+    import pytest
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as in a plain install
+    args = ["bench", "privacy", "--agent", "anomaly", "--epsilons", "inf"]
+    args += ["--msps", "2", "--rounds", "1", "--no-progress", "--out", str(tmp_path)]
+    with pytest.warns(UserWarning, match=r"No plot: matplotlib is not installed"):
+        assert main(args) == 0
+    assert (tmp_path / "privacy_anomaly.csv").exists()
+    assert not (tmp_path / "privacy_anomaly.png").exists()

@@ -191,10 +191,20 @@ def _cmd_node_keys_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("meshfl")
+    except PackageNotFoundError:  # a source tree that is not installed
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``meshfl`` command."""
     parser = argparse.ArgumentParser(prog="meshfl", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log Flower and meshfl")
+    parser.add_argument("--version", action="version", version=f"meshfl {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     agents = sub.add_parser("agents", help="list the mesh's agents")

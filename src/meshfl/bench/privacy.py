@@ -229,6 +229,15 @@ def write_privacy_report(frame: pd.DataFrame, out: str | os.PathLike[str]) -> li
     csv, md, png = (out / f"privacy_{agent}.{ext}" for ext in ("csv", "md", "png"))
     frame.to_csv(csv, index=False)
     md.write_text(_markdown(frame) + "\n")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        warnings.warn(
+            f"No plot: matplotlib is not installed (pip install 'meshfl[plot]'). "
+            f"The table is in {csv} and {md}.",
+            stacklevel=2,
+        )
+        return [csv, md]
     _plot(frame, png, agent=agent, metric=metric)
     return [csv, md, png]
 
