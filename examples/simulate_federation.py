@@ -5,14 +5,13 @@
 
 import meshfl
 from meshfl.baselines import local_only
-from meshfl.federation import AgentPlan
 
 for agent in meshfl.agents.built():
     result = meshfl.simulate(agent=agent, num_msps=5, rounds=3, seed=0)
     print(result.history.drop(columns=["agent"]).round(4).to_string(index=False))
 
     metric = result.model.agent.metric
-    local_models, _ = local_only(AgentPlan(agent=agent, rounds=3), result.partitions)
+    local_models, _ = local_only(result.plan, result.partitions)  # the same plan, alone
     local = [m.evaluate(result.test_data)[metric] for m in local_models]
     print(
         f"{agent}: federated {metric} {result.evaluate()[metric]:.3f} vs "
