@@ -29,8 +29,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -54,6 +55,17 @@ __all__ = ["Revenue", "RevenueConfig", "RevenueData", "RevenueModel", "SeriesDat
 
 _CHECKED = Schema("revenue data, checked and sorted by series and date", REVENUE_SCHEMA.columns)
 """What :meth:`Revenue.load_data` returns: valid, positive, one row per period, sorted."""
+
+
+def _series_groups(frame: pd.DataFrame, *, sort: bool) -> Iterable[tuple[Any, pd.DataFrame]]:
+    """``(series name, rows)`` of a checked frame (sorted by series): one pair for a frame
+    of one series, without pandas' groupby (most MSPs hold one; it is most of the cost)."""
+    if "series" not in frame:
+        return [("", frame)]
+    names = frame["series"]
+    if len(names) and names.iloc[0] == names.iloc[-1]:
+        return [(names.iloc[0], frame)]
+    return frame.groupby("series", sort=sort)
 
 
 class RevenueConfig(MeshflConfig):
@@ -244,7 +256,7 @@ class Revenue(Agent[RevenueData]):
         ``is_holdout`` marking the periods to forecast, since a forecast needs the history.
         """
         frame = self.load_data(frame)
-        groups = frame.groupby("series", sort=False) if "series" in frame else [("", frame)]
+        groups = _series_groups(frame, sort=False)
         marks = []
         for name, group in groups:
             keep = len(group) - self.config.horizon
@@ -267,7 +279,7 @@ class Revenue(Agent[RevenueData]):
 
     def prepare(self, frame: pd.DataFrame) -> RevenueData:
         frame = self.load_data(frame)
-        groups = frame.groupby("series", sort=True) if "series" in frame else [("", frame)]
+        groups = _series_groups(frame, sort=True)
         out = []
         for name, group in groups:
             dates = pd.DatetimeIndex(group["date"])
