@@ -416,15 +416,13 @@ class Revenue(Agent[RevenueData]):
         for s in local.series:
             history = s.history
             target = s.holdout if s.holdout.any() else ~s.holdout
-            fc = additive.fit_local(
+            yhat, lower, upper = additive.fit_local(
                 s.design, np.log(history), shared, self.spec, s.dates[target]
-            ).frame()
+            ).bands()
             actual = s.revenue[target]
-            yhat = fc["yhat"].to_numpy()
             smapes.append(additive.smape(actual, yhat))
             naive.append(additive.smape(actual, seasonal_naive(s, s.design.frequency)))
             mases.append(additive.mase(actual, yhat, history))
-            lower, upper = fc["yhat_lower"].to_numpy(), fc["yhat_upper"].to_numpy()
             covered.append((actual >= lower) & (actual <= upper))
         sm = np.concatenate(smapes)
         return {

@@ -533,16 +533,20 @@ class Forecast:
     std: np.ndarray
     interval_width: float
 
-    def frame(self) -> pd.DataFrame:
-        """``date, yhat, yhat_lower, yhat_upper`` in revenue units (yhat is the median)."""
+    def bands(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(yhat, yhat_lower, yhat_upper)`` in revenue units (yhat is the median)."""
         q = NormalDist().inv_cdf(0.5 + self.interval_width / 2)
+        return (
+            np.exp(self.mean),
+            np.exp(self.mean - q * self.std),
+            np.exp(self.mean + q * self.std),
+        )
+
+    def frame(self) -> pd.DataFrame:
+        """``date, yhat, yhat_lower, yhat_upper`` in revenue units (:meth:`bands` by date)."""
+        yhat, lower, upper = self.bands()
         return pd.DataFrame(
-            {
-                "date": self.dates,
-                "yhat": np.exp(self.mean),
-                "yhat_lower": np.exp(self.mean - q * self.std),
-                "yhat_upper": np.exp(self.mean + q * self.std),
-            }
+            {"date": self.dates, "yhat": yhat, "yhat_lower": lower, "yhat_upper": upper}
         )
 
 
