@@ -57,6 +57,16 @@ _CHECKED = Schema("revenue data, checked and sorted by series and date", REVENUE
 """What :meth:`Revenue.load_data` returns: valid, positive, one row per period, sorted."""
 
 
+def _one_sorted_series(frame: pd.DataFrame) -> bool:
+    """Whether ``frame`` holds one series whose dates strictly increase (sorted, no twice)."""
+    if "series" in frame:
+        names = frame["series"].to_numpy()
+        if len(names) and not (names == names[0]).all():
+            return False
+    dates = frame["date"].to_numpy()
+    return bool((dates[1:] > dates[:-1]).all())
+
+
 def _series_groups(frame: pd.DataFrame, *, sort: bool) -> Iterable[tuple[Any, pd.DataFrame]]:
     """``(series name, rows)`` of a checked frame (sorted by series): one pair for a frame
     of one series, without pandas' groupby (most MSPs hold one; it is most of the cost)."""
@@ -213,6 +223,8 @@ class Revenue(Agent[RevenueData]):
                 f"works on log revenue). Row {int(bad[0])} holds {revenue[bad[0]]!r}; drop or "
                 "fill periods without revenue."
             )
+        if _one_sorted_series(frame):  # most MSPs' frames: nothing to sort or to find twice
+            return remember_validated(frame.reset_index(drop=True), _CHECKED)
         keys = ["series", "date"] if "series" in frame else ["date"]
         dup = frame.duplicated(keys)
         if dup.any():
@@ -258,7 +270,7 @@ class Revenue(Agent[RevenueData]):
         frame = self.load_data(frame)
         groups = _series_groups(frame, sort=False)
         marks = []
-        for name, group in groups:
+        for name, group in groups:  # contiguous and in frame order: the frame is sorted
             keep = len(group) - self.config.horizon
             if keep < self.config.min_history:
                 label = f"Series {name!r}" if name != "" else "The series"
@@ -267,9 +279,9 @@ class Revenue(Agent[RevenueData]):
                     f"{self.config.horizon} leaves {keep}, fewer than min_history="
                     f"{self.config.min_history}. Give a longer history or a shorter horizon."
                 )
-            marks.append(pd.Series(np.arange(len(group)) >= keep, index=group.index))
-        holdout = pd.concat(marks).reindex(frame.index).to_numpy(dtype=bool)
-        train = frame.loc[~holdout].drop(columns=["is_holdout"], errors="ignore")
+            marks.append(np.arange(len(group)) >= keep)
+        holdout = np.concatenate(marks) if marks else np.zeros(0, dtype=bool)
+        train = frame[~holdout].drop(columns=["is_holdout"], errors="ignore")
         test = frame.assign(is_holdout=holdout)
         # Rows of a checked, sorted frame: checked and sorted still.
         return (
