@@ -24,7 +24,7 @@ from meshfl.agents.update import Update
 from meshfl.config.base import MeshflConfig
 from meshfl.config.errors import ConfigError
 from meshfl.data.partition import partition, train_test_split
-from meshfl.data.schema import Schema, load_frame
+from meshfl.data.schema import Schema, inherit_validation, load_frame
 from meshfl.privacy.events import Mechanism
 
 if TYPE_CHECKING:  # the budget module loads the accountant (Opacus, torch)
@@ -174,6 +174,20 @@ class Agent(ABC, Generic[LocalT]):
         """
         pooled = self.synthetic_data(request.num_msps * request.samples_per_msp, seed=request.seed)
         return self.load_data(pooled)
+
+    def _validated_once(self, parts: list[pd.DataFrame]) -> list[pd.DataFrame]:
+        """``parts`` (generated per MSP), validated as one frame rather than one by one.
+
+        Where the validated whole keeps every part's columns and dtypes, validation changed
+        nothing, and each part is recorded as valid (as rows of a valid frame); otherwise
+        the parts are returned as they are, to be validated one by one.
+        """
+        if not parts:
+            return parts
+        pooled = self.load_data(pd.concat(parts, ignore_index=True))
+        if all(part.dtypes.equals(pooled.dtypes) for part in parts):
+            inherit_validation(pooled, *parts)
+        return parts
 
     @staticmethod
     def _partition_pooled(

@@ -259,8 +259,10 @@ class ClientHealth(Agent[HealthData]):
     def _partition_synthetic(self, request: PartitionRequest) -> list[pd.DataFrame]:
         # Each MSP has its own mix of client segments and its own service quality: the
         # features shift between MSPs, and the churn rates with them.
-        return client_health_partitions(
-            request.num_msps, **request.keywords(), min_size=min(20, request.samples_per_msp)
+        return self._validated_once(
+            client_health_partitions(
+                request.num_msps, **request.keywords(), min_size=min(20, request.samples_per_msp)
+            )
         )
 
     def prepare(self, frame: pd.DataFrame) -> HealthData:
