@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.serialization import load_ssh_private_key
 from flwr.app import Context, RecordDict
 
 import meshfl.agents
-from meshfl.config.errors import ConfigError, DataSchemaError
+from meshfl.config.errors import ConfigError, DataSchemaError, MeshflError
 from meshfl.deploy import (
     CLIENT_APP_REF,
     SERVER_APP_REF,
@@ -283,3 +283,26 @@ def test_the_deployed_coordinator_commits_to_its_store_and_resumes_a_named_run(t
     apps._coordinate(InProcessGrid(client, 3), context(14))
     with ModelStore(state, read_only=True) as store:
         assert [v.round for v in store.versions("anomaly", run_id="flwr-14")] == [1, 2]
+
+
+def test_a_run_in_which_no_round_trained_ends_untrained_and_says_why(tmp_path):
+    keys = generate_keys(tmp_path / "keys")
+
+    def broken(agent, context):
+        raise MeshflError("the MSP's CSV lacks a column")
+
+    client = make_client_app(broken)  # every MSP fails every message
+    state = tmp_path / "state"
+    run_config = {
+        "plans": json.dumps([{**PLAN, "rounds": 1, "round_timeout": 5}]),
+        "public-key": str(keys.public),
+        "state-dir": str(state),
+    }
+    context = Context(
+        run_id=21, node_id=0, node_config={}, state=RecordDict(), run_config=run_config
+    )
+    apps._coordinate(InProcessGrid(client, 3), context)
+    summary = json.loads((state / "runs" / "21" / "summary.json").read_text())
+    assert summary["status"] == "untrained"
+    assert "no round trained" in summary["error"]
+    assert "anomaly: 1 round(s), 3 update(s) dropped" in summary["error"]

@@ -215,11 +215,13 @@ class RunRecorder:
         *,
         error: BaseException | None = None,
     ) -> None:
+        untrained = None if error is not None else _untrained(plans, results)
+        status = "failed" if error is not None else "untrained" if untrained else "completed"
         summary: dict[str, Any] = {
             "run_id": self.run_id,
             "run_name": self.run_name,
-            "status": "failed" if error is not None else "completed",
-            "error": None if error is None else f"{type(error).__name__}: {error}",
+            "status": status,
+            "error": f"{type(error).__name__}: {error}" if error is not None else untrained,
             "finished_at": time.time(),
             "coordinator_key": _key_facts(aggregator),
             "agents": {},
@@ -248,6 +250,29 @@ class RunRecorder:
             tmp = self.directory / "summary.json.tmp"
             tmp.write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
             tmp.replace(self.directory / "summary.json")
+
+
+def _untrained(plans: list[AgentPlan], results: Mapping[str, AgentRun]) -> str | None:
+    """Why no round of any agent trained (no MSP's update was added), or None if one did."""
+    if not plans:
+        return None
+    parts = []
+    for plan in plans:
+        history = results[plan.agent].history if plan.agent in results else []
+        if any(record.get("msps", 0) > 0 for record in history):
+            return None
+        counts = {k: sum(int(r.get(k, 0)) for r in history) for k in ("dropped", "declined")}
+        skipped = sum(bool(r.get("skipped")) for r in history)
+        parts.append(
+            f"{plan.agent}: {len(history)} round(s), {counts['dropped']} update(s) dropped, "
+            f"{counts['declined']} declined (privacy budget spent), {skipped} round(s) skipped"
+        )
+    return (
+        "no round trained: no MSP's update was added in any round ("
+        + "; ".join(parts)
+        + "). The MSPs' own logs say why they failed (missing columns, bad values, the wrong "
+        "key file); see docs/deployment.md."
+    )
 
 
 def _key_facts(aggregator: Aggregator | None) -> dict[str, Any] | None:

@@ -14,9 +14,9 @@
    ``flwr-serverapp`` subprocess of the SuperLink, so its rounds are read back from the
    files it writes (``runs/<flwr-run-id>/rounds.jsonl``, polled every second), printed and
    counted; ε per MSP comes from the model store's mirror of the MSPs' ledgers;
-6. exits when the run's ``summary.json`` appears (0: completed, 1: failed), when the
-   SuperLink dies (1), or on SIGINT/SIGTERM (130/143), ending the SuperLink and every
-   process it started (:class:`~meshfl.deploy.processes.Processes`).
+6. exits when the run's ``summary.json`` appears (0: completed; 1: failed, or no round
+   trained), when the SuperLink dies (1), or on SIGINT/SIGTERM (130/143), ending the
+   SuperLink and every process it started (:class:`~meshfl.deploy.processes.Processes`).
 
 State directory layout::
 
