@@ -98,3 +98,12 @@ def test_exchange_gives_up_at_the_timeout_with_what_came():
     assert [r.metadata.reply_to_message_id for r in replies] == ["a"]
     assert 0.5 <= time.monotonic() - start < 1.5
     assert grid.pulls < 30  # the waits grow while nothing comes
+
+
+def test_a_refused_node_is_told_to_get_registered():
+    from flwr.supercore.exit.exit_code import EXIT_CODE_HELP, ExitCode
+
+    node_runtime.explain_refusals()
+    node_runtime.explain_refusals()  # once only
+    text = EXIT_CODE_HELP[ExitCode.SUPERNODE_CONNECTION_ERROR]
+    assert text.count("meshfl-server register-node") == 1

@@ -192,12 +192,32 @@ def run_superexec(runtime_api_address: str, parent_pid: int) -> None:
     )
 
 
+REFUSED_HINT = (
+    "\nmeshfl: a coordinator with node authentication refuses a node whose public key it "
+    "has not registered: its operator runs `meshfl-server register-node --config mesh.toml "
+    "<this node's key>.pub`. A registered node restarted right after an unclean stop is "
+    "refused too, until the SuperLink lets its earlier session expire (a few minutes); "
+    "start it again then."
+)
+"""Added to Flower's help for exit code 305 (``SUPERNODE_CONNECTION_ERROR``)."""
+
+
+def explain_refusals() -> None:
+    """Make a refused SuperNode's exit message say what to do (:data:`REFUSED_HINT`)."""
+    from flwr.supercore.exit.exit_code import EXIT_CODE_HELP, ExitCode
+
+    code = ExitCode.SUPERNODE_CONNECTION_ERROR
+    if REFUSED_HINT not in EXIT_CODE_HELP.get(code, ""):
+        EXIT_CODE_HELP[code] = EXIT_CODE_HELP.get(code, "") + REFUSED_HINT
+
+
 def run_supernode(flower_args: Sequence[str], poll_interval: float) -> None:
     """Flower's ``flower-supernode`` with ``flower_args``, its waits capped at ``poll_interval``."""
     import flwr.supernode.start_client_internal as node_loop
     from flwr.supernode.cli.flower_supernode import flower_supernode
 
     capped_sleep(node_loop, poll_interval)
+    explain_refusals()
     sys.argv = ["flower-supernode", *flower_args]
     flower_supernode()
 
