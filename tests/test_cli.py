@@ -149,3 +149,24 @@ def test_bench_privacy_without_matplotlib_keeps_its_table_and_says_why(tmp_path,
         assert main(args) == 0
     assert (tmp_path / "privacy_anomaly.csv").exists()
     assert not (tmp_path / "privacy_anomaly.png").exists()
+
+
+def test_agents_show_lists_the_schema_metric_and_update(capsys):
+    from meshfl.agents import get
+
+    assert main(["agents", "show", "anomaly"]) == 0
+    out = capsys.readouterr().out
+    assert "metric: auc (higher is better)" in out
+    for column in get("anomaly").schema.columns:
+        assert column.name in out
+    assert "numbers per round" in out
+
+
+def test_agents_sample_writes_a_csv_the_agent_accepts(tmp_path, capsys):
+    from meshfl.agents import get
+
+    out = tmp_path / "anomaly.csv"
+    assert main(["agents", "sample", "anomaly", "--out", str(out), "--rows", "30"]) == 0
+    assert len(get("anomaly")({}).load_data(out)) == 30
+    assert main(["agents", "sample", "nope", "--out", str(out)]) == 2
+    assert "nope" in capsys.readouterr().err

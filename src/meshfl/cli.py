@@ -59,6 +59,34 @@ def _cmd_agents(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_agents_show(args: argparse.Namespace) -> int:
+    from meshfl.agents import get
+
+    agent = get(args.name)({})
+    print(f"{agent.name}: {_summary(agent.name)}")
+    better = "higher" if agent.higher_is_better else "lower"
+    print(f"metric: {agent.metric} ({better} is better)")
+    size = agent.update_size(agent.init_vector(seed=0))
+    print(f"sends: {size} numbers per round, sealed (CKKS) with its weight and tag")
+    print(f"data ({agent.schema.name}), one row per record:")
+    for col in agent.schema.columns:
+        need = "required" if col.required else "optional"
+        print(f"  {col.name:22s} {col.kind:9s} {need:9s} {col.description}")
+    return 0
+
+
+def _cmd_agents_sample(args: argparse.Namespace) -> int:
+    from meshfl.agents import get
+
+    if args.rows < 1:
+        raise ConfigError(f"--rows must be at least 1. Got {args.rows}.")
+    agent = get(args.name)({})
+    rows = agent.load_data(agent.synthetic_data(args.rows, seed=args.seed))
+    rows.to_csv(args.out, index=False)
+    print(f"wrote {len(rows)} rows of {agent.schema.name} to {args.out}")
+    return 0
+
+
 def _summary(name: str) -> str:
     from meshfl.agents import get
 
@@ -207,8 +235,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"meshfl {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    agents = sub.add_parser("agents", help="list the mesh's agents")
+    agents = sub.add_parser("agents", help="list the mesh's agents (show one, write a sample)")
     agents.set_defaults(func=_cmd_agents)
+    about = agents.add_subparsers(dest="agents_command")
+    show = about.add_parser("show", help="an agent's data schema, metric and what it sends")
+    show.add_argument("name", help="the agent (see `meshfl agents`)")
+    show.set_defaults(func=_cmd_agents_show)
+    sample = about.add_parser("sample", help="write a valid sample CSV of an agent's data")
+    sample.add_argument("name", help="the agent (see `meshfl agents`)")
+    sample.add_argument("--out", required=True, help="the CSV file to write")
+    sample.add_argument("--rows", type=int, default=100, help="rows to write (default 100)")
+    sample.add_argument("--seed", type=int, default=0, help="seed of the rows (default 0)")
+    sample.set_defaults(func=_cmd_agents_sample)
     _add_simulate(sub)
     _add_bench(sub)
     _add_key_commands(sub)
