@@ -154,6 +154,49 @@ def superexec_command(*, port: int = DEFAULT_PORT, parent_pid: int) -> list[str]
     ]
 
 
+def check_node(
+    *, data_dir: str | None, secret_key: str, auth_key: str | None
+) -> list[tuple[str, bool, str]]:
+    """What ``meshfl-node --check`` verifies, as ``(what, ok, detail)`` rows.
+
+    Each ``<agent>.csv`` of ``data_dir`` is read by its agent (default config: a run whose
+    plan changes the agent's columns checks them again), the secret key must open as the
+    MSPs' secret CKKS context, and the node key must be the EC private key Flower reads.
+    Nothing is started and nothing is sent.
+    """
+    from meshfl.agents import registry
+
+    rows: list[tuple[str, bool, str]] = []
+    if data_dir is not None:
+        built = set(registry.built())
+        for path in sorted(Path(data_dir).glob("*.csv")):
+            if path.stem not in built:
+                rows.append((path.name, False, f"no agent is named {path.stem!r} (meshfl agents)"))
+                continue
+            try:
+                frame = registry.get(path.stem)({}).load_data(path)
+                rows.append((path.name, True, f"{len(frame)} rows of {path.stem} data"))
+            except MeshflError as err:
+                rows.append((path.name, False, str(err)))
+    try:
+        from meshfl.secure.ckks import CKKSSealer
+
+        rows.append(("--secret-key", True, f"key id {CKKSSealer.from_file(secret_key).key_id}"))
+    except MeshflError as err:
+        rows.append(("--secret-key", False, str(err)))
+    if auth_key is not None:
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.serialization import load_ssh_private_key
+
+        try:
+            key = load_ssh_private_key(Path(auth_key).read_bytes(), password=None)
+            ok = isinstance(key, ec.EllipticCurvePrivateKey)
+            rows.append(("--auth-key", ok, "EC private key" if ok else "not an EC key"))
+        except (OSError, ValueError, TypeError) as err:
+            rows.append(("--auth-key", False, f"not an OpenSSH private key ({err})"))
+    return rows
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``meshfl-node``."""
     parser = argparse.ArgumentParser(prog="meshfl-node", description=__doc__.splitlines()[0])
@@ -175,6 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_POLL_INTERVAL,
         help="seconds between an idle node's requests for messages (default 0.5; Flower's 3.0 "
         "suits a mesh of thousands)",
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="check the data, the secret key and the node key, then exit (0: all good)",
     )
     parser.add_argument(
         "--fresh-processes",
@@ -205,6 +253,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MeshflError as err:
         print(f"meshfl-node: error: {err}", file=sys.stderr)
         return 2
+    if args.check:
+        rows = check_node(
+            data_dir=args.data_dir, secret_key=args.secret_key, auth_key=args.auth_key
+        )
+        for what, ok, detail in rows:
+            print(f"{'ok  ' if ok else 'FAIL'}  {what}: {detail}")
+        return 0 if all(ok for _, ok, _ in rows) else 1
     if args.insecure:
         print(
             "WARNING: --insecure: this MSP talks to the coordinator without TLS. Use it only "

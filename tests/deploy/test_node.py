@@ -108,3 +108,30 @@ def test_a_data_loader_replaces_the_data_dir(tmp_path):
             state_dir=tmp_path,
             insecure=True,
         )
+
+
+def test_check_reads_every_file_as_the_node_would_and_starts_nothing(tmp_path, capsys):
+    from meshfl.agents import get
+    from meshfl.deploy.certs import generate_supernode_keys
+    from meshfl.secure.keys import generate_keys
+
+    keys = generate_keys(tmp_path / "keys")
+    node_keys = generate_supernode_keys(tmp_path / "node.key")
+    data = tmp_path / "data"
+    data.mkdir()
+    get("anomaly")({}).synthetic_data(40, seed=0).to_csv(data / "anomaly.csv", index=False)
+    base = ["--superlink", "h:1", "--data-dir", str(data), "--state-dir", str(tmp_path / "s")]
+    base += ["--insecure", "--auth-key", str(node_keys.private), "--check"]
+
+    assert main([*base, "--secret-key", str(keys.secret)]) == 0
+    out = capsys.readouterr().out
+    assert "ok    anomaly.csv: 40 rows of anomaly data" in out
+    assert "ok    --secret-key: key id" in out and "ok    --auth-key" in out
+
+    (data / "revenue.csv").write_text("date,amount\n2024-01-01,3\n")  # a column missing
+    (data / "tickets.csv").write_text("x\n1\n")  # no agent of that name
+    assert main([*base, "--secret-key", str(keys.public)]) == 1  # the coordinator's key
+    out = capsys.readouterr().out
+    assert "FAIL  revenue.csv:" in out and "revenue" in out
+    assert "FAIL  tickets.csv: no agent is named 'tickets'" in out
+    assert "FAIL  --secret-key:" in out
