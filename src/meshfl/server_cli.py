@@ -20,6 +20,7 @@ an MSP's operator).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
@@ -41,21 +42,42 @@ def _store(args: argparse.Namespace) -> ModelStore:
 
 def _cmd_status(args: argparse.Namespace) -> int:
     with _store(args) as store:
-        print(json.dumps(store.status(), indent=2, default=str))
+        status = store.status()
+    if args.json:
+        print(json.dumps(status, indent=2, default=str))
+        return 0
+    print(f"state {status['state_dir']} (schema {status['schema_version']})")
+    if not status["runs"]:
+        print("no runs yet")
+        return 0
+    print(f"{'run':24s} {'agent':14s} {'status':10s} {'round':>5s} {'of':>4s}")
+    for r in status["runs"]:
+        planned = "-" if r["planned_rounds"] is None else str(r["planned_rounds"])
+        print(
+            f"{r['run_id']:24s} {r['agent']:14s} {r['status']:10s} "
+            f"{r['last_round']:5d} {planned:>4s}"
+        )
     return 0
 
 
 def _cmd_versions(args: argparse.Namespace) -> int:
     with _store(args) as store:
         versions = store.versions(args.agent)
+    if args.json:
+        print(json.dumps([dataclasses.asdict(v) for v in versions], indent=2, default=str))
+        return 0
     if not versions:
         print("no model versions yet")
         return 0
-    print(f"{'agent':14s} {'round':>5s} {'msps':>4s} {'ε max':>8s}  {'key id':16s}  digest")
+    head = f"{'agent':14s} {'round':>5s} {'msps':>4s} {'ε max':>8s}  {'key id':16s}  "
+    print(head + f"{'digest':16s}  run")
     for v in versions:
         eps = "-" if v.epsilon_max is None else f"{v.epsilon_max:.4g}"
         digest = v.digest[:16] if v.digest else "(skipped)"
-        print(f"{v.agent:14s} {v.round:5d} {v.n_msps:4d} {eps:>8s}  {v.key_id:16s}  {digest}")
+        print(
+            f"{v.agent:14s} {v.round:5d} {v.n_msps:4d} {eps:>8s}  {v.key_id:16s}  "
+            f"{digest:16s}  {v.run_id}"
+        )
     return 0
 
 
@@ -108,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("--state-dir", required=True, help="the coordinator's state directory")
+        if name != "export":
+            cmd.add_argument("--json", action="store_true", help="print JSON, not a table")
         if name != "status":
             cmd.add_argument("--agent", required=name == "export")
         if name == "export":

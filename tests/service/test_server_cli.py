@@ -1,3 +1,5 @@
+import json
+
 from meshfl.federation import AgentPlan, InProcessGrid, make_client_app
 from meshfl.federation.server_app import run_plan
 from meshfl.server_cli import main
@@ -17,11 +19,22 @@ def _coordinator_state(tmp_path):
 
 def test_status_versions_and_export(tmp_path, capsys):
     state = _coordinator_state(tmp_path)
-    assert main(["status", "--state-dir", str(state)]) == 0
+    assert main(["status", "--state-dir", str(state), "--json"]) == 0
     assert '"anomaly"' in capsys.readouterr().out
+    assert main(["status", "--state-dir", str(state)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].split() == [
+        "r1",
+        "anomaly",
+        "completed",
+        "2",
+        "2",
+    ]
     assert main(["versions", "--state-dir", str(state)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 3 and lines[1].split()[:3] == ["anomaly", "1", "3"]
+    assert lines[1].split()[-1] == "r1"  # the run it belongs to
+    assert main(["versions", "--state-dir", str(state), "--json"]) == 0
+    assert [v["round"] for v in json.loads(capsys.readouterr().out)] == [1, 2]
     out = tmp_path / "model.mfl"
     assert main(["export", "--state-dir", str(state), "--agent", "anomaly", "--out", str(out)]) == 0
     header, sealed = read_export(out)
