@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.serialization import load_ssh_private_key
 from flwr.app import Context, RecordDict
 
 import meshfl.agents
-from meshfl.config.errors import ConfigError, DataSchemaError, MeshflError
+from meshfl.config.errors import ConfigError, DataSchemaError
 from meshfl.deploy import (
     CLIENT_APP_REF,
     SERVER_APP_REF,
@@ -289,9 +289,12 @@ def test_a_run_in_which_no_round_trained_ends_untrained_and_says_why(tmp_path):
     keys = generate_keys(tmp_path / "keys")
 
     def broken(agent, context):
-        raise MeshflError("the MSP's CSV lacks a column")
+        raise DataSchemaError("the MSP's CSV lacks a column")
 
-    client = make_client_app(broken)  # every MSP fails every message
+    from meshfl.secure.ckks import CKKSSealer
+
+    # Every MSP holds the key but fails on its data, in every message.
+    client = make_client_app(broken, sealer=lambda ctx: CKKSSealer.from_file(keys.secret))
     state = tmp_path / "state"
     run_config = {
         "plans": json.dumps([{**PLAN, "rounds": 1, "round_timeout": 5}]),
@@ -306,3 +309,6 @@ def test_a_run_in_which_no_round_trained_ends_untrained_and_says_why(tmp_path):
     assert summary["status"] == "untrained"
     assert "no round trained" in summary["error"]
     assert "anomaly: 1 round(s), 3 update(s) dropped" in summary["error"]
+    # Each drop is counted by its kind: here the code the MSPs replied with.
+    last = summary["agents"]["anomaly"]["last_round"]
+    assert last["dropped_by_kind"] == {"E_DATA": 3} and last["no_reply"] == 0

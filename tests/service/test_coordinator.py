@@ -104,3 +104,9 @@ def test_a_round_line_says_what_happened():
         {"agent": "anomaly", "round": 3, "msps": 2, "dropped": 1, "auc": 0.91, "seconds": 4}
     )
     assert line == "anomaly round 3: msps=2 dropped=1 auc=0.9100 4.0s"
+    record = {"agent": "anomaly", "round": 4, "msps": 2, "dropped": 2, "no_reply": 1}
+    record |= {"dropped_by_kind": {"E_DATA": 2}, "declined": 1, "seconds": 4}
+    assert format_round(record) == (
+        "anomaly round 4: msps=2 dropped=3 (E_DATA=2, no_reply=1) "
+        "declined=1 (privacy budget spent) 4.0s"
+    )

@@ -23,6 +23,7 @@ def test_round_records_move_the_counters():
         "msps": 2,
         "declined": 1,
         "dropped": 0,
+        "no_reply": 1,
         "skipped": False,
         "auc": 0.91,
         "update_bytes": 1000,
@@ -35,6 +36,10 @@ def test_round_records_move_the_counters():
     assert _value(m, "meshfl_update_bytes_received_total", agent="anomaly") == 2000
     assert _value(m, "meshfl_epsilon_spent", agent="anomaly", msp="1") == 0.5
     assert _value(m, "meshfl_evaluation", agent="anomaly", metric="auc") == 0.93
+    m.observe_round({**record, "round": 3, "dropped": 1, "dropped_by_kind": {"E_DATA": 1}}, {})
+    by = {"agent": "anomaly"}
+    assert _value(m, "meshfl_updates_dropped_total", **by, reason="no_reply") == 3
+    assert _value(m, "meshfl_updates_dropped_total", **by, reason="E_DATA") == 1
 
 
 def test_metrics_endpoint_serves_the_counters():

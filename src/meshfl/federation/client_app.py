@@ -305,7 +305,6 @@ class MSPNode:
         metrics = agent.evaluate(vector, self.local(agent, key, context, "test"))
         return Message(encode_evaluation(metrics), reply_to=message)
 
-
     def history(self, message: Message, context: Context) -> Message:
         """Open and keep the sums a history message carries (an MSP catching up)."""
         ins = decode_instructions(message)

@@ -38,6 +38,7 @@ __all__ = [
     "E_LEDGER",
     "E_RANGE",
     "REPLY_ERRORS",
+    "reply_error_kind",
     "ReplyError",
     "classify",
     "describe_reply_error",
@@ -184,6 +185,16 @@ def guard(handler: Handler) -> Handler:
             return Message(Error(code=code, reason=reason), reply_to=message)
 
     return guarded
+
+
+def reply_error_kind(error: Error) -> str:
+    """A short label of an error reply for counting: a meshfl code's name (``E_DATA``...),
+    else ``flower_error`` (a ClientApp that could not run, an unknown code)."""
+    try:
+        known = REPLY_ERRORS.get(int(error.code))
+    except (TypeError, ValueError, OverflowError):
+        known = None
+    return known.name if known is not None else "flower_error"
 
 
 def describe_reply_error(error: Error) -> str:

@@ -17,6 +17,7 @@ import logging
 import math
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -27,7 +28,7 @@ from flwr.serverapp import Grid
 
 from meshfl.agents.base import Agent
 from meshfl.config.errors import InvalidUpdateError
-from meshfl.federation.errors import E_HISTORY
+from meshfl.federation.errors import E_HISTORY, reply_error_kind
 from meshfl.federation.records import (
     Decline,
     RoundContext,
@@ -77,6 +78,11 @@ class RoundResult:
     accepted: int = 0
     dropped: tuple[tuple[int, str], ...] = ()
     declined: tuple[tuple[int, str], ...] = ()
+    no_reply: int = 0
+    """Sampled MSPs whose reply never came (within the round's timeout)."""
+    drop_kinds: dict[str, int] = field(default_factory=dict)
+    """Dropped replies by kind: an MSP's error code (``E_DATA``...), ``flower_error``,
+    ``malformed``, ``round_full``, ``bad_ciphertext``, ``bad_binding``."""
     train_metrics: dict[str, float] = field(default_factory=dict)
     skipped_reason: str | None = None
     bytes_received: int = 0
@@ -134,6 +140,7 @@ class _Tally:
     snrs: list[float | None] = field(default_factory=list)
     dropped: list[tuple[int, str]] = field(default_factory=list)
     declined: list[tuple[int, str]] = field(default_factory=list)
+    drop_kinds: Counter[str] = field(default_factory=Counter)
     bytes_received: int = 0
 
 
@@ -426,13 +433,17 @@ class AgentStrategy:
         """
         draw, self._draw = self._draw, _Draw()
         tally = _Tally()
+        seen = 0
         for reply in replies:
+            seen += 1
             self._take(server_round, reply, tally)
         result = RoundResult(
             sampled=draw.sampled,
+            no_reply=0 if draw.skipped_reason is not None else max(0, draw.sampled - seen),
             accepted=len(tally.accepted),
             dropped=tuple(tally.dropped),
             declined=tuple(tally.declined),
+            drop_kinds=dict(tally.drop_kinds),
             skipped_reason=draw.skipped_reason,
             bytes_received=tally.bytes_received,
             snr=median_snr(tally.snrs),
@@ -455,18 +466,24 @@ class AgentStrategy:
         """Sort one reply into ``tally``: accepted, declined, or dropped by name."""
         node = int(reply.metadata.src_node_id)
         self._note_delivery(reply)
+        kind = "malformed"  # what went wrong, if something does: the step it failed at
         try:
+            if reply.has_error():
+                kind = reply_error_kind(reply.error)
             decoded = decode_update(reply)
             if isinstance(decoded, Decline):
                 self._declined(server_round, decoded, tally)
                 return
+            kind = "round_full"
             room = getattr(self.aggregator, "max_contributors", None)
             if room is not None and len(tally.accepted) >= room:
                 raise InvalidUpdateError(
                     f"the round already holds max_contributors={room} updates, as many "
                     "as one sum under this key set adds up without leaving its range"
                 )
+            kind = "bad_ciphertext"
             self.aggregator.check(decoded.sealed, expected_length=self.update_length)
+            kind = "bad_binding"
             self._check_binding(server_round, node, decoded.sealed, set(tally.contributors))
         except Exception as err:  # whatever a reply holds, it is dropped, never raised
             reason = (
@@ -481,6 +498,7 @@ class AgentStrategy:
                 node,
                 reason,
             )
+            tally.drop_kinds[kind] += 1
             tally.dropped.append((node, reason))
             return
         msp = decoded.msp if decoded.msp >= 0 else node
@@ -642,6 +660,8 @@ class AgentStrategy:
             "sampled": result.sampled,
             "msps": result.accepted,
             "dropped": len(result.dropped),
+            "dropped_by_kind": dict(result.drop_kinds),
+            "no_reply": result.no_reply,
             "declined": len(result.declined),
             "declined_msps": [msp for msp, _ in result.declined],
             "skipped": result.skipped_reason is not None,

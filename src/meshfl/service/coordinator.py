@@ -50,7 +50,7 @@ from meshfl.config.errors import MeshflError
 from meshfl.deploy.processes import BIN, ProcessError, Processes, flower_env, flwr_cli
 from meshfl.deploy.project import write_app_project, write_flower_config
 from meshfl.service.config import MeshConfig
-from meshfl.service.metrics import MeshMetrics
+from meshfl.service.metrics import MeshMetrics, drop_reasons
 
 __all__ = ["CONNECTION", "CoordinatorLayout", "RunFollower", "register_node", "serve"]
 
@@ -235,9 +235,14 @@ def replay_committed(metrics: MeshMetrics, state_dir: Path, run_id: str) -> int:
 def format_round(record: dict[str, Any]) -> str:
     """One line per round for the operator's terminal."""
     parts = [f"{record['agent']} round {record['round']}:", f"msps={record.get('msps', 0)}"]
-    for key in ("dropped", "declined"):
-        if record.get(key):
-            parts.append(f"{key}={record[key]}")
+    reasons = drop_reasons(record)
+    if reasons:
+        why = ", ".join(f"{k}={v}" for k, v in reasons.items())
+        parts.append(f"dropped={sum(reasons.values())} ({why})")
+    elif record.get("dropped"):  # a record written before reasons were kept
+        parts.append(f"dropped={record['dropped']}")
+    if record.get("declined"):
+        parts.append(f"declined={record['declined']} (privacy budget spent)")
     for key in ("accuracy", "macro_f1", "auc", "average_precision", "epsilon_max"):
         if key in record:
             parts.append(f"{key}={float(record[key]):.4f}")

@@ -11,7 +11,15 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
-__all__ = ["MeshMetrics"]
+__all__ = ["MeshMetrics", "drop_reasons"]
+
+
+def drop_reasons(record: Mapping[str, Any]) -> dict[str, int]:
+    """Why sampled MSPs' updates did not join a round, from its history record."""
+    reasons = {str(k): int(v) for k, v in dict(record.get("dropped_by_kind") or {}).items()}
+    if record.get("no_reply"):
+        reasons["no_reply"] = int(record["no_reply"])
+    return {k: v for k, v in reasons.items() if v > 0}
 
 
 class MeshMetrics:
@@ -41,6 +49,14 @@ class MeshMetrics:
             "meshfl_msp_dropouts",
             "Sampled MSPs that did not reply in time, or whose reply was dropped",
         )
+        self.drops = Counter(
+            "meshfl_updates_dropped",
+            "Sampled MSPs' updates that did not join a round, by reason: no_reply, an MSP's "
+            "error code (E_DATA, E_CONFIG, ...), flower_error, malformed, round_full, "
+            "bad_ciphertext, bad_binding",
+            ["agent", "reason"],
+            registry=r,
+        )
         self.declines = counter("meshfl_msp_declines", "Rounds declined by MSPs (privacy budget)")
         self.epsilon = gauge("meshfl_epsilon_spent", "ε spent per MSP, as it reports", "msp")
         self.bytes_received = counter(
@@ -59,6 +75,8 @@ class MeshMetrics:
         missing = record.get("sampled", 0) - record.get("msps", 0) - record.get("declined", 0)
         self.dropouts.labels(agent).inc(max(0, missing))
         self.declines.labels(agent).inc(record.get("declined", 0))
+        for reason, count in drop_reasons(record).items():
+            self.drops.labels(agent, reason).inc(count)
         self.bytes_received.labels(agent).inc(record.get("update_bytes", 0))
         for msp, eps in epsilon_by_msp.items():
             self.epsilon.labels(agent, str(msp)).set(eps)
