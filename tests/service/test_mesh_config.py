@@ -98,3 +98,46 @@ def test_insecure_settings_warn(tmp_path):
     )
     with pytest.warns(UserWarning, match="unencrypted channel"):
         config.warn_about_weak_settings()
+
+
+def _ready(tmp_path, text=GOOD):
+    """GOOD with its key set and certificates written, and a free port."""
+    from meshfl.deploy.certs import generate_tls
+    from meshfl.deploy.processes import free_ports
+    from meshfl.secure.keys import COORDINATOR_FILE, generate_keys
+
+    keys = generate_keys(tmp_path / "keyset")
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / COORDINATOR_FILE).write_bytes(keys.public.read_bytes())
+    tls = generate_tls(tmp_path / "certs")
+    (tmp_path / "certs" / "server.pem").write_bytes(tls.server_cert.read_bytes())
+    (port,) = free_ports(1)
+    text = text.replace("[coordinator]\n", f'[coordinator]\naddress = "127.0.0.1:{port}"\n', 1)
+    return load_mesh_config(_write(tmp_path, text)), keys, port
+
+
+def test_preflight_finds_what_would_fail_late_and_names_the_setting(tmp_path):
+    import socket
+
+    from meshfl.secure.keys import COORDINATOR_FILE
+    from meshfl.service.config import preflight
+
+    config, keys, port = _ready(tmp_path)
+    preflight(config)  # all good: nothing raised
+
+    typo = GOOD.replace("config = { trees_per_round = 5 }", "config = { trees_per_rnd = 5 }")
+    bad, _, _ = _ready(tmp_path / "typo", typo)
+    with pytest.raises(ConfigError, match=r"\[agents.anomaly\] config: 'trees_per_rnd' is not"):
+        preflight(bad)
+
+    # The MSPs' secret context given as the coordinator's public key.
+    (tmp_path / "keys" / COORDINATOR_FILE).write_bytes(keys.secret.read_bytes())
+    with pytest.raises(ConfigError, match=r"\[coordinator\] public_key = .*coordinator"):
+        preflight(config)
+    (tmp_path / "keys" / COORDINATOR_FILE).write_bytes(keys.public.read_bytes())
+
+    with socket.socket() as taken:  # another coordinator listens on the port
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        with pytest.raises(ConfigError, match=r"address = '127.0.0.1:\d+': the port is in use"):
+            preflight(config)

@@ -48,7 +48,14 @@ from meshfl.config.errors import ConfigError, MeshflError
 from meshfl.federation.server_app import AgentPlan
 from meshfl.privacy.config import DPConfig
 
-__all__ = ["AgentSection", "CoordinatorSection", "MeshConfig", "TLSSection", "load_mesh_config"]
+__all__ = [
+    "preflight",
+    "AgentSection",
+    "CoordinatorSection",
+    "MeshConfig",
+    "TLSSection",
+    "load_mesh_config",
+]
 
 
 class TLSSection(MeshflConfig):
@@ -165,6 +172,47 @@ class MeshConfig(MeshflConfig):
                     UserWarning,
                     stacklevel=2,
                 )
+
+
+def preflight(config: MeshConfig) -> None:
+    """What ``meshfl-server run`` checks before it starts anything; raises :class:`ConfigError`
+    naming the setting: every agent's config, the key and certificate files, the port."""
+    for name, plan in zip(config.agents, config.plans(), strict=True):
+        try:
+            plan.build_agent()
+        except MeshflError as err:
+            raise ConfigError(f"[agents.{name}] config: {err}") from None
+    coordinator = config.coordinator
+    from meshfl.secure.ckks import CKKSAggregator
+
+    try:
+        CKKSAggregator.from_file(coordinator.public_key)
+    except MeshflError as err:
+        raise ConfigError(f"[coordinator] public_key = {coordinator.public_key}: {err}") from None
+    if coordinator.tls is not None:
+        for key in ("ca_cert", "cert", "key"):
+            path = Path(getattr(coordinator.tls, key))
+            if not path.is_file():
+                raise ConfigError(f"[coordinator.tls] {key} = {path}: no such file.")
+    _check_port_free(coordinator.address)
+
+
+def _check_port_free(address: str) -> None:
+    """Refuse an address another process listens on: the flwr CLI would reach *that* one."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, int(port)))
+        except OSError as err:
+            raise ConfigError(
+                f"[coordinator] address = {address!r}: the port is in use ({err.strerror}). "
+                "Another coordinator may run there; stop it, or choose another port."
+            ) from None
 
 
 def load_mesh_config(path: str | os.PathLike[str]) -> MeshConfig:

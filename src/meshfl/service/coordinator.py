@@ -49,7 +49,7 @@ from typing import Any, TextIO, overload
 from meshfl.config.errors import MeshflError
 from meshfl.deploy.processes import BIN, ProcessError, Processes, flower_env, flwr_cli
 from meshfl.deploy.project import write_app_project, write_flower_config
-from meshfl.service.config import MeshConfig
+from meshfl.service.config import MeshConfig, preflight
 from meshfl.service.metrics import MeshMetrics, drop_reasons
 
 __all__ = ["CONNECTION", "CoordinatorLayout", "RunFollower", "register_node", "serve"]
@@ -342,6 +342,7 @@ def serve(
         config.warn_about_weak_settings()
     for warning in caught:
         print(f"WARNING: {warning.message}", file=sys.stderr, flush=True)
+    preflight(config)  # before anything starts: a late error would name no setting
     layout = prepare(config)
     coordinator = config.coordinator
     processes = Processes(layout.state_dir, layout.logs)
