@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from meshfl.models.threads import threads_for
 from meshfl.models.training import train_minibatch
 
 __all__ = ["MultiTaskHead", "multitask_loss", "predict_proba", "train_head"]
@@ -106,6 +107,6 @@ def train_head(
 def predict_proba(head: nn.Module, features: np.ndarray) -> list[np.ndarray]:
     """Class probabilities per task, each of shape ``(n, n_classes)``."""
     head.eval()
-    with torch.inference_mode():
+    with threads_for(len(features)), torch.inference_mode():
         logits = head(torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)))
     return [torch.softmax(out, dim=-1).numpy() for out in logits]

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from meshfl.models.threads import threads_for
 from meshfl.models.training import train_minibatch
 
 __all__ = ["PairProjection", "pair_loss", "score_matrix", "score_pairs", "train_pairs"]
@@ -127,7 +128,7 @@ def train_pairs(
 def score_pairs(model: PairProjection, features: np.ndarray) -> np.ndarray:
     """Match logits of pairs ``(n, 2, in_dim)``, as float64 ``(n,)``."""
     model.eval()
-    with torch.inference_mode():
+    with threads_for(len(features)), torch.inference_mode():
         out = model(torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)))
     return out.double().numpy()
 
@@ -135,7 +136,7 @@ def score_pairs(model: PairProjection, features: np.ndarray) -> np.ndarray:
 def score_matrix(model: PairProjection, left: np.ndarray, right: np.ndarray) -> np.ndarray:
     """Match logits of every profile in ``left`` with every one in ``right``: ``(n_l, n_r)``."""
     model.eval()
-    with torch.inference_mode():
+    with threads_for(len(left)), torch.inference_mode():
         za = model.embed(torch.from_numpy(np.ascontiguousarray(left, dtype=np.float32)))
         zb = model.embed(torch.from_numpy(np.ascontiguousarray(right, dtype=np.float32)))
         ones = torch.ones(1, 1, dtype=za.dtype)

@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from meshfl.config.errors import ConfigError
+from meshfl.models.threads import threads_for
 
 __all__ = [
     "BUNDLED_GENERATORS",
@@ -312,17 +313,8 @@ def generate(
         for first in range(0, len(features), batch_size):
             ids = torch.as_tensor(features[first : first + batch_size]).long()
             candidates = ids[:, s + t :]
-            states, mask = model.encode(ids[:, :s])
-            decoded = torch.full((len(ids), 1), start_id, dtype=torch.long)
-            done = torch.zeros(len(ids), dtype=torch.bool)
-            for _ in range(max_new_tokens):
-                logits = model.decode(states, mask, decoded, candidates)[:, -1]
-                nxt = candidates.gather(1, logits.argmax(-1, keepdim=True)).squeeze(1)
-                nxt[done] = eos_id
-                decoded = torch.cat([decoded, nxt[:, None]], dim=1)
-                done |= nxt == eos_id
-                if bool(done.all()):
-                    break
+            with threads_for(len(ids)):
+                decoded = _greedy(model, ids, candidates, max_new_tokens, start_id, eos_id)
             for row in decoded[:, 1:].tolist():
                 answer = []
                 for token in row:
@@ -333,6 +325,29 @@ def generate(
     finally:
         model.train(was_training)
     return out
+
+
+def _greedy(
+    model: Seq2SeqLM,
+    ids: torch.Tensor,
+    candidates: torch.Tensor,
+    max_new_tokens: int,
+    start_id: int,
+    eos_id: int,
+) -> torch.Tensor:
+    """Greedy decoding of one batch: the start token, then the chosen candidates."""
+    states, mask = model.encode(ids[:, : model.source_length])
+    decoded = torch.full((len(ids), 1), start_id, dtype=torch.long)
+    done = torch.zeros(len(ids), dtype=torch.bool)
+    for _ in range(max_new_tokens):
+        logits = model.decode(states, mask, decoded, candidates)[:, -1]
+        nxt = candidates.gather(1, logits.argmax(-1, keepdim=True)).squeeze(1)
+        nxt[done] = eos_id
+        decoded = torch.cat([decoded, nxt[:, None]], dim=1)
+        done |= nxt == eos_id
+        if bool(done.all()):
+            break
+    return decoded
 
 
 # --------------------------------------------------------------------------- loading

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from meshfl.config.errors import ConfigError, MeshflError
+from meshfl.models.threads import threads_for
 
 __all__ = ["BUNDLED_ENCODERS", "TextEncoder", "default_device", "load_text_encoder"]
 
@@ -138,7 +139,7 @@ class TextEncoder:
                     max_length=self.max_length,
                     return_tensors="pt",
                 ).to(self.device)
-                with torch.inference_mode():
+                with threads_for(len(batch)), torch.inference_mode():
                     hidden = self.model(**tokens).last_hidden_state
                 mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
