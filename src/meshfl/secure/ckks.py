@@ -68,7 +68,8 @@ import os
 import struct
 import zlib
 from collections.abc import Sequence
-from typing import TypeAlias
+from dataclasses import replace
+from typing import Any, TypeAlias
 
 import numpy as np
 import tenseal as ts
@@ -163,6 +164,26 @@ class _CodecSide:
     def values_per_chunk(self) -> int:
         """N/2: values per ciphertext."""
         return self._codec.slots
+
+    @property
+    def moduli(self) -> tuple[int, ...]:
+        """The data primes ``q_l`` of the ciphertext modulus (what masks are reduced by)."""
+        return self._codec.moduli
+
+    def mask_size(self, length: int) -> int:
+        """Residues per prime that mask a payload of ``length`` values: N per ciphertext
+        (the coefficients of its ``c0``)."""
+        return -(-int(length) // self._codec.slots) * self._codec.degree
+
+    def shift(self, sealed: Sealed, mask: np.ndarray, *, subtract: bool = False) -> Sealed:
+        """``sealed`` with ``mask`` added to (or subtracted from) every ciphertext's ``c0``,
+        modulo each data prime (:mod:`meshfl.secure.masking`).
+
+        ``mask`` has shape ``(len(moduli), mask_size(sealed.length))``: ciphertext ``j``
+        takes columns ``j·N`` to ``(j+1)·N``. Nothing is decrypted or parsed by SEAL; the
+        envelope (backend, key id, length, binding) is kept.
+        """
+        return self._codec.shift(sealed, mask, subtract=subtract)
 
 
 class CKKSSealer(_CodecSide):
@@ -563,6 +584,61 @@ class _Codec:
         # for its compression's framing. Anything larger is refused before it is read.
         self.max_packed = _HEAD.size + start + self.coefficients * 60 // 8
         self.max_raw = 64 + self.members_size + self.members_size // 64 + 1024
+        self.moduli = self._data_primes()
+
+    def _data_primes(self) -> tuple[int, ...]:
+        """``q_0, ..., q_{L-1}``, read off the modulus chain (each level drops the last prime).
+
+        TenSEAL does not expose SEAL's ``Modulus`` objects, but each level's product of
+        primes; the ratio of two levels is the prime dropped. Checked against SEAL itself: a
+        ciphertext whose ``c0`` holds ``q_l - 1`` loads, one holding ``q_l`` does not.
+        """
+        totals: list[int] = []
+        data = self.context.seal_context().data.first_context_data()
+        while data is not None and len(totals) < self.data_primes:
+            totals.append(_as_int(data.total_coeff_modulus()))
+            data = data.next_context_data()
+        primes = [totals[i] // totals[i + 1] for i in range(len(totals) - 1)] + totals[-1:]
+        moduli = tuple(reversed(primes))
+        probe = self.dump(ts.ckks_vector(self.context, [0.0]))
+        for level, q in enumerate(moduli):
+            for value, loads in ((q - 1, True), (q, False)):
+                words = _chunk_words(probe)
+                words[level * self.degree] = value
+                try:
+                    self.load(_rewrap(probe, words), 0, 1, None)
+                    ok = loads
+                except InvalidUpdateError:
+                    ok = not loads
+                if not ok or q >= 1 << 62:  # pragma: no cover - depends on the TenSEAL build
+                    raise KeyFileError(
+                        "could not read this context's data primes off its modulus chain; "
+                        "masking needs them (TenSEAL >= 0.3.14, SEAL 4)"
+                    )
+        return moduli
+
+    def shift(self, sealed: Sealed, mask: np.ndarray, *, subtract: bool) -> Sealed:
+        from meshfl.secure.masking import add_mod, sub_mod
+
+        levels, n = len(self.moduli), self.degree
+        if mask.shape != (levels, len(sealed.chunks) * n) or mask.dtype != np.uint64:
+            raise ValueError(
+                f"a mask for {len(sealed.chunks)} ciphertext(s) has shape "
+                f"({levels}, {len(sealed.chunks) * n}) and dtype uint64; got {mask.shape}, "
+                f"{mask.dtype}"
+            )
+        chunks = []
+        for j, chunk in enumerate(sealed.chunks):
+            if not chunk.startswith(_MAGIC):
+                chunk = _pack_chunk(bytes(chunk))
+            if not chunk.startswith(_MAGIC):
+                raise InvalidUpdateError(f"chunk {j + 1} is not in meshfl's packed form")
+            words = _chunk_words(chunk)
+            c0 = words[: levels * n].reshape(levels, n)
+            part = np.ascontiguousarray(mask[:, j * n : (j + 1) * n])
+            (sub_mod if subtract else add_mod)(c0, part, self.moduli)
+            chunks.append(_rewrap(chunk, words))
+        return replace(sealed, chunks=tuple(chunks))
 
     def dump(self, vector: ts.CKKSVector) -> bytes:
         return _pack_chunk(bytes(vector.serialize()))
@@ -778,6 +854,28 @@ def _pack_chunk(raw: bytes) -> bytes:
         return raw
     head = _HEAD.pack(_MAGIC, n_values, scale, major, minor, width, start)
     return b"".join((head, members[:start], _pack_bits(words, width)))
+
+
+def _chunk_words(chunk: bytes) -> np.ndarray:
+    """The coefficients of a packed chunk as a writable uint64 array (c0 first, per prime)."""
+    _, _, _, _, _, width, prefix = _HEAD.unpack_from(chunk)
+    return _unpack_bits(memoryview(chunk)[_HEAD.size + prefix :], width).copy()
+
+
+def _rewrap(chunk: bytes, words: np.ndarray) -> bytes:
+    """A packed chunk with new coefficients (same header and prefix; width as they need)."""
+    magic, n_values, scale, major, minor, _, prefix = _HEAD.unpack_from(chunk)
+    width = 4 * max(1, math.ceil(int(words.max()).bit_length() / 4))
+    head = _HEAD.pack(magic, n_values, scale, major, minor, width, prefix)
+    members = chunk[_HEAD.size : _HEAD.size + prefix]
+    return b"".join((head, members, _pack_bits(words, width)))
+
+
+def _as_int(total: Any) -> int:
+    """SEAL's multi-word product of primes (an int, or little-endian 64-bit words)."""
+    if isinstance(total, int):
+        return total
+    return sum((int(w) << (64 * i) for i, w in enumerate(total)), 0)
 
 
 def _pack_bits(words: np.ndarray, width: int) -> bytes:

@@ -1,0 +1,335 @@
+"""Pairwise masks inside CKKS ciphertexts: the arithmetic of secure aggregation (no I/O).
+
+The protocol is SecAgg+ (Bell, Bonawitz, Gascón, Lepoint and Raykova, "Secure single-server
+aggregation with (poly)logarithmic overhead", CCS 2020), itself Bonawitz et al.'s SecAgg
+("Practical secure aggregation for privacy-preserving machine learning", CCS 2017) on a
+sparse random graph. Here the masked values are not the update's numbers but the
+coefficients of the CKKS ciphertexts that carry it.
+
+Why the masks go into the ciphertext
+------------------------------------
+A CKKS ciphertext is a pair of polynomials ``(c0, c1)`` whose coefficients are residues
+modulo each prime ``q_l`` of the ciphertext modulus (SEAL keeps them in NTT form, a linear
+bijection of the same ring). Decryption computes ``c0 + c1·s = m + e``. Adding ciphertexts
+adds coefficients modulo ``q_l``, one by one. So:
+
+* masking ``c0`` alone suffices: ``c0' = c0 + r`` with ``r`` uniform modulo ``q_l`` and
+  independent of everything else is itself uniform and independent of ``m``, whatever the
+  reader knows of ``c1`` and ``s``: a key holder decrypts ``m + e + r·1``, noise;
+* the masks cancel *exactly* in a sum (the pairwise ones: ``+r_ij`` at ``i``, ``-r_ij`` at
+  ``j``), because the sum is taken modulo the same primes; the self-masks ``PRG(b_i)`` are
+  subtracted by the coordinator once it has reconstructed ``b_i`` from Shamir shares;
+* the NTT form changes nothing: a uniform vector in the NTT domain is a uniform polynomial.
+
+What this module gives
+----------------------
+* :func:`expand`: a 32-byte seed → uniform residues modulo each ``q_l``: ChaCha20 keystream
+  (one stream per prime), 64-bit words cut to ``q_l``'s bit length and *rejected* at or above
+  ``q_l`` (no modular bias; a SEAL prime lies just below a power of 2, so almost no word is
+  rejected). Vectorised with numpy.
+* :func:`add_mod`, :func:`sub_mod`: residues modulo each prime, in place.
+* :func:`split_secret`, :func:`recover_secret`: Shamir's secret sharing of a 32-byte seed over
+  the prime field ``2^521 - 1``, the share holders' node ids as abscissae; coefficients from
+  OS entropy.
+* :func:`pairwise_seed`, :func:`share_key`, :func:`self_share_key`: HKDF-SHA-256 from an
+  X25519 shared secret, domain-separated by purpose and by the round's scope.
+* :func:`encrypt_share`, :func:`decrypt_share`: AES-256-GCM, the scope and the pair as
+  associated data.
+* :func:`neighbour_graph`, :func:`default_degree`, :func:`threshold_for`: the round's
+  random Harary graph (SecAgg+), drawn from OS entropy, and the Shamir threshold.
+
+All randomness that must stay secret (self-mask seeds, Shamir coefficients, key pairs, the
+graph) comes from the operating system (:mod:`secrets`, :func:`os.urandom`); nothing here
+takes a seed but the masks' own seeds. Flower's SecAgg+ pseudo-random generator (flower
+issue 7522) is not used.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+import struct
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from meshfl.config.errors import ConfigError, InvalidUpdateError
+
+__all__ = [
+    "COMPLETE_UP_TO",
+    "DEFAULT_DROPOUT",
+    "SEED_BYTES",
+    "KeyPair",
+    "add_mod",
+    "decrypt_share",
+    "default_degree",
+    "encrypt_share",
+    "expand",
+    "neighbour_graph",
+    "pairwise_seed",
+    "recover_secret",
+    "round_scope",
+    "self_share_key",
+    "share_key",
+    "shared_secret",
+    "split_secret",
+    "sub_mod",
+    "threshold_for",
+]
+
+SEED_BYTES = 32
+"""Length of every mask seed (self-mask ``b_i`` and pairwise ``s_ij``)."""
+
+DEFAULT_DROPOUT = 1 / 3
+"""Share of an MSP's share holders that may vanish between sending and unmasking."""
+
+COMPLETE_UP_TO = 24
+"""Rounds of at most this many MSPs mask over the complete graph; larger ones over a random
+Harary graph of :func:`default_degree` neighbours (SecAgg+)."""
+
+_PRIME = (1 << 521) - 1  # Mersenne: the Shamir field, holds any 32-byte secret
+_SHARE_BYTES = 66
+_INFO = b"meshfl-secagg-v1"
+
+
+# --- seeds to residues ------------------------------------------------------------------
+
+
+def expand(seed: bytes, moduli: Sequence[int], count: int) -> np.ndarray:
+    """``count`` uniform residues modulo each prime of ``moduli``: shape ``(L, count)``.
+
+    One ChaCha20 keystream per prime (the prime's index is the nonce), read as little-endian
+    64-bit words, cut to the prime's bit length and rejected at or above it: exactly
+    uniform, and the same on every machine for the same seed.
+    """
+    if len(seed) != SEED_BYTES:
+        raise ValueError(f"a mask seed is {SEED_BYTES} bytes; got {len(seed)}")
+    out = np.empty((len(moduli), count), dtype=np.uint64)
+    for level, q in enumerate(moduli):
+        nonce = struct.pack("<IQI", 0, level, 0)  # 32-bit block counter, then the nonce
+        stream = Cipher(algorithms.ChaCha20(seed, nonce), mode=None).encryptor()
+        cut = np.uint64((1 << int(q).bit_length()) - 1)
+        bound = np.uint64(q)
+        filled = 0
+        while filled < count:
+            need = count - filled
+            draw = need + (need >> 6) + 64
+            words = np.frombuffer(stream.update(bytes(8 * draw)), dtype="<u8") & cut
+            good = words[words < bound]
+            take = min(need, good.size)
+            out[level, filled : filled + take] = good[:take]
+            filled += take
+    return out
+
+
+def _column(moduli: Sequence[int]) -> np.ndarray:
+    return np.asarray([int(q) for q in moduli], dtype=np.uint64)[:, None]
+
+
+def add_mod(acc: np.ndarray, delta: np.ndarray, moduli: Sequence[int]) -> np.ndarray:
+    """``acc += delta`` modulo each row's prime, in place (both reduced; primes < 2^63)."""
+    q = _column(moduli)
+    acc += delta
+    np.subtract(acc, q, out=acc, where=acc >= q)
+    return acc
+
+
+def sub_mod(acc: np.ndarray, delta: np.ndarray, moduli: Sequence[int]) -> np.ndarray:
+    """``acc -= delta`` modulo each row's prime, in place."""
+    q = _column(moduli)
+    borrow = acc < delta
+    acc -= delta  # wraps modulo 2^64 where it borrows; adding q brings it back
+    np.add(acc, q, out=acc, where=borrow)
+    return acc
+
+
+# --- Shamir's secret sharing ------------------------------------------------------------
+
+
+def split_secret(secret: bytes, threshold: int, holders: Sequence[int]) -> dict[int, bytes]:
+    """Shares of ``secret`` for each holder (its node id is the abscissa); any ``threshold``
+    of them rebuild it, fewer say nothing of it. Coefficients come from OS entropy."""
+    xs = [int(x) for x in holders]
+    if len(set(xs)) != len(xs) or any(not 0 < x < _PRIME for x in xs):
+        raise ValueError("share holders must be distinct positive node ids")
+    if not 1 <= threshold <= len(xs):
+        raise ValueError(f"threshold {threshold} must lie in [1, {len(xs)}] holders")
+    coefficients = [int.from_bytes(secret, "big")]
+    coefficients += [secrets.randbelow(_PRIME) for _ in range(threshold - 1)]
+    shares = {}
+    for x in xs:
+        y = 0
+        for c in reversed(coefficients):
+            y = (y * x + c) % _PRIME
+        shares[x] = y.to_bytes(_SHARE_BYTES, "big")
+    return shares
+
+
+def recover_secret(shares: Mapping[int, bytes], threshold: int, size: int = SEED_BYTES) -> bytes:
+    """The secret behind ``threshold`` of ``shares`` (Lagrange interpolation at 0).
+
+    With more shares than the threshold, a second subset rebuilds it again and both must
+    agree (a wrong share is caught instead of silently corrupting the sum). Raises
+    :class:`InvalidUpdateError` with too few shares or inconsistent ones.
+    """
+    points = sorted((int(x), int.from_bytes(y, "big")) for x, y in shares.items())
+    if len(points) < threshold:
+        raise InvalidUpdateError(f"{len(points)} share(s), fewer than the threshold {threshold}")
+    secret = _interpolate(points[:threshold])
+    if len(points) > threshold and _interpolate(points[-threshold:]) != secret:
+        raise InvalidUpdateError("the shares are inconsistent (a holder sent a wrong share)")
+    if secret >> (8 * size):
+        raise InvalidUpdateError("the shares do not rebuild a seed")
+    return secret.to_bytes(size, "big")
+
+
+def _interpolate(points: Sequence[tuple[int, int]]) -> int:
+    total = 0
+    for i, (xi, yi) in enumerate(points):
+        num, den = 1, 1
+        for j, (xj, _) in enumerate(points):
+            if i != j:
+                num = num * xj % _PRIME
+                den = den * (xj - xi) % _PRIME
+        total = (total + yi * num * pow(den, -1, _PRIME)) % _PRIME
+    return total
+
+
+# --- keys and derivations ---------------------------------------------------------------
+
+
+class KeyPair:
+    """An MSP's X25519 key pair for one run, from OS entropy (or its saved private bytes)."""
+
+    def __init__(self, private: bytes | None = None) -> None:
+        self._key = (
+            X25519PrivateKey.generate()
+            if private is None
+            else X25519PrivateKey.from_private_bytes(private)
+        )
+        self.public = self._key.public_key().public_bytes_raw()
+
+    @property
+    def private_bytes(self) -> bytes:
+        """The 32 raw private bytes (to keep in the MSP's state; never sent)."""
+        return self._key.private_bytes_raw()
+
+    def agree(self, peer_public: bytes) -> bytes:
+        """The X25519 shared secret with a peer (raises on a malformed or low-order key)."""
+        return shared_secret(self._key, peer_public)
+
+
+def shared_secret(key: X25519PrivateKey, peer_public: bytes) -> bytes:
+    """X25519(key, peer); refuses a key that is not 32 bytes or yields the zero secret."""
+    if len(peer_public) != 32:
+        raise InvalidUpdateError("a peer's public key is not 32 bytes")
+    try:
+        return key.exchange(X25519PublicKey.from_public_bytes(peer_public))
+    except ValueError:
+        raise InvalidUpdateError("a peer's public key is a low-order point") from None
+
+
+def round_scope(run_id: str, session: str, agent: str, server_round: int) -> bytes:
+    """What every seed and share of one round is bound to."""
+    return "\x1f".join((run_id, session, agent, str(int(server_round)))).encode()
+
+
+def _hkdf(material: bytes, *parts: bytes) -> bytes:
+    info = b"\x1e".join((_INFO, *parts))
+    return HKDF(algorithm=hashes.SHA256(), length=SEED_BYTES, salt=None, info=info).derive(material)
+
+
+def _id(node: int) -> bytes:
+    return int(node).to_bytes(8, "big", signed=False)
+
+
+def pairwise_seed(shared: bytes, scope: bytes, a: int, b: int) -> bytes:
+    """``s_ab`` for one round: the same at both ends, new every round and coordinator session."""
+    lo, hi = sorted((int(a), int(b)))
+    return _hkdf(shared, b"mask", scope, _id(lo), _id(hi))
+
+
+def share_key(shared: bytes, scope: bytes, sender: int, receiver: int) -> bytes:
+    """The AES-256 key of the one share ``sender`` sends ``receiver`` in this round."""
+    return _hkdf(shared, b"share", scope, _id(sender), _id(receiver))
+
+
+def self_share_key(private: bytes, scope: bytes, node: int) -> bytes:
+    """The key of the share an MSP keeps of its own seed (held by the coordinator meanwhile)."""
+    return _hkdf(private, b"own-share", scope, _id(node))
+
+
+def encrypt_share(key: bytes, share: bytes, aad: bytes) -> bytes:
+    """AES-256-GCM: 12-byte random nonce, then the ciphertext and its tag."""
+    nonce = os.urandom(12)
+    return nonce + AESGCM(key).encrypt(nonce, share, aad)
+
+
+def decrypt_share(key: bytes, box: bytes, aad: bytes) -> bytes:
+    """Inverse of :func:`encrypt_share`; raises :class:`InvalidUpdateError` if forged."""
+    from cryptography.exceptions import InvalidTag
+
+    if len(box) < 12 + 16:
+        raise InvalidUpdateError("an encrypted share is truncated")
+    try:
+        return AESGCM(key).decrypt(box[:12], box[12:], aad)
+    except InvalidTag:
+        raise InvalidUpdateError("an encrypted share does not authenticate") from None
+
+
+# --- the round's graph and threshold ----------------------------------------------------
+
+
+def default_degree(n: int) -> int:
+    """Neighbours per MSP for a round of ``n``: everyone up to :data:`COMPLETE_UP_TO`, else
+    the even number at or above ``3·log2(n)`` (SecAgg+'s O(log n))."""
+    if n <= COMPLETE_UP_TO:
+        return max(0, n - 1)
+    k = math.ceil(3 * math.log2(n))
+    return min(n - 1, k + (k % 2))
+
+
+def neighbour_graph(nodes: Sequence[int], degree: int | None = None) -> dict[int, tuple[int, ...]]:
+    """Each node's neighbours: a Harary graph on a random order of ``nodes`` (OS entropy).
+
+    Position ``p`` is joined to ``p ± 1, ..., p ± degree/2``; with ``degree >= n - 1`` the
+    graph is complete. The relation is symmetric: ``j`` in ``graph[i]`` iff ``i`` in
+    ``graph[j]``.
+    """
+    order = [int(n) for n in nodes]
+    n = len(order)
+    k = default_degree(n) if degree is None else int(degree)
+    if k >= n - 1:
+        return {a: tuple(sorted(b for b in order if b != a)) for a in order}
+    secrets.SystemRandom().shuffle(order)
+    half = (k + 1) // 2
+    graph: dict[int, set[int]] = {a: set() for a in order}
+    for p, a in enumerate(order):
+        for step in range(1, half + 1):
+            b = order[(p + step) % n]
+            graph[a].add(b)
+            graph[b].add(a)
+    return {a: tuple(sorted(bs)) for a, bs in graph.items()}
+
+
+def threshold_for(holders: int, dropout: float = DEFAULT_DROPOUT) -> int:
+    """Shares needed to rebuild a seed held by ``holders`` (an MSP and its neighbours), so
+    that up to ``⌊dropout · holders⌋`` of them may vanish: ``holders - ⌊dropout · holders⌋``.
+
+    ``dropout`` must lie in [0, 1/2): the threshold then stays above half the holders (two
+    disjoint halves can never both rebuild a seed) and at 2 or more (one colluding MSP
+    never rebuilds another's seed alone).
+    """
+    if isinstance(dropout, bool) or not (isinstance(dropout, int | float) and 0 <= dropout < 0.5):
+        raise ConfigError(
+            "The 'masking_dropout' parameter must be a float in [0, 0.5) (the share of an "
+            "MSP's neighbours that may drop between sending and unmasking). "
+            f"Got {dropout!r} instead."
+        )
+    return max(2, holders - math.floor(dropout * holders))

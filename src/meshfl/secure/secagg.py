@@ -1,0 +1,337 @@
+"""The masking protocol's two roles, as pure functions and values (no I/O, no Flower).
+
+SecAgg+ (Bell et al., CCS 2020) on CKKS ciphertexts; the arithmetic is in
+:mod:`meshfl.secure.masking`. One round, for the sampled MSPs ``U`` (at least 3):
+
+1. **Plan** (coordinator): a random neighbour graph over ``U``
+   (:func:`~meshfl.secure.masking.neighbour_graph`) and the Shamir threshold ``t``; each MSP
+   ``i`` gets a :class:`MaskingPlan`: its neighbours, their X25519 public keys (advertised
+   once per run; MSPs pin them) and ``t``.
+2. **Mask** (MSP ``i``, :func:`mask_update`): a fresh 32-byte self-mask seed ``b_i`` from
+   OS entropy; for each neighbour ``j`` the round's pairwise seed ``s_ij`` (HKDF of the X25519
+   secret, bound to run, coordinator session, agent, round and the pair). It adds
+   ``PRG(b_i) + Σ_{j>i} PRG(s_ij) - Σ_{j<i} PRG(s_ij)`` to every ciphertext's ``c0`` modulo
+   each data prime, and sends, with the masked update, Shamir shares of ``b_i`` (threshold
+   ``t``) for itself and each neighbour, each encrypted (AES-GCM) to its holder
+   (:class:`MaskedShares`).
+3. **Unmask** (coordinator → each MSP in ``S``, those whose update is in the sum): the
+   encrypted shares addressed to it, ``S`` and ``D0`` (sampled, but no update in the sum).
+   The MSP answers once per round (:func:`answer_unmask`): the share of ``b_i`` for each
+   ``i`` in ``S``, the seed ``s_ij`` for each neighbour ``i`` in ``D0``; never both for one
+   neighbour, and nothing unless ``S`` has at least ``min_survivors`` MSPs.
+4. **Recover** (coordinator, :meth:`RoundMasking.correction`): each ``b_i`` of ``S`` from
+   ``t`` shares, and the seeds of the pairs of ``S`` with ``D0``; their masks summed. The
+   coordinator subtracts that from the *sum* of the ciphertexts. MSPs of ``S`` that do not
+   answer (``D1``) only need ``t`` shares of their ``b_i`` from the others. Anything missing
+   raises :class:`MaskRecoveryError`, naming what: the round fails closed.
+
+No function here removes a mask from one MSP's ciphertext: :meth:`RoundMasking.correction`
+returns the total mask of ``S``, which only the sum of ``S``'s ciphertexts carries.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from meshfl.config.errors import InvalidUpdateError, MeshflError
+from meshfl.secure.backend import Sealed
+from meshfl.secure.masking import (
+    DEFAULT_DROPOUT,
+    SEED_BYTES,
+    KeyPair,
+    add_mod,
+    decrypt_share,
+    encrypt_share,
+    expand,
+    neighbour_graph,
+    pairwise_seed,
+    recover_secret,
+    self_share_key,
+    share_key,
+    split_secret,
+    sub_mod,
+    threshold_for,
+)
+
+__all__ = [
+    "MIN_MASKED",
+    "MaskRecoveryError",
+    "MaskedShares",
+    "MaskingPlan",
+    "Ring",
+    "RoundMasking",
+    "UnmaskReply",
+    "UnmaskRequest",
+    "answer_unmask",
+    "mask_update",
+]
+
+MIN_MASKED = 3
+"""Rounds of fewer sampled MSPs are not masked: in a sum of two, each reads the other's
+update by subtracting its own, masks or not."""
+
+
+class Ring(Protocol):
+    """What masking needs of a CKKS sealer or aggregator (both are rings)."""
+
+    @property
+    def moduli(self) -> tuple[int, ...]: ...
+
+    def mask_size(self, length: int) -> int: ...
+
+    def shift(self, sealed: Sealed, mask: np.ndarray, *, subtract: bool = False) -> Sealed: ...
+
+
+class MaskRecoveryError(MeshflError):
+    """A round's masks cannot be removed from its sum: the round fails closed.
+
+    ``kind`` names the reason for the round log: ``unmask_shares`` (fewer than ``t`` shares
+    of some MSP's self-mask seed came back) or ``unmask_pairwise`` (a seed shared with an
+    MSP that sent nothing is held only by MSPs that vanished too).
+    """
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass(frozen=True)
+class MaskingPlan:
+    """What the coordinator tells one MSP for one round."""
+
+    neighbours: tuple[int, ...]
+    public_keys: tuple[bytes, ...]
+    """The neighbours' X25519 public keys, in the same order."""
+    threshold: int
+
+
+@dataclass(frozen=True)
+class MaskedShares:
+    """An MSP's encrypted Shamir shares of its self-mask seed, one per holder."""
+
+    holders: tuple[int, ...]
+    boxes: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class UnmaskRequest:
+    """What the coordinator asks of one MSP after the train replies."""
+
+    survivors: tuple[int, ...]
+    """``S``: the MSPs whose masked updates are in the sum."""
+    dropped: tuple[int, ...]
+    """``D0``: sampled MSPs whose update is not in the sum."""
+    boxes: Mapping[int, bytes] = field(default_factory=dict)
+    """Sender → the encrypted share of its seed that this MSP holds."""
+
+
+@dataclass(frozen=True)
+class UnmaskReply:
+    """An MSP's answer: shares of survivors' seeds, pairwise seeds with dropped neighbours."""
+
+    shares: Mapping[int, bytes] = field(default_factory=dict)
+    seeds: Mapping[int, bytes] = field(default_factory=dict)
+
+
+def _aad(scope: bytes, sender: int, receiver: int) -> bytes:
+    return b"|".join((scope, str(int(sender)).encode(), str(int(receiver)).encode()))
+
+
+def _sign_add(acc: np.ndarray, mask: np.ndarray, moduli: Sequence[int], positive: bool) -> None:
+    (add_mod if positive else sub_mod)(acc, mask, moduli)
+
+
+# --- the MSP ----------------------------------------------------------------------------
+
+
+def mask_update(
+    ring: Ring,
+    sealed: Sealed,
+    *,
+    node: int,
+    keys: KeyPair,
+    plan: MaskingPlan,
+    scope: bytes,
+) -> tuple[Sealed, MaskedShares]:
+    """Mask one MSP's sealed update for the round, and share its self-mask seed.
+
+    The seed ``b_i`` is drawn here from OS entropy and never leaves but as shares.
+    """
+    if len(plan.neighbours) != len(plan.public_keys) or node in plan.neighbours:
+        raise InvalidUpdateError("the masking plan does not list one key per other neighbour")
+    holders = (node, *plan.neighbours)
+    if not 2 <= plan.threshold <= len(holders):
+        raise InvalidUpdateError(
+            f"the masking plan's threshold {plan.threshold} is outside [2, {len(holders)}]"
+        )
+    moduli, count = ring.moduli, ring.mask_size(sealed.length)
+    own = secrets.token_bytes(SEED_BYTES)  # OS entropy: fresh every round
+    total = expand(own, moduli, count)
+    boxes = []
+    shares = split_secret(own, plan.threshold, holders)
+    boxes.append(
+        encrypt_share(
+            self_share_key(keys.private_bytes, scope, node), shares[node], _aad(scope, node, node)
+        )
+    )
+    for peer, public in zip(plan.neighbours, plan.public_keys, strict=True):
+        shared = keys.agree(public)
+        pair = expand(pairwise_seed(shared, scope, node, peer), moduli, count)
+        _sign_add(total, pair, moduli, positive=node < peer)
+        key = share_key(shared, scope, node, peer)
+        boxes.append(encrypt_share(key, shares[peer], _aad(scope, node, peer)))
+    return ring.shift(sealed, total), MaskedShares(holders, tuple(boxes))
+
+
+def answer_unmask(
+    request: UnmaskRequest,
+    *,
+    node: int,
+    keys: KeyPair,
+    neighbours: Mapping[int, bytes],
+    scope: bytes,
+    min_survivors: int = MIN_MASKED,
+) -> UnmaskReply:
+    """One MSP's answer to the round's unmask request (call it at most once per round).
+
+    ``neighbours`` are this round's neighbours with the public keys the MSP pinned. Raises
+    :class:`InvalidUpdateError` (answering nothing) when the request names an MSP both as a
+    survivor and as dropped, leaves this MSP out of the survivors, or names fewer than
+    ``min_survivors`` survivors: a sum of so few would expose single updates.
+    """
+    survivors, dropped = set(request.survivors), set(request.dropped)
+    if survivors & dropped:
+        raise InvalidUpdateError("the unmask request names an MSP both as sent and as dropped")
+    if node not in survivors:
+        raise InvalidUpdateError("the unmask request leaves this MSP's own update out")
+    if len(survivors) < min_survivors:
+        raise InvalidUpdateError(
+            f"the unmask request names {len(survivors)} survivors, fewer than {min_survivors}"
+        )
+    shares: dict[int, bytes] = {}
+    seeds: dict[int, bytes] = {}
+    for sender, box in request.boxes.items():
+        if sender not in survivors or (sender != node and sender not in neighbours):
+            continue
+        if sender == node:
+            key = self_share_key(keys.private_bytes, scope, node)
+        else:
+            key = share_key(keys.agree(neighbours[sender]), scope, sender, node)
+        shares[sender] = decrypt_share(key, box, _aad(scope, sender, node))
+    for peer in sorted(dropped & set(neighbours)):
+        seeds[peer] = pairwise_seed(keys.agree(neighbours[peer]), scope, node, peer)
+    return UnmaskReply(shares, seeds)
+
+
+# --- the coordinator --------------------------------------------------------------------
+
+
+@dataclass
+class RoundMasking:
+    """The coordinator's view of one masked round: the graph, the keys, the shares."""
+
+    graph: dict[int, tuple[int, ...]]
+    public_keys: Mapping[int, bytes]
+    threshold: int
+    shares: dict[int, MaskedShares] = field(default_factory=dict)
+    """Each sender's encrypted shares, as its train reply brought them."""
+
+    @classmethod
+    def draw(
+        cls,
+        nodes: Sequence[int],
+        public_keys: Mapping[int, bytes],
+        *,
+        dropout: float = DEFAULT_DROPOUT,
+        degree: int | None = None,
+    ) -> RoundMasking:
+        """A fresh graph (OS entropy) over ``nodes`` and the threshold its degree needs."""
+        graph = neighbour_graph(nodes, degree)
+        holders = 1 + min((len(v) for v in graph.values()), default=0)
+        return cls(graph, dict(public_keys), threshold_for(holders, dropout))
+
+    def plan_for(self, node: int) -> MaskingPlan:
+        peers = self.graph[node]
+        return MaskingPlan(peers, tuple(self.public_keys[p] for p in peers), self.threshold)
+
+    def accept(self, node: int, shares: MaskedShares) -> None:
+        """Keep a sender's shares; raises :class:`InvalidUpdateError` unless they go to
+        exactly the sender and its neighbours."""
+        if tuple(shares.holders) != (node, *self.graph.get(node, ())) or len(shares.boxes) != len(
+            shares.holders
+        ):
+            raise InvalidUpdateError("the update's mask shares do not match its neighbours")
+        self.shares[node] = shares
+
+    def requests(
+        self, survivors: Sequence[int], sampled: Sequence[int]
+    ) -> dict[int, UnmaskRequest]:
+        """One request per survivor: the shares it holds of survivors' seeds, ``S``, ``D0``."""
+        s = tuple(sorted(int(n) for n in survivors))
+        d0 = tuple(sorted(set(int(n) for n in sampled) - set(s)))
+        boxes: dict[int, dict[int, bytes]] = {j: {} for j in s}
+        for sender in s:
+            held = self.shares[sender]
+            for holder, box in zip(held.holders, held.boxes, strict=True):
+                if holder in boxes:
+                    boxes[holder][sender] = box
+        return {j: UnmaskRequest(s, d0, boxes[j]) for j in s}
+
+    def correction(
+        self,
+        survivors: Sequence[int],
+        sampled: Sequence[int],
+        replies: Mapping[int, UnmaskReply],
+        ring: Ring,
+        length: int,
+    ) -> np.ndarray:
+        """The total mask the sum of ``survivors``' ciphertexts carries.
+
+        Raises :class:`MaskRecoveryError` (the round fails closed) when a self-mask seed
+        has fewer than ``t`` shares back, or a pairwise seed with a dropped MSP is held
+        only by survivors that did not answer.
+        """
+        s = sorted(int(n) for n in survivors)
+        d0 = set(int(n) for n in sampled) - set(s)
+        moduli, count = ring.moduli, ring.mask_size(length)
+        total = np.zeros((len(moduli), count), dtype=np.uint64)
+        short = []
+        for sender in s:
+            got = {j: r.shares[sender] for j, r in replies.items() if sender in r.shares}
+            if len(got) < self.threshold:
+                short.append(sender)
+                continue
+            try:
+                seed = recover_secret(got, self.threshold)
+            except InvalidUpdateError as err:
+                raise MaskRecoveryError("unmask_shares", f"MSP node {sender}: {err}") from None
+            add_mod(total, expand(seed, moduli, count), moduli)
+        if short:
+            raise MaskRecoveryError(
+                "unmask_shares",
+                f"{len(short)} MSP(s)' self-masks could not be removed: fewer than the "
+                f"threshold t={self.threshold} of their share holders answered the unmask "
+                "request",
+            )
+        missing = 0
+        for sender in s:
+            for peer in self.graph[sender]:
+                if peer not in d0:
+                    continue
+                seed_ = replies[sender].seeds.get(peer) if sender in replies else None
+                if seed_ is None or len(seed_) != SEED_BYTES:
+                    missing += 1
+                    continue
+                _sign_add(total, expand(seed_, moduli, count), moduli, positive=sender < peer)
+        if missing:
+            raise MaskRecoveryError(
+                "unmask_pairwise",
+                f"{missing} mask(s) shared with MSPs that sent nothing could not be removed: "
+                "the survivors that hold them did not answer the unmask request",
+            )
+        return total

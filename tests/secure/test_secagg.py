@@ -1,0 +1,164 @@
+"""The masking protocol (secure/secagg.py) round by round: dropouts, refusals, failing closed."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from meshfl.config.errors import ConfigError, InvalidUpdateError
+from meshfl.secure.ckks import ephemeral_ckks_backend
+from meshfl.secure.masking import (
+    KeyPair,
+    expand,
+    neighbour_graph,
+    recover_secret,
+    round_scope,
+    split_secret,
+    threshold_for,
+)
+from meshfl.secure.secagg import (
+    MaskRecoveryError,
+    RoundMasking,
+    answer_unmask,
+    mask_update,
+)
+
+LENGTH = 300
+
+
+@pytest.fixture(scope="module")
+def backend():
+    return ephemeral_ckks_backend()
+
+
+def _round(backend, n, *, unmask_drops=0, send_drops=0, degree=None):
+    """n sampled MSPs; ``send_drops`` send nothing (D0), ``unmask_drops`` send but never
+    answer the unmask request (D1). Returns (opened sum or MaskRecoveryError, survivors' sum)."""
+    sealer, aggregator = backend
+    rng = np.random.default_rng(n)
+    nodes = list(range(101, 101 + n))
+    keys = {node: KeyPair() for node in nodes}
+    masking = RoundMasking.draw(nodes, {k: v.public for k, v in keys.items()}, degree=degree)
+    scope = round_scope("r", "s", "a", 3)
+    senders = nodes[send_drops:]
+    updates, masked = {}, []
+    for node in senders:
+        updates[node] = rng.normal(size=LENGTH)
+        sealed, shares = mask_update(
+            sealer,
+            sealer.seal(updates[node]),
+            node=node,
+            keys=keys[node],
+            plan=masking.plan_for(node),
+            scope=scope,
+        )
+        masking.accept(node, shares)
+        masked.append(sealed)
+    total = aggregator.add(masked)
+    requests = masking.requests(senders, nodes)
+    answering = senders[unmask_drops:]
+    replies = {
+        node: answer_unmask(
+            requests[node],
+            node=node,
+            keys=keys[node],
+            neighbours={p: keys[p].public for p in masking.graph[node]},
+            scope=scope,
+        )
+        for node in answering
+    }
+    expected = np.sum([updates[node] for node in senders], axis=0)
+    try:
+        correction = masking.correction(senders, nodes, replies, aggregator, LENGTH)
+    except MaskRecoveryError as err:
+        return err, expected
+    return sealer.open(aggregator.shift(total, correction, subtract=True)), expected
+
+
+@pytest.mark.parametrize("share", [0.0, 0.1, 0.3])
+def test_a_round_survives_dropouts_up_to_the_threshold(backend, share):
+    n = 10
+    opened, expected = _round(backend, n, unmask_drops=math.floor(share * n))
+    assert not isinstance(opened, MaskRecoveryError)
+    np.testing.assert_allclose(opened, expected, atol=1e-4)
+
+
+def test_a_round_with_40_percent_dropped_fails_closed_by_name(backend):
+    opened, _ = _round(backend, 10, unmask_drops=4)
+    assert isinstance(opened, MaskRecoveryError)
+    assert opened.kind == "unmask_shares"
+    assert "threshold t=7" in str(opened)
+
+
+def test_msps_that_sent_nothing_have_their_pairwise_masks_removed(backend):
+    opened, expected = _round(backend, 9, send_drops=2)
+    assert not isinstance(opened, MaskRecoveryError)
+    np.testing.assert_allclose(opened, expected, atol=1e-4)
+
+
+def test_a_sparse_graph_round_with_dropouts(backend):
+    opened, expected = _round(backend, 40, unmask_drops=2, degree=8)
+    assert not isinstance(opened, MaskRecoveryError)
+    np.testing.assert_allclose(opened, expected, atol=1e-4)
+
+
+def test_a_pairwise_mask_held_only_by_vanished_msps_fails_closed(backend):
+    """Ten MSPs, one sends nothing, one survivor vanishes before unmasking: the seed it
+    shares with the silent one is lost with it (only the two of them ever held it)."""
+    opened, _ = _round(backend, 10, send_drops=1, unmask_drops=1)
+    assert isinstance(opened, MaskRecoveryError)
+    assert opened.kind == "unmask_pairwise"
+
+
+def test_an_msp_refuses_to_name_a_neighbour_both_sent_and_dropped():
+    from meshfl.secure.secagg import UnmaskRequest
+
+    keys = {n: KeyPair() for n in (1, 2, 3)}
+    request = UnmaskRequest(survivors=(1, 2, 3), dropped=(2,))
+    with pytest.raises(InvalidUpdateError, match="both"):
+        answer_unmask(request, node=1, keys=keys[1], neighbours={2: keys[2].public}, scope=b"x")
+    small = UnmaskRequest(survivors=(1, 2), dropped=(3,))
+    with pytest.raises(InvalidUpdateError, match="fewer than 3"):
+        answer_unmask(small, node=1, keys=keys[1], neighbours={2: keys[2].public}, scope=b"x")
+
+
+def test_shamir_rebuilds_from_any_threshold_and_catches_a_wrong_share():
+    secret = bytes(range(32))
+    shares = split_secret(secret, 3, [5, 9, 12, 40])
+    assert recover_secret({k: shares[k] for k in (9, 12, 40)}, 3) == secret
+    assert recover_secret(shares, 3) == secret
+    bad = dict(shares)
+    bad[40] = (int.from_bytes(bad[40], "big") + 1).to_bytes(66, "big")
+    with pytest.raises(InvalidUpdateError, match="inconsistent"):
+        recover_secret(bad, 3)
+    with pytest.raises(InvalidUpdateError, match="fewer"):
+        recover_secret({5: shares[5], 9: shares[9]}, 3)
+
+
+def test_expansion_is_uniform_below_each_prime_and_deterministic(backend):
+    moduli = backend[1].moduli
+    seed = bytes(32)
+    a = expand(seed, moduli, 50_000)
+    assert np.array_equal(a, expand(seed, moduli, 50_000))
+    assert a.max() < moduli[0]
+    # the top bit of a 60-bit prime's residues is set about (q - 2^59) / q of the time
+    top = float(np.mean(a[0] >> np.uint64(59)))
+    expected = (moduli[0] - 2**59) / moduli[0]
+    assert abs(top - expected) < 0.01
+
+
+def test_the_graph_is_symmetric_and_of_the_asked_degree():
+    nodes = list(range(1, 61))
+    graph = neighbour_graph(nodes, 10)
+    assert all(len(peers) == 10 for peers in graph.values())
+    assert all(a in graph[b] for a, peers in graph.items() for b in peers)
+    assert neighbour_graph([1, 2, 3]) == {1: (2, 3), 2: (1, 3), 3: (1, 2)}
+
+
+def test_the_dropout_parameter_is_checked_with_a_sentence():
+    assert threshold_for(10) == 7
+    assert threshold_for(3) == 2
+    with pytest.raises(ConfigError, match="'masking_dropout' parameter must be a float"):
+        threshold_for(10, 0.5)
