@@ -1,13 +1,21 @@
 """Simulate a federation of 5 MSPs for each built agent and compare with local-only training.
 
-.venv/bin/python examples/simulate_federation.py
+.venv/bin/python examples/simulate_federation.py          # 400 rows per MSP, 3 rounds (minutes)
+.venv/bin/python examples/simulate_federation.py --quick  # 60 rows per MSP, 2 rounds (CI)
 """
+
+import argparse
 
 import meshfl
 from meshfl.baselines import local_only
 
+parser = argparse.ArgumentParser(description="Every built agent, federated and local-only.")
+parser.add_argument("--quick", action="store_true", help="60 rows per MSP and 2 rounds")
+quick = parser.parse_args().quick
+settings = dict(num_msps=5, seed=0, rounds=2 if quick else 3, samples_per_msp=60 if quick else 400)
+
 for agent in meshfl.agents.built():
-    result = meshfl.simulate(agent=agent, num_msps=5, rounds=3, seed=0)
+    result = meshfl.simulate(agent=agent, **settings)
     print(result.history.drop(columns=["agent"]).round(4).to_string(index=False))
 
     metric = result.model.agent.metric
@@ -18,7 +26,7 @@ for agent in meshfl.agents.built():
         f"local-only mean {sum(local) / len(local):.3f} on all MSPs' held-out data\n"
     )
 
-model = meshfl.simulate(agent="threat_intel", num_msps=5, rounds=3, seed=0, progress=False).model
+model = meshfl.simulate(agent="threat_intel", progress=False, **settings).model
 print(
     model.predict_details(
         [
