@@ -28,6 +28,17 @@ from meshfl.agents.update import Update
 from meshfl.config.errors import MeshflError
 from meshfl.config.validation import Count, check
 from meshfl.federation.errors import guard
+from meshfl.federation.masked_round import (
+    KEYS_ACTION,
+    UNMASK_ACTION,
+    MaskingMemory,
+    decode_key_request,
+    decode_plan,
+    decode_unmask_request,
+    encode_key_reply,
+    encode_shares,
+    encode_unmask_reply,
+)
 from meshfl.federation.msp_privacy import train_round
 from meshfl.federation.records import (
     Decline,
@@ -43,8 +54,10 @@ from meshfl.privacy.noise import attribute_releases
 from meshfl.privacy.report import reported_epsilon
 from meshfl.privacy.snr import update_snr
 from meshfl.secure.aggregate import seal_payload
-from meshfl.secure.backend import PLAINTEXT, Sealer
+from meshfl.secure.backend import PLAINTEXT, Sealed, Sealer
 from meshfl.secure.binding import Binding, tags
+from meshfl.secure.masking import round_scope
+from meshfl.secure.secagg import MIN_MASKED, MaskedShares, MaskingPlan, answer_unmask, mask_update
 
 _OptionalCount = Count | None
 
@@ -115,6 +128,7 @@ class MSPNode:
         self.prepared: dict[tuple[int, str, str, str], Any] = {}
         self.ledgers: dict[Path, PrivacyLedger] = {}
         self.sealers: dict[int, Sealer] = {}
+        self.masking = MaskingMemory()
 
     def sealer_for(self, context: Context) -> Sealer:
         """The node's sealer: the given provider's, else CKKS from ``secret-key``."""
@@ -237,8 +251,94 @@ class MSPNode:
             public = Decline(DECLINED, _reported(outcome.epsilon_spent, ins), msp)
             return Message(encode_decline(public), reply_to=message)
         update, epsilon = outcome
-        content = self._sealed_update(ins, agent, update, epsilon, box, context, records=len(rows))
+        plan = decode_plan(message.content)
+        masker = self._masker(ins, agent, plan, box, context) if plan is not None else None
+        content = self._sealed_update(
+            ins, agent, update, epsilon, box, context, records=len(rows), masker=masker
+        )
         return Message(content, reply_to=message)
+
+    # -- masking (meshfl.secure.secagg) ----------------------------------------------------
+    MASKED_ROUNDS_KEPT = 64
+    """Masked rounds an MSP remembers per run (to answer their unmask request once)."""
+
+    @staticmethod
+    def _mask_dir(context: Context) -> Path | None:
+        """Where a deployed MSP keeps its masking state (None: in memory)."""
+        state = context.node_config.get("state-dir")
+        return Path(str(state)) / "masking" if state is not None else None
+
+    def _masker(
+        self,
+        ins: RoundInstructions,
+        agent: Agent[Any],
+        plan: MaskingPlan,
+        box: Sealer,
+        context: Context,
+    ) -> Callable[[Sealed], tuple[Sealed, MaskedShares, bytes]]:
+        """Masks the round's sealed update as ``plan`` says, once per round."""
+        if not hasattr(box, "shift"):
+            raise MeshflError("a masked round needs the CKKS back end")
+        run_id = ins.context.run_id
+        scope = round_scope(run_id, ins.context.session, agent.name, ins.server_round)
+
+        def mask(sealed: Sealed) -> tuple[Sealed, MaskedShares, bytes]:
+            with self.masking.run(self._mask_dir(context), context.node_id, run_id) as state:
+                keys = MaskingMemory.keys(state)
+                MaskingMemory.pin(state, plan)
+                rounds = state.setdefault("rounds", {})
+                if scope.hex() in rounds:
+                    raise MeshflError("this MSP already masked an update for this round")
+                masked, shares = mask_update(
+                    box,  # type: ignore[arg-type]  # a CKKS sealer: checked above
+                    sealed,
+                    node=context.node_id,
+                    keys=keys,
+                    plan=plan,
+                    scope=scope,
+                )
+                rounds[scope.hex()] = {
+                    "neighbours": {
+                        str(n): k.hex()
+                        for n, k in zip(plan.neighbours, plan.public_keys, strict=True)
+                    },
+                    "threshold": plan.threshold,
+                    "answered": False,
+                }
+                for old in list(rounds)[: -self.MASKED_ROUNDS_KEPT]:
+                    del rounds[old]
+                return masked, shares, keys.public
+
+        return mask
+
+    def mask_keys(self, message: Message, context: Context) -> Message:
+        """This MSP's X25519 public key for the run (made from OS entropy on first ask)."""
+        run_id = decode_key_request(message)
+        with self.masking.run(self._mask_dir(context), context.node_id, run_id) as state:
+            public = MaskingMemory.keys(state).public
+        return Message(encode_key_reply(public), reply_to=message)
+
+    def unmask(self, message: Message, context: Context) -> Message:
+        """Answer a masked round's unmask request, once: shares of the survivors' self-mask
+        seeds, pairwise seeds with neighbours that sent nothing (never both for one)."""
+        (run_id, session, agent, server_round), request = decode_unmask_request(message)
+        scope = round_scope(run_id, session, agent, server_round)
+        with self.masking.run(self._mask_dir(context), context.node_id, run_id) as state:
+            entry = state.get("rounds", {}).get(scope.hex())
+            if entry is None:
+                raise MeshflError("this MSP masked no update for the round it is asked about")
+            if entry["answered"]:
+                raise MeshflError("this MSP already answered the unmask request of this round")
+            reply = answer_unmask(
+                request,
+                node=context.node_id,
+                keys=MaskingMemory.keys(state),
+                neighbours={int(n): bytes.fromhex(k) for n, k in entry["neighbours"].items()},
+                scope=scope,
+                min_survivors=max(MIN_MASKED, int(entry["threshold"])),
+            )
+            entry["answered"] = True
+        return Message(encode_unmask_reply(reply), reply_to=message)
 
     @staticmethod
     def _check_mirror(
@@ -268,6 +368,7 @@ class MSPNode:
         context: Context,
         *,
         records: int,
+        masker: Callable[[Sealed], tuple[Sealed, MaskedShares, bytes]] | None = None,
     ) -> RecordDict:
         """The reply's content: the sealed, bound update and what may travel in the clear."""
         dp = ins.context.privacy
@@ -280,9 +381,15 @@ class MSPNode:
         # Under DP every MSP weighs 1: the weight is its row count, and every key holder
         # would read the exact total of rows from a sum, which no noise covers.
         weight = 1.0 if dp is not None else update.weight
-        sealed = box.seal(seal_payload(update.vector, weight, tag=tag))
-        return encode_update(
-            replace(sealed, binding=binding.to_json()),
+        sealed = replace(
+            box.seal(seal_payload(update.vector, weight, tag=tag)), binding=binding.to_json()
+        )
+        masking: tuple[MaskedShares, bytes] | None = None
+        if masker is not None:  # a masked round: the ciphertext is useless on its own
+            sealed, shares, public = masker(sealed)
+            masking = (shares, public)
+        content = encode_update(
+            sealed,
             # Under DP nothing computed from the raw rows leaves in the clear: the noise
             # covers the sealed update only, not a training loss.
             metrics={} if dp is not None else dict(update.metrics),
@@ -294,6 +401,10 @@ class MSPNode:
             if dp is not None and dp.unit == "sample"
             else None,
         )
+        if masking is None:
+            return content
+        shares, public = masking
+        return encode_shares(content, shares, public)
 
     def evaluate(self, message: Message, context: Context) -> Message:
         """Evaluate the opened global model on the node's held-out rows."""
@@ -352,4 +463,6 @@ def make_client_app(
         app.train(name)(guard(node.train))
         app.evaluate(name)(guard(node.evaluate))
         app.query(name)(guard(node.history))
+    app.query(KEYS_ACTION)(guard(node.mask_keys))
+    app.query(UNMASK_ACTION)(guard(node.unmask))
     return app

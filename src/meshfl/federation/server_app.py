@@ -9,6 +9,7 @@ as in Flower: it reports progress, commits each round and keeps a per-round hist
 from __future__ import annotations
 
 import uuid
+import warnings
 from collections.abc import MutableMapping, Sequence
 from typing import Any
 
@@ -44,6 +45,18 @@ class AgentPlan(MeshflConfig):
     connect_timeout: float = Field(300.0, gt=0, description="Seconds to wait for them.")
     seed: int = Field(0, ge=0, description="Seeds sampling and local randomness.")
     privacy: DPConfig | None = Field(None, description="Differential privacy; None is off.")
+    masking: bool = Field(
+        True,
+        description="Mask updates inside the ciphertexts (CKKS, rounds of 3 or more MSPs), so "
+        "that no single key holder reads an MSP's update (meshfl.secure.secagg).",
+    )
+    masking_dropout: float = Field(
+        1 / 3,
+        ge=0,
+        lt=0.5,
+        description="Share of an MSP's neighbours that may drop between sending and "
+        "unmasking before a masked round fails closed.",
+    )
 
     @field_validator("agent")
     @classmethod
@@ -127,6 +140,15 @@ def run_plan(
             "back end the coordinator reads every update. Use secure aggregation, or "
             "unit='sample'."
         )
+    if not plan.masking and aggregator.backend != PLAINTEXT:
+        warnings.warn(
+            f"masking is off for agent {plan.agent!r}: every MSP holds the CKKS secret key, "
+            "so an MSP colluding with the coordinator reads every individual update (and "
+            "unit='msp' noise shares protect only the sum). Leave masking on (AgentPlan "
+            "masking=True, the default) unless you trust every MSP not to collude.",
+            UserWarning,
+            stacklevel=2,
+        )
     strategy = AgentStrategy(
         agent,
         aggregator,
@@ -144,6 +166,8 @@ def run_plan(
             noise_shares=plan.min_msps,
             noise_multiplier=planned_noise(plan) if msp_level else None,
         ),
+        masking=plan.masking,
+        masking_dropout=plan.masking_dropout,
     )
     return strategy.start(
         grid,

@@ -20,7 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from flwr.app import ConfigRecord, Message, RecordDict
@@ -29,6 +29,16 @@ from flwr.serverapp import Grid
 from meshfl.agents.base import Agent
 from meshfl.config.errors import InvalidUpdateError
 from meshfl.federation.errors import E_HISTORY, reply_error_kind
+from meshfl.federation.masked_round import (
+    KEYS_ACTION,
+    UNMASK_ACTION,
+    decode_key_reply,
+    decode_shares,
+    decode_unmask_reply,
+    encode_key_request,
+    encode_plan,
+    encode_unmask_request,
+)
 from meshfl.federation.records import (
     Decline,
     RoundContext,
@@ -42,6 +52,8 @@ from meshfl.privacy.snr import coarse, median_snr, msp_level_snr
 from meshfl.secure.aggregate import PAYLOAD_EXTRA
 from meshfl.secure.backend import Aggregator, Sealed
 from meshfl.secure.binding import Binding
+from meshfl.secure.masking import DEFAULT_DROPOUT, threshold_for
+from meshfl.secure.secagg import MIN_MASKED, MaskRecoveryError, Ring, RoundMasking, UnmaskReply
 
 if TYPE_CHECKING:
     from meshfl.store.model_store import ModelStore
@@ -91,6 +103,13 @@ class RoundResult:
     2), when the MSPs sent any (sample-level DP)."""
     sealed_sum: Sealed | None = None
     """The round's sealed sum, bound to its contributors, when the global model changed."""
+    masked: bool = False
+    """Whether the round's updates were masked (:mod:`meshfl.secure.secagg`)."""
+    mask_failure: str | None = None
+    """Why a masked round's masks could not be removed (``unmask_shares``,
+    ``unmask_pairwise``, ``unmask_keys``): the round failed closed, nothing was stored."""
+    unmask_no_reply: int = 0
+    """MSPs whose update is in the sum but that did not answer the unmask request."""
 
     @property
     def changed(self) -> bool:
@@ -128,6 +147,10 @@ class _Draw:
 
     sampled: int = 0
     skipped_reason: str | None = None
+    nodes: tuple[int, ...] = ()
+    """The nodes sent a train message."""
+    masking: RoundMasking | None = None
+    grid: Grid | None = None
 
 
 @dataclass
@@ -188,6 +211,14 @@ class AgentStrategy:
         Seconds to wait for them; after that the round starts with those connected.
     context : RoundContext, optional
         Run id, planned rounds and privacy settings sent to every MSP.
+    masking : bool
+        Mask updates inside the ciphertexts (:mod:`meshfl.secure.secagg`) in every round
+        that samples at least 3 MSPs; CKKS only (the plaintext twin has nothing to mask).
+    masking_dropout : float
+        Share of an MSP's neighbours that may vanish between sending and unmasking before
+        the round fails closed; in [0, 0.5).
+    masking_degree : int, optional
+        Neighbours per MSP (default: everyone up to 24 MSPs, then ``3·log2(n)``).
     """
 
     def __init__(
@@ -202,7 +233,16 @@ class AgentStrategy:
         min_available: int = 1,
         connect_timeout: float = 300.0,
         context: RoundContext | None = None,
+        masking: bool = True,
+        masking_dropout: float = DEFAULT_DROPOUT,
+        masking_degree: int | None = None,
     ):
+        threshold_for(3, masking_dropout)  # checks it, with a sentence naming it
+        self.masking = bool(masking) and hasattr(aggregator, "shift")
+        self.masking_dropout = masking_dropout
+        self.masking_degree = masking_degree
+        self.mask_keys: dict[int, bytes] = {}
+        """Each node's X25519 public key for this run, as it advertised it."""
         self.agent = agent
         self.aggregator = aggregator
         self.fraction_train = fraction_train
@@ -271,7 +311,13 @@ class AgentStrategy:
         k = min(len(nodes), max(self.min_msps, math.ceil(fraction * len(nodes))))
         return sorted(_ENTROPY.sample(nodes, k))
 
-    def _messages(self, phase: str, nodes: list[int], server_round: int) -> list[Message]:
+    def _messages(
+        self,
+        phase: str,
+        nodes: list[int],
+        server_round: int,
+        masking: RoundMasking | None = None,
+    ) -> list[Message]:
         """One message per node, carrying the sums of the global model it has not opened.
 
         A growing model (``combine_uses_previous``) would otherwise send every earlier
@@ -293,9 +339,13 @@ class AgentStrategy:
                     history_digest=self._prefix_digest(base),
                 )
             content = contents[base]
+            if phase == "train":
+                content = self._with_mirror(content, node)
+            if masking is not None:
+                content = encode_plan(content, masking.plan_for(node))
             messages.append(
                 Message(
-                    self._with_mirror(content, node) if phase == "train" else content,
+                    content,
                     dst_node_id=node,
                     message_type=f"{phase}.{self.agent.name}",
                     group_id=f"{self.agent.name}:{server_round}",
@@ -400,7 +450,55 @@ class AgentStrategy:
             log.warning("%s round %d: %s", self.agent.name, server_round, reason)
             return []
         self._catch_up(grid, nodes, server_round, last_round=server_round - 1)
-        return self._messages("train", nodes, server_round)
+        masking = None
+        if self.masking and len(nodes) >= MIN_MASKED:
+            keyed = self._with_keys(grid, nodes, server_round)
+            if len(keyed) < MIN_MASKED:
+                reason = (
+                    f"only {len(keyed)} of {len(nodes)} sampled MSP(s) gave their masking key; "
+                    f"a masked round needs {MIN_MASKED}; skipped before any MSP trained"
+                )
+                self._draw = replace(self._draw, skipped_reason=reason)
+                log.warning("%s round %d: %s", self.agent.name, server_round, reason)
+                return []
+            nodes = keyed
+            masking = RoundMasking.draw(
+                nodes,
+                {n: self.mask_keys[n] for n in nodes},
+                dropout=self.masking_dropout,
+                degree=self.masking_degree,
+            )
+        self._draw = replace(self._draw, nodes=tuple(nodes), masking=masking, grid=grid)
+        return self._messages("train", nodes, server_round, masking)
+
+    def _with_keys(self, grid: Grid, nodes: list[int], server_round: int) -> list[int]:
+        """The nodes whose masking key this strategy holds, asking those it lacks first."""
+        lacking = [n for n in nodes if n not in self.mask_keys]
+        if lacking:
+            messages = [
+                Message(
+                    encode_key_request(self.context.run_id),
+                    dst_node_id=node,
+                    message_type=f"query.{KEYS_ACTION}",
+                    group_id=f"{self.agent.name}:{server_round}:keys",
+                )
+                for node in lacking
+            ]
+            for reply in grid.send_and_receive(messages, timeout=self._timeout):
+                node = int(reply.metadata.src_node_id)
+                try:
+                    key = decode_key_reply(reply)
+                except Exception:  # whatever a reply holds, it is dropped, never raised
+                    log.warning(
+                        "%s round %d: MSP node %d gave no masking key; it sits the round out",
+                        self.agent.name,
+                        server_round,
+                        node,
+                    )
+                    continue
+                if node in lacking:
+                    self.mask_keys[node] = key
+        return [n for n in nodes if n in self.mask_keys]
 
     def _binding(self, server_round: int, contributors: tuple[int, ...] = ()) -> Binding:
         return Binding(
@@ -436,7 +534,7 @@ class AgentStrategy:
         seen = 0
         for reply in replies:
             seen += 1
-            self._take(server_round, reply, tally)
+            self._take(server_round, reply, tally, draw.masking)
         result = RoundResult(
             sampled=draw.sampled,
             no_reply=0 if draw.skipped_reason is not None else max(0, draw.sampled - seen),
@@ -447,6 +545,7 @@ class AgentStrategy:
             skipped_reason=draw.skipped_reason,
             bytes_received=tally.bytes_received,
             snr=median_snr(tally.snrs),
+            masked=draw.masking is not None,
         )
         if draw.skipped_reason is not None:
             return result
@@ -454,15 +553,83 @@ class AgentStrategy:
         if shortfall is not None:
             log.warning("%s round %d: %s", self.agent.name, server_round, shortfall)
             return replace(result, skipped_reason=shortfall)
+        total = self.aggregator.add(tally.accepted)
+        if draw.masking is not None:
+            try:
+                total, missing = self._unmask(server_round, draw, tally.contributors, total)
+            except MaskRecoveryError as err:
+                reason = f"masking: {err}; the round failed closed, the global model is unchanged"
+                log.warning("%s round %d: %s", self.agent.name, server_round, reason)
+                return replace(result, skipped_reason=reason, mask_failure=err.kind)
+            result = replace(result, unmask_no_reply=missing)
         total = replace(
-            self.aggregator.add(tally.accepted),
-            binding=self._binding(server_round, tuple(tally.contributors)).to_json(),
+            total, binding=self._binding(server_round, tuple(tally.contributors)).to_json()
         )
         self.versions.append(total)
         self.history = next_history(self.agent, self.history, total)
         return replace(result, sealed_sum=total, train_metrics=weighted_mean(tally.metrics))
 
-    def _take(self, server_round: int, reply: Message, tally: _Tally) -> None:
+    def _unmask(
+        self, server_round: int, draw: _Draw, survivors: list[int], total: Sealed
+    ) -> tuple[Sealed, int]:
+        """The sum of ``survivors``' masked updates with its masks removed, and how many
+        survivors did not answer; raises :class:`MaskRecoveryError` (fail closed).
+
+        Only the sum is ever unmasked: the correction is the total mask of the survivors.
+        """
+        masking, grid = draw.masking, draw.grid
+        assert masking is not None and grid is not None
+        requests = masking.requests(survivors, draw.nodes)
+        messages = [
+            Message(
+                encode_unmask_request(
+                    request,
+                    run_id=self.context.run_id,
+                    session=self.context.session,
+                    agent=self.agent.name,
+                    server_round=server_round,
+                ),
+                dst_node_id=node,
+                message_type=f"query.{UNMASK_ACTION}",
+                group_id=f"{self.agent.name}:{server_round}:unmask",
+            )
+            for node, request in requests.items()
+        ]
+        replies: dict[int, UnmaskReply] = {}
+        for reply in grid.send_and_receive(messages, timeout=self._timeout):
+            node = int(reply.metadata.src_node_id)
+            if node not in requests or node in replies:
+                continue
+            try:
+                replies[node] = decode_unmask_reply(reply)
+            except Exception:  # whatever a reply holds, it is dropped, never raised
+                log.warning(
+                    "%s round %d: MSP node %d did not answer the unmask request",
+                    self.agent.name,
+                    server_round,
+                    node,
+                )
+        ring = cast(Ring, self.aggregator)  # CKKS: self.masking checked it can shift
+        try:
+            correction = masking.correction(
+                survivors, draw.nodes, replies, ring, self.update_length
+            )
+        except MaskRecoveryError:
+            raise
+        except Exception as err:  # a malformed reply must not abort the run: fail closed
+            raise MaskRecoveryError(
+                "unmask_shares", f"the unmask replies could not be used ({type(err).__name__})"
+            ) from None
+        unmasked = ring.shift(total, correction, subtract=True)
+        return unmasked, len(requests) - len(replies)
+
+    def _take(
+        self,
+        server_round: int,
+        reply: Message,
+        tally: _Tally,
+        masking: RoundMasking | None = None,
+    ) -> None:
         """Sort one reply into ``tally``: accepted, declined, or dropped by name."""
         node = int(reply.metadata.src_node_id)
         self._note_delivery(reply)
@@ -485,6 +652,16 @@ class AgentStrategy:
             self.aggregator.check(decoded.sealed, expected_length=self.update_length)
             kind = "bad_binding"
             self._check_binding(server_round, node, decoded.sealed, set(tally.contributors))
+            if masking is not None:
+                kind = "bad_masking"
+                shares, public = decode_shares(reply)
+                if public != self.mask_keys.get(node):
+                    self.mask_keys.pop(node, None)  # asked again next round
+                    raise InvalidUpdateError(
+                        "the update was masked under another key than the one the MSP "
+                        "advertised (it lost its state?)"
+                    )
+                masking.accept(node, shares)
         except Exception as err:  # whatever a reply holds, it is dropped, never raised
             reason = (
                 str(err)
@@ -665,6 +842,9 @@ class AgentStrategy:
             "declined": len(result.declined),
             "declined_msps": [msp for msp, _ in result.declined],
             "skipped": result.skipped_reason is not None,
+            "masked": result.masked,
+            "unmask_failed": result.mask_failure,
+            "unmask_no_reply": result.unmask_no_reply,
         }
         record.update(
             {

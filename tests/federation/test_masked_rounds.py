@@ -1,0 +1,146 @@
+"""Masked rounds through the real ClientApp and strategy (issue 13).
+
+The coordinator never holds an update it can have opened, dropouts between sending and
+unmasking are survived up to the threshold and fail closed by name beyond it, MSPs answer an
+unmask request once, and a changed key is refused.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+import meshfl
+from meshfl.config.errors import InvalidUpdateError
+from meshfl.federation import AgentPlan, AgentStrategy, InProcessGrid, make_client_app
+from meshfl.federation.masked_round import UNMASK_ACTION
+from meshfl.federation.records import RoundContext, decode_update
+from meshfl.federation.sealed_model import Verification, open_global
+from meshfl.secure.ckks import ephemeral_ckks_backend
+from meshfl.simulation import make_partitions
+
+FAST_ANOMALY = {"trees_per_round": 4, "depth": 5}
+
+
+@pytest.fixture(scope="module")
+def keys():
+    return ephemeral_ckks_backend()
+
+
+class DroppingGrid(InProcessGrid):
+    """Nodes in ``drop_unmask`` send their update, then never answer the unmask request."""
+
+    drop_unmask: frozenset[int] = frozenset()
+
+    def _deliver(self, root_id, message):
+        unmask = message.metadata.message_type == f"query.{UNMASK_ACTION}"
+        if unmask and message.metadata.dst_node_id in self.drop_unmask:
+            return
+        super()._deliver(root_id, message)
+
+
+def _mesh(keys, n, *, min_msps=3):
+    sealer, aggregator = keys
+    plan = AgentPlan(agent="anomaly", agent_config=FAST_ANOMALY, rounds=2, min_msps=min_msps)
+    agent = plan.build_agent()
+    parts = make_partitions(agent, num_msps=n, seed=0, samples_per_msp=60)
+    app = make_client_app(
+        lambda _a, ctx: parts[ctx.node_config["partition-id"]],
+        sealer=lambda _ctx: sealer,
+        min_contributors=2,
+    )
+    grid = DroppingGrid(app, n)
+    context = RoundContext(run_id="run-m", session="s1", total_rounds=2)
+    strategy = AgentStrategy(agent, aggregator, min_msps=min_msps, context=context)
+    return grid, strategy
+
+
+def _opened(strategy, sealer):
+    verify = Verification("run-m", before_round=99, min_contributors=2)
+    return open_global(strategy.agent, strategy.history, sealer, seed=0, verify=verify)
+
+
+@pytest.mark.parametrize(
+    ("share", "fails"), [(0.0, False), (0.1, False), (0.3, False), (0.4, True)]
+)
+def test_dropouts_between_sending_and_unmasking(keys, share, fails):
+    sealer, _ = keys
+    n = 10
+    grid, strategy = _mesh(keys, n)
+    start = time.perf_counter()
+    messages = list(strategy.configure_train(1, grid))
+    replies = list(grid.send_and_receive(messages))
+    survivors = sorted(int(r.metadata.src_node_id) for r in replies)
+    grid.drop_unmask = frozenset(survivors[: round(share * n)])
+    result = strategy.aggregate_train(1, replies)
+    assert time.perf_counter() - start < 20  # nothing waits on a node that is gone
+    assert result.masked
+    if fails:
+        assert not result.changed and strategy.history == []
+        assert result.mask_failure == "unmask_shares"
+        assert "threshold" in result.skipped_reason and "failed closed" in result.skipped_reason
+        return
+    assert result.changed and result.unmask_no_reply == round(share * n)
+    # The unmasked sum opens and verifies (tags of the listed contributors) at an MSP.
+    vector = _opened(strategy, sealer)
+    assert np.all(np.isfinite(vector))
+
+
+def test_the_unmasked_sum_equals_the_sum_of_the_updates(keys):
+    """The same round with and without masks adds up to the same payload (to CKKS
+    precision): the masks cancel exactly."""
+    sealer, _ = keys
+    grid, strategy = _mesh(keys, 5)
+    replies = list(grid.send_and_receive(strategy.configure_train(1, grid)))
+    masked_sum = strategy.aggregate_train(1, replies).sealed_sum
+    # Every reply on its own is noise to a key holder (the colluding-MSP attack) ...
+    for reply in replies:
+        with pytest.raises(InvalidUpdateError):
+            sealer.open(decode_update(reply).sealed)
+    grid2, plain_strategy = _mesh(keys, 5)
+    plain_strategy.masking = False
+    plain_replies = list(grid2.send_and_receive(plain_strategy.configure_train(1, grid2)))
+    plain_sum = plain_strategy.aggregate_train(1, plain_replies).sealed_sum
+    # ... while the sums agree (same MSPs, same data and seeds, no privacy noise)
+    np.testing.assert_allclose(sealer.open(masked_sum), sealer.open(plain_sum), atol=1e-4)
+
+
+def test_an_msp_answers_the_unmask_request_of_a_round_once(keys):
+    grid, strategy = _mesh(keys, 4)
+    replies = list(grid.send_and_receive(strategy.configure_train(1, grid)))
+    draw = strategy._draw
+    assert strategy.aggregate_train(1, replies).changed
+    # The coordinator asks again (to collect shares and seeds a second time): refused.
+    strategy._draw = draw
+    survivors = [int(r.metadata.src_node_id) for r in replies]
+    with pytest.raises(Exception) as err:
+        strategy._unmask(1, draw, survivors, strategy.history[-1])
+    assert getattr(err.value, "kind", None) == "unmask_shares"
+
+
+def test_a_changed_neighbour_key_is_refused(keys):
+    grid, strategy = _mesh(keys, 4)
+    assert strategy.aggregate_train(
+        1, list(grid.send_and_receive(strategy.configure_train(1, grid)))
+    ).changed
+    victim = sorted(strategy.mask_keys)[0]
+    from meshfl.secure.masking import KeyPair
+
+    strategy.mask_keys[victim] = KeyPair().public  # the coordinator substitutes a key
+    replies = list(grid.send_and_receive(strategy.configure_train(2, grid)))
+    errors = [r for r in replies if r.has_error()]
+    assert len(errors) == 3  # every neighbour refuses the round; the victim's update masks
+    # under its own key, which the coordinator's record no longer matches: dropped too
+    result = strategy.aggregate_train(2, replies)
+    assert not result.changed
+
+
+def test_simulate_masks_by_default_and_learns():
+    result = meshfl.simulate(
+        agent="anomaly", num_msps=4, rounds=2, seed=0, progress=False, agent_config=FAST_ANOMALY
+    )
+    assert list(result.history["masked"]) == [True, True]
+    assert result.history["unmask_failed"].isna().all()
+    assert result.history["auc"].iloc[-1] > 0.6
