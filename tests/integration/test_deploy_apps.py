@@ -258,9 +258,10 @@ def test_the_deployed_coordinator_commits_to_its_store_and_resumes_a_named_run(t
             run_config=run_config,
         )  # fmt: skip
 
-    # Dies sending round 2's training batch (batch 3: train 1, evaluate 1, train 2).
+    # Dies sending round 2's training batch (batch 5: masking keys, train 1, unmask 1,
+    # evaluate 1, train 2).
     with pytest.raises(_CrashError):
-        apps._coordinate(_CrashingGrid(InProcessGrid(client, 3), calls=3), context(11))
+        apps._coordinate(_CrashingGrid(InProcessGrid(client, 3), calls=5), context(11))
     with ModelStore(state, read_only=True) as store:
         assert [v.round for v in store.versions("anomaly")] == [1]
     assert json.loads((state / "runs" / "11" / "summary.json").read_text())["status"] == "failed"

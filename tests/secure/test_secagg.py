@@ -162,3 +162,21 @@ def test_the_dropout_parameter_is_checked_with_a_sentence():
     assert threshold_for(3) == 2
     with pytest.raises(ConfigError, match="'masking_dropout' parameter must be a float"):
         threshold_for(10, 0.5)
+
+
+def test_expansion_rejects_words_at_or_above_the_modulus():
+    """A modulus far below its power of 2 (a quarter of the words rejected): still every
+    residue below it, the same for the same seed, and the mask sum matches the naive one."""
+    from meshfl.secure.masking import mask_sum
+
+    q = 3 << 58
+    a = expand(bytes(range(32)), [q], 20_000)
+    assert a.max() < q and np.array_equal(a, expand(bytes(range(32)), [q], 20_000))
+    assert abs(float(np.mean(a[0] >= 1 << 59)) - 1 / 3) < 0.02
+    seeds = [bytes([i]) * 32 for i in range(20)]
+    terms = [(s, i % 3 != 0) for i, s in enumerate(seeds)]
+    naive = 0
+    for seed, positive in terms:
+        e = expand(seed, [q], 50)[0].astype(object)
+        naive = naive + (e if positive else -e)
+    assert [int(v) for v in mask_sum(terms, [q], 50)[0]] == [int(v) % q for v in naive]

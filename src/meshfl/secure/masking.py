@@ -23,7 +23,7 @@ adds coefficients modulo ``q_l``, one by one. So:
 
 What this module gives
 ----------------------
-* :func:`expand`: a 32-byte seed → uniform residues modulo each ``q_l``: ChaCha20 keystream
+* :func:`expand`: a 32-byte seed → uniform residues modulo each ``q_l``: AES-256-CTR keystream
   (one stream per prime), 64-bit words cut to ``q_l``'s bit length and *rejected* at or above
   ``q_l`` (no modular bias; a SEAL prime lies just below a power of 2, so almost no word is
   rejected). Vectorised with numpy.
@@ -50,12 +50,12 @@ import math
 import os
 import secrets
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
@@ -71,6 +71,7 @@ __all__ = [
     "default_degree",
     "encrypt_share",
     "expand",
+    "mask_sum",
     "neighbour_graph",
     "pairwise_seed",
     "recover_secret",
@@ -104,28 +105,74 @@ _INFO = b"meshfl-secagg-v1"
 def expand(seed: bytes, moduli: Sequence[int], count: int) -> np.ndarray:
     """``count`` uniform residues modulo each prime of ``moduli``: shape ``(L, count)``.
 
-    One ChaCha20 keystream per prime (the prime's index is the nonce), read as little-endian
-    64-bit words, cut to the prime's bit length and rejected at or above it: exactly
-    uniform, and the same on every machine for the same seed.
+    One AES-256-CTR keystream per prime (the prime's index fills the IV's upper 64 bits, the
+    block counter the lower), read as little-endian 64-bit words, cut to the prime's bit
+    length and rejected at or above it: exactly uniform, and the same on every machine for
+    the same seed. (AES-CTR rather than ChaCha20: about twice the throughput with AES-NI.)
     """
+    out = np.empty((len(moduli), count), dtype=np.uint64)
+    _expand_into(seed, moduli, out)
+    return out
+
+
+_BLOCK_WORDS = 2  # AES's 16-byte block: update_into needs this much room beyond the data
+
+
+def _expand_into(seed: bytes, moduli: Sequence[int], out: np.ndarray) -> None:
     if len(seed) != SEED_BYTES:
         raise ValueError(f"a mask seed is {SEED_BYTES} bytes; got {len(seed)}")
-    out = np.empty((len(moduli), count), dtype=np.uint64)
+    count = out.shape[1]
+    zeros = _zeros(8 * count)
+    room = np.empty(count + _BLOCK_WORDS, dtype="<u8")
     for level, q in enumerate(moduli):
-        nonce = struct.pack("<IQI", 0, level, 0)  # 32-bit block counter, then the nonce
-        stream = Cipher(algorithms.ChaCha20(seed, nonce), mode=None).encryptor()
+        stream = Cipher(algorithms.AES(seed), modes.CTR(struct.pack(">QQ", level, 0))).encryptor()
+        stream.update_into(zeros, memoryview(room).cast("B"))
         cut = np.uint64((1 << int(q).bit_length()) - 1)
         bound = np.uint64(q)
-        filled = 0
-        while filled < count:
-            need = count - filled
-            draw = need + (need >> 6) + 64
-            words = np.frombuffer(stream.update(bytes(8 * draw)), dtype="<u8") & cut
-            good = words[words < bound]
-            take = min(need, good.size)
-            out[level, filled : filled + take] = good[:take]
-            filled += take
-    return out
+        words = room[:count]
+        np.bitwise_and(words, cut, out=words)
+        if count and words.max() >= bound:  # rare: a SEAL prime is just below 2^bits
+            kept = words[words < bound]
+            while kept.size < count:
+                more = np.frombuffer(stream.update(bytes(8 * (count - kept.size + 64))), "<u8")
+                more = more & cut
+                kept = np.concatenate((kept, more[more < bound]))
+            words = kept[:count]
+        out[level] = words
+
+
+_ZERO_CACHE: list[bytes] = [b""]
+
+
+def _zeros(size: int) -> memoryview:
+    """``size`` zero bytes, from one buffer kept between calls (its pages already touched)."""
+    if len(_ZERO_CACHE[0]) < size:
+        _ZERO_CACHE[0] = bytes(size)
+    return memoryview(_ZERO_CACHE[0])[:size]
+
+
+def mask_sum(terms: Iterable[tuple[bytes, bool]], moduli: Sequence[int], count: int) -> np.ndarray:
+    """``Σ ± expand(seed)`` modulo each prime, for ``(seed, positive)`` terms.
+
+    Positive and negative terms are added without reduction, 15 at a time (15 residues below
+    2^60 stay below 2^64), and reduced once: one pass per term instead of three.
+    """
+    q = _column(moduli)
+    if int(q.max()) >= 1 << 60:
+        raise ValueError("mask_sum needs primes below 2^60")
+    sums = [np.zeros((len(moduli), count), dtype=np.uint64) for _ in range(2)]
+    scratch = np.empty((len(moduli), count), dtype=np.uint64)
+    pending = [0, 0]
+    for seed, positive in terms:
+        side = 0 if positive else 1
+        _expand_into(seed, moduli, scratch)
+        sums[side] += scratch
+        pending[side] += 1
+        if pending[side] == 15:
+            np.remainder(sums[side], q, out=sums[side])
+            pending[side] = 1
+    pos, neg = (np.remainder(part, q, out=part) for part in sums)
+    return sub_mod(pos, neg, moduli)
 
 
 def _column(moduli: Sequence[int]) -> np.ndarray:
@@ -136,16 +183,15 @@ def add_mod(acc: np.ndarray, delta: np.ndarray, moduli: Sequence[int]) -> np.nda
     """``acc += delta`` modulo each row's prime, in place (both reduced; primes < 2^63)."""
     q = _column(moduli)
     acc += delta
-    np.subtract(acc, q, out=acc, where=acc >= q)
+    np.minimum(acc, acc - q, out=acc)  # acc - q wraps above acc unless acc >= q
     return acc
 
 
 def sub_mod(acc: np.ndarray, delta: np.ndarray, moduli: Sequence[int]) -> np.ndarray:
     """``acc -= delta`` modulo each row's prime, in place."""
     q = _column(moduli)
-    borrow = acc < delta
-    acc -= delta  # wraps modulo 2^64 where it borrows; adding q brings it back
-    np.add(acc, q, out=acc, where=borrow)
+    acc -= delta  # wraps modulo 2^64 where it borrows, to above 2^64 - q
+    np.minimum(acc, acc + q, out=acc)  # acc + q brings a borrowed value back below q
     return acc
 
 

@@ -44,17 +44,15 @@ from meshfl.secure.masking import (
     DEFAULT_DROPOUT,
     SEED_BYTES,
     KeyPair,
-    add_mod,
     decrypt_share,
     encrypt_share,
-    expand,
+    mask_sum,
     neighbour_graph,
     pairwise_seed,
     recover_secret,
     self_share_key,
     share_key,
     split_secret,
-    sub_mod,
     threshold_for,
 )
 
@@ -142,10 +140,6 @@ def _aad(scope: bytes, sender: int, receiver: int) -> bytes:
     return b"|".join((scope, str(int(sender)).encode(), str(int(receiver)).encode()))
 
 
-def _sign_add(acc: np.ndarray, mask: np.ndarray, moduli: Sequence[int], positive: bool) -> None:
-    (add_mod if positive else sub_mod)(acc, mask, moduli)
-
-
 # --- the MSP ----------------------------------------------------------------------------
 
 
@@ -171,20 +165,19 @@ def mask_update(
         )
     moduli, count = ring.moduli, ring.mask_size(sealed.length)
     own = secrets.token_bytes(SEED_BYTES)  # OS entropy: fresh every round
-    total = expand(own, moduli, count)
-    boxes = []
+    terms = [(own, True)]
     shares = split_secret(own, plan.threshold, holders)
-    boxes.append(
+    boxes = [
         encrypt_share(
             self_share_key(keys.private_bytes, scope, node), shares[node], _aad(scope, node, node)
         )
-    )
+    ]
     for peer, public in zip(plan.neighbours, plan.public_keys, strict=True):
         shared = keys.agree(public)
-        pair = expand(pairwise_seed(shared, scope, node, peer), moduli, count)
-        _sign_add(total, pair, moduli, positive=node < peer)
+        terms.append((pairwise_seed(shared, scope, node, peer), node < peer))
         key = share_key(shared, scope, node, peer)
         boxes.append(encrypt_share(key, shares[peer], _aad(scope, node, peer)))
+    total = mask_sum(terms, moduli, count)
     return ring.shift(sealed, total), MaskedShares(holders, tuple(boxes))
 
 
@@ -299,7 +292,7 @@ class RoundMasking:
         s = sorted(int(n) for n in survivors)
         d0 = set(int(n) for n in sampled) - set(s)
         moduli, count = ring.moduli, ring.mask_size(length)
-        total = np.zeros((len(moduli), count), dtype=np.uint64)
+        terms: list[tuple[bytes, bool]] = []
         short = []
         for sender in s:
             got = {j: r.shares[sender] for j, r in replies.items() if sender in r.shares}
@@ -310,7 +303,7 @@ class RoundMasking:
                 seed = recover_secret(got, self.threshold)
             except InvalidUpdateError as err:
                 raise MaskRecoveryError("unmask_shares", f"MSP node {sender}: {err}") from None
-            add_mod(total, expand(seed, moduli, count), moduli)
+            terms.append((seed, True))
         if short:
             raise MaskRecoveryError(
                 "unmask_shares",
@@ -327,11 +320,11 @@ class RoundMasking:
                 if seed_ is None or len(seed_) != SEED_BYTES:
                     missing += 1
                     continue
-                _sign_add(total, expand(seed_, moduli, count), moduli, positive=sender < peer)
+                terms.append((seed_, sender < peer))  # the sign ``sender`` added it with
         if missing:
             raise MaskRecoveryError(
                 "unmask_pairwise",
                 f"{missing} mask(s) shared with MSPs that sent nothing could not be removed: "
                 "the survivors that hold them did not answer the unmask request",
             )
-        return total
+        return mask_sum(terms, moduli, count)
