@@ -126,7 +126,7 @@ def _expand_into(seed: bytes, moduli: Sequence[int], out: np.ndarray) -> None:
     room = np.empty(count + _BLOCK_WORDS, dtype="<u8")
     for level, q in enumerate(moduli):
         stream = Cipher(algorithms.AES(seed), modes.CTR(struct.pack(">QQ", level, 0))).encryptor()
-        stream.update_into(zeros, memoryview(room).cast("B"))
+        stream.update_into(zeros, memoryview(room.view(np.uint8).data))
         cut = np.uint64((1 << int(q).bit_length()) - 1)
         bound = np.uint64(q)
         words = room[:count]
