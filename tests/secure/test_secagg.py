@@ -122,6 +122,9 @@ def test_an_msp_refuses_to_name_a_neighbour_both_sent_and_dropped():
     small = UnmaskRequest(survivors=(1, 2), dropped=(3,))
     with pytest.raises(InvalidUpdateError, match="fewer than 3"):
         answer_unmask(small, node=1, keys=keys[1], neighbours={2: keys[2].public}, scope=b"x")
+    silent = UnmaskRequest(survivors=(1, 3, 4), dropped=())
+    with pytest.raises(InvalidUpdateError, match="neither"):
+        answer_unmask(silent, node=1, keys=keys[1], neighbours={2: keys[2].public}, scope=b"x")
 
 
 def test_shamir_rebuilds_from_any_threshold_and_catches_a_wrong_share():

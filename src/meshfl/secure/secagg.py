@@ -194,14 +194,20 @@ def answer_unmask(
 
     ``neighbours`` are this round's neighbours with the public keys the MSP pinned. Raises
     :class:`InvalidUpdateError` (answering nothing) when the request names an MSP both as a
-    survivor and as dropped, leaves this MSP out of the survivors, or names fewer than
-    ``min_survivors`` survivors: a sum of so few would expose single updates.
+    survivor and as dropped, leaves this MSP out of the survivors, leaves a neighbour
+    unnamed, or names fewer than ``min_survivors`` survivors: a sum of so few would expose
+    single updates. (Over the complete graph every sampled MSP is a neighbour, so the MSP
+    sees the whole round's split.)
     """
     survivors, dropped = set(request.survivors), set(request.dropped)
     if survivors & dropped:
         raise InvalidUpdateError("the unmask request names an MSP both as sent and as dropped")
     if node not in survivors:
         raise InvalidUpdateError("the unmask request leaves this MSP's own update out")
+    if set(neighbours) - survivors - dropped:
+        raise InvalidUpdateError(
+            "the unmask request names some of this MSP's neighbours neither as sent nor as dropped"
+        )
     if len(survivors) < min_survivors:
         raise InvalidUpdateError(
             f"the unmask request names {len(survivors)} survivors, fewer than {min_survivors}"
