@@ -284,7 +284,7 @@ class MSPNode:
 
         def mask(sealed: Sealed) -> tuple[Sealed, MaskedShares, bytes]:
             with self.masking.run(self._mask_dir(context), context.node_id, run_id) as state:
-                keys = MaskingMemory.keys(state)
+                keys = self.masking.keys(state)
                 MaskingMemory.pin(state, plan)
                 rounds = state.setdefault("rounds", {})
                 if scope.hex() in rounds:
@@ -315,7 +315,7 @@ class MSPNode:
         """This MSP's X25519 public key for the run (made from OS entropy on first ask)."""
         run_id = decode_key_request(message)
         with self.masking.run(self._mask_dir(context), context.node_id, run_id) as state:
-            public = MaskingMemory.keys(state).public
+            public = self.masking.keys(state).public
         return Message(encode_key_reply(public), reply_to=message)
 
     def unmask(self, message: Message, context: Context) -> Message:
@@ -332,7 +332,7 @@ class MSPNode:
             reply = answer_unmask(
                 request,
                 node=context.node_id,
-                keys=MaskingMemory.keys(state),
+                keys=self.masking.keys(state),
                 neighbours={int(n): bytes.fromhex(k) for n, k in entry["neighbours"].items()},
                 scope=scope,
                 min_survivors=max(MIN_MASKED, int(entry["threshold"])),

@@ -265,6 +265,7 @@ class MaskingMemory:
 
     def __init__(self) -> None:
         self._runs: dict[tuple[str, str], dict[str, Any]] = {}
+        self._pairs: dict[str, KeyPair] = {}
         self._lock = threading.Lock()
 
     @contextlib.contextmanager
@@ -284,14 +285,15 @@ class MaskingMemory:
                 yield state
                 _write_private(path, json.dumps(state))
 
-    @staticmethod
-    def keys(state: dict[str, Any]) -> KeyPair:
-        """The run's key pair, made from OS entropy the first time."""
+    def keys(self, state: dict[str, Any]) -> KeyPair:
+        """The run's key pair, made from OS entropy the first time (kept in this process,
+        with the secrets it agreed with peers)."""
         if "private" not in state:
             pair = KeyPair()
             state["private"] = pair.private_bytes.hex()
-            return pair
-        return KeyPair(bytes.fromhex(state["private"]))
+        if state["private"] not in self._pairs:
+            self._pairs[state["private"]] = KeyPair(bytes.fromhex(state["private"]))
+        return self._pairs[state["private"]]
 
     @staticmethod
     def pin(state: dict[str, Any], plan: MaskingPlan) -> None:

@@ -260,6 +260,7 @@ class KeyPair:
             else X25519PrivateKey.from_private_bytes(private)
         )
         self.public = self._key.public_key().public_bytes_raw()
+        self._agreed: dict[bytes, bytes] = {}
 
     @property
     def private_bytes(self) -> bytes:
@@ -267,8 +268,11 @@ class KeyPair:
         return self._key.private_bytes_raw()
 
     def agree(self, peer_public: bytes) -> bytes:
-        """The X25519 shared secret with a peer (raises on a malformed or low-order key)."""
-        return shared_secret(self._key, peer_public)
+        """The X25519 shared secret with a peer (raises on a malformed or low-order key);
+        remembered for the key pair's life (a run): masking and unmasking need it again."""
+        if peer_public not in self._agreed:
+            self._agreed[peer_public] = shared_secret(self._key, peer_public)
+        return self._agreed[peer_public]
 
 
 def shared_secret(key: X25519PrivateKey, peer_public: bytes) -> bytes:
