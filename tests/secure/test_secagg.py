@@ -183,3 +183,17 @@ def test_expansion_rejects_words_at_or_above_the_modulus():
         e = expand(seed, [q], 50)[0].astype(object)
         naive = naive + (e if positive else -e)
     assert [int(v) for v in mask_sum(terms, [q], 50)[0]] == [int(v) % q for v in naive]
+
+
+def test_masking_while_sealing_equals_masking_after(backend):
+    """``seal(values, mask=)`` writes the ciphertexts ``shift`` would: both open, summed with
+    the mask subtracted, to the values."""
+    sealer, aggregator = backend
+    values = np.random.default_rng(3).normal(size=5000)
+    mask = expand(bytes(32), sealer.moduli, sealer.mask_size(values.size))
+    sealed = sealer.seal(values, mask=mask)
+    aggregator.check(sealed, expected_length=values.size)
+    with pytest.raises(InvalidUpdateError):
+        sealer.open(sealed)
+    opened = sealer.open(aggregator.shift(sealed, mask, subtract=True))
+    np.testing.assert_allclose(opened, values, atol=1e-5)

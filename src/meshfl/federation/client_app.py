@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
@@ -57,7 +57,10 @@ from meshfl.secure.aggregate import seal_payload
 from meshfl.secure.backend import PLAINTEXT, Sealed, Sealer
 from meshfl.secure.binding import Binding, tags
 from meshfl.secure.masking import round_scope
-from meshfl.secure.secagg import MIN_MASKED, MaskedShares, MaskingPlan, answer_unmask, mask_update
+from meshfl.secure.secagg import MIN_MASKED, MaskedShares, MaskingPlan, answer_unmask, mask_for
+
+if TYPE_CHECKING:
+    from meshfl.secure.ckks import CKKSSealer
 
 _OptionalCount = Count | None
 
@@ -275,28 +278,25 @@ class MSPNode:
         plan: MaskingPlan,
         box: Sealer,
         context: Context,
-    ) -> Callable[[Sealed], tuple[Sealed, MaskedShares, bytes]]:
-        """Masks the round's sealed update as ``plan`` says, once per round."""
+    ) -> Callable[[np.ndarray], tuple[Sealed, MaskedShares, bytes]]:
+        """Seals and masks the round's payload as ``plan`` says, once per round."""
         if not hasattr(box, "shift"):
             raise MeshflError("a masked round needs the CKKS back end")
         run_id = ins.context.run_id
         scope = round_scope(run_id, ins.context.session, agent.name, ins.server_round)
 
-        def mask(sealed: Sealed) -> tuple[Sealed, MaskedShares, bytes]:
+        def mask(payload: np.ndarray) -> tuple[Sealed, MaskedShares, bytes]:
             with self.masking.run(self._mask_dir(context), context.node_id, run_id) as state:
                 keys = self.masking.keys(state)
                 MaskingMemory.pin(state, plan)
                 rounds = state.setdefault("rounds", {})
                 if scope.hex() in rounds:
                     raise MeshflError("this MSP already masked an update for this round")
-                masked, shares = mask_update(
-                    box,  # type: ignore[arg-type]  # a CKKS sealer: checked above
-                    sealed,
-                    node=context.node_id,
-                    keys=keys,
-                    plan=plan,
-                    scope=scope,
+                ring = cast("CKKSSealer", box)  # checked above
+                mask, shares = mask_for(
+                    ring, payload.size, node=context.node_id, keys=keys, plan=plan, scope=scope
                 )
+                masked = ring.seal(payload, mask=mask)
                 rounds[scope.hex()] = {
                     "neighbours": {
                         str(n): k.hex()
@@ -368,7 +368,7 @@ class MSPNode:
         context: Context,
         *,
         records: int,
-        masker: Callable[[Sealed], tuple[Sealed, MaskedShares, bytes]] | None = None,
+        masker: Callable[[np.ndarray], tuple[Sealed, MaskedShares, bytes]] | None = None,
     ) -> RecordDict:
         """The reply's content: the sealed, bound update and what may travel in the clear."""
         dp = ins.context.privacy
@@ -381,13 +381,14 @@ class MSPNode:
         # Under DP every MSP weighs 1: the weight is its row count, and every key holder
         # would read the exact total of rows from a sum, which no noise covers.
         weight = 1.0 if dp is not None else update.weight
-        sealed = replace(
-            box.seal(seal_payload(update.vector, weight, tag=tag)), binding=binding.to_json()
-        )
+        payload = seal_payload(update.vector, weight, tag=tag)
         masking: tuple[MaskedShares, bytes] | None = None
         if masker is not None:  # a masked round: the ciphertext is useless on its own
-            sealed, shares, public = masker(sealed)
+            sealed, shares, public = masker(payload)
             masking = (shares, public)
+        else:
+            sealed = box.seal(payload)
+        sealed = replace(sealed, binding=binding.to_json())
         content = encode_update(
             sealed,
             # Under DP nothing computed from the raw rows leaves in the clear: the noise

@@ -259,8 +259,12 @@ class CKKSSealer(_CodecSide):
             self._binding_key = hashlib.sha256(b"meshfl-binding-v1\x00" + material).digest()
         return self._binding_key
 
-    def seal(self, values: np.ndarray) -> Sealed:
+    def seal(self, values: np.ndarray, *, mask: np.ndarray | None = None) -> Sealed:
         """Encrypt a flat float vector, N/2 values per ciphertext.
+
+        ``mask`` (shape ``(len(moduli), mask_size(len(values)))``, residues below each
+        prime) is added to the ciphertexts' ``c0`` as they are packed: what :meth:`shift`
+        would do afterwards, without unpacking them again (:mod:`meshfl.secure.secagg`).
 
         Raises
         ------
@@ -273,7 +277,11 @@ class CKKSSealer(_CodecSide):
         array = as_flat_floats(values)
         if not float(np.max(np.abs(array))) < self.max_seal_abs:
             raise ValueRangeError(_range_message(self._codec))
-        slots = self._codec.slots
+        slots, degree = self._codec.slots, self._codec.degree
+        if mask is not None and (
+            mask.dtype != np.uint64 or mask.shape != (len(self.moduli), self.mask_size(array.size))
+        ):
+            raise ValueError("the mask does not fit this payload's ciphertexts")
         chunks = []
         for start in range(0, array.size, slots):
             part = array[start : start + slots].tolist()
@@ -283,7 +291,9 @@ class CKKSSealer(_CodecSide):
                 if "too large" in str(err):
                     raise ValueRangeError(_range_message(self._codec)) from None
                 raise
-            chunks.append(self._codec.dump(vector))
+            j = start // slots
+            part = None if mask is None else mask[:, j * degree : (j + 1) * degree]
+            chunks.append(self._codec.dump(vector, part))
         return Sealed(CKKS, self.key_id, int(array.size), tuple(chunks))
 
     def open(self, sealed: Sealed) -> np.ndarray:
@@ -640,8 +650,13 @@ class _Codec:
             chunks.append(_rewrap(chunk, words))
         return replace(sealed, chunks=tuple(chunks))
 
-    def dump(self, vector: ts.CKKSVector) -> bytes:
-        return _pack_chunk(bytes(vector.serialize()))
+    def dump(self, vector: ts.CKKSVector, c0_mask: np.ndarray | None = None) -> bytes:
+        if c0_mask is None:
+            return _pack_chunk(bytes(vector.serialize()))
+        packed = _pack_chunk(bytes(vector.serialize()), c0_mask, self.moduli)
+        if not packed.startswith(_MAGIC):  # pragma: no cover - depends on the TenSEAL build
+            raise InvalidUpdateError("cannot mask a ciphertext that is not in the packed form")
+        return packed
 
     def load(self, chunk: bytes, index: int, count: int, n_values: int | None) -> ts.CKKSVector:
         where = f"chunk {index + 1} of {count}"
@@ -837,7 +852,9 @@ class _CorruptChunkError(ValueError):
     pass
 
 
-def _pack_chunk(raw: bytes) -> bytes:
+def _pack_chunk(raw: bytes, c0_mask: np.ndarray | None = None, moduli: Sequence[int] = ()) -> bytes:
+    """TenSEAL's bytes of one ciphertext in the packed form, with ``c0_mask`` (shape
+    ``(len(moduli), N)``) added to its ``c0`` modulo each prime when given."""
     try:
         n_values, blob, scale = _parse_vector(raw)
         members, major, minor = _seal_members(blob, limit=None)
@@ -849,6 +866,11 @@ def _pack_chunk(raw: bytes) -> bytes:
     except (ValueError, struct.error):
         return raw
     words = np.frombuffer(members, dtype="<u8", offset=start)
+    if c0_mask is not None:
+        from meshfl.secure.masking import add_mod
+
+        words = words.copy()
+        add_mod(words[: c0_mask.size].reshape(c0_mask.shape), c0_mask, moduli)
     width = 4 * max(1, math.ceil(int(words.max()).bit_length() / 4))
     if width > 60 or coefficients % 2 or start > 0xFFFF:
         return raw

@@ -66,6 +66,7 @@ __all__ = [
     "UnmaskReply",
     "UnmaskRequest",
     "answer_unmask",
+    "mask_for",
     "mask_update",
 ]
 
@@ -143,16 +144,17 @@ def _aad(scope: bytes, sender: int, receiver: int) -> bytes:
 # --- the MSP ----------------------------------------------------------------------------
 
 
-def mask_update(
+def mask_for(
     ring: Ring,
-    sealed: Sealed,
+    length: int,
     *,
     node: int,
     keys: KeyPair,
     plan: MaskingPlan,
     scope: bytes,
-) -> tuple[Sealed, MaskedShares]:
-    """Mask one MSP's sealed update for the round, and share its self-mask seed.
+) -> tuple[np.ndarray, MaskedShares]:
+    """One MSP's total mask for a payload of ``length`` values this round, and the encrypted
+    shares of its self-mask seed (pass the mask to ``CKKSSealer.seal(..., mask=)``).
 
     The seed ``b_i`` is drawn here from OS entropy and never leaves but as shares.
     """
@@ -163,7 +165,6 @@ def mask_update(
         raise InvalidUpdateError(
             f"the masking plan's threshold {plan.threshold} is outside [2, {len(holders)}]"
         )
-    moduli, count = ring.moduli, ring.mask_size(sealed.length)
     own = secrets.token_bytes(SEED_BYTES)  # OS entropy: fresh every round
     terms = [(own, True)]
     shares = split_secret(own, plan.threshold, holders)
@@ -177,8 +178,22 @@ def mask_update(
         terms.append((pairwise_seed(shared, scope, node, peer), node < peer))
         key = share_key(shared, scope, node, peer)
         boxes.append(encrypt_share(key, shares[peer], _aad(scope, node, peer)))
-    total = mask_sum(terms, moduli, count)
-    return ring.shift(sealed, total), MaskedShares(holders, tuple(boxes))
+    total = mask_sum(terms, ring.moduli, ring.mask_size(length))
+    return total, MaskedShares(holders, tuple(boxes))
+
+
+def mask_update(
+    ring: Ring,
+    sealed: Sealed,
+    *,
+    node: int,
+    keys: KeyPair,
+    plan: MaskingPlan,
+    scope: bytes,
+) -> tuple[Sealed, MaskedShares]:
+    """Mask one MSP's already sealed update for the round (:func:`mask_for`, then shift)."""
+    mask, shares = mask_for(ring, sealed.length, node=node, keys=keys, plan=plan, scope=scope)
+    return ring.shift(sealed, mask), shares
 
 
 def answer_unmask(
