@@ -1,3 +1,7 @@
+import argparse
+
+import pytest
+
 from meshfl.cli import main
 
 
@@ -170,3 +174,45 @@ def test_agents_sample_writes_a_csv_the_agent_accepts(tmp_path, capsys):
     assert len(get("anomaly")({}).load_data(out)) == 30
     assert main(["agents", "sample", "nope", "--out", str(out)]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def _parsers(parser):
+    """The parser and every subcommand's parser below it."""
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _parsers(sub)
+
+
+def test_every_option_has_help_and_help_shows_defaults(capsys):
+    from meshfl.cli import build_parser
+
+    for parser in _parsers(build_parser()):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):  # each command has its help
+                assert all(choice.help for choice in action._choices_actions), parser.prog
+            else:
+                assert action.help, f"{parser.prog} {action.option_strings or action.dest}: no help"
+        assert "``" not in parser.format_help(), f"{parser.prog}: raw RST in the help"
+    with pytest.raises(SystemExit):
+        main(["simulate", "--help"])
+    out = capsys.readouterr().out
+    assert "(default: 5)" in out and "(default: 400)" in out and "--num-msps" in out
+
+
+def test_simulate_own_data_dir_with_privacy(tmp_path, capsys):
+    for i in range(3):
+        out = tmp_path / f"msp-{i}" / "anomaly.csv"
+        assert main(["agents", "sample", "anomaly", "--out", str(out), "--rows", "120"]) == 0
+    args = ["simulate", "--agent", "anomaly", "--data", str(tmp_path), "--epsilon", "2"]
+    assert main([*args, "--rounds", "2", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "3 MSPs, 2 rounds, seed 0, ε = 2" in out and "auc" in out
+
+
+def test_simulate_data_dir_without_the_agents_csv_is_explained(tmp_path, capsys):
+    (tmp_path / "msp-0").mkdir()
+    assert main(["simulate", "--agent", "anomaly", "--data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "msp-0/anomaly.csv" in err and "meshfl agents sample anomaly" in err

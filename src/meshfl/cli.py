@@ -1,7 +1,8 @@
 """The ``meshfl`` command line: simulate a federation, list agents.
 
 meshfl simulate                       # every built agent, 5 MSPs, 3 rounds
-meshfl simulate --agent anomaly --msps 10 --rounds 5
+meshfl simulate --agent anomaly --num-msps 10 --rounds 5
+meshfl simulate --agent anomaly --epsilon 1 --data data/   # data/<msp>/anomaly.csv
 meshfl agents
 meshfl bench privacy --agent threat_intel --epsilons 0.1,0.5,1,2,8,inf
 meshfl keys init --out keys/
@@ -39,6 +40,30 @@ TABLE_COLUMNS = [
     "loss",
     "seconds",
 ]
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, where it has one worth saying."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            action.option_strings
+            and not any(default is v for v in (None, False, argparse.SUPPRESS))
+            and "default" not in text
+        ):
+            text += " (default: %(default)s)"
+        return text
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose subcommands (argparse makes them of this class) show
+    defaults too."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
 
 
 def format_history(history: pd.DataFrame) -> str:
@@ -82,6 +107,7 @@ def _cmd_agents_sample(args: argparse.Namespace) -> int:
         raise ConfigError(f"--rows must be at least 1. Got {args.rows}.")
     agent = get(args.name)({})
     rows = agent.load_data(agent.synthetic_data(args.rows, seed=args.seed))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     rows.to_csv(args.out, index=False)
     print(f"wrote {len(rows)} rows of {agent.schema.name} to {args.out}")
     return 0
@@ -118,23 +144,54 @@ def agent_config(args: argparse.Namespace, name: str) -> dict[str, Any]:
     return config
 
 
+def msp_csvs(data_dir: str | Path, agent: str) -> list[Path]:
+    """``<data_dir>/<msp>/<agent>.csv`` for every MSP directory that has one, sorted: the
+    layout of ``meshfl-node --data-dir``, one directory per MSP."""
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise ConfigError(f"--data {root} is not a directory.")
+    found = sorted(p for p in root.glob(f"*/{agent}.csv") if p.is_file())
+    if not found:
+        raise ConfigError(
+            f"--data {root} holds no {agent} data: it needs one directory per MSP, each with "
+            f"{agent}.csv (e.g. {root}/msp-0/{agent}.csv; `meshfl agents sample {agent} "
+            f"--out {root}/msp-0/{agent}.csv` writes one)."
+        )
+    return found
+
+
+def privacy_config(args: argparse.Namespace) -> Any:
+    """The DPConfig that ``--epsilon``, ``--delta`` and ``--unit`` give (None: no privacy)."""
+    if args.epsilon is None:
+        return None
+    from meshfl.privacy import DPConfig
+
+    return DPConfig(epsilon=args.epsilon, delta=args.delta, unit=args.unit)
+
+
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from meshfl.agents import built, get
     from meshfl.simulation import simulate
 
     names = args.agent or built()
+    privacy = privacy_config(args)
     for name in names:
         config = agent_config(args, name)
+        data = msp_csvs(args.data, name) if args.data else None
+        msps = len(data) if data else args.num_msps
         rounds = args.rounds or get(name)(config).suggested_rounds()
-        print(f"\n== {name}: {args.msps} MSPs, {rounds} rounds, seed {args.seed} ==", flush=True)
+        dp = f", ε = {args.epsilon:g}" if privacy else ""
+        print(f"\n== {name}: {msps} MSPs, {rounds} rounds, seed {args.seed}{dp} ==", flush=True)
         result = simulate(
             agent=name,
-            num_msps=args.msps,
+            num_msps=msps,
             rounds=rounds,
             seed=args.seed,
+            data=data,
             agent_config=config,
-            samples_per_msp=args.samples,
+            samples_per_msp=args.samples_per_msp,
             alpha=args.alpha,
+            privacy=privacy,
             secure_aggregation=args.secure_aggregation,
             backend=args.backend,
             progress=not args.no_progress,
@@ -160,13 +217,14 @@ def _cmd_bench_privacy(args: argparse.Namespace) -> int:
     frame = privacy_sweep(
         agent=args.agent,
         epsilons=parse_epsilons(args.epsilons),
-        num_msps=args.msps,
+        num_msps=args.num_msps,
         rounds=args.rounds,
         seed=args.seed,
         delta=args.delta,
         unit=args.unit,
         agent_config=config,
-        samples_per_msp=args.samples,
+        samples_per_msp=args.samples_per_msp,
+        secure_aggregation=args.secure_aggregation,
         progress=not args.no_progress,
     )
     shown = frame.drop(columns=["delta"])
@@ -230,7 +288,7 @@ def _version() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``meshfl`` command."""
-    parser = argparse.ArgumentParser(prog="meshfl", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="meshfl", description=__doc__.splitlines()[0].replace("``", ""))
     parser.add_argument("-v", "--verbose", action="store_true", help="log Flower and meshfl")
     parser.add_argument("--version", action="version", version=f"meshfl {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -244,8 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample = about.add_parser("sample", help="write a valid sample CSV of an agent's data")
     sample.add_argument("name", help="the agent (see `meshfl agents`)")
     sample.add_argument("--out", required=True, help="the CSV file to write")
-    sample.add_argument("--rows", type=int, default=100, help="rows to write (default 100)")
-    sample.add_argument("--seed", type=int, default=0, help="seed of the rows (default 0)")
+    sample.add_argument("--rows", type=int, default=100, help="rows to write")
+    sample.add_argument("--seed", type=int, default=0, help="seed of the rows")
     sample.set_defaults(func=_cmd_agents_sample)
     _add_simulate(sub)
     _add_bench(sub)
@@ -253,29 +311,76 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_simulate(sub: Any) -> None:
-    sim = sub.add_parser("simulate", help="simulate a federation of MSPs in one process")
-    sim.add_argument(
-        "--agent", action="append", help="agent to train (repeatable; default: all built)"
-    )
-    sim.add_argument("--msps", type=int, default=5, help="number of MSPs (default 5)")
-    sim.add_argument(
+def _add_federation_options(cmd: argparse.ArgumentParser) -> None:
+    """Options ``simulate`` and ``bench privacy`` share, named as in ``meshfl.simulate``."""
+    cmd.add_argument("--num-msps", "--msps", type=int, default=5, help="MSPs in the federation")
+    cmd.add_argument(
         "--rounds", type=int, help="federated rounds (default: the agent's suggestion, often 3)"
     )
-    sim.add_argument("--seed", type=int, default=0)
-    sim.add_argument("--samples", type=int, default=400, help="synthetic rows per MSP")
-    sim.add_argument("--alpha", type=float, default=0.5, help="Dirichlet label skew")
-    sim.add_argument("--encoder", help="text encoder of the text agents ('minilm', 'tiny', path)")
-    sim.add_argument("--agent-config", help="the agent's config fields as a JSON object")
-    sim.add_argument("--backend", choices=["in-process", "ray"], default="in-process")
-    sim.add_argument(
+    cmd.add_argument("--seed", type=int, default=0, help="seed of data, partitions and models")
+    cmd.add_argument(
+        "--samples-per-msp",
+        "--samples",
+        type=int,
+        default=400,
+        help="synthetic rows per MSP, on average",
+    )
+    cmd.add_argument(
+        "--agent-config", help="the agent's config fields as a JSON object, e.g. '{\"depth\": 6}'"
+    )
+    cmd.add_argument(
+        "--encoder",
+        help="text encoder of the text agents ('minilm', 'tiny' or a path); "
+        "short for --agent-config '{\"encoder\": ...}'",
+    )
+    cmd.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _add_privacy_options(cmd: argparse.ArgumentParser) -> None:
+    """δ and the unit of differential privacy (ε is the command's own option)."""
+    cmd.add_argument("--delta", type=float, default=1e-5, help="δ of differential privacy")
+    cmd.add_argument(
+        "--unit",
+        choices=["sample", "msp"],
+        default="sample",
+        help="what differential privacy protects: one record (sample) or a whole MSP (msp)",
+    )
+    cmd.add_argument(
         "--secure-aggregation",
         choices=["ckks", "plaintext"],
         default="ckks",
-        help="ckks (default): the coordinator adds ciphertexts; plaintext: protection off",
+        help="ckks: the coordinator adds ciphertexts; plaintext: protection off",
+    )
+
+
+def _add_simulate(sub: Any) -> None:
+    sim = sub.add_parser("simulate", help="simulate a federation of MSPs in one process")
+    sim.add_argument(
+        "--agent", action="append", help="agent to train (repeatable; default: every built one)"
+    )
+    _add_federation_options(sim)
+    sim.add_argument(
+        "--epsilon",
+        type=float,
+        help="train with differential privacy under this budget ε per MSP (default: off)",
+    )
+    _add_privacy_options(sim)
+    sim.add_argument(
+        "--data",
+        metavar="DIR",
+        help="your own data: one directory per MSP in DIR, each with <agent>.csv "
+        "(as meshfl-node --data-dir); the MSPs are counted from it (default: synthetic data)",
+    )
+    sim.add_argument(
+        "--alpha", type=float, default=0.5, help="Dirichlet label skew of synthetic data"
+    )
+    sim.add_argument(
+        "--backend",
+        choices=["in-process", "ray"],
+        default="in-process",
+        help="ray: Flower's Simulation Engine (pip install 'meshfl[ray]')",
     )
     sim.add_argument("--out", help="directory to save models and histories to")
-    sim.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     sim.set_defaults(func=_cmd_simulate)
 
 
@@ -285,17 +390,12 @@ def _add_bench(sub: Any) -> None:
     )
     priv = bench.add_parser("privacy", help="accuracy against the privacy budget epsilon")
     priv.add_argument("--agent", required=True, help="agent to sweep")
-    priv.add_argument("--epsilons", default="0.1,0.5,1,2,8,inf", help="comma-separated ε")
-    priv.add_argument("--delta", type=float, default=1e-5)
-    priv.add_argument("--unit", choices=["sample", "msp"], default="sample")
-    priv.add_argument("--msps", type=int, default=5)
-    priv.add_argument("--samples", type=int, default=400, help="synthetic rows per MSP")
-    priv.add_argument("--rounds", type=int, help="default: the agent's suggestion")
-    priv.add_argument("--seed", type=int, default=0)
-    priv.add_argument("--encoder", help="text encoder ('minilm', 'tiny', path)")
-    priv.add_argument("--agent-config", help="the agent's config fields as a JSON object")
+    priv.add_argument(
+        "--epsilons", default="0.1,0.5,1,2,8,inf", help="comma-separated ε ('inf': no privacy)"
+    )
+    _add_privacy_options(priv)
+    _add_federation_options(priv)
     priv.add_argument("--out", default="results/privacy", help="output directory")
-    priv.add_argument("--no-progress", action="store_true")
     priv.set_defaults(func=_cmd_bench_privacy)
 
 

@@ -72,11 +72,13 @@ def privacy_sweep(
     unit: Literal["sample", "msp"] = "sample",
     agent_config: Mapping[str, Any] | None = None,
     samples_per_msp: int = 400,
+    secure_aggregation: Literal["ckks", "plaintext"] = "ckks",
     progress: bool = True,
 ) -> pd.DataFrame:
     """One row per ε (and one local-only reference row): the metric on pooled held-out data.
 
-    ``rounds=None`` takes the agent's suggested number of rounds.
+    ``rounds=None`` takes the agent's suggested number of rounds; the other arguments are
+    those of :func:`meshfl.simulate`.
     """
     trained = registry.get(agent)(dict(agent_config or {}))
     if rounds is None:
@@ -98,6 +100,7 @@ def privacy_sweep(
                 agent_config=agent_config,
                 samples_per_msp=samples_per_msp,
                 privacy=privacy,
+                secure_aggregation=secure_aggregation,
                 progress=progress,
             )
         metric = result.model.agent.metric
