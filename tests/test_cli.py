@@ -186,9 +186,10 @@ def _parsers(parser):
 
 
 def test_every_option_has_help_and_help_shows_defaults(capsys):
-    from meshfl.cli import build_parser
+    from meshfl import cli, node_cli, server_cli
 
-    for parser in _parsers(build_parser()):
+    every = [p for m in (cli, server_cli, node_cli) for p in _parsers(m.build_parser())]
+    for parser in every:
         for action in parser._actions:
             if isinstance(action, argparse._SubParsersAction):  # each command has its help
                 assert all(choice.help for choice in action._choices_actions), parser.prog

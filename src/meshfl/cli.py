@@ -42,7 +42,7 @@ TABLE_COLUMNS = [
 ]
 
 
-class _HelpFormatter(argparse.HelpFormatter):
+class HelpFormatter(argparse.HelpFormatter):
     """Every option's help ends with its default, where it has one worth saying."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
@@ -57,12 +57,12 @@ class _HelpFormatter(argparse.HelpFormatter):
         return text
 
 
-class _Parser(argparse.ArgumentParser):
+class CommandParser(argparse.ArgumentParser):
     """An argument parser whose subcommands (argparse makes them of this class) show
     defaults too."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("formatter_class", _HelpFormatter)
+        kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
 
 
@@ -288,7 +288,7 @@ def _version() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``meshfl`` command."""
-    parser = _Parser(prog="meshfl", description=__doc__.splitlines()[0].replace("``", ""))
+    parser = CommandParser(prog="meshfl", description=__doc__.splitlines()[0].replace("``", ""))
     parser.add_argument("-v", "--verbose", action="store_true", help="log Flower and meshfl")
     parser.add_argument("--version", action="version", version=f"meshfl {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -199,7 +199,11 @@ def check_node(
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``meshfl-node``."""
-    parser = argparse.ArgumentParser(prog="meshfl-node", description=__doc__.splitlines()[0])
+    from meshfl.cli import CommandParser
+
+    parser = CommandParser(
+        prog="meshfl-node", description=__doc__.splitlines()[0].replace("``", "")
+    )
     parser.add_argument("--superlink", required=True, help="the coordinator's host:port")
     data = parser.add_mutually_exclusive_group(required=True)
     data.add_argument("--data-dir", help="folder of <agent>.csv files")

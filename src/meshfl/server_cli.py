@@ -121,7 +121,11 @@ def _cmd_register_node(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``meshfl-server``."""
-    parser = argparse.ArgumentParser(prog="meshfl-server", description=__doc__.splitlines()[0])
+    from meshfl.cli import CommandParser
+
+    parser = CommandParser(
+        prog="meshfl-server", description=__doc__.splitlines()[0].replace("``", "")
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for name, func, text in (
         ("status", _cmd_status, "runs and the latest round of every agent"),
@@ -133,7 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
         if name != "export":
             cmd.add_argument("--json", action="store_true", help="print JSON, not a table")
         if name != "status":
-            cmd.add_argument("--agent", required=name == "export")
+            cmd.add_argument(
+                "--agent",
+                required=name == "export",
+                help="the agent whose model to export"
+                if name == "export"
+                else "only this agent's versions (default: every agent)",
+            )
         if name == "export":
             cmd.add_argument("--round", type=int, help="default: the latest")
             cmd.add_argument("--out", required=True, help="file to write")
