@@ -54,9 +54,10 @@ def benchmarks(session: nox.Session) -> None:
 
 @nox.session
 def docs(session: nox.Session) -> None:
-    """Run the doctests of the public façades."""
-    _install(session)
+    """Run the doctests of the public façades and build the docs site strictly (site/)."""
+    _install(session, "test,docs")
     session.run(
         "pytest", "--doctest-modules", "src/meshfl/__init__.py", "src/meshfl/agents/__init__.py",
         "src/meshfl/simulation.py", "src/meshfl/privacy/",
     )
+    session.run("mkdocs", "build", "--strict")
