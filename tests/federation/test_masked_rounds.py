@@ -144,3 +144,18 @@ def test_simulate_masks_by_default_and_learns():
     assert list(result.history["masked"]) == [True, True]
     assert result.history["unmask_failed"].isna().all()
     assert result.history["auc"].iloc[-1] > 0.6
+
+
+def test_the_dropout_parameter_is_checked_and_turning_masking_off_warns(keys):
+    from meshfl.config.errors import ConfigError
+    from meshfl.federation import run_plan
+
+    with pytest.raises(ValueError, match="masking_dropout"):
+        AgentPlan(agent="anomaly", masking_dropout=0.5)
+    grid, strategy = _mesh(keys, 3)
+    with pytest.raises(ConfigError, match="'masking_dropout' parameter"):
+        AgentStrategy(strategy.agent, keys[1], masking_dropout=-0.1)
+    plan = AgentPlan(agent="anomaly", agent_config=FAST_ANOMALY, rounds=1, masking=False)
+    with pytest.warns(UserWarning, match="masking is off"):
+        run = run_plan(grid, plan, keys[1])
+    assert [r["masked"] for r in run.history] == [False]

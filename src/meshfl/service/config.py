@@ -109,6 +109,15 @@ class AgentSection(MeshflConfig):
     )
     seed: int = Field(0, ge=0)
     secure_aggregation: Literal["ckks", "plaintext"] = "ckks"
+    masking: bool = Field(
+        True, description="Masks inside the ciphertexts (rounds of 3 or more MSPs, CKKS)."
+    )
+    masking_dropout: float = Field(
+        1 / 3,
+        ge=0,
+        lt=0.5,
+        description="Share of an MSP's neighbours that may drop before unmasking.",
+    )
     privacy: DPConfig | None = None
     config: dict[str, Any] = Field(default_factory=dict, description="The agent's own config.")
 
@@ -144,6 +153,8 @@ class MeshConfig(MeshflConfig):
                 connect_timeout=section.connect_timeout,
                 seed=section.seed,
                 privacy=section.privacy,
+                masking=section.masking,
+                masking_dropout=section.masking_dropout,
             )
             for name, section in self.agents.items()
         ]
@@ -169,6 +180,14 @@ class MeshConfig(MeshflConfig):
                 warnings.warn(
                     f"agents.{name}.secure_aggregation = 'plaintext': the coordinator can read "
                     "every update of this agent.",
+                    UserWarning,
+                    stacklevel=2,
+                )
+            elif not section.masking:
+                warnings.warn(
+                    f"agents.{name}.masking = false: an MSP colluding with the coordinator "
+                    "can read every other MSP's update of this agent (they all hold the CKKS "
+                    "secret key).",
                     UserWarning,
                     stacklevel=2,
                 )
