@@ -236,14 +236,25 @@ def recover_secret(shares: Mapping[int, bytes], threshold: int, size: int = SEED
 
 
 def _interpolate(points: Sequence[tuple[int, int]]) -> int:
-    total = 0
-    for i, (xi, yi) in enumerate(points):
+    """Lagrange at 0, with one modular inversion for all points (Montgomery's trick)."""
+    nums, dens = [], []
+    for i, (xi, _) in enumerate(points):
         num, den = 1, 1
         for j, (xj, _) in enumerate(points):
             if i != j:
                 num = num * xj % _PRIME
                 den = den * (xj - xi) % _PRIME
-        total = (total + yi * num * pow(den, -1, _PRIME)) % _PRIME
+        nums.append(num)
+        dens.append(den)
+    prefix = [1]
+    for den in dens:
+        prefix.append(prefix[-1] * den % _PRIME)
+    inverse = pow(prefix[-1], -1, _PRIME)  # of the product of every denominator
+    total = 0
+    for i in range(len(points) - 1, -1, -1):
+        inv_i = inverse * prefix[i] % _PRIME  # 1 / dens[i]
+        inverse = inverse * dens[i] % _PRIME
+        total = (total + points[i][1] * nums[i] % _PRIME * inv_i) % _PRIME
     return total
 
 

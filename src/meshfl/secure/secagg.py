@@ -315,8 +315,13 @@ class RoundMasking:
         moduli, count = ring.moduli, ring.mask_size(length)
         terms: list[tuple[bytes, bool]] = []
         short = []
+        held: dict[int, dict[int, bytes]] = {sender: {} for sender in s}
+        for holder, reply in replies.items():
+            for sender, share in reply.shares.items():
+                if sender in held:
+                    held[sender][holder] = share
         for sender in s:
-            got = {j: r.shares[sender] for j, r in replies.items() if sender in r.shares}
+            got = held[sender]
             if len(got) < self.threshold:
                 short.append(sender)
                 continue
