@@ -16,6 +16,7 @@ from meshfl.config.errors import ConfigError, DataSchemaError, MeshflError
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from meshfl.federation.exported_model import open_export
     from meshfl.simulation import SimulationResult, simulate
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "__version__",
     "agents",
     "load",
+    "open_export",
     "simulate",
 ]
 
@@ -36,4 +38,8 @@ def __getattr__(name: str) -> Any:
         from meshfl import simulation
 
         return getattr(simulation, name)
+    if name == "open_export":  # an export of a deployed mesh, opened with the MSPs' key
+        from meshfl.federation.exported_model import open_export
+
+        return open_export
     raise AttributeError(f"module 'meshfl' has no attribute {name!r}")

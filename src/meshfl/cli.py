@@ -5,6 +5,7 @@ meshfl simulate --agent anomaly --num-msps 10 --rounds 5
 meshfl simulate --agent anomaly --epsilon 1 --data data/   # data/<msp>/anomaly.csv
 meshfl agents
 meshfl bench privacy --agent threat_intel --epsilons 0.1,0.5,1,2,8,inf
+meshfl open anomaly.mfl --secret-key keys/msp.secret.ckks --config mesh.toml --out anomaly.npz
 meshfl keys init --out keys/
 meshfl certs init --out certs/ --host coordinator.example
 meshfl node-keys init --out keys/msp-0
@@ -234,6 +235,29 @@ def _cmd_bench_privacy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_open(args: argparse.Namespace) -> int:
+    from meshfl.federation.exported_model import open_export
+    from meshfl.store.model_store import read_export
+
+    header, _ = read_export(args.export)
+    name = header["agent"]
+    config, seed = agent_config(args, name), args.seed
+    if args.config:
+        from meshfl.service.config import load_mesh_config
+
+        section = load_mesh_config(args.config).agents.get(name)
+        if section is None:
+            raise ConfigError(f"{args.config} has no [agents.{name}] table for this {name} export.")
+        config, seed = {**section.config, **config}, section.seed
+    model = open_export(args.export, secret_key=args.secret_key, agent_config=config, seed=seed)
+    print(f"{name}, run {header['run_id']}, round {header['round']}: {model!r}")
+    for metric, value in sorted((header.get("metrics") or {}).items()):
+        print(f"  {metric}: {value}")
+    if args.out:
+        print(f"saved to {model.save(args.out)} (meshfl.load opens it)")
+    return 0
+
+
 def _cmd_keys_init(args: argparse.Namespace) -> int:
     from meshfl.secure.keys import generate_keys
 
@@ -306,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=0, help="seed of the rows")
     sample.set_defaults(func=_cmd_agents_sample)
     _add_simulate(sub)
+    _add_open(sub)
     _add_bench(sub)
     _add_key_commands(sub)
     return parser
@@ -382,6 +407,24 @@ def _add_simulate(sub: Any) -> None:
     )
     sim.add_argument("--out", help="directory to save models and histories to")
     sim.set_defaults(func=_cmd_simulate)
+
+
+def _add_open(sub: Any) -> None:
+    cmd = sub.add_parser(
+        "open", help="open a model `meshfl-server export` wrote, with the MSPs' secret key"
+    )
+    cmd.add_argument("export", help="the exported model (.mfl)")
+    cmd.add_argument(
+        "--secret-key", help="the MSPs' msp.secret.ckks (none for an unencrypted mesh)"
+    )
+    cmd.add_argument(
+        "--config", help="the mesh's mesh.toml: the agent's config and seed come from it"
+    )
+    cmd.add_argument("--agent-config", help="the agent's config as a JSON object (no --config)")
+    cmd.add_argument("--encoder", help="text encoder of a text agent, as in its mesh.toml")
+    cmd.add_argument("--seed", type=int, default=0, help="the run's seed (no --config)")
+    cmd.add_argument("--out", help="save the opened model to this .npz (plaintext)")
+    cmd.set_defaults(func=_cmd_open)
 
 
 def _add_bench(sub: Any) -> None:
