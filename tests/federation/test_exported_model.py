@@ -72,3 +72,23 @@ def test_meshfl_open_writes_a_model_meshfl_load_opens(exported, tmp_path, capsys
     assert "round 2" in capsys.readouterr().out
     np.testing.assert_array_equal(meshfl.load(out).vector, expected)
     assert meshfl.open_export is open_export
+
+
+def test_meshfl_open_takes_config_and_seed_from_mesh_toml(exported, tmp_path, capsys):
+    from meshfl.cli import main
+
+    path, keys, expected, _ = exported
+    mesh = tmp_path / "mesh.toml"
+    mesh.write_text(
+        f'[coordinator]\npublic_key = "{keys.public}"\n\n'
+        "[agents.anomaly]\nseed = 3\nconfig = { trees_per_round = 4, depth = 5 }\n"
+    )
+    out = tmp_path / "anomaly.npz"
+    args = ["open", str(path), "--secret-key", str(keys.secret), "--config", str(mesh)]
+    assert main([*args, "--out", str(out)]) == 0
+    from meshfl import load
+
+    np.testing.assert_array_equal(load(out).vector, expected)
+    mesh.write_text(f'[coordinator]\npublic_key = "{keys.public}"\n\n[agents.revenue]\n')
+    assert main(args) == 2
+    assert "no [agents.anomaly] table" in capsys.readouterr().err
