@@ -56,7 +56,7 @@ def open_export(
     meshfl.secure.binding.UnverifiedAggregateError
         A sum is not a true aggregate of this run, agent and round order.
     """
-    header, history = read_export(path)
+    header, history = read_export(os.fspath(path))
     backends = {sealed.backend for sealed in history}
     sealer: Sealer
     if backends == {"plaintext"}:
