@@ -159,3 +159,32 @@ def test_the_dropout_parameter_is_checked_and_turning_masking_off_warns(keys):
     with pytest.warns(UserWarning, match="masking is off"):
         run = run_plan(grid, plan, keys[1])
     assert [r["masked"] for r in run.history] == [False]
+
+
+def test_the_masking_state_lives_in_the_node_context(keys):
+    """A node whose unmask request is served by another ClientApp instance than its train
+    message (as a Ray worker pool may do) still answers: the state is in Context.state."""
+    sealer, aggregator = keys
+    plan = AgentPlan(agent="anomaly", agent_config=FAST_ANOMALY, rounds=1, min_msps=3)
+    agent = plan.build_agent()
+    parts = make_partitions(agent, num_msps=4, seed=0, samples_per_msp=60)
+
+    def app():
+        return make_client_app(
+            lambda _a, ctx: parts[ctx.node_config["partition-id"]],
+            sealer=lambda _ctx: sealer,
+            min_contributors=2,
+        )
+
+    first, second = app(), app()
+
+    def served(message, context):
+        unmask = message.metadata.message_type == f"query.{UNMASK_ACTION}"
+        return (second if unmask else first)(message, context)
+
+    grid = InProcessGrid(served, 4)
+    context = RoundContext(run_id="run-c", session="s1", total_rounds=1)
+    strategy = AgentStrategy(agent, aggregator, min_msps=3, context=context)
+    replies = list(grid.send_and_receive(strategy.configure_train(1, grid)))
+    result = strategy.aggregate_train(1, replies)
+    assert result.masked and result.changed and result.unmask_no_reply == 0

@@ -286,7 +286,9 @@ class MSPNode:
         scope = round_scope(run_id, ins.context.session, agent.name, ins.server_round)
 
         def mask(payload: np.ndarray) -> tuple[Sealed, MaskedShares, bytes]:
-            with self.masking.run(self._mask_dir(context), context.node_id, run_id) as state:
+            with self.masking.run(
+                self._mask_dir(context), context.node_id, run_id, context.state
+            ) as state:
                 keys = self.masking.keys(state)
                 MaskingMemory.pin(state, plan)
                 rounds = state.setdefault("rounds", {})
@@ -314,7 +316,9 @@ class MSPNode:
     def mask_keys(self, message: Message, context: Context) -> Message:
         """This MSP's X25519 public key for the run (made from OS entropy on first ask)."""
         run_id = decode_key_request(message)
-        with self.masking.run(self._mask_dir(context), context.node_id, run_id) as state:
+        with self.masking.run(
+            self._mask_dir(context), context.node_id, run_id, context.state
+        ) as state:
             public = self.masking.keys(state).public
         return Message(encode_key_reply(public), reply_to=message)
 
@@ -323,7 +327,9 @@ class MSPNode:
         seeds, pairwise seeds with neighbours that sent nothing (never both for one)."""
         (run_id, session, agent, server_round), request = decode_unmask_request(message)
         scope = round_scope(run_id, session, agent, server_round)
-        with self.masking.run(self._mask_dir(context), context.node_id, run_id) as state:
+        with self.masking.run(
+            self._mask_dir(context), context.node_id, run_id, context.state
+        ) as state:
             entry = state.get("rounds", {}).get(scope.hex())
             if entry is None:
                 raise MeshflError("this MSP masked no update for the round it is asked about")

@@ -27,7 +27,7 @@ signed. An MSP keeps its run's key pair, the public keys it pinned (trust on fir
 a changed key is refused) and each masked round's neighbours and whether it answered the
 unmask request, in memory or, with a state directory (a deployed MSP runs one process per
 message), in ``<state-dir>/masking/<run>.json`` (mode 0600, replaced atomically, under a
-file lock).
+file lock); without one, in Flower's per-node ``Context.state`` (record ``meshfl.masking``).
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ __all__ = [
 KEYS_ACTION = "mask_keys"
 UNMASK_ACTION = "mask_unmask"
 _RECORD = "masking"
+_STATE_RECORD = "meshfl.masking"
 _MAX_IDS = 1 << 20
 
 
@@ -269,16 +270,37 @@ class MaskingMemory:
         self._lock = threading.Lock()
 
     @contextlib.contextmanager
-    def run(self, directory: Path | None, node: int, run_id: str) -> Iterator[dict[str, Any]]:
-        """The run's state, to read and change; written back when the block ends."""
+    def run(
+        self,
+        directory: Path | None,
+        node: int,
+        run_id: str,
+        node_state: RecordDict | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """The run's state, to read and change; written back when the block ends.
+
+        Without a directory it lives in ``node_state`` (Flower's ``Context.state``, which
+        the engines keep per node between messages: a Ray worker that serves a node's
+        unmask request may not be the one that served its train message), else in memory.
+        """
         where = str(directory) if directory is not None else f"node:{node}"
+        name = hashlib.sha256(f"{node}\x00{run_id}".encode()).hexdigest()[:32]
         with self._lock:
+            if directory is None and node_state is not None:
+                records = node_state.config_records
+                record = records.get(_STATE_RECORD)
+                text = record.get(name) if record is not None else None
+                state = json.loads(text) if isinstance(text, str) else {}
+                yield state
+                kept = dict(record.items()) if record is not None else {}
+                kept[name] = json.dumps(state)
+                records[_STATE_RECORD] = ConfigRecord(kept)
+                return
             if directory is None:
                 state = self._runs.setdefault((where, run_id), {})
                 yield state
                 return
             directory.mkdir(parents=True, exist_ok=True)
-            name = hashlib.sha256(f"{node}\x00{run_id}".encode()).hexdigest()[:32]
             path = directory / f"{name}.json"
             with _file_lock(directory / f"{name}.lock"):
                 state = json.loads(path.read_text()) if path.exists() else {}
