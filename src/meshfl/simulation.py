@@ -29,6 +29,7 @@ from meshfl.config.errors import ConfigError
 from meshfl.config.validation import Count, Float, Positive, Seed, Skew, checked
 from meshfl.federation.client_app import NodeData, make_client_app
 from meshfl.federation.engine import run_in_process
+from meshfl.federation.ray_backend import Shipped, run_on_ray
 from meshfl.federation.sealed_model import open_global
 from meshfl.federation.server_app import AgentPlan, AgentRun, make_server_app
 from meshfl.privacy.budget import msp_level_noise_report
@@ -213,7 +214,7 @@ def federate(
     server_app = make_server_app([plan], aggregator, on_round=on_round, results=results)
     parts = list(partitions)
     client_app = make_client_app(
-        lambda _agent, ctx: parts[int(ctx.node_config["partition-id"])],
+        _Partitions(Shipped(parts)),
         sealer=sealer_for,
         state_dir=None
         if root is None
@@ -228,7 +229,7 @@ def federate(
             )
             sent, received = grid.bytes_sent, grid.bytes_received
         elif backend == "ray":
-            _run_on_ray(server_app, client_app, num_nodes=len(parts))
+            run_on_ray(server_app, client_app, num_nodes=len(parts))
             sent = received = 0
         else:
             raise AssertionError(f"unknown backend {backend!r}")  # simulate admits no other
@@ -263,7 +264,7 @@ def simulation_keys(
         most = max(DEFAULT_MAX_CONTRIBUTORS, int(num_msps))
         msp_sealer, public = ephemeral_ckks_backend(max_contributors=most)
         secret = msp_sealer.to_bytes()
-        return _SharedSealer(secret, most), public, msp_sealer
+        return _SharedSealer(Shipped(secret), most), public, msp_sealer
     raise AssertionError(f"unknown secure_aggregation {secure_aggregation!r}")  # checked
 
 
@@ -271,11 +272,21 @@ def simulation_keys(
 class _SharedSealer:
     """The simulated MSPs' CKKS sealer from its secret context bytes: one per process."""
 
-    secret: bytes = field(repr=False)
+    secret: Shipped[bytes] = field(repr=False)
     max_contributors: int
 
     def __call__(self, _context: Any) -> Sealer:
-        return _ckks_sealer(self.secret, self.max_contributors)
+        return _ckks_sealer(self.secret.value, self.max_contributors)
+
+
+@dataclass(frozen=True)
+class _Partitions:
+    """Each simulated MSP's data, by its partition id (shipped once to Ray's workers)."""
+
+    parts: Shipped[list[NodeData]]
+
+    def __call__(self, _agent: str, context: Any) -> NodeData:
+        return self.parts.value[int(context.node_config["partition-id"])]
 
 
 @functools.lru_cache(maxsize=2)
@@ -592,20 +603,3 @@ def _progress(plan: AgentPlan, *, enabled: bool) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(total=plan.rounds, desc=f"meshfl {plan.agent}", unit="round")
-
-
-def _run_on_ray(server_app: Any, client_app: Any, *, num_nodes: int) -> None:
-    try:
-        import ray  # noqa: F401
-    except ImportError as err:
-        raise ConfigError(
-            "backend='ray' needs Flower's Simulation Engine: pip install 'meshfl[ray]'."
-        ) from err
-    from flwr.simulation import run_simulation
-
-    run_simulation(
-        server_app=server_app,
-        client_app=client_app,
-        num_supernodes=num_nodes,
-        backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}},
-    )

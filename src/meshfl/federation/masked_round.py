@@ -269,6 +269,14 @@ class MaskingMemory:
         self._pairs: dict[str, KeyPair] = {}
         self._lock = threading.Lock()
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (a ClientApp shipped to a Ray worker) as an empty memory: what matters
+        lives in the state directory or the node's ``Context.state``, never in a copy."""
+        return {}
+
+    def __setstate__(self, _state: dict[str, Any]) -> None:
+        self.__init__()  # type: ignore[misc]
+
     @contextlib.contextmanager
     def run(
         self,
