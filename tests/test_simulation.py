@@ -92,3 +92,11 @@ def test_compare_scores_the_federation_and_both_references_on_pooled_rows():
     assert 0.0 <= scores.centralized <= 1.0
     assert str(scores).startswith("auc: federated ")
     assert compare(result, with_centralized=False).centralized is None
+
+
+def test_masking_is_on_by_default_and_turning_it_off_warns():
+    kwargs = dict(agent="anomaly", num_msps=4, rounds=1, samples_per_msp=60, progress=False)
+    assert meshfl.simulate(**kwargs).history["masked"].tolist() == [True]
+    with pytest.warns(UserWarning, match="masking is off"):
+        off = meshfl.simulate(masking=False, **kwargs)
+    assert off.history["masked"].tolist() == [False]

@@ -312,6 +312,7 @@ def simulate(
     min_msps: Count | None = None,
     privacy: DPConfig | None = None,
     secure_aggregation: SecureAggregation = "ckks",
+    masking: bool = True,
     state_dir: str | os.PathLike[str] | None = None,
     backend: Backend = "in-process",
     progress: bool = True,
@@ -351,6 +352,10 @@ def simulate(
         ``"ckks"`` (default): MSPs send TenSEAL CKKS ciphertexts that the coordinator adds
         with a public context only, and global models stay sealed. ``"plaintext"`` turns
         that protection off (for tests and comparison; it warns loudly).
+    masking : bool
+        With CKKS, rounds of 3 or more MSPs also carry pairwise masks inside the ciphertexts
+        (docs/threat-model.md), so that no key holder, not even an MSP colluding with the
+        coordinator, reads one MSP's update. ``False`` turns that off and warns.
     state_dir : path, optional
         The MSPs' state (privacy ledgers); reuse it to go on spending the same budgets, as a
         restarted MSP would. Default: a fresh temporary directory.
@@ -372,6 +377,7 @@ def simulate(
     True
     """
     plan = _sim_plan(agent, num_msps, rounds, seed, agent_config, fraction_train, min_msps, privacy)
+    plan = plan.model_copy(update={"masking": masking})
     partitions = _sim_partitions(plan, data, samples_per_msp, alpha, size_skew)
     state_dir = _sim_state_dir(state_dir, privacy)
     engine = _Engine(backend, secure_aggregation, progress, serialize_messages)
