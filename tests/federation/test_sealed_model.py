@@ -16,6 +16,8 @@ from meshfl.secure.binding import TAG_SLOTS, Binding, UnverifiedAggregateError, 
 class CountingSealer:
     """A plaintext sealer that counts how many sums it opens."""
 
+    key_id = ""
+
     def __init__(self):
         self.sealer, _ = plaintext_backend()
         self.opened = 0
@@ -114,3 +116,17 @@ def test_verified_replay_opens_only_the_new_sum_each_round():
     late = Verification("r", before_round=4, min_contributors=2)
     with pytest.raises(UnverifiedAggregateError):
         open_global(agent, history, sealer, seed=0, verify=late)
+
+
+def test_a_key_of_another_key_set_does_not_open_what_the_memo_kept():
+    from meshfl.secure.backend import InvalidUpdateError
+    from meshfl.secure.ckks import ephemeral_ckks_backend
+
+    sealed_model._opened.clear()
+    agent = agents.get("anomaly")({"trees_per_round": 2, "depth": 3})
+    ours, _ = ephemeral_ckks_backend()
+    theirs, _ = ephemeral_ckks_backend()
+    history, expected = _history(agent, 2, ours)
+    np.testing.assert_allclose(open_global(agent, history, ours, seed=0), expected, atol=1e-3)
+    with pytest.raises(InvalidUpdateError):
+        open_global(agent, history, theirs, seed=0)

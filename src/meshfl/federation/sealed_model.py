@@ -138,7 +138,7 @@ def open_global(
     model is not used. ``verify=None`` is for a key holder opening sums it produced itself.
 
     Agents that build on the previous model replay every round's sum; an MSP process keeps
-    the vectors it opened last (keyed by agent, config, seed, verification and a hash chain
+    the vectors it opened last (keyed by agent, config, seed, verification, the opener's key set and a hash chain
     over the sums), so round ``r`` opens only the newest sum rather than all ``r``. With
     ``memo_dir`` (a deployed MSP, one process per message) the last one is kept on disk too.
 
@@ -149,7 +149,12 @@ def open_global(
     # A prefix verified once stays verified for the same run and floor; only ``before_round``
     # moves, and a memo hit must still lie before it (checked below).
     trust = "" if verify is None else f"{verify.run_id}:{verify.min_contributors}"
-    scope = f"{agent.name}:{agent.config.model_dump_json()}:{seed}:{verify is not None}:{trust}"
+    # The opener's key set too: another key set's key must fail to open, not hit the memo.
+    opener = sealer.key_id
+    scope = (
+        f"{agent.name}:{agent.config.model_dump_json()}:{seed}:{verify is not None}:{trust}"
+        f":{opener}"
+    )
     digests = [base_digest]  # digests[i]: the chain over the first base + i sums
     for sealed in history:
         digests.append(_digest(digests[-1], sealed))
