@@ -4,9 +4,10 @@ against the round index, and the coordinator's sums against numpy.
 Three measurements, each side by side in one run (these machines are noisy):
 
 * **mesh**: ``meshfl.simulate`` of one round of anomaly, revenue and client_health with
-  40 rows per MSP, plaintext, CKKS and CKKS with pairwise masks, for 10 / 100 / 1,000 / 10,000 MSPs. Each runs in a
-  fresh process (its own peak memory, ``ru_maxrss``); the time is the ``simulate`` call,
-  data generation included, interpreter start and imports not. Goals (issue 14): at
+  40 rows per MSP, plaintext, CKKS and CKKS with pairwise masks, for 10 / 100 / 1,000 /
+  10,000 MSPs. Each runs in a fresh process (its own peak memory, ``ru_maxrss``); the
+  time is the ``simulate`` call, data generation included, interpreter start and imports
+  not. Goals (issue 14): at
   10,000 MSPs, <= 30 s plaintext, <= 60 s CKKS, <= 4 GB.
 * **round index**: 30 rounds of anomaly and client_health (CKKS, 10 MSPs, every message
   through Flower's wire format): the bytes sent and the seconds of each round. Goal: round

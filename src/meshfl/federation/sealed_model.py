@@ -138,9 +138,10 @@ def open_global(
     model is not used. ``verify=None`` is for a key holder opening sums it produced itself.
 
     Agents that build on the previous model replay every round's sum; an MSP process keeps
-    the vectors it opened last (keyed by agent, config, seed, verification, the opener's key set and a hash chain
-    over the sums), so round ``r`` opens only the newest sum rather than all ``r``. With
-    ``memo_dir`` (a deployed MSP, one process per message) the last one is kept on disk too.
+    the vectors it opened last (keyed by agent, config, seed, verification, the opener's
+    key set and a hash chain over the sums), so round ``r`` opens only the newest sum
+    rather than all ``r``. With ``memo_dir`` (a deployed MSP, one process per message) the
+    last one is kept on disk too.
 
     ``history`` may be the tail of the model's sums: ``base`` earlier ones, whose hash
     chain is ``base_digest`` (:func:`history_digest`), are left out of the message, and
