@@ -8,6 +8,7 @@ The test watches ``/metrics`` while the run goes, then reads the model store.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import signal
@@ -152,10 +153,18 @@ def test_a_killed_coordinator_resumes_and_a_lost_msp_only_drops_out(tmp_path: Pa
     killed the next round still completes with the other two."""
     if not (BIN / "flower-superlink").exists() or not Path("/proc/self/stat").exists():
         pytest.skip("needs Flower's CLIs next to this Python, and Linux /proc")
+    # Masking off: with masking on, the resumed coordinator's first round ended with no
+    # update (msps=0 after the 90 s timeout) in the CI rehearsal of 046a6c1: an open bug of
+    # issue 13, not yet diagnosed. And a masked round needs max(3, t) contributors, so a
+    # 3-MSP mesh cannot lose one; this test is about resuming and losing an MSP.
     agents = {"anomaly": AGENTS["anomaly"]}
     # The timeout must cover a ClientApp process start on a loaded machine (20 s was not
     # always enough on 2 busy cores); round 3 waits it out for the killed MSP.
-    mesh = Mesh(tmp_path, setups(3, 2, 45, agents), num_msps=NUM_MSPS)
+    unmasked = {
+        name: dataclasses.replace(setup, settings={**setup.settings, "masking": False})
+        for name, setup in setups(3, 2, 45, agents).items()
+    }
+    mesh = Mesh(tmp_path, unmasked, num_msps=NUM_MSPS)
     coordinator = Processes(mesh.state, mesh.state / "logs")  # finds only its processes
     try:
         first = mesh.server("server-1")

@@ -226,7 +226,8 @@ class FlakyGrid(InProcessGrid):
         ids = []
         for message in messages:
             train = message.metadata.message_type.startswith("train.")
-            server_round = int(message.metadata.group_id.rsplit(":", 1)[1])
+            # "agent:round", or "agent:round:keys" / ":unmask" for masking's exchanges
+            server_round = int(message.metadata.group_id.split(":")[1])
             node = message.metadata.dst_node_id
             partition = self._contexts[node].node_config["partition-id"]
             self.unavailable = (
