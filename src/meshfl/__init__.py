@@ -7,15 +7,16 @@ True
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
-from meshfl import agents
-from meshfl.agents.registry import load
 from meshfl.config.errors import ConfigError, DataSchemaError, MeshflError
 
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from meshfl import agents
+    from meshfl.agents.registry import load
     from meshfl.federation.exported_model import open_export
     from meshfl.simulation import SimulationResult, simulate
 
@@ -33,7 +34,14 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # simulate pulls in flwr and torch; import it on first use so `import meshfl` stays light.
+    # Everything heavy is imported on first use, so `import meshfl` stays light: the agents
+    # (pandas), simulate (flwr, torch), open_export (tenseal).
+    if name == "agents":
+        return importlib.import_module("meshfl.agents")
+    if name == "load":  # reads a model file; imports only the agent the file names
+        from meshfl.agents.registry import load
+
+        return load
     if name in ("simulate", "SimulationResult"):
         from meshfl import simulation
 
