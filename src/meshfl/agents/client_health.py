@@ -38,6 +38,19 @@ DP at ε ≈ 1 the model is far better (see docs/agents.md).
 At least 3 MSPs must contribute to every round's sum (:attr:`ClientHealth.min_msps`):
 with two, either could subtract its own histograms and read the other's.
 
+**The MSP's own columns.** ``features`` names any columns; numeric ones need public
+``bounds``, categorical ones a public category list in ``categorical`` (``{"plan": ("basic",
+"pro")}``): public so that the histograms' shape, and so the update's, never depends on an
+MSP's data. Each category is one bin, plus one bin for values not on the list ("other")
+and one for missing values; splits on them are LightGBM's categorical splits (a set of
+categories goes left), which an ordinal code would not allow and a one-hot encoding would
+pay for with one more feature per category, i.e. a larger DP sensitivity. With
+``allow_missing=True`` numeric columns may hold missing values (NaN): every feature gets a
+missing-value bin and each split learns which side they go, as LightGBM does. Values outside
+the bounds fall in the first or last bin; :meth:`ClientHealth.prepare` counts them per
+column and logs a warning at the MSP (:meth:`ClientHealth.clip_report`), and the counts never
+leave it.
+
 The finished model exports as a LightGBM text model
 (:meth:`ClientHealthModel.to_lightgbm`); ``lightgbm.Booster(model_str=...)`` loads it and
 predicts the same probabilities as :meth:`ClientHealthModel.predict_proba`.
@@ -46,6 +59,7 @@ predicts the same probabilities as :meth:`ClientHealthModel.predict_proba`.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -67,7 +81,7 @@ from meshfl.data.client_health_data import (
     client_health,
     client_health_partitions,
 )
-from meshfl.data.schema import Column, Schema, load_frame
+from meshfl.data.schema import ClipReport, Column, Schema, count_clipped, load_frame
 from meshfl.models import hist_gbdt as gbdt
 from meshfl.models.ranking import average_precision, roc_auc
 from meshfl.privacy.events import Mechanism
@@ -88,6 +102,8 @@ __all__ = [
 
 LABEL = "churned"
 
+_log = logging.getLogger("meshfl.agents.client_health")
+
 HESSIAN_SCALE = float(np.sqrt(8.0))
 """Factor the hessian histograms travel scaled by (and are divided by again in ``combine``).
 
@@ -105,6 +121,17 @@ class ClientHealthConfig(MeshflConfig):
     bounds: dict[str, tuple[float, float]] = Field(
         default_factory=lambda: dict(CLIENT_HEALTH_BOUNDS),
         description="Public (low, high) range of every feature; the bins lie inside it.",
+    )
+    categorical: dict[str, tuple[str, ...]] = Field(
+        default_factory=dict,
+        description="Public category list of every categorical feature, e.g. "
+        "{'plan': ('basic', 'pro', 'enterprise')}; values not listed count as 'other', "
+        "missing ones as 'missing'.",
+    )
+    allow_missing: bool = Field(
+        False,
+        description="Let numeric features hold missing values (NaN): each gets a "
+        "missing-value bin and every split learns which side they go (as LightGBM).",
     )
     log_bins: tuple[str, ...] | None = Field(
         None,
@@ -147,22 +174,37 @@ class ClientHealthConfig(MeshflConfig):
             raise ValueError("list every feature once")
         if LABEL in self.features:
             raise ValueError(f"{LABEL!r} is the label; it cannot be a feature")
-        missing = [f for f in self.features if f not in self.bounds]
+        _check_categorical(self.categorical, self.features, self.n_bins + self.allow_missing)
+        if "bounds" in self.model_fields_set:
+            both = [f for f in self.categorical if f in self.bounds]
+            if both:
+                raise ValueError(
+                    f"{', '.join(both)} {'is' if len(both) == 1 else 'are'} categorical "
+                    "(in 'categorical'): give categories there, and no bounds"
+                )
+        numeric = [f for f in self.features if f not in self.categorical]
+        missing = [f for f in numeric if f not in self.bounds]
         if missing:
             raise ValueError(
-                f"give public bounds for every feature; bounds lack {', '.join(missing)}"
+                f"give public bounds for every numeric feature (or list it in 'categorical' "
+                f"with its categories); bounds lack {', '.join(missing)}"
             )
         bad = [
             f
-            for f in self.features
+            for f in numeric
             if not (np.isfinite(self.bounds[f]).all() and self.bounds[f][0] < self.bounds[f][1])
         ]
         if bad:
             raise ValueError(f"give finite bounds with low < high; {', '.join(bad)} do not")
-        unknown = [f for f in self.log_bins or () if f not in self.features]
+        unknown = [f for f in self.log_bins or () if f not in numeric]
         if unknown:
-            raise ValueError(f"log_bins must name features; {', '.join(unknown)} are not")
+            raise ValueError(f"log_bins must name numeric features; {', '.join(unknown)} are not")
         return self
+
+    @property
+    def numeric(self) -> tuple[str, ...]:
+        """The numeric features, in ``features`` order."""
+        return tuple(f for f in self.features if f not in self.categorical)
 
     def params(self) -> gbdt.GBDTParams:
         """The tree-growing parameters."""
@@ -176,13 +218,58 @@ class ClientHealthConfig(MeshflConfig):
         )
 
 
+def _check_categorical(
+    categorical: dict[str, tuple[str, ...]], features: tuple[str, ...], width: int
+) -> None:
+    """Shared by client_health and anomaly: the public category lists are usable."""
+    unknown = [c for c in categorical if c not in features]
+    if unknown:
+        raise ValueError(
+            f"'categorical' must name features; {', '.join(unknown)} "
+            f"{'is' if len(unknown) == 1 else 'are'} not in 'features'"
+        )
+    most = min(width, gbdt.MAX_CATEGORY_BINS) - 2
+    for name, cats in categorical.items():
+        if not cats:
+            raise ValueError(f"give feature {name!r} at least one category in 'categorical'")
+        if len(set(cats)) != len(cats) or not all(isinstance(c, str) and c for c in cats):
+            raise ValueError(
+                f"the categories of {name!r} in 'categorical' must be distinct, non-empty "
+                f"strings; got {list(cats)!r}"
+            )
+        if len(cats) > most:
+            raise ValueError(
+                f"feature {name!r} lists {len(cats)} categories in 'categorical'; at most "
+                f"{most} fit (a feature has {width} bins, at most 53 for a category set, "
+                "and 2 of them hold 'other' and 'missing'): raise n_bins, or keep the "
+                "frequent categories and let the rest count as 'other'"
+            )
+
+
+def encode_categories(values: pd.Series, categories: tuple[str, ...]) -> np.ndarray:
+    """Codes of a categorical column: the index in the public list, ``len(categories)`` for
+    a value not on it ("other"), ``len(categories) + 1`` for a missing one."""
+    lookup = {c: i for i, c in enumerate(categories)}
+    other, missing = len(categories), len(categories) + 1
+    gone = values.isna().to_numpy()
+    text = values.astype(object).to_numpy()
+    codes = np.fromiter(
+        (missing if g else lookup.get(str(v), other) for v, g in zip(text, gone, strict=True)),
+        dtype=np.float64,
+        count=len(text),
+    )
+    return codes
+
+
 @dataclass(frozen=True)
 class HealthData:
-    """Prepared local data: feature values, their bins and, where present, churn labels."""
+    """Prepared local data: encoded feature values, their bins, where present churn labels,
+    and the count of values outside the public bounds (private: it stays at the MSP)."""
 
     X: np.ndarray
     bins: np.ndarray
     labels: np.ndarray | None
+    clipping: ClipReport | None = None
 
     def __len__(self) -> int:
         return len(self.X)
@@ -198,6 +285,13 @@ def _edges(
         edges.flags.writeable = False
         out.append(edges)
     return tuple(out)
+
+
+@functools.lru_cache(maxsize=64)
+def _code_edges(width: int) -> np.ndarray:
+    edges = np.arange(width - 1, dtype=np.float64) + 0.5
+    edges.flags.writeable = False
+    return edges
 
 
 @register
@@ -221,12 +315,32 @@ class ClientHealth(Agent[HealthData]):
     # -- bins and data -----------------------------------------------------------------
     @property
     def edges(self) -> tuple[np.ndarray, ...]:
-        """Inner bin edges of every feature, from the public bounds."""
+        """Inner bin edges of every feature: from the public bounds for a numeric one,
+        ``0.5, 1.5, ...`` between the codes of a categorical one."""
         c = self.config
-        return _edges(
-            tuple((float(c.bounds[f][0]), float(c.bounds[f][1])) for f in c.features),
-            tuple(f in self.log_features for f in c.features),
+        numeric = _edges(
+            tuple((float(c.bounds[f][0]), float(c.bounds[f][1])) for f in c.numeric),
+            tuple(f in self.log_features for f in c.numeric),
             c.n_bins,
+        )
+        by_name = dict(zip(c.numeric, numeric, strict=True))
+        return tuple(
+            by_name[f] if f in by_name else _code_edges(len(c.categorical[f]) + 2)
+            for f in c.features
+        )
+
+    @property
+    def layout(self) -> gbdt.BinLayout | None:
+        """How histogram bins map to values (None: numeric bins only, as before)."""
+        c = self.config
+        if not c.allow_missing and not c.categorical:
+            return None
+        return gbdt.BinLayout(
+            c.n_bins,
+            missing=c.allow_missing,
+            categorical={
+                i: len(c.categorical[f]) + 2 for i, f in enumerate(c.features) if f in c.categorical
+            },
         )
 
     @property
@@ -234,24 +348,66 @@ class ClientHealth(Agent[HealthData]):
         """Features whose bins are ``log1p``-spaced."""
         if self.config.log_bins is not None:
             return self.config.log_bins
-        return tuple(f for f in self.config.features if f in CLIENT_HEALTH_LOG_FEATURES)
+        return tuple(f for f in self.config.numeric if f in CLIENT_HEALTH_LOG_FEATURES)
 
     @property
     def n_bins(self) -> int:
-        """Bins per feature."""
-        return self.config.n_bins
+        """Bins per feature in a histogram (a missing-value bin included)."""
+        return self.config.n_bins + int(self.config.allow_missing)
+
+    @property
+    def _builtin_columns(self) -> bool:
+        c = self.config
+        return c.features == CLIENT_HEALTH_FEATURES and not c.categorical and not c.allow_missing
 
     def load_data(self, data: pd.DataFrame | str | os.PathLike[str]) -> pd.DataFrame:
-        if self.config.features == CLIENT_HEALTH_FEATURES:
+        if self._builtin_columns:
             return load_frame(data, self.schema)
+        c = self.config
         schema = Schema(
             "client_health data",
             (
-                *(Column(f, "number") for f in self.config.features),
+                *(
+                    Column(f, "category", nullable=True)
+                    if f in c.categorical
+                    else Column(f, "number", nullable=c.allow_missing)
+                    for f in c.features
+                ),
                 Column(LABEL, "bool", required=False),
             ),
         )
-        return load_frame(data, schema)
+        try:
+            return load_frame(data, schema)
+        except DataSchemaError as err:
+            if "missing values" in str(err) and not c.allow_missing:
+                raise DataSchemaError(
+                    f"{err} Or set allow_missing=True in the client_health config: each "
+                    "feature then gets a missing-value bin and the trees learn where missing "
+                    "values go."
+                ) from None
+            raise
+
+    def encode(self, frame: pd.DataFrame) -> np.ndarray:
+        """The model's input matrix of a validated frame: numeric columns as floats (NaN
+        where missing), categorical ones as codes (see :func:`encode_categories`)."""
+        c = self.config
+        columns = [
+            encode_categories(frame[f], c.categorical[f])
+            if f in c.categorical
+            else frame[f].to_numpy(dtype=np.float64, na_value=np.nan)
+            for f in c.features
+        ]
+        return np.column_stack(columns) if columns else np.zeros((len(frame), 0))
+
+    def clip_report(self, data: pd.DataFrame | str | os.PathLike[str]) -> ClipReport:
+        """Per numeric feature, the values of ``data`` outside the public bounds.
+
+        They fall in the first or last bin, i.e. count as the bound. The report describes
+        the MSP's private data: keep it at the MSP.
+        """
+        c = self.config
+        frame = self.load_data(data)
+        return count_clipped(frame, {f: c.bounds[f] for f in c.numeric}, c.numeric)
 
     def synthetic_data(self, n: int, *, seed: int) -> pd.DataFrame:
         return client_health(n, seed=seed)
@@ -267,7 +423,10 @@ class ClientHealth(Agent[HealthData]):
 
     def prepare(self, frame: pd.DataFrame) -> HealthData:
         frame = self.load_data(frame)
-        X = frame[list(self.config.features)].to_numpy(dtype=np.float64)
+        X = self.encode(frame)
+        c = self.config
+        clipping = count_clipped(X, {f: c.bounds[f] for f in c.numeric}, c.features)
+        clipping.warn("client_health data", logger=_log)
         labels = None
         if LABEL in frame:
             if frame[LABEL].isna().any():
@@ -276,7 +435,9 @@ class ClientHealth(Agent[HealthData]):
                     "true/false for every client, or drop the column to only score clients."
                 )
             labels = frame[LABEL].to_numpy(dtype=bool)
-        return HealthData(X, gbdt.bin_rows(X, self.edges), labels)
+        layout = self.layout
+        bins = gbdt.bin_rows(X, self.edges, missing_bin=layout.missing_bin if layout else None)
+        return HealthData(X, bins, labels, clipping)
 
     # -- federated learning --------------------------------------------------------------
     def forest(self, vector: np.ndarray) -> gbdt.Forest:
@@ -289,6 +450,10 @@ class ClientHealth(Agent[HealthData]):
     def suggested_rounds(self) -> int:
         """Ten trees: one round per level (``best`` splits) or per tree (``random``)."""
         return 10 * (1 if self.config.split_mode == "random" else self.config.max_depth)
+
+    def personalization_rounds(self) -> int:
+        """Three trees boosted on the MSP's own clients, from the global forest's margin."""
+        return 3 * (1 if self.config.split_mode == "random" else self.config.max_depth)
 
     @property
     def features_per_tree(self) -> int:
@@ -308,7 +473,11 @@ class ClientHealth(Agent[HealthData]):
         """``(feature, bin)`` of every internal node of tree ``tree`` in ``split_mode="random"``."""
         rng = np.random.default_rng([self.config.feature_seed, 0x5EED, tree])
         return gbdt.random_structure(
-            self.config.max_depth, self.tree_features(tree).tolist(), self.n_bins, rng
+            self.config.max_depth,
+            self.tree_features(tree).tolist(),
+            self.config.n_bins,
+            rng,
+            layout=self.layout,
         )
 
     def update_size(self, vector: np.ndarray) -> int:
@@ -352,14 +521,14 @@ class ClientHealth(Agent[HealthData]):
         forest = self.forest(vector)
         tree, _ = forest.growing()
         # Standard boosting: a tree is fitted to the gradients of the model before it.
-        margin = gbdt.predict_margin(forest, local.X, self.edges, trees=tree)
+        margin = gbdt.predict_margin(forest, local.X, self.edges, trees=tree, layout=self.layout)
         grad, hess = gbdt.logloss_gradients(margin, local.labels)
         hess = hess * HESSIAN_SCALE
         if self.config.split_mode == "random":
             feature, split_bin = self.random_splits(tree)
             hist = gbdt.leaf_sums(feature, split_bin, local.bins, grad, hess).ravel()
         else:
-            slot = gbdt.level_slots(forest, local.bins)
+            slot = gbdt.level_slots(forest, local.bins, layout=self.layout)
             bins = local.bins[:, self.tree_features(tree)]
             hist = gbdt.histograms(
                 bins, slot, grad, hess, n_slots=self._slots, n_bins=self.n_bins
@@ -394,19 +563,27 @@ class ClientHealth(Agent[HealthData]):
             sums = np.asarray(summed, dtype=np.float64).reshape(-1, 2)
             feature, split_bin = self.random_splits(tree)
             return gbdt.grow_random_tree(
-                forest, feature, split_bin, sums / [1.0, HESSIAN_SCALE], self.config.params()
+                forest,
+                feature,
+                split_bin,
+                sums / [1.0, HESSIAN_SCALE],
+                self.config.params(),
+                layout=self.layout,
             ).to_vector()
         features = self.tree_features(tree)
         hist = np.asarray(summed, dtype=np.float64).reshape(
             self._slots, len(features), self.n_bins, 2
         )
         hist = hist / np.array([1.0, HESSIAN_SCALE])
-        grown = gbdt.grow_level(forest, hist, self.config.params(), features=features.tolist())
+        grown = gbdt.grow_level(
+            forest, hist, self.config.params(), features=features.tolist(), layout=self.layout
+        )
         return grown.to_vector()
 
     def predict_margin(self, vector: np.ndarray, X: np.ndarray) -> np.ndarray:
-        """Log-odds of churn of the rows of ``X`` (columns in ``config.features`` order)."""
-        return gbdt.predict_margin(self.forest(vector), X, self.edges)
+        """Log-odds of churn of the rows of ``X`` (encoded, columns in ``config.features``
+        order; see :meth:`encode`)."""
+        return gbdt.predict_margin(self.forest(vector), X, self.edges, layout=self.layout)
 
     def evaluate(self, vector: np.ndarray, local: HealthData) -> dict[str, float]:
         p = gbdt.sigmoid(self.predict_margin(vector, local.X))
@@ -446,6 +623,17 @@ class ClientHealthModel(GlobalModel):
         """The columns the model reads, in order."""
         return self.agent.config.features
 
+    @property
+    def categories(self) -> dict[str, tuple[str, ...]]:
+        """The public category list of each categorical feature."""
+        return dict(self.agent.config.categorical)
+
+    def encode(self, X: pd.DataFrame) -> np.ndarray:
+        """The numeric matrix the model (and its LightGBM export) reads from a raw frame:
+        categories as codes (index in :attr:`categories`; ``len`` for an unlisted value,
+        ``len + 1`` for a missing one), numeric columns as floats with NaN where missing."""
+        return self._features(X)
+
     def _features(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         features = list(self.feature_names)
         if isinstance(X, pd.DataFrame):
@@ -455,7 +643,11 @@ class ClientHealthModel(GlobalModel):
                     f"The client_health model reads columns {', '.join(features)}; "
                     f"the DataFrame lacks {', '.join(missing)}."
                 )
-            values = X[features].to_numpy(dtype=np.float64)
+            if self.agent._builtin_columns:
+                values = X[features].to_numpy(dtype=np.float64)
+            else:
+                frame = self.agent.load_data(X.drop(columns=[LABEL], errors="ignore"))
+                values = self.agent.encode(frame)
         else:
             values = np.asarray(X, dtype=np.float64)
             if values.ndim != 2 or values.shape[1] != len(features):
@@ -463,10 +655,17 @@ class ClientHealthModel(GlobalModel):
                     f"The client_health model needs an array of shape (n, {len(features)}) "
                     f"(features {', '.join(features)}). Got shape {values.shape} instead."
                 )
-        if not np.all(np.isfinite(values)):
+        if self.agent.config.allow_missing:
+            if np.isinf(values).any():
+                raise DataSchemaError(
+                    "The client_health model needs finite or missing (NaN) feature values; "
+                    "fill or drop the rows with infinite values first."
+                )
+        elif not np.all(np.isfinite(values)):
             raise DataSchemaError(
                 "The client_health model needs finite feature values; fill or drop the rows "
-                "with missing (NaN) or infinite values first."
+                "with missing (NaN) or infinite values first, or train with "
+                "allow_missing=True."
             )
         return values
 
@@ -483,14 +682,21 @@ class ClientHealthModel(GlobalModel):
         return self.predict_proba(X) > threshold
 
     def to_lightgbm(self) -> str:
-        """The model as LightGBM text; ``lightgbm.Booster(model_str=...)`` loads it."""
+        """The model as LightGBM text; ``lightgbm.Booster(model_str=...)`` loads it.
+
+        With categorical features or missing values, LightGBM predicts on :meth:`encode`'s
+        matrix (category codes, NaN where a numeric value is missing)."""
         c = self.agent.config
         return gbdt.to_lightgbm(
             self.forest,
             self.agent.edges,
             feature_names=c.features,
-            bounds=[c.bounds[f] for f in c.features],
+            bounds=[
+                c.bounds[f] if f in c.bounds and f not in c.categorical else (0.0, 1.0)
+                for f in c.features
+            ],
             learning_rate=c.learning_rate,
+            layout=self.agent.layout,
         )
 
     def to_booster(self) -> lightgbm.Booster:

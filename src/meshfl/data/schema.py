@@ -10,9 +10,10 @@ than as a shape error deep inside training.
 
 from __future__ import annotations
 
+import logging
 import os
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -23,9 +24,12 @@ import pandas as pd
 from meshfl.config.errors import ConfigError, DataSchemaError
 
 __all__ = [
+    "ClipReport",
     "Column",
+    "ColumnClipping",
     "ColumnKind",
     "Schema",
+    "count_clipped",
     "inherit_validation",
     "is_validated",
     "load_frame",
@@ -75,12 +79,16 @@ class Column:
         Whether data without this column, or with missing values in it, is rejected.
     description : str, default ""
         What the column means, for documentation and error messages.
+    nullable : bool, default False
+        Whether a required column may still hold missing values (the column must be there;
+        some of its values may be empty).
     """
 
     name: str
     kind: ColumnKind
     required: bool = True
     description: str = ""
+    nullable: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -236,7 +244,7 @@ class Schema:
             missing = np.zeros(len(series), dtype=bool)
         else:
             missing = series.isna().to_numpy()
-        if col.required and missing.any():
+        if col.required and not col.nullable and missing.any():
             rows = series.index[missing]
             raise DataSchemaError(
                 f"Column {col.name!r} of the {self.name} has missing values in "
@@ -465,3 +473,167 @@ def _read_parquet(path: Path, schema: Schema) -> pd.DataFrame:
             f"Reading the {schema.name} from the Parquet file '{path}' needs pyarrow "
             "(pip install pyarrow); or save the data as CSV instead."
         ) from None
+
+
+# ---------------------------------------------------------------------------------------
+# Values outside public bounds
+# ---------------------------------------------------------------------------------------
+
+_log = logging.getLogger("meshfl.data")
+
+
+@dataclass(frozen=True)
+class ColumnClipping:
+    """How many of one column's values lie outside its public bounds.
+
+    Parameters
+    ----------
+    column : str
+        The column.
+    low, high : float
+        Its public bounds.
+    values : int
+        Values present (missing ones are not counted).
+    below, above : int
+        Values below ``low`` and above ``high``: a model that bins or splits inside the
+        bounds treats them as the bound itself.
+    """
+
+    column: str
+    low: float
+    high: float
+    values: int
+    below: int
+    above: int
+
+    @property
+    def clipped(self) -> int:
+        """Values outside the bounds."""
+        return self.below + self.above
+
+    @property
+    def share(self) -> float:
+        """Share of the present values that are outside the bounds (0 without values)."""
+        return self.clipped / self.values if self.values else 0.0
+
+
+@dataclass(frozen=True)
+class ClipReport:
+    """Values outside the public bounds in one MSP's data, per column.
+
+    It describes private data: it stays at the MSP (its log, its own code); meshfl never
+    sends it to the coordinator. ``report["col"]`` is a :class:`ColumnClipping`.
+    """
+
+    columns: tuple[ColumnClipping, ...]
+
+    def __getitem__(self, column: str) -> ColumnClipping:
+        for item in self.columns:
+            if item.column == column:
+                return item
+        raise KeyError(column)
+
+    @property
+    def clipped(self) -> int:
+        """Values outside the bounds, all columns together."""
+        return sum(item.clipped for item in self.columns)
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per column: ``column, low, high, values, below, above, clipped, share``."""
+        return pd.DataFrame(
+            [
+                {
+                    "column": c.column,
+                    "low": c.low,
+                    "high": c.high,
+                    "values": c.values,
+                    "below": c.below,
+                    "above": c.above,
+                    "clipped": c.clipped,
+                    "share": c.share,
+                }
+                for c in self.columns
+            ],
+            columns=["column", "low", "high", "values", "below", "above", "clipped", "share"],
+        )
+
+    def warn(self, what: str, *, logger: logging.Logger | None = None) -> None:
+        """Log a warning for every column with values outside its bounds.
+
+        ``what`` names the data, e.g. ``"client_health data"``.
+        """
+        log = logger or _log
+        for c in self.columns:
+            if c.clipped:
+                log.warning(
+                    "%s: %d of %d values (%.1f%%) of column %r lie outside its public bounds "
+                    "[%g, %g] (%d below, %d above) and are treated as the bound; widen "
+                    "'bounds' in the agent config if they are valid (docs/privacy.md, "
+                    "'Choosing bounds'; meshfl.privacy.quantiles.dp_bounds estimates them "
+                    "privately).",
+                    what,
+                    c.clipped,
+                    c.values,
+                    100.0 * c.share,
+                    c.column,
+                    c.low,
+                    c.high,
+                    c.below,
+                    c.above,
+                )
+
+
+def count_clipped(
+    data: pd.DataFrame | np.ndarray,
+    bounds: Mapping[str, tuple[float, float]],
+    columns: tuple[str, ...] | None = None,
+) -> ClipReport:
+    """Count the values of each bounded column that lie outside its public bounds.
+
+    Parameters
+    ----------
+    data : pandas.DataFrame or numpy.ndarray
+        The rows; an array's columns are ``columns`` in order.
+    bounds : mapping of str to (float, float)
+        Public ``(low, high)`` per column; only columns named here are counted.
+    columns : tuple of str, optional
+        The columns to count (default: the bounded columns of the frame, in ``bounds``
+        order); required for an array.
+
+    Returns
+    -------
+    ClipReport
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> report = count_clipped(pd.DataFrame({"x": [-1.0, 0.5, 3.0, None]}), {"x": (0.0, 1.0)})
+    >>> report["x"].below, report["x"].above, report["x"].values
+    (1, 1, 3)
+    """
+    if isinstance(data, pd.DataFrame):
+        names = columns or tuple(c for c in bounds if c in data.columns)
+        arrays = [data[c].to_numpy(dtype=np.float64, na_value=np.nan) for c in names]
+    else:
+        if columns is None:
+            raise ConfigError("count_clipped needs 'columns' to name an array's columns.")
+        matrix = np.asarray(data, dtype=np.float64)
+        names = columns
+        arrays = [matrix[:, i] for i in range(len(names))]
+    out = []
+    for name, x in zip(names, arrays, strict=True):
+        if name not in bounds:
+            continue
+        low, high = (float(v) for v in bounds[name])
+        present = ~np.isnan(x)
+        out.append(
+            ColumnClipping(
+                name,
+                low,
+                high,
+                int(present.sum()),
+                int(np.sum(x[present] < low)),
+                int(np.sum(x[present] > high)),
+            )
+        )
+    return ClipReport(tuple(out))
