@@ -142,9 +142,9 @@ def split_by_group(
 ) -> list[np.ndarray]:
     """Row indices of each MSP, keeping every group whole on one MSP.
 
-    Groups are dealt out largest first, each to the MSP holding the fewest rows so far
-    (ties between groups of one size are broken by a permutation drawn from ``seed``), so
-    the MSPs come out roughly balanced while each one's rows come from its own groups.
+    Groups are dealt out in an order drawn from ``seed``, each to the MSP holding the
+    fewest rows so far, so the MSPs come out roughly balanced while each one's rows come
+    from its own groups, and another seed gives another grouping.
 
     Parameters
     ----------
@@ -153,7 +153,7 @@ def split_by_group(
     num_msps : int
         MSPs to split across; at most the number of distinct groups.
     seed : int
-        Seeds the tie-breaking permutation.
+        Seeds the order in which groups are dealt out.
 
     Returns
     -------
@@ -174,7 +174,6 @@ def split_by_group(
         )
     sizes = np.bincount(codes, minlength=len(uniques))
     order = np.random.default_rng(seed).permutation(len(uniques))
-    order = order[np.argsort(-sizes[order], kind="stable")]
     load = np.zeros(num_msps, dtype=np.int64)
     owner = np.empty(len(uniques), dtype=np.int64)
     for g in order:
