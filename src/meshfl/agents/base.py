@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -216,6 +216,14 @@ class Agent(ABC, Generic[LocalT]):
         """Validate a user's DataFrame or CSV file against :attr:`schema`."""
         return load_frame(data, self.schema)
 
+    def pool(self, frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
+        """Rows of several MSPs as one frame (e.g. every MSP's held-out rows, to score on).
+
+        The default stacks them. Agents whose rows are keyed within an MSP (a revenue
+        series by its dates) override it so that two MSPs' keys cannot collide.
+        """
+        return pd.concat(list(frames), ignore_index=True)
+
     def use_cache_dir(self, directory: str | os.PathLike[str]) -> None:
         """Keep expensive per-record features (e.g. embeddings) under ``directory``.
 
@@ -251,6 +259,46 @@ class Agent(ABC, Generic[LocalT]):
         With ``dp`` the agent applies that sample-level mechanism (DP-SGD or the Gaussian
         mechanism) and returns its event in ``Update.privacy_event``.
         """
+
+    def fit_alone(
+        self, local: LocalT, *, rounds: int, seed: int, start: np.ndarray | None = None
+    ) -> np.ndarray:
+        """``rounds`` rounds of this agent's training on one MSP's data alone, without DP.
+
+        What a federation of this one MSP computes (its update is the whole sum), without
+        the engine: from ``start`` (default :meth:`init_vector`), each round is
+        :meth:`local_update` then :meth:`combine`. It runs inside the MSP: nothing leaves it.
+        """
+        vector = self.init_vector(seed=seed) if start is None else np.asarray(start, np.float64)
+        for r in range(1, rounds + 1):
+            update = self.local_update(vector, local, server_round=r, seed=seed + r)
+            vector = self.combine(
+                vector, update.vector * update.weight, update.weight, server_round=r
+            )
+        return vector
+
+    def personalization_rounds(self) -> int:
+        """Rounds of local fine-tuning that :meth:`personalize` runs by default (1)."""
+        return 1
+
+    def personalize(self, vector: np.ndarray, local: LocalT, *, seed: int) -> np.ndarray:
+        """A model of one MSP's own data, built from the global model ``vector``.
+
+        The default fine-tunes the global model on ``local``: :meth:`fit_alone` from
+        ``vector`` for :meth:`personalization_rounds` rounds (a neural head: more local
+        epochs; boosted trees: more trees fitted to the local residuals). No DP noise is
+        added: the personalized model is computed, kept and used inside the MSP and never
+        leaves it, so it releases nothing (publishing it, or predictions from it to others,
+        would be a release of the MSP's data that no ledger covers). Agents whose model is
+        built from summed statistics override it with partial pooling: the MSP's own
+        statistics combined with the federation's, in an amount estimated from its data
+        (``revenue``, ``anomaly``).
+
+        Returns a vector of the same kind as the global one (:meth:`model`,
+        :meth:`evaluate` take it). :func:`meshfl.agents.personalization.personalize` wraps it with
+        a choice, on a local validation split, among global, personalized and local-only.
+        """
+        return self.fit_alone(local, rounds=self.personalization_rounds(), seed=seed, start=vector)
 
     @abstractmethod
     def privacy_shape(self, local: LocalT) -> tuple[Mechanism, float, int]:

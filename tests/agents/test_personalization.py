@@ -1,0 +1,140 @@
+"""Personalization: every agent's hook, partial pooling, and never worse than alone."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from meshfl import agents
+from meshfl.agents.personalization import personalize
+from meshfl.config.errors import ConfigError
+
+
+@pytest.fixture(params=agents.built())
+def agent(request):
+    cls = agents.get(request.param)
+    return cls(cls.fast_config)
+
+
+def test_every_agent_personalizes_a_global_model_into_a_usable_one(agent):
+    """The hook's contract: a vector the agent's model and evaluate read, from local data."""
+    frame = agent.synthetic_data(60 if agent.name == "nlp_query" else 120, seed=0)
+    local = agent.prepare(frame)
+    glob = agent.fit_alone(local, rounds=1, seed=0)
+    mine = agent.personalize(glob, local, seed=1)
+    assert mine.ndim == 1 and np.all(np.isfinite(mine))
+    assert agent.metric in agent.evaluate(mine, local)
+    assert agent.model(mine).vector.shape == mine.shape
+
+
+def _revenue_with_own_shapes(num_msps=5, seed=0):
+    """Revenue series whose yearly shapes really differ (an MSP-specific wave on top)."""
+    revenue = agents.get("revenue")()
+    parts = revenue.synthetic_partitions(num_msps, samples_per_msp=104, seed=seed)
+    amplitude = [0.0, 0.0, 0.25, 0.25, 0.4][:num_msps]
+    phase = [0.0, 0.0, 0.5, 0.25, 0.6][:num_msps]
+    out = []
+    for part, a, ph in zip(parts, amplitude, phase, strict=True):
+        tau = (part["date"].dt.day_of_year.to_numpy() - 1) / 365.25
+        wave = np.exp(a * np.sin(2 * np.pi * (tau - ph)))
+        out.append(part.assign(revenue=part["revenue"] * wave).drop(columns="series"))
+    return revenue, out
+
+
+def _federated_vector(agent, trains, rounds, seed=0):
+    """What the federation computes (plaintext, no DP): rounds over the summed updates."""
+    vector = agent.init_vector(seed=seed)
+    locals_ = [agent.prepare(t) for t in trains]
+    for r in range(1, rounds + 1):
+        ups = [agent.local_update(vector, loc, server_round=r, seed=seed + r) for loc in locals_]
+        summed = sum(u.vector * u.weight for u in ups)
+        vector = agent.combine(vector, summed, sum(u.weight for u in ups), server_round=r)
+    return vector
+
+
+def test_revenue_personalized_is_never_worse_than_alone_and_better_on_average():
+    revenue, frames = _revenue_with_own_shapes()
+    splits = [revenue.split(f, test_fraction=0.25, seed=0) for f in frames]
+    glob = _federated_vector(revenue, [tr for tr, _ in splits], rounds=1)
+    mine, alone = [], []
+    for i, (train, test) in enumerate(splits):
+        held = revenue.prepare(test)
+        local = revenue.prepare(train)
+        alone.append(revenue.evaluate(revenue.fit_alone(local, rounds=1, seed=i), held)["smape"])
+        mine.append(revenue.evaluate(revenue.personalize(glob, local, seed=i), held)["smape"])
+    assert all(m <= a + 1e-9 for m, a in zip(mine, alone, strict=True)), (mine, alone)
+    assert np.mean(mine) < np.mean(alone) - 0.1
+
+
+def test_revenue_personalizing_with_nobody_else_is_the_msps_own_fit():
+    revenue, frames = _revenue_with_own_shapes(num_msps=1)
+    local = revenue.prepare(revenue.split(frames[0], test_fraction=0.25, seed=0)[0])
+    own = revenue.fit_alone(local, rounds=1, seed=0)
+    np.testing.assert_allclose(revenue.personalize(own, local, seed=0), own)
+
+
+def _skewed_threat_intel():
+    """Four MSPs whose label mixes differ: each sees mostly two threat classes of its own."""
+    agent = agents.get("threat_intel")(encoder="tiny", local_epochs=3)
+    pooled = agent.synthetic_data(1000, seed=0)
+    classes = sorted(pooled["threat_class"].unique())
+    rng = np.random.default_rng(0)
+    parts = []
+    for i in range(4):
+        main = classes[2 * i : 2 * i + 2]
+        p = np.where(pooled["threat_class"].isin(main), 1.0, 0.08)
+        take = rng.random(len(pooled)) < p / 3
+        parts.append(pooled[take].reset_index(drop=True))
+        pooled = pooled[~take].reset_index(drop=True)
+    return agent, parts
+
+
+def test_a_classifier_personalized_with_the_choice_is_never_worse_than_alone():
+    agent, frames = _skewed_threat_intel()
+    splits = [agent.split(f, test_fraction=0.3, seed=i) for i, f in enumerate(frames)]
+    rounds = 2
+    glob = _federated_vector(agent, [tr for tr, _ in splits], rounds=rounds)
+    mine, alone = [], []
+    for i, (train, test) in enumerate(splits):
+        own = agent.fit_alone(agent.prepare(train), rounds=rounds, seed=i)
+        chosen = personalize(agent, glob, train, rounds=rounds, seed=i, local=own)
+        alone.append(agent.model(own).evaluate(test)["accuracy"])
+        mine.append(chosen.model.evaluate(test)["accuracy"])
+    assert all(m >= a - 0.02 for m, a in zip(mine, alone, strict=True)), (mine, alone)
+    assert np.mean(mine) >= np.mean(alone)
+
+
+def test_anomaly_keeps_an_msp_regime_of_its_own():
+    """An MSP whose normal load is far from the mesh's: its pooled counts follow its own."""
+    anomaly = agents.get("anomaly")(trees_per_round=20, depth=6)
+    mesh = anomaly.synthetic_data(2000, seed=0)
+    mine = anomaly.synthetic_data(400, seed=1)
+    mine = mine.assign(cpu_pct=(mine["cpu_pct"] * 0.3 + 60).clip(0, 100))
+    glob = _federated_vector(anomaly, [mesh, mine], rounds=1)
+    local = anomaly.prepare(mine)
+    personal = anomaly.personalize(glob, local, seed=0)
+    own = anomaly.fit_alone(local, rounds=1, seed=0)
+    leaves = 2**anomaly.config.depth
+    share = lambda v: (v.reshape(-1, leaves) / v.reshape(-1, leaves).sum(1, keepdims=True)).ravel()  # noqa: E731
+    # closer to the MSP's own leaf shares than the federation's are
+    assert np.abs(share(personal) - share(own)).sum() < 0.5 * np.abs(share(glob) - share(own)).sum()
+
+
+def test_personalize_names_its_bad_arguments():
+    agent = agents.get("anomaly")()
+    frame = agent.synthetic_data(50, seed=0)
+    with pytest.raises(ConfigError, match="'rounds'"):
+        personalize(agent, agent.init_vector(seed=0), frame, rounds=0, seed=0)
+    with pytest.raises(ConfigError, match="'validation_fraction'"):
+        personalize(
+            agent, agent.init_vector(seed=0), frame, rounds=1, seed=0, validation_fraction=1.0
+        )
+
+
+def test_pooled_revenue_frames_keep_each_msps_series_apart():
+    revenue, frames = _revenue_with_own_shapes(num_msps=2)
+    pooled = revenue.pool(frames)
+    assert sorted(pooled["series"].unique()) == ["msp-0", "msp-1"]
+    revenue.load_data(pooled)  # no date twice
+    named = revenue.pool([f.assign(series="total") for f in frames])
+    assert sorted(named["series"].unique()) == ["msp-0/total", "msp-1/total"]
+    assert isinstance(named, pd.DataFrame)
