@@ -188,7 +188,7 @@ def test_predict_scores_pairs_without_outcomes(trained, data):
     pairs = frame.iloc[700:].drop(columns=["outcome", "project"])
     proba = trained.predict(pairs)
     assert proba.shape == (len(pairs),) and ((proba > 0) & (proba < 1)).all()
-    logits = score_pairs(trained._projection(), test.features)
+    logits = score_pairs(trained._projection, test.features)
     np.testing.assert_allclose(proba, 1 / (1 + np.exp(-logits)), rtol=1e-6)
 
 

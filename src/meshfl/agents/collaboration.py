@@ -12,6 +12,8 @@ encrypted update small.
 
 from __future__ import annotations
 
+import functools
+
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -108,8 +110,9 @@ def _field_texts(frame: pd.DataFrame, prefix: str = "") -> dict[str, list[str]]:
     for field in PROFILE_FIELDS:
         column = f"{prefix}{field}"
         if column in frame.columns:
-            values = frame[column].astype(object).where(frame[column].notna(), _NO_CERTIFICATIONS)
-            out[field] = [str(v).strip() for v in values]
+            out[field] = [
+                _NO_CERTIFICATIONS if pd.isna(v) else str(v).strip() for v in frame[column].tolist()
+            ]
         else:  # only certifications is optional
             out[field] = [_NO_CERTIFICATIONS] * len(frame)
     return out
@@ -184,15 +187,27 @@ class Collaboration(FrozenEncoderMixin, TorchModuleMixin, Agent[PairData]):
         return self.projection()
 
     # -- features ----------------------------------------------------------------------
-    def profile_features(self, texts: Mapping[str, list[str]]) -> np.ndarray:
-        """Concatenated field embeddings of profiles, ``(n, fields * dim)`` float32."""
-        parts = [self.encoder.encode(texts[field]) for field in PROFILE_FIELDS]
-        return np.concatenate(parts, axis=1)
+    def profile_features(self, *profiles: Mapping[str, list[str]]) -> list[np.ndarray]:
+        """Concatenated field embeddings of each group of profiles, ``(n, fields * dim)``.
+
+        Every field of every group goes to the encoder in one call: a single pair is one
+        forward pass of a few texts, not one per field and side.
+        """
+        texts = [t for group in profiles for field in PROFILE_FIELDS for t in group[field]]
+        embedded = self.encoder.encode(texts)
+        out, start = [], 0
+        for group in profiles:
+            n = len(group[PROFILE_FIELDS[0]])
+            fields = embedded[start : start + n * len(PROFILE_FIELDS)]
+            start += n * len(PROFILE_FIELDS)
+            # rows are field-major: (fields, n, dim) -> (n, fields * dim)
+            out.append(fields.reshape(len(PROFILE_FIELDS), n, -1).transpose(1, 0, 2).reshape(n, -1))
+        return out
 
     def pair_features(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """Features ``(n, 2, fields * dim)`` and profile keys ``(n, 2)`` of validated pairs."""
         sides = [_field_texts(frame, f"{side}_") for side in ("a", "b")]
-        features = np.stack([self.profile_features(t) for t in sides], axis=1)
+        features = np.stack(self.profile_features(*sides), axis=1)
         keys = np.stack([_keys(t) for t in sides], axis=1)
         return features, keys
 
@@ -280,10 +295,13 @@ class CollaborationModel(GlobalModel):
 
     agent: Collaboration
 
+    @functools.cached_property
     def _projection(self) -> PairProjection:
+        # Built once per model: loading the vector into a fresh module cost half of a
+        # single-pair prediction. Only read afterwards (forward passes), so threads share it.
         model = self.agent.projection()
         set_flat(model, self.vector)
-        return model
+        return model.eval()
 
     def predict(self, pairs: pd.DataFrame | str | os.PathLike[str]) -> np.ndarray:
         """Probability that a joint project of each pair succeeds.
@@ -298,7 +316,7 @@ class CollaborationModel(GlobalModel):
 
         frame = load_frame(pairs, PAIR_SCHEMA)
         features, _ = self.agent.pair_features(frame)
-        return 1.0 / (1.0 + np.exp(-score_pairs(self._projection(), features)))
+        return 1.0 / (1.0 + np.exp(-score_pairs(self._projection, features)))
 
     def recommend(
         self,
@@ -355,9 +373,8 @@ class CollaborationModel(GlobalModel):
         q_texts, c_texts = _field_texts(query), _field_texts(pool)
         keep = _keys(c_texts) != _keys(q_texts)[0]
         logits = score_matrix(
-            self._projection(),
-            self.agent.profile_features(q_texts),
-            self.agent.profile_features(c_texts),
+            self._projection,
+            *self.agent.profile_features(q_texts, c_texts),
         )[0]
         logits[~keep] = -np.inf
         order = np.argsort(-logits, kind="stable")[: min(k, int(keep.sum()))]
