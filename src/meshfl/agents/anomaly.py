@@ -5,11 +5,23 @@ Split features and thresholds come from the mesh's public feature bounds and a p
 anyone's data; the update is the vector of leaf counts, which sums across MSPs. Each round
 grows a new block of ``trees_per_round`` trees: the global model is the concatenation of the
 blocks' summed counts, so the forest (and its score) gets better round by round.
+
+**The MSP's own columns.** ``features`` names any columns: numeric ones with public
+``bounds``, categorical ones with a public category list in ``categorical``. A category is
+coded by its place in the list (``c`` stands at ``c + 0.5`` in a public range
+``[0, k + 2]``; ``k`` is "other", for values not on the list, ``k + 1`` "missing"), so the
+random splits, drawn uniformly in that range, cut between categories and isolate the rare
+ones. With ``allow_missing=True`` numeric columns may hold missing values (NaN), which go
+left at every split on their feature, so rows missing it share one region: common
+missingness is normal, rare missingness stands out. Values outside the bounds land where
+the bound would; :meth:`Anomaly.prepare` counts them per column and logs a warning at the
+MSP (:meth:`Anomaly.clip_report`), and the counts never leave it.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from dataclasses import dataclass
 
@@ -23,7 +35,15 @@ from meshfl.agents.update import Update
 from meshfl.config.base import MeshflConfig
 from meshfl.config.errors import DataSchemaError
 from meshfl.data.ops_metrics_data import operational_metrics
-from meshfl.data.schema import Column, Schema, load_frame
+from meshfl.data.schema import (
+    ClipReport,
+    Column,
+    Schema,
+    check_category_lists,
+    count_clipped,
+    encode_categories,
+    load_frame,
+)
 from meshfl.data.schemas import OPS_METRIC_BOUNDS, OPS_METRIC_FEATURES, OPS_METRICS_SCHEMA
 from meshfl.models import isolation_forest as iforest
 from meshfl.models import partial_pooling
@@ -34,6 +54,8 @@ from meshfl.privacy.mechanisms import add_gaussian_noise
 
 __all__ = ["Anomaly", "AnomalyConfig", "AnomalyModel"]
 
+_log = logging.getLogger("meshfl.agents.anomaly")
+
 
 class AnomalyConfig(MeshflConfig):
     """Configuration of the ``anomaly`` agent."""
@@ -43,6 +65,16 @@ class AnomalyConfig(MeshflConfig):
         default_factory=lambda: dict(OPS_METRIC_BOUNDS),
         description="Public (low, high) range of every feature; splits are drawn inside it.",
     )
+    categorical: dict[str, tuple[str, ...]] = Field(
+        default_factory=dict,
+        description="Public category list of every categorical feature; values not listed "
+        "count as 'other', missing ones as 'missing'.",
+    )
+    allow_missing: bool = Field(
+        False,
+        description="Let numeric features hold missing values (NaN); they go left at every "
+        "split on their feature.",
+    )
     trees_per_round: int = Field(10, ge=1, le=1000, description="Trees grown per round.")
     depth: int = Field(8, ge=1, le=iforest.MAX_DEPTH, description="Depth of every tree.")
     subsample_size: int = Field(256, ge=2, description="Virtual subsample size psi.")
@@ -50,15 +82,40 @@ class AnomalyConfig(MeshflConfig):
 
     @model_validator(mode="after")
     def _bounds_cover_features(self) -> AnomalyConfig:
-        missing = [f for f in self.features if f not in self.bounds]
+        if len(set(self.features)) != len(self.features):
+            raise ValueError("list every feature once")
+        check_category_lists(self.categorical, self.features, 1000)
+        if "bounds" in self.model_fields_set:
+            both = [f for f in self.categorical if f in self.bounds]
+            if both:
+                raise ValueError(
+                    f"{', '.join(both)} {'is' if len(both) == 1 else 'are'} categorical "
+                    "(in 'categorical'): give categories there, and no bounds"
+                )
+        numeric = self.numeric
+        missing = [f for f in numeric if f not in self.bounds]
         if missing:
             raise ValueError(
-                f"give public bounds for every feature; bounds lack {', '.join(missing)}"
+                f"give public bounds for every numeric feature (or list it in 'categorical' "
+                f"with its categories); bounds lack {', '.join(missing)}"
             )
-        bad = [f for f in self.features if not self.bounds[f][0] < self.bounds[f][1]]
+        bad = [f for f in numeric if not self.bounds[f][0] < self.bounds[f][1]]
         if bad:
             raise ValueError(f"give bounds with low < high; {', '.join(bad)} do not")
         return self
+
+    @property
+    def numeric(self) -> tuple[str, ...]:
+        """The numeric features, in ``features`` order."""
+        return tuple(f for f in self.features if f not in self.categorical)
+
+    def feature_range(self, feature: str) -> tuple[float, float]:
+        """The public range splits are drawn in: the bounds, or ``[0, k + 2]`` for a
+        categorical feature of ``k`` categories (plus 'other' and 'missing')."""
+        if feature in self.categorical:
+            return 0.0, float(len(self.categorical[feature]) + 2)
+        low, high = self.bounds[feature]
+        return float(low), float(high)
 
 
 @dataclass(frozen=True)
@@ -67,6 +124,7 @@ class MetricsData:
 
     X: np.ndarray
     labels: np.ndarray | None
+    clipping: ClipReport | None = None
 
     def __len__(self) -> int:
         return len(self.X)
@@ -123,8 +181,9 @@ class Anomaly(Agent[MetricsData]):
 
     def block(self, index: int) -> iforest.ForestStructure:
         """The public structure of round block ``index``'s trees alone."""
-        low = tuple(float(self.config.bounds[f][0]) for f in self.config.features)
-        high = tuple(float(self.config.bounds[f][1]) for f in self.config.features)
+        ranges = [self.config.feature_range(f) for f in self.config.features]
+        low = tuple(lo for lo, _ in ranges)
+        high = tuple(hi for _, hi in ranges)
         return _block(
             low,
             high,
@@ -134,26 +193,74 @@ class Anomaly(Agent[MetricsData]):
             index,
         )
 
+    @property
+    def _builtin_columns(self) -> bool:
+        c = self.config
+        return c.features == OPS_METRIC_FEATURES and not c.categorical and not c.allow_missing
+
     def load_data(self, data: pd.DataFrame | str | os.PathLike[str]) -> pd.DataFrame:
-        if self.config.features == OPS_METRIC_FEATURES:
+        if self._builtin_columns:
             return load_frame(data, self.schema)
+        c = self.config
         schema = Schema(
             "anomaly data",
             (
-                *(Column(f, "number") for f in self.config.features),
+                *(
+                    Column(f, "category", nullable=True)
+                    if f in c.categorical
+                    else Column(f, "number", nullable=c.allow_missing)
+                    for f in c.features
+                ),
                 Column("is_anomaly", "bool", required=False),
             ),
         )
-        return load_frame(data, schema)
+        try:
+            return load_frame(data, schema)
+        except DataSchemaError as err:
+            if "missing values" in str(err) and not c.allow_missing:
+                raise DataSchemaError(
+                    f"{err} Or set allow_missing=True in the anomaly config: missing values "
+                    "then go left at every split on their feature."
+                ) from None
+            raise
+
+    def encode(self, frame: pd.DataFrame) -> np.ndarray:
+        """The forest's input matrix of a validated frame: numeric columns as floats (NaN
+        where missing), a categorical one as ``code + 0.5`` (code: index in its public list,
+        ``k`` for 'other', ``k + 1`` for 'missing')."""
+        c = self.config
+        columns = [
+            encode_categories(frame[f], c.categorical[f]) + 0.5
+            if f in c.categorical
+            else frame[f].to_numpy(dtype=np.float64, na_value=np.nan)
+            for f in c.features
+        ]
+        return np.column_stack(columns)
+
+    def clip_report(self, data: pd.DataFrame | str | os.PathLike[str]) -> ClipReport:
+        """Per numeric feature, the values of ``data`` outside the public bounds (they land
+        where the bound would). It describes private data: keep it at the MSP."""
+        c = self.config
+        return count_clipped(self.load_data(data), {f: c.bounds[f] for f in c.numeric}, c.numeric)
 
     def synthetic_data(self, n: int, *, seed: int) -> pd.DataFrame:
         return operational_metrics(n, seed=seed)
 
     def prepare(self, frame: pd.DataFrame) -> MetricsData:
         frame = self.load_data(frame)
-        X = frame[list(self.config.features)].to_numpy(dtype=np.float64)
-        labels = frame["is_anomaly"].to_numpy(dtype=bool) if "is_anomaly" in frame else None
-        return MetricsData(X, labels)
+        c = self.config
+        X = self.encode(frame)
+        clipping = count_clipped(X, {f: c.bounds[f] for f in c.numeric}, c.features)
+        clipping.warn("anomaly data", logger=_log)
+        labels = None
+        if "is_anomaly" in frame:
+            if frame["is_anomaly"].isna().any():
+                raise DataSchemaError(
+                    "Column 'is_anomaly' of the anomaly data has missing values; give "
+                    "true/false for every row, or drop the column (it is only for evaluation)."
+                )
+            labels = frame["is_anomaly"].to_numpy(dtype=bool)
+        return MetricsData(X, labels, clipping)
 
     def init_vector(self, *, seed: int) -> np.ndarray:
         return np.zeros(0)
@@ -185,7 +292,9 @@ class Anomaly(Agent[MetricsData]):
         # The next block follows the blocks already in the global model (not the round
         # number), so a skipped round cannot misalign counts and trees.
         # Only the new block's trees are counted: a round's work does not grow with the forest.
-        counts = iforest.leaf_counts(self.block(self._blocks_in(vector)), local.X)
+        counts = iforest.leaf_counts(
+            self.block(self._blocks_in(vector)), local.X, allow_missing=self.config.allow_missing
+        )
         if dp is None:
             return Update(vector=counts, weight=1.0, metrics={"examples": float(len(local))})
         # A row lands in exactly one leaf of each tree: adding or removing it changes
@@ -221,7 +330,11 @@ class Anomaly(Agent[MetricsData]):
         if n_blocks == 0:
             return np.full(len(X), -0.5)
         return iforest.score_samples(
-            self.forest(n_blocks), vector, X, subsample_size=self.config.subsample_size
+            self.forest(n_blocks),
+            vector,
+            X,
+            subsample_size=self.config.subsample_size,
+            allow_missing=self.config.allow_missing,
         )
 
     def evaluate(self, vector: np.ndarray, local: MetricsData) -> dict[str, float]:
@@ -282,7 +395,10 @@ class AnomalyModel(GlobalModel):
                     f"The anomaly model scores columns {', '.join(features)}; "
                     f"the DataFrame lacks {', '.join(missing)}."
                 )
-            return X[features].to_numpy(dtype=np.float64)
+            if self.agent._builtin_columns:
+                return X[features].to_numpy(dtype=np.float64)
+            frame = self.agent.load_data(X.drop(columns=["is_anomaly"], errors="ignore"))
+            return self.agent.encode(frame)
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != len(features):
             raise DataSchemaError(

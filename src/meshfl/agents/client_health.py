@@ -81,7 +81,15 @@ from meshfl.data.client_health_data import (
     client_health,
     client_health_partitions,
 )
-from meshfl.data.schema import ClipReport, Column, Schema, count_clipped, load_frame
+from meshfl.data.schema import (
+    ClipReport,
+    Column,
+    Schema,
+    check_category_lists,
+    count_clipped,
+    encode_categories,
+    load_frame,
+)
 from meshfl.models import hist_gbdt as gbdt
 from meshfl.models.ranking import average_precision, roc_auc
 from meshfl.privacy.events import Mechanism
@@ -174,7 +182,11 @@ class ClientHealthConfig(MeshflConfig):
             raise ValueError("list every feature once")
         if LABEL in self.features:
             raise ValueError(f"{LABEL!r} is the label; it cannot be a feature")
-        _check_categorical(self.categorical, self.features, self.n_bins + self.allow_missing)
+        check_category_lists(
+            self.categorical,
+            self.features,
+            min(self.n_bins + self.allow_missing, gbdt.MAX_CATEGORY_BINS) - 2,
+        )
         if "bounds" in self.model_fields_set:
             both = [f for f in self.categorical if f in self.bounds]
             if both:
@@ -216,49 +228,6 @@ class ClientHealthConfig(MeshflConfig):
             min_split_gain=self.min_split_gain,
             max_delta_step=self.max_delta_step,
         )
-
-
-def _check_categorical(
-    categorical: dict[str, tuple[str, ...]], features: tuple[str, ...], width: int
-) -> None:
-    """Shared by client_health and anomaly: the public category lists are usable."""
-    unknown = [c for c in categorical if c not in features]
-    if unknown:
-        raise ValueError(
-            f"'categorical' must name features; {', '.join(unknown)} "
-            f"{'is' if len(unknown) == 1 else 'are'} not in 'features'"
-        )
-    most = min(width, gbdt.MAX_CATEGORY_BINS) - 2
-    for name, cats in categorical.items():
-        if not cats:
-            raise ValueError(f"give feature {name!r} at least one category in 'categorical'")
-        if len(set(cats)) != len(cats) or not all(isinstance(c, str) and c for c in cats):
-            raise ValueError(
-                f"the categories of {name!r} in 'categorical' must be distinct, non-empty "
-                f"strings; got {list(cats)!r}"
-            )
-        if len(cats) > most:
-            raise ValueError(
-                f"feature {name!r} lists {len(cats)} categories in 'categorical'; at most "
-                f"{most} fit (a feature has {width} bins, at most 53 for a category set, "
-                "and 2 of them hold 'other' and 'missing'): raise n_bins, or keep the "
-                "frequent categories and let the rest count as 'other'"
-            )
-
-
-def encode_categories(values: pd.Series, categories: tuple[str, ...]) -> np.ndarray:
-    """Codes of a categorical column: the index in the public list, ``len(categories)`` for
-    a value not on it ("other"), ``len(categories) + 1`` for a missing one."""
-    lookup = {c: i for i, c in enumerate(categories)}
-    other, missing = len(categories), len(categories) + 1
-    gone = values.isna().to_numpy()
-    text = values.astype(object).to_numpy()
-    codes = np.fromiter(
-        (missing if g else lookup.get(str(v), other) for v, g in zip(text, gone, strict=True)),
-        dtype=np.float64,
-        count=len(text),
-    )
-    return codes
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,9 @@ __all__ = [
     "ColumnClipping",
     "ColumnKind",
     "Schema",
+    "check_category_lists",
     "count_clipped",
+    "encode_categories",
     "inherit_validation",
     "is_validated",
     "load_frame",
@@ -473,6 +475,54 @@ def _read_parquet(path: Path, schema: Schema) -> pd.DataFrame:
             f"Reading the {schema.name} from the Parquet file '{path}' needs pyarrow "
             "(pip install pyarrow); or save the data as CSV instead."
         ) from None
+
+
+# ---------------------------------------------------------------------------------------
+# Public category lists
+# ---------------------------------------------------------------------------------------
+
+
+def check_category_lists(
+    categorical: Mapping[str, tuple[str, ...]], features: tuple[str, ...], most: int
+) -> None:
+    """Check an agent config's public category lists (``ValueError`` naming the problem):
+    every key a feature, categories distinct non-empty strings, at most ``most`` of them."""
+    unknown = [c for c in categorical if c not in features]
+    if unknown:
+        raise ValueError(
+            f"'categorical' must name features; {', '.join(unknown)} "
+            f"{'is' if len(unknown) == 1 else 'are'} not in 'features'"
+        )
+    for name, cats in categorical.items():
+        if not cats:
+            raise ValueError(f"give feature {name!r} at least one category in 'categorical'")
+        if len(set(cats)) != len(cats) or not all(isinstance(c, str) and c for c in cats):
+            raise ValueError(
+                f"the categories of {name!r} in 'categorical' must be distinct, non-empty "
+                f"strings; got {list(cats)!r}"
+            )
+        if len(cats) > most:
+            raise ValueError(
+                f"feature {name!r} lists {len(cats)} categories in 'categorical'; at most "
+                f"{most} fit (2 more bins hold 'other' and 'missing'; raise n_bins if it "
+                "limits them), or keep the frequent categories and let the rest count as "
+                "'other'"
+            )
+
+
+def encode_categories(values: pd.Series, categories: tuple[str, ...]) -> np.ndarray:
+    """Codes of a categorical column: the index in the public list, ``len(categories)`` for
+    a value not on it ("other"), ``len(categories) + 1`` for a missing one."""
+    lookup = {c: i for i, c in enumerate(categories)}
+    other, missing = len(categories), len(categories) + 1
+    gone = values.isna().to_numpy()
+    text = values.astype(object).to_numpy()
+    codes = np.fromiter(
+        (missing if g else lookup.get(str(v), other) for v, g in zip(text, gone, strict=True)),
+        dtype=np.float64,
+        count=len(text),
+    )
+    return codes
 
 
 # ---------------------------------------------------------------------------------------

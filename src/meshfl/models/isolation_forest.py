@@ -291,21 +291,28 @@ def concat_structures(a: ForestStructure, b: ForestStructure) -> ForestStructure
     )
 
 
-def leaf_index(structure: ForestStructure, X: ArrayLike) -> NDArray[np.intp]:
+def leaf_index(
+    structure: ForestStructure, X: ArrayLike, *, allow_missing: bool = False
+) -> NDArray[np.intp]:
     """Leaf each sample reaches in each tree.
 
     Parameters
     ----------
     structure : ForestStructure
     X : array-like of float, shape (n_samples, n_features)
-        Samples; no NaN. Values outside the bounds follow the splits by comparison.
+        Samples. Values outside the bounds follow the splits by comparison.
+    allow_missing : bool
+        Accept missing (NaN) values: a missing value goes left at every split on its
+        feature, as if it lay below every threshold, so the rows missing a feature share
+        one region of it (many: a dense, normal region; few: an isolated, abnormal one).
+        Without it NaN is refused.
 
     Returns
     -------
     ndarray of int, shape (n_samples, n_trees)
         Leaf numbers in ``[0, 2**depth)``, left to right.
     """
-    X_arr = _check_samples(structure, X)
+    X_arr = _check_samples(structure, X, allow_missing=allow_missing)
     n_samples, n_features = X_arr.shape
     n_trees, n_internal = structure.feature.shape
     out = np.empty((n_samples, n_trees), dtype=np.intp)
@@ -325,12 +332,14 @@ def leaf_index(structure: ForestStructure, X: ArrayLike) -> NDArray[np.intp]:
         for _ in range(structure.depth):
             flat = node + tree_offset
             x = X_flat[row_offset + feature_flat[flat]]
-            node = 2 * node + 1 + (x >= threshold_flat[flat])
+            node = 2 * node + 1 + (x >= threshold_flat[flat])  # NaN >= t is False: left
         out[start:stop] = node - n_internal
     return out
 
 
-def leaf_counts(structure: ForestStructure, X: ArrayLike) -> NDArray[np.float64]:
+def leaf_counts(
+    structure: ForestStructure, X: ArrayLike, *, allow_missing: bool = False
+) -> NDArray[np.float64]:
     """Number of samples that reach each leaf: the federated update of the forest.
 
     Counts are additive over samples, so the counts of several MSPs' data sum to the counts
@@ -340,6 +349,8 @@ def leaf_counts(structure: ForestStructure, X: ArrayLike) -> NDArray[np.float64]
     ----------
     structure : ForestStructure
     X : array-like of float, shape (n_samples, n_features)
+    allow_missing : bool
+        Accept NaN (see :func:`leaf_index`).
 
     Returns
     -------
@@ -347,7 +358,7 @@ def leaf_counts(structure: ForestStructure, X: ArrayLike) -> NDArray[np.float64]
         Tree-major: entry ``t * 2**depth + j`` counts the samples in leaf ``j`` of tree ``t``.
         Each tree's counts sum to ``n_samples``.
     """
-    leaves = leaf_index(structure, X)
+    leaves = leaf_index(structure, X, allow_missing=allow_missing)
     n_leaves = structure.n_leaves
     offset = (np.arange(structure.n_trees, dtype=np.intp) * n_leaves)[None, :]
     counts = np.bincount((leaves + offset).ravel(), minlength=structure.n_trees * n_leaves)
@@ -391,6 +402,7 @@ def score_samples(
     X: ArrayLike,
     *,
     subsample_size: int = 256,
+    allow_missing: bool = False,
 ) -> NDArray[np.float64]:
     """Anomaly score of each sample, on the scale of sklearn's ``IsolationForest``.
 
@@ -405,6 +417,8 @@ def score_samples(
     X : array-like of float, shape (n_samples, n_features)
     subsample_size : int, default 256
         Size ``psi`` of the virtual subsample each tree stands for (at least 2).
+    allow_missing : bool, default False
+        Accept NaN (see :func:`leaf_index`).
 
     Returns
     -------
@@ -433,7 +447,7 @@ def score_samples(
     """
     psi = check(subsample_size, _Subsample, "subsample_size", where="score_samples")
     path = _cached_path_lengths(structure, counts, psi)
-    leaves = leaf_index(structure, X)
+    leaves = leaf_index(structure, X, allow_missing=allow_missing)
     offset = (np.arange(structure.n_trees, dtype=np.intp) * structure.n_leaves)[None, :]
     h = path.ravel()[leaves + offset]
     valid = np.isfinite(path[:, 0])
@@ -613,7 +627,9 @@ def _check_bounds(
     return low_arr, high_arr
 
 
-def _check_samples(structure: ForestStructure, X: ArrayLike) -> NDArray[np.float64]:
+def _check_samples(
+    structure: ForestStructure, X: ArrayLike, *, allow_missing: bool = False
+) -> NDArray[np.float64]:
     try:
         X_arr = np.ascontiguousarray(X, dtype=np.float64)
     except (TypeError, ValueError) as exc:
@@ -624,9 +640,10 @@ def _check_samples(structure: ForestStructure, X: ArrayLike) -> NDArray[np.float
             f"The 'X' parameter must have shape (n_samples, {structure.n_features}), one column "
             f"per feature of the forest. Got shape {X_arr.shape} instead.{hint}"
         )
-    if np.isnan(X_arr).any():
+    if not allow_missing and np.isnan(X_arr).any():
         raise ConfigError(
             "The 'X' parameter must not contain NaN: a missing value has no side of a split. "
-            "Impute it (e.g. with the feature's public midpoint) before scoring."
+            "Impute it (e.g. with the feature's public midpoint) before scoring, or pass "
+            "allow_missing=True to send missing values left at every split."
         )
     return X_arr
