@@ -25,6 +25,7 @@ from pydantic import SkipValidation
 
 from meshfl.agents import registry
 from meshfl.agents.base import Agent, GlobalModel
+from meshfl.agents.personalization import Personalized, personalize
 from meshfl.config.errors import ConfigError
 from meshfl.config.validation import Count, Float, Positive, Seed, Skew, checked
 from meshfl.federation.client_app import NodeData, make_client_app
@@ -106,7 +107,28 @@ class SimulationResult:
     @property
     def test_data(self) -> pd.DataFrame:
         """Every MSP's held-out rows, pooled (a test set no single MSP could hold)."""
-        return pd.concat([p.test for p in self.partitions if p.test is not None], ignore_index=True)
+        return self.model.agent.pool([p.test for p in self.partitions if p.test is not None])
+
+    def personalized(self, *, choose: bool = True) -> list[Personalized]:
+        """Each MSP's own model from the federated one, in MSP order.
+
+        See :func:`meshfl.agents.personalization.personalize`: partial pooling or local
+        fine-tuning of the global model, and (``choose``) the MSP's choice among
+        personalized, global and local-only on a validation split of its training rows.
+        """
+        rounds = self.plan.rounds if self.plan is not None else max(len(self.history), 1)
+        seed = self.plan.seed if self.plan is not None else 0
+        return [
+            personalize(
+                self.model.agent,
+                self.model.vector,
+                p.train,
+                rounds=rounds,
+                seed=seed + i,
+                choose=choose,
+            )
+            for i, p in enumerate(self.partitions)
+        ]
 
     def evaluate(
         self, data: pd.DataFrame | str | os.PathLike[str] | None = None
