@@ -188,3 +188,97 @@ def test_the_masking_state_lives_in_the_node_context(keys):
     replies = list(grid.send_and_receive(strategy.configure_train(1, grid)))
     result = strategy.aggregate_train(1, replies)
     assert result.masked and result.changed and result.unmask_no_reply == 0
+
+
+class LateKeysGrid(InProcessGrid):
+    """The first ``late`` key requests each node gets are answered after the coordinator
+    stopped waiting (as MSPs that drain a killed coordinator's messages first do): the
+    node keeps its key pair, the coordinator never sees the reply. ``silent`` nodes never
+    answer a key request."""
+
+    late = 0
+    silent: frozenset[int] = frozenset()
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.asked: dict[int, int] = {}
+
+    def _deliver(self, root_id, message):
+        node = message.metadata.dst_node_id
+        if message.metadata.message_type != "query.mask_keys":
+            return super()._deliver(root_id, message)
+        if node in self.silent:
+            return None
+        self.asked[node] = self.asked.get(node, 0) + 1
+        super()._deliver(root_id, message)
+        if self.asked[node] <= self.late:
+            self._replies.pop(root_id, None)
+            self._reply_roots.pop(root_id, None)
+        return None
+
+
+def _late_mesh(keys, n, *, session="s1", app=None, grid=None):
+    sealer, aggregator = keys
+    plan = AgentPlan(agent="anomaly", agent_config=FAST_ANOMALY, rounds=3, min_msps=3)
+    agent = plan.build_agent()
+    if grid is None:
+        parts = make_partitions(agent, num_msps=n, seed=0, samples_per_msp=60)
+        app = make_client_app(
+            lambda _a, ctx: parts[ctx.node_config["partition-id"]],
+            sealer=lambda _ctx: sealer,
+            min_contributors=2,
+        )
+        grid = LateKeysGrid(app, n)
+    context = RoundContext(run_id="run-r", session=session, total_rounds=3)
+    return grid, AgentStrategy(agent, aggregator, min_msps=3, context=context, connect_timeout=5)
+
+
+def test_a_restarted_coordinator_masks_its_first_round_under_the_keys_msps_pinned(keys):
+    """A coordinator that restarts (new session, no keys in memory) on MSPs that pinned the
+    old session's keys: its first masked round asks for the keys again, gets the same ones
+    (an MSP keeps its key pair per run), and the round's masks cancel."""
+    sealer, _ = keys
+    grid, first = _late_mesh(keys, 4)
+    assert first.aggregate_train(1, list(grid.send_and_receive(first.configure_train(1, grid))))
+    assert first.history
+    _, second = _late_mesh(keys, 4, session="s2", grid=grid)
+    second.history = list(first.history)  # what a resumed store hands it
+    result = second.aggregate_train(2, list(grid.send_and_receive(second.configure_train(2, grid))))
+    assert result.masked and result.changed and result.accepted == 4, result.skipped_reason
+    assert second.mask_keys == first.mask_keys  # the keys the MSPs pinned in session s1
+    verify = Verification("run-r", before_round=99, min_contributors=2)
+    vector = open_global(second.agent, second.history, sealer, seed=0, verify=verify)
+    assert np.all(np.isfinite(vector))
+
+
+def test_key_replies_that_came_too_late_are_asked_again(keys):
+    """The deployed bug: a resumed coordinator's key request reached MSPs only after its
+    timeout, their replies were lost, and the round ended with no update. The MSPs that
+    gave no reply are asked once more, and the round trains, masked."""
+    grid, strategy = _late_mesh(keys, 4)
+    grid.late = 1
+    result = strategy.aggregate_train(
+        1, list(grid.send_and_receive(strategy.configure_train(1, grid)))
+    )
+    assert grid.asked == dict.fromkeys(grid.get_node_ids(), 2)
+    assert result.masked and result.changed and result.accepted == 4, result.skipped_reason
+
+
+def test_a_round_without_enough_keys_fails_closed_by_name(keys):
+    """Too few keys, even after asking again: nothing is sent, and the round's record and
+    the operator's line say why (it used to say only "skipped")."""
+    from meshfl.service.coordinator import format_round
+
+    grid, strategy = _late_mesh(keys, 4)
+    grid.silent = frozenset(list(grid.get_node_ids())[:2])
+    start = time.perf_counter()
+    run = strategy.start(grid, num_rounds=1)
+    assert time.perf_counter() - start < 20  # asked once more, then gave up
+    assert all(grid.asked[n] == 1 for n in grid.asked)  # answered: not asked again
+    (record,) = run.history
+    assert record["skipped"] and not record["masked"] and record["msps"] == 0
+    assert record["unmask_failed"] == "unmask_keys"
+    assert "only 2 of 4 sampled MSP(s) gave their masking key" in record["skipped_reason"]
+    assert "failed closed" in record["skipped_reason"]
+    assert "masking: only 2 of 4" in format_round(record)
+    assert strategy.history == []

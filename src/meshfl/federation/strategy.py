@@ -151,6 +151,8 @@ class _Draw:
     """The nodes sent a train message."""
     masking: RoundMasking | None = None
     grid: Grid | None = None
+    mask_failure: str | None = None
+    """``unmask_keys``: too few sampled MSPs gave their masking key; nothing was sent."""
 
 
 @dataclass
@@ -455,10 +457,11 @@ class AgentStrategy:
             keyed = self._with_keys(grid, nodes, server_round)
             if len(keyed) < MIN_MASKED:
                 reason = (
-                    f"only {len(keyed)} of {len(nodes)} sampled MSP(s) gave their masking key; "
-                    f"a masked round needs {MIN_MASKED}; skipped before any MSP trained"
+                    f"masking: only {len(keyed)} of {len(nodes)} sampled MSP(s) gave their "
+                    f"masking key in time; a masked round needs {MIN_MASKED}; the round failed "
+                    "closed before any MSP trained, the global model is unchanged"
                 )
-                self._draw = replace(self._draw, skipped_reason=reason)
+                self._draw = replace(self._draw, skipped_reason=reason, mask_failure="unmask_keys")
                 log.warning("%s round %d: %s", self.agent.name, server_round, reason)
                 return []
             nodes = keyed
@@ -472,33 +475,68 @@ class AgentStrategy:
         return self._messages("train", nodes, server_round, masking)
 
     def _with_keys(self, grid: Grid, nodes: list[int], server_round: int) -> list[int]:
-        """The nodes whose masking key this strategy holds, asking those it lacks first."""
+        """The nodes whose masking key this strategy holds, asking those it lacks first.
+
+        The keys live in this strategy's memory only, so a coordinator that restarted asks
+        every MSP again in its first masked round (each answers with the key pair it keeps
+        for the run, the one its neighbours pinned), at the moment MSPs are slowest: they
+        reconnect and first drain what the killed coordinator had sent. A key that comes
+        after the exchange's timeout is lost with it. So when fewer than
+        :data:`~meshfl.secure.secagg.MIN_MASKED` MSPs are keyed, those that gave no reply at
+        all are asked once more (an MSP that has caught up answers the new request at once),
+        within ``connect_timeout``: an MSP without a key is not ready for a masked round, as
+        one that has not connected.
+        """
+        deadline = time.monotonic() + self.connect_timeout
         lacking = [n for n in nodes if n not in self.mask_keys]
-        if lacking:
-            messages = [
-                Message(
-                    encode_key_request(self.context.run_id),
-                    dst_node_id=node,
-                    message_type=f"query.{KEYS_ACTION}",
-                    group_id=f"{self.agent.name}:{server_round}:keys",
+        unanswered = self._ask_keys(grid, lacking, server_round)
+        keyed = [n for n in nodes if n in self.mask_keys]
+        left = deadline - time.monotonic()
+        if unanswered and len(keyed) < MIN_MASKED and left > 0:
+            log.warning(
+                "%s round %d: %d MSP(s) gave no masking key in time; asking them again",
+                self.agent.name,
+                server_round,
+                len(unanswered),
+            )
+            timeout = left if self._timeout is None else min(self._timeout, left)
+            self._ask_keys(grid, unanswered, server_round, timeout=timeout)
+            keyed = [n for n in nodes if n in self.mask_keys]
+        return keyed
+
+    def _ask_keys(
+        self, grid: Grid, lacking: list[int], server_round: int, *, timeout: float | None = None
+    ) -> list[int]:
+        """Ask ``lacking`` for their masking keys; returns those that sent no reply at all."""
+        if not lacking:
+            return []
+        messages = [
+            Message(
+                encode_key_request(self.context.run_id),
+                dst_node_id=node,
+                message_type=f"query.{KEYS_ACTION}",
+                group_id=f"{self.agent.name}:{server_round}:keys",
+            )
+            for node in lacking
+        ]
+        replied = set()
+        wait = self._timeout if timeout is None else timeout
+        for reply in grid.send_and_receive(messages, timeout=wait):
+            node = int(reply.metadata.src_node_id)
+            replied.add(node)
+            try:
+                key = decode_key_reply(reply)
+            except Exception:  # whatever a reply holds, it is dropped, never raised
+                log.warning(
+                    "%s round %d: MSP node %d gave no masking key; it sits the round out",
+                    self.agent.name,
+                    server_round,
+                    node,
                 )
-                for node in lacking
-            ]
-            for reply in grid.send_and_receive(messages, timeout=self._timeout):
-                node = int(reply.metadata.src_node_id)
-                try:
-                    key = decode_key_reply(reply)
-                except Exception:  # whatever a reply holds, it is dropped, never raised
-                    log.warning(
-                        "%s round %d: MSP node %d gave no masking key; it sits the round out",
-                        self.agent.name,
-                        server_round,
-                        node,
-                    )
-                    continue
-                if node in lacking:
-                    self.mask_keys[node] = key
-        return [n for n in nodes if n in self.mask_keys]
+                continue
+            if node in lacking:
+                self.mask_keys[node] = key
+        return [n for n in lacking if n not in replied]
 
     def _binding(self, server_round: int, contributors: tuple[int, ...] = ()) -> Binding:
         return Binding(
@@ -546,6 +584,7 @@ class AgentStrategy:
             bytes_received=tally.bytes_received,
             snr=median_snr(tally.snrs),
             masked=draw.masking is not None,
+            mask_failure=draw.mask_failure,
         )
         if draw.skipped_reason is not None:
             return result
@@ -842,6 +881,7 @@ class AgentStrategy:
             "declined": len(result.declined),
             "declined_msps": [msp for msp, _ in result.declined],
             "skipped": result.skipped_reason is not None,
+            "skipped_reason": result.skipped_reason,
             "masked": result.masked,
             "unmask_failed": result.mask_failure,
             "unmask_no_reply": result.unmask_no_reply,
