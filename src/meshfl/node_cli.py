@@ -9,7 +9,8 @@ checks the MSP's files, starts the warm SuperExec that forks this node's ClientA
 is the SuperNode's, and a signal to it reaches Flower directly (the SuperExec ends with it).
 See :mod:`meshfl.deploy.node_runtime` for why (seconds per round) and ``--poll-interval``.
 The node config it passes is what :mod:`meshfl.deploy.apps` reads (``data-dir``,
-``secret-key``, ``state-dir``); Flower's home is ``<state-dir>/flwr-supernode``.
+``secret-key``, ``state-dir``, and ``require-masking`` with ``--require-masking``); Flower's
+home is ``<state-dir>/flwr-supernode``.
 
 meshfl's three console scripts sit side by side: :mod:`meshfl.cli` (``meshfl``),
 :mod:`meshfl.server_cli` (``meshfl-server``, the coordinator's operator) and this module
@@ -73,6 +74,7 @@ def supernode_command(
     insecure: bool = False,
     poll_interval: float = DEFAULT_POLL_INTERVAL,
     fresh_processes: bool = False,
+    require_masking: bool = False,
 ) -> list[str]:
     """The SuperNode command line of one MSP; checks its files first.
 
@@ -105,6 +107,10 @@ def supernode_command(
         Flower's default: a fresh ``flwr-clientapp`` process per message (its own SuperExec).
         Otherwise ClientApps are forked from the warm SuperExec of :func:`superexec_command`,
         which must run next to the node.
+    require_masking : bool
+        Decline every round whose plan does not mask updates (node config
+        ``require-masking = true``): without masking, any MSP colluding with the coordinator
+        reads this MSP's update (docs/threat-model.md).
     """
     data_entry = _data_entry(data_dir, data_loader)
     for flag, value in (("--secret-key", secret_key), ("--auth-key", auth_key)):
@@ -125,6 +131,7 @@ def supernode_command(
             data_entry,
             _quoted("secret-key", Path(secret_key)),
             _quoted("state-dir", Path(state_dir)),
+            *(["require-masking=true"] if require_masking else []),
         ]
     )
     if not 0.01 <= poll_interval <= 60:
@@ -229,6 +236,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="check the data, the secret key and the node key, then exit (0: all good)",
     )
     parser.add_argument(
+        "--require-masking",
+        action="store_true",
+        help="decline every round whose plan does not mask updates (without masking, any MSP "
+        "colluding with the coordinator reads this MSP's update)",
+    )
+    parser.add_argument(
         "--fresh-processes",
         action="store_true",
         help="start a fresh ClientApp process per message, as Flower does (slower) instead of "
@@ -253,6 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             insecure=args.insecure,
             poll_interval=args.poll_interval,
             fresh_processes=args.fresh_processes,
+            require_masking=args.require_masking,
         )
     except MeshflError as err:
         print(f"meshfl-node: error: {err}", file=sys.stderr)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from meshfl.config.errors import ConfigError
-from meshfl.node_cli import main, supernode_command
+from meshfl.node_cli import build_parser, main, supernode_command
 
 
 @pytest.fixture
@@ -135,3 +135,24 @@ def test_check_reads_every_file_as_the_node_would_and_starts_nothing(tmp_path, c
     assert "FAIL  revenue.csv:" in out and "revenue" in out
     assert "FAIL  tickets.csv: no agent is named 'tickets'" in out
     assert "FAIL  --secret-key:" in out
+
+
+def test_require_masking_reaches_the_node_config_as_a_boolean(msp):
+    from flwr.common.config import parse_config_args
+
+    kwargs = dict(
+        superlink="h:1",
+        data_dir=msp / "data",
+        secret_key=msp / "msp.secret.ckks",
+        state_dir=msp / "state",
+        insecure=True,
+    )
+    plain = supernode_command(**kwargs)
+    strict = supernode_command(**kwargs, require_masking=True)
+    assert "require-masking" not in plain[plain.index("--node-config") + 1]
+    config = parse_config_args([strict[strict.index("--node-config") + 1]])
+    assert config["require-masking"] is True  # as Flower hands it to the ClientApp
+    assert config["state-dir"] == str((msp / "state").resolve())
+    args = ["--superlink", "h:1", "--data-dir", "d", "--secret-key", "k", "--state-dir", "s"]
+    assert build_parser().parse_args([*args, "--require-masking"]).require_masking is True
+    assert build_parser().parse_args(args).require_masking is False

@@ -282,3 +282,70 @@ def test_a_round_without_enough_keys_fails_closed_by_name(keys):
     assert "failed closed" in record["skipped_reason"]
     assert "masking: only 2 of 4" in format_round(record)
     assert strategy.history == []
+
+
+def _strict_mesh(keys, n, *, require=None, node_config=None):
+    """MSPs that require masking (``require`` given to the app, or the node config's
+    ``require-masking``), and a count of the rows each MSP's data provider handed out."""
+    sealer, aggregator = keys
+    agent = AgentPlan(agent="anomaly", agent_config=FAST_ANOMALY, min_msps=3).build_agent()
+    parts = make_partitions(agent, num_msps=n, seed=0, samples_per_msp=60)
+    reads = []
+
+    def data(_agent, ctx):
+        reads.append(ctx.node_config["partition-id"])
+        return parts[ctx.node_config["partition-id"]]
+
+    app = make_client_app(
+        data, sealer=lambda _ctx: sealer, min_contributors=2, require_masking=require
+    )
+    grid = InProcessGrid(app, n)
+    for node in grid.get_node_ids():
+        grid._contexts[node].node_config.update(node_config or {})
+    return grid, reads
+
+
+@pytest.mark.parametrize(
+    ("require", "node_config"), [(True, None), (None, {"require-masking": True})]
+)
+def test_an_msp_that_requires_masking_declines_unmasked_rounds(keys, require, node_config):
+    from meshfl.federation import run_plan
+    from meshfl.federation.client_app import DECLINED_UNMASKED
+
+    grid, reads = _strict_mesh(keys, 4, require=require, node_config=node_config)
+    context = RoundContext(run_id="run-s", session="s1", total_rounds=1)
+    agent = AgentPlan(agent="anomaly", agent_config=FAST_ANOMALY, min_msps=3).build_agent()
+    strategy = AgentStrategy(agent, keys[1], min_msps=3, context=context, masking=False)
+    replies = list(grid.send_and_receive(strategy.configure_train(1, grid)))
+    # Every MSP declined with the fixed sentence before reading a row.
+    assert [decode_update(r).reason for r in replies] == [DECLINED_UNMASKED] * 4
+    assert reads == []
+    assert not strategy.aggregate_train(1, replies).changed
+    # A run of such a plan stops after its first round, saying why.
+    plan = AgentPlan(
+        agent="anomaly", agent_config=FAST_ANOMALY, rounds=2, min_msps=3, masking=False
+    )
+    with pytest.warns(UserWarning, match="masking is off"):
+        run = run_plan(grid, plan, keys[1])
+    (record,) = run.history
+    assert record["declined"] == 4 and record["msps"] == 0 and record["skipped"]
+    assert "only in masked rounds" in record["skipped_reason"]
+    assert "only in masked rounds" in run.stopped_reason
+    assert "privacy budget" not in run.stopped_reason
+    assert run.sealed_history == []
+    # The same MSPs take part in a masked round.
+    masked = AgentPlan(agent="anomaly", agent_config=FAST_ANOMALY, rounds=1, min_msps=3)
+    again = run_plan(grid, masked, keys[1])
+    assert again.history[0]["masked"] and again.history[0]["msps"] == 4
+    assert again.sealed_history
+
+
+def test_require_masking_in_the_node_config_must_be_a_boolean(keys):
+    grid, reads = _strict_mesh(keys, 3, node_config={"require-masking": "yes"})
+    context = RoundContext(run_id="run-s", session="s1", total_rounds=1)
+    agent = AgentPlan(agent="anomaly", agent_config=FAST_ANOMALY, min_msps=3).build_agent()
+    strategy = AgentStrategy(agent, keys[1], min_msps=3, context=context, masking=False)
+    replies = list(grid.send_and_receive(strategy.configure_train(1, grid)))
+    assert all(r.has_error() for r in replies) and reads == []
+    result = strategy.aggregate_train(1, replies)
+    assert result.drop_kinds == {"E_CONFIG": 3}

@@ -25,7 +25,7 @@ from flwr.clientapp import ClientApp
 from meshfl.agents import registry
 from meshfl.agents.base import Agent
 from meshfl.agents.update import Update
-from meshfl.config.errors import MeshflError
+from meshfl.config.errors import ConfigError, MeshflError
 from meshfl.config.validation import Count, check
 from meshfl.federation.errors import guard
 from meshfl.federation.masked_round import (
@@ -64,7 +64,14 @@ if TYPE_CHECKING:
 
 _OptionalCount = Count | None
 
-__all__ = ["DataProvider", "MSPNode", "NodeData", "derive_seed", "make_client_app"]
+__all__ = [
+    "DECLINED_UNMASKED",
+    "DataProvider",
+    "MSPNode",
+    "NodeData",
+    "derive_seed",
+    "make_client_app",
+]
 
 log = logging.getLogger("meshfl.msp")
 
@@ -89,6 +96,10 @@ def derive_seed(*parts: int) -> int:
 
 DECLINED = "declined: this MSP's privacy budget cannot afford the round"
 """The one sentence a declining MSP sends (the detailed reason stays in its own log)."""
+
+DECLINED_UNMASKED = "declined: this MSP takes part only in masked rounds"
+"""The sentence an MSP that requires masking (node config ``require-masking``) sends when
+a round's plan is unmasked."""
 
 
 def _reported(epsilon: float, ins: RoundInstructions) -> float:
@@ -120,6 +131,7 @@ class MSPNode:
         sealer: SealerProvider | None = None,
         state_dir: StateDirectory | None = None,
         min_contributors: int | None = None,
+        require_masking: bool | None = None,
     ):
         self.data = data
         self.sealer = sealer
@@ -131,6 +143,7 @@ class MSPNode:
         self.prepared: dict[tuple[int, str, str, str], Any] = {}
         self.ledgers: dict[Path, PrivacyLedger] = {}
         self.sealers: dict[int, Sealer] = {}
+        self.require_masking = require_masking
         self.masking = MaskingMemory()
 
     def sealer_for(self, context: Context) -> Sealer:
@@ -218,11 +231,36 @@ class MSPNode:
             memo_dir=Path(str(state)) / "models" if state is not None else None,
         )
 
+    def requires_masking(self, context: Context) -> bool:
+        """Whether this MSP declines unmasked rounds: the given setting, else the node
+        config's ``require-masking`` (default false)."""
+        if self.require_masking is not None:
+            return self.require_masking
+        value = context.node_config.get("require-masking", False)
+        if not isinstance(value, bool):
+            got = f"Got {value!r} instead."
+            raise ConfigError(f"The node config's 'require-masking' must be true or false. {got}")
+        return value
+
     def train(self, message: Message, context: Context) -> Message:
         """Train one round on the opened global model; reply with a sealed update or a decline."""
         ins = decode_instructions(message)
         agent, key = self.agent_for(ins)
         msp = node_index(context)
+        plan = decode_plan(message.content)
+        if plan is None and self.requires_masking(context):
+            # Before the data, the model or the ledger are touched: nothing is trained or
+            # spent. Under an unmasked plan any holder of the CKKS secret key (every MSP)
+            # colluding with the coordinator would read this MSP's update.
+            log.warning(
+                "%s round %d: declined: the coordinator's plan does not mask updates and this "
+                "MSP requires masking (node config require-masking)",
+                agent.name,
+                ins.server_round,
+            )
+            # ε 0: the coordinator keeps the larger of what it holds and what MSPs report.
+            public = Decline(DECLINED_UNMASKED, 0.0, msp)
+            return Message(encode_decline(public), reply_to=message)
         box = self.sealer_for(context)
         dp = ins.context.privacy
         if dp is not None and dp.unit == "msp" and box.backend == PLAINTEXT:
@@ -254,7 +292,6 @@ class MSPNode:
             public = Decline(DECLINED, _reported(outcome.epsilon_spent, ins), msp)
             return Message(encode_decline(public), reply_to=message)
         update, epsilon = outcome
-        plan = decode_plan(message.content)
         masker = self._masker(ins, agent, plan, box, context) if plan is not None else None
         content = self._sealed_update(
             ins, agent, update, epsilon, box, context, records=len(rows), masker=masker
@@ -438,6 +475,7 @@ def make_client_app(
     sealer: SealerProvider | None = None,
     state_dir: StateDirectory | None = None,
     min_contributors: int | None = None,
+    require_masking: bool | None = None,
 ) -> ClientApp:
     """A ``ClientApp`` that trains and evaluates every built agent on this MSP's data.
 
@@ -461,9 +499,21 @@ def make_client_app(
         lower it. Defaults to the node config's ``min-contributors``, else
         :data:`DEFAULT_MIN_CONTRIBUTORS`, and then never below the agent's own ``min_msps``.
         Simulations pass their plan's ``min_msps`` (local-only baselines train alone).
+    require_masking : bool, optional
+        Decline every round whose plan does not mask updates (:mod:`meshfl.secure.secagg`),
+        with the fixed sentence :data:`DECLINED_UNMASKED`; nothing is trained or spent.
+        Without masking, any MSP (all hold the CKKS secret key) colluding with the
+        coordinator reads this MSP's update. Defaults to the node config's
+        ``require-masking`` (``meshfl-node --require-masking``), else false.
     """
     app = ClientApp()
-    node = MSPNode(data, sealer=sealer, state_dir=state_dir, min_contributors=min_contributors)
+    node = MSPNode(
+        data,
+        sealer=sealer,
+        state_dir=state_dir,
+        min_contributors=min_contributors,
+        require_masking=require_masking,
+    )
     # Whatever a handler raises leaves as a code and a fixed sentence; the details stay in
     # this MSP's log (meshfl.federation.errors): an error's text is a decryption oracle.
     for name in registry.built():

@@ -141,6 +141,16 @@ class AgentRun:
     stopped_reason: str | None = None
 
 
+def _why_declined(declined: Iterable[tuple[int, str]]) -> str:
+    """What the MSPs' fixed decline sentences say (client_app's DECLINED, DECLINED_UNMASKED)."""
+    texts = {
+        "budget": "its privacy budget is spent",
+        "masking": "it takes part only in masked rounds and this plan does not mask updates",
+    }
+    kinds = {"masking" if "only in masked rounds" in r else "budget" for _, r in declined}
+    return " or ".join(texts[k] for k in sorted(kinds))
+
+
 @dataclass(frozen=True)
 class _Draw:
     """What :meth:`AgentStrategy.configure_train` decided for the round it configured."""
@@ -744,7 +754,7 @@ class AgentStrategy:
         if tally.declined and not tally.accepted:
             return (
                 f"all {len(tally.declined)} MSP(s) that replied declined "
-                "(privacy budget spent); the global model is unchanged"
+                f"({_why_declined(tally.declined)}); the global model is unchanged"
             )
         if len(tally.accepted) < self.min_msps:
             return (
@@ -812,7 +822,7 @@ class AgentStrategy:
             if result.all_declined:
                 run.stopped_reason = (
                     f"stopped after round {server_round} of {rounds}: every MSP that replied "
-                    "declined because its privacy budget is spent"
+                    f"declined because {_why_declined(result.declined)}"
                 )
                 log.warning("%s: %s", self.agent.name, run.stopped_reason)
                 break
