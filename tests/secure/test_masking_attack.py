@@ -108,24 +108,12 @@ def test_with_masks_the_coordinator_and_one_msp_learn_nothing_of_another_update(
         sealer.open(masked[victim])
 
 
-def test_the_sum_of_masked_updates_still_opens_to_the_sum(backend):
-    from meshfl.secure.secagg import UnmaskReply, answer_unmask
-
+def test_the_sum_of_masked_updates_still_opens_to_the_sum(backend, unmask_replies):
     sealer, aggregator = backend
     updates = _updates(4)
     nodes, keys, masking, masked, scope = _masked_round(sealer, aggregator, updates)
     total = aggregator.add(list(masked.values()))
-    requests = masking.requests(nodes, nodes)
-    replies: dict[int, UnmaskReply] = {
-        node: answer_unmask(
-            requests[node],
-            node=node,
-            keys=keys[node],
-            neighbours={p: keys[p].public for p in masking.graph[node]},
-            scope=scope,
-        )
-        for node in nodes
-    }
+    replies = unmask_replies(masking, keys, scope, survivors=nodes, sampled=nodes)
     correction = masking.correction(nodes, nodes, replies, aggregator, LENGTH)
     opened = sealer.open(aggregator.shift(total, correction, subtract=True))
     np.testing.assert_allclose(opened, np.sum(updates, axis=0), atol=1e-4)

@@ -33,7 +33,7 @@ def backend():
     return ephemeral_ckks_backend()
 
 
-def _round(backend, n, *, unmask_drops=0, send_drops=0, degree=None):
+def _round(backend, unmask_replies, n, *, unmask_drops=0, send_drops=0, degree=None):
     """n sampled MSPs; ``send_drops`` send nothing (D0), ``unmask_drops`` send but never
     answer the unmask request (D1). Returns (opened sum or MaskRecoveryError, survivors' sum)."""
     sealer, aggregator = backend
@@ -57,18 +57,9 @@ def _round(backend, n, *, unmask_drops=0, send_drops=0, degree=None):
         masking.accept(node, shares)
         masked.append(sealed)
     total = aggregator.add(masked)
-    requests = masking.requests(senders, nodes)
-    answering = senders[unmask_drops:]
-    replies = {
-        node: answer_unmask(
-            requests[node],
-            node=node,
-            keys=keys[node],
-            neighbours={p: keys[p].public for p in masking.graph[node]},
-            scope=scope,
-        )
-        for node in answering
-    }
+    replies = unmask_replies(
+        masking, keys, scope, survivors=senders, sampled=nodes, answering=senders[unmask_drops:]
+    )
     expected = np.sum([updates[node] for node in senders], axis=0)
     try:
         correction = masking.correction(senders, nodes, replies, aggregator, LENGTH)
@@ -78,36 +69,36 @@ def _round(backend, n, *, unmask_drops=0, send_drops=0, degree=None):
 
 
 @pytest.mark.parametrize("share", [0.0, 0.1, 0.3])
-def test_a_round_survives_dropouts_up_to_the_threshold(backend, share):
+def test_a_round_survives_dropouts_up_to_the_threshold(backend, share, unmask_replies):
     n = 10
     opened, expected = _round(backend, n, unmask_drops=math.floor(share * n))
     assert not isinstance(opened, MaskRecoveryError)
     np.testing.assert_allclose(opened, expected, atol=1e-4)
 
 
-def test_a_round_with_40_percent_dropped_fails_closed_by_name(backend):
-    opened, _ = _round(backend, 10, unmask_drops=4)
+def test_a_round_with_40_percent_dropped_fails_closed_by_name(backend, unmask_replies):
+    opened, _ = _round(backend, unmask_replies, 10, unmask_drops=4)
     assert isinstance(opened, MaskRecoveryError)
     assert opened.kind == "unmask_shares"
     assert "threshold t=7" in str(opened)
 
 
-def test_msps_that_sent_nothing_have_their_pairwise_masks_removed(backend):
-    opened, expected = _round(backend, 9, send_drops=2)
+def test_msps_that_sent_nothing_have_their_pairwise_masks_removed(backend, unmask_replies):
+    opened, expected = _round(backend, unmask_replies, 9, send_drops=2)
     assert not isinstance(opened, MaskRecoveryError)
     np.testing.assert_allclose(opened, expected, atol=1e-4)
 
 
-def test_a_sparse_graph_round_with_dropouts(backend):
-    opened, expected = _round(backend, 40, unmask_drops=2, degree=8)
+def test_a_sparse_graph_round_with_dropouts(backend, unmask_replies):
+    opened, expected = _round(backend, unmask_replies, 40, unmask_drops=2, degree=8)
     assert not isinstance(opened, MaskRecoveryError)
     np.testing.assert_allclose(opened, expected, atol=1e-4)
 
 
-def test_a_pairwise_mask_held_only_by_vanished_msps_fails_closed(backend):
+def test_a_pairwise_mask_held_only_by_vanished_msps_fails_closed(backend, unmask_replies):
     """Ten MSPs, one sends nothing, one survivor vanishes before unmasking: the seed it
     shares with the silent one is lost with it (only the two of them ever held it)."""
-    opened, _ = _round(backend, 10, send_drops=1, unmask_drops=1)
+    opened, _ = _round(backend, unmask_replies, 10, send_drops=1, unmask_drops=1)
     assert isinstance(opened, MaskRecoveryError)
     assert opened.kind == "unmask_pairwise"
 
