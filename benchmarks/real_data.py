@@ -228,9 +228,12 @@ def table(frame: pd.DataFrame) -> pd.DataFrame:
     """Mean over seeds (± sd where there are several), one row per data set."""
     groups = frame.groupby(["dataset", "agent", "metric", "setting"], sort=False)["value"]
     mean, sd, n = groups.mean(), groups.std(), groups.count()
-    cells = mean.map(lambda v: f"{v:.3f}")
-    with_sd = mean.map(lambda v: f"{v:.3f}") + " ± " + sd.map(lambda v: f"{v:.3f}")
-    cells = cells.where(n <= 1, with_sd).where(mean.notna(), "failed")
+    digits = pd.Series(
+        [1 if key[2] == "smape" else 3 for key in mean.index], index=mean.index
+    )  # sMAPE in % to 0.1, AUC to 0.001
+    fmt = pd.Series([f"{v:.{d}f}" for v, d in zip(mean, digits, strict=True)], index=mean.index)
+    spread = pd.Series([f"{v:.{d}f}" for v, d in zip(sd, digits, strict=True)], index=mean.index)
+    cells = fmt.where(n <= 1, fmt + " ± " + spread).where(mean.notna(), "failed")
     out = cells.unstack("setting")
     return out[[s for s in SETTINGS if s in out.columns]]
 
@@ -265,9 +268,9 @@ def main() -> None:
     summary = table(frame)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    frame.drop(columns=[c for c in frame if c.startswith("per_msp") or c in ("msp_names", "choices")]).to_csv(
-        out / "real_data.csv", index=False
-    )
+    frame.drop(
+        columns=[c for c in frame if c.startswith("per_msp") or c in ("msp_names", "choices")]
+    ).to_csv(out / "real_data.csv", index=False)
     (out / "real_data.json").write_text(
         json.dumps(
             {
