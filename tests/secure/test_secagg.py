@@ -71,7 +71,7 @@ def _round(backend, unmask_replies, n, *, unmask_drops=0, send_drops=0, degree=N
 @pytest.mark.parametrize("share", [0.0, 0.1, 0.3])
 def test_a_round_survives_dropouts_up_to_the_threshold(backend, share, unmask_replies):
     n = 10
-    opened, expected = _round(backend, n, unmask_drops=math.floor(share * n))
+    opened, expected = _round(backend, unmask_replies, n, unmask_drops=math.floor(share * n))
     assert not isinstance(opened, MaskRecoveryError)
     np.testing.assert_allclose(opened, expected, atol=1e-4)
 
