@@ -10,7 +10,12 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from meshfl.config.errors import ConfigError, DataSchemaError, MeshflError
+from meshfl.config.errors import (
+    ConfigError,
+    DataSchemaError,
+    FederationFailedError,
+    MeshflError,
+)
 
 __version__ = "0.1.0"
 
@@ -23,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ConfigError",
     "DataSchemaError",
+    "FederationFailedError",
     "MeshflError",
     "SimulationResult",
     "__version__",

@@ -26,10 +26,11 @@ from pydantic import SkipValidation
 from meshfl.agents import registry
 from meshfl.agents.base import Agent, GlobalModel
 from meshfl.agents.personalization import Personalized, personalize
-from meshfl.config.errors import ConfigError
+from meshfl.config.errors import ConfigError, DataSchemaError, FederationFailedError
 from meshfl.config.validation import Count, Float, Positive, Seed, Skew, checked
-from meshfl.federation.client_app import NodeData, make_client_app
+from meshfl.federation.client_app import DECLINED, NodeData, make_client_app
 from meshfl.federation.engine import run_in_process
+from meshfl.federation.errors import LocalFailure, local_msp_failures
 from meshfl.federation.ray_backend import Shipped, run_on_ray
 from meshfl.federation.sealed_model import open_global
 from meshfl.federation.server_app import AgentPlan, AgentRun, make_server_app
@@ -43,8 +44,10 @@ __all__ = [
     "SimulationResult",
     "federate",
     "make_partitions",
+    "raise_if_untrained",
     "simulate",
     "simulation_keys",
+    "warn_if_unevaluated",
 ]
 
 log = logging.getLogger("meshfl")
@@ -173,13 +176,18 @@ def make_partitions(
         parts = list(data)
     out = []
     for i, part in enumerate(parts):
-        if isinstance(part, NodeData):
-            test = None if part.test is None else agent.load_data(part.test)
-            out.append(NodeData(agent.load_data(part.train), test))
-        else:
-            frame = agent.load_data(part)
-            train, test = agent.split(frame, test_fraction=test_fraction, seed=seed + i)
-            out.append(NodeData(train, test))
+        try:
+            if isinstance(part, NodeData):
+                test = None if part.test is None else agent.load_data(part.test)
+                out.append(NodeData(agent.load_data(part.train), test))
+            else:
+                frame = agent.load_data(part)
+                train, test = agent.split(frame, test_fraction=test_fraction, seed=seed + i)
+                out.append(NodeData(train, test))
+        except DataSchemaError as err:
+            if data is None:
+                raise
+            raise DataSchemaError(f"MSP {i}'s data (data[{i}]): {err}") from err
     return out
 
 
@@ -191,6 +199,8 @@ class FederationOutcome:
     vector: np.ndarray
     bytes_sent: int = 0
     bytes_received: int = 0
+    msp_of_node: dict[int, int] = field(default_factory=dict)
+    """Each node id's MSP index (its partition), where the engine tells (in-process)."""
 
 
 def federate(
@@ -250,9 +260,12 @@ def federate(
                 server_app, client_app, num_nodes=len(parts), seed=plan.seed, serialize=wire
             )
             sent, received = grid.bytes_sent, grid.bytes_received
+            # node i of the in-process grid holds partition i
+            msp_of_node = {int(node): i for i, node in enumerate(grid.get_node_ids())}
         elif backend == "ray":
             run_on_ray(server_app, client_app, num_nodes=len(parts))
             sent = received = 0
+            msp_of_node = {}
         else:
             raise AssertionError(f"unknown backend {backend!r}")  # simulate admits no other
     finally:
@@ -262,7 +275,7 @@ def federate(
         raise RuntimeError(f"the {backend} backend finished without a result for {plan.agent!r}")
     run = results[plan.agent]
     vector = open_global(run.agent, run.sealed_history, msp_sealer, seed=run.seed)
-    return FederationOutcome(run, vector, sent, received)
+    return FederationOutcome(run, vector, sent, received, msp_of_node)
 
 
 @checked
@@ -389,6 +402,21 @@ def simulate(
         Pass every message through Flower's wire format and count its bytes, as deployed;
         ``None``: up to :data:`SERIALIZE_UP_TO` MSPs (beyond, by reference: fast at scale).
 
+    Raises
+    ------
+    FederationFailedError
+        When no round produced a valid update (every MSP failed, or every round was
+        skipped), listing each MSP's error: the sentence of what it raised (the simulated
+        MSPs run in this process), else why the coordinator dropped its reply. A run whose
+        MSPs only declined for their privacy budgets returns instead, with
+        ``stopped_reason`` and the ``privacy`` table saying so.
+
+    Warns
+    -----
+    UserWarning
+        When the model trained but no MSP could evaluate it in the last round (metrics
+        missing), with each MSP's error.
+
     Examples
     --------
     >>> import meshfl
@@ -403,7 +431,10 @@ def simulate(
     partitions = _sim_partitions(plan, data, samples_per_msp, alpha, size_skew)
     state_dir = _sim_state_dir(state_dir, privacy)
     engine = _Engine(backend, secure_aggregation, progress, serialize_messages)
-    outcome = federate(plan, partitions, state_dir=state_dir, **engine.options())
+    with local_msp_failures() as failures:  # the simulated MSPs' own errors, in full
+        outcome = federate(plan, partitions, state_dir=state_dir, **engine.options())
+    raise_if_untrained(outcome, failures)
+    warn_if_unevaluated(outcome, failures)
     return _sim_result(plan, partitions, outcome, state_dir)
 
 
@@ -557,6 +588,137 @@ def _privacy_table(
             "declined_rounds": declined,
         }
     )
+
+
+MAX_LISTED = 20
+"""The most MSPs a failure's message lists (the exception's ``failures`` holds them all)."""
+
+
+def raise_if_untrained(outcome: FederationOutcome, local: Sequence[LocalFailure] = ()) -> None:
+    """Raise :class:`~meshfl.config.errors.FederationFailedError` when no round of the run
+    produced a valid update, naming each MSP's error.
+
+    ``local`` holds what the MSPs raised where they ran in this process
+    (:func:`~meshfl.federation.errors.local_msp_failures`): the sentences that name what to
+    fix. An MSP without one is described by why the coordinator dropped its reply (a code
+    and a fixed sentence). A run in which MSPs only declined (privacy budget spent) and
+    none failed does not raise: its ``stopped_reason`` and privacy table say so.
+    """
+    run = outcome.run
+    if run.versions or not run.results:
+        return
+    failures = _msp_errors(run, local, outcome.msp_of_node)
+    declined: dict[tuple[int, str], list[int]] = {}
+    for number, result in _numbered(run):
+        for msp, reason in result.declined:
+            declined.setdefault((msp, reason), []).append(number)
+    if declined and not failures and all(why == DECLINED for _, why in declined):
+        return  # privacy budgets did what they are for
+    for (msp, reason), numbers in declined.items():
+        why = reason.removeprefix("declined: ")
+        failures.setdefault(msp, []).append(f"declined in {_rounds_text(numbers)}: {why}")
+    rounds = {}
+    for number, result in _numbered(run):
+        why = result.skipped_reason or "the global model is unchanged"
+        if result.no_reply:
+            why += f"; {result.no_reply} sampled MSP(s) sent no reply"
+        rounds[number] = why
+    name, n = run.agent.name, len(run.results)
+    lines = [
+        f"No round of agent {name!r} produced a valid update ({n} round(s)), so there is "
+        "no trained model to return. "
+        + ("Each MSP's error:" if failures else "No MSP reported an error; the rounds:")
+    ]
+    known = {f.msp for f in local} | set(outcome.msp_of_node.values())
+    known |= {msp for msp, _ in declined}
+    for msp in sorted(failures)[:MAX_LISTED]:
+        who = f"MSP {msp}" if msp in known else f"node {msp}"
+        lines += [f"  {who}: {reason}" for reason in failures[msp]]
+    if len(failures) > MAX_LISTED:
+        lines.append(
+            f"  ... and {len(failures) - MAX_LISTED} more MSP(s) (the exception's 'failures')."
+        )
+    by_reason: dict[str, list[int]] = {}
+    for number, why in rounds.items():
+        by_reason.setdefault(why, []).append(number)
+    lines += [f"{_rounds_text(numbers).capitalize()}: {why}." for why, numbers in by_reason.items()]
+    lines.append(
+        "Fix what the errors name (the MSPs' data, or agent_config) and run again."
+        if failures
+        else "Check fraction_train, min_msps and masking, and run again."
+    )
+    raise FederationFailedError("\n".join(lines), agent=name, failures=failures, rounds=rounds)
+
+
+def _numbered(run: AgentRun) -> list[tuple[int, Any]]:
+    """``(round number, RoundResult)`` of each round the run played."""
+    return [(int(rec["round"]), res) for rec, res in zip(run.history, run.results, strict=False)]
+
+
+def _rounds_text(numbers: Sequence[int]) -> str:
+    shown = ", ".join(map(str, numbers[:10])) + (", ..." if len(numbers) > 10 else "")
+    return f"round {shown}" if len(numbers) == 1 else f"rounds {shown}"
+
+
+def _phase(message_type: str) -> str:
+    return message_type.split(".", 1)[0]
+
+
+def _msp_errors(
+    run: AgentRun, local: Sequence[LocalFailure], msp_of_node: Mapping[int, int]
+) -> dict[int, list[str]]:
+    """Each MSP's distinct errors: its own sentence where it ran here, else the
+    coordinator's reason for dropping its replies (by node id where its MSP is unknown)."""
+    own: dict[int, dict[str, list[str]]] = {}
+    for failure in local:
+        phases = own.setdefault(failure.msp, {}).setdefault(failure.error, [])
+        if _phase(failure.phase) not in phases:
+            phases.append(_phase(failure.phase))
+    out = {
+        msp: [f"{error} (in {', '.join(phases)})" for error, phases in errors.items()]
+        for msp, errors in own.items()
+    }
+    dropped: dict[tuple[int, str], list[int]] = {}
+    for number, result in _numbered(run):
+        for node, reason in result.dropped:
+            dropped.setdefault((msp_of_node.get(node, node), reason), []).append(number)
+    for (msp, reason), numbers in dropped.items():
+        if "train" in {p for phases in own.get(msp, {}).values() for p in phases}:
+            continue  # its own sentence says more than the coordinator's fixed one
+        out.setdefault(msp, []).append(f"dropped in {_rounds_text(numbers)}: {reason}")
+    return out
+
+
+def warn_if_unevaluated(
+    outcome: FederationOutcome, local: Sequence[LocalFailure] = ()
+) -> str | None:
+    """Warn (``UserWarning``) when the model trained but no MSP evaluated it in the last
+    round, so the history holds no metrics; names each MSP's error where it ran here.
+    Returns the warning's text, or ``None``."""
+    run = outcome.run
+    if not run.versions or not run.history or "examples" in run.history[-1]:
+        return None
+    errors: dict[int, list[str]] = {}
+    for failure in local:
+        if _phase(failure.phase) == "evaluate" and failure.error not in errors.get(failure.msp, []):
+            errors.setdefault(failure.msp, []).append(failure.error)
+    listed = [
+        f"  MSP {msp}: {error}" for msp in sorted(errors)[:MAX_LISTED] for error in errors[msp]
+    ]
+    message = "\n".join(
+        [
+            f"The {run.agent.name} model trained, but no MSP could evaluate it in the last "
+            "round, so the history holds no metrics. "
+            + (
+                "Each MSP's error on its held-out rows:"
+                if listed
+                else "The MSPs' errors are in their own logs (logger 'meshfl.msp')."
+            ),
+            *listed,
+        ]
+    )
+    warnings.warn(message, UserWarning, stacklevel=3)
+    return message
 
 
 def binomial_quantile(p: float, n: int, q: float) -> int:

@@ -99,6 +99,7 @@ class Compliance(TextClassifier):
     metric = "macro_f1"
     label_column = "framework"
     text_column = "text"
+    label_fields = {"status": "statuses"}  # noqa: RUF012
     config: ComplianceConfig
 
     def synthetic_data(self, n: int, *, seed: int) -> pd.DataFrame:

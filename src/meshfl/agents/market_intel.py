@@ -58,6 +58,7 @@ class MarketIntel(CategoricalTextClassifier):
     metric = "macro_f1"
     label_column = "signal"
     text_column = "text"
+    label_fields = {"signal": "signals", "sentiment": "sentiments"}  # noqa: RUF012
     model_class = MarketIntelModel
     config: MarketIntelConfig
 

@@ -78,6 +78,32 @@ def _series_groups(frame: pd.DataFrame, *, sort: bool) -> Iterable[tuple[Any, pd
     return frame.groupby("series", sort=sort)
 
 
+_SPACINGS = (
+    (0.5, 1.5, "daily"),
+    (85, 95, "quarterly"),
+    (175, 190, "half-yearly"),
+    (355, 375, "yearly"),
+)
+"""Spacings in days, other than weekly or monthly, that a revenue error names."""
+
+
+def _frequency(dates: pd.DatetimeIndex, label: str) -> additive.Frequency:
+    """The series' period, inferred from its dates; anything but weekly or monthly raises
+    with a sentence naming the column and the periods it takes."""
+    try:
+        return additive.infer_frequency(dates)
+    except ValueError:
+        pass
+    days = float(np.median(np.diff(dates.as_unit("ns").asi8)) / 86_400e9)
+    named = next((f" ({what})" for low, high, what in _SPACINGS if low <= days <= high), "")
+    raise DataSchemaError(
+        f"Column 'date' of the revenue data must hold one row per week or per month: the "
+        f"revenue agent forecasts weekly or monthly series and infers which from the dates "
+        f"(agent_config's 'frequency' applies to synthetic data only). {label} has dates "
+        f"{days:g} days apart{named}. Give weekly or monthly revenue, one row per period."
+    )
+
+
 class RevenueConfig(MeshflConfig):
     """Configuration of the ``revenue`` agent."""
 
@@ -307,8 +333,9 @@ class Revenue(Agent[RevenueData]):
                     f"{label} has {int((~holdout).sum())} periods of history; the revenue "
                     f"agent needs at least min_history={self.config.min_history}."
                 )
+            frequency = _frequency(dates[~holdout], label)
             try:
-                design = additive.series_design(dates[~holdout], self.spec)
+                design = additive.series_design(dates[~holdout], self.spec, frequency=frequency)
             except ValueError as err:
                 raise DataSchemaError(f"{label}: {err}.") from None
             out.append(SeriesData(str(name), dates, revenue, holdout, design))

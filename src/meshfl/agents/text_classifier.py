@@ -142,6 +142,9 @@ class TextClassifier(FrozenEncoderMixin, TorchModuleMixin, Agent[TextData]):
 
     text_column: ClassVar[str]
     """The column of :attr:`schema` that holds the text to classify."""
+    label_fields: ClassVar[dict[str, str]] = {}
+    """The config field that lists each label column's labels (``{"threat_class":
+    "classes"}``): what an error about an unknown label tells the user to set."""
     config: TextClassifierConfig
 
     @abstractmethod
@@ -165,14 +168,36 @@ class TextClassifier(FrozenEncoderMixin, TorchModuleMixin, Agent[TextData]):
         return self.head()
 
     def label_codes(self, frame: pd.DataFrame, column: str, labels: tuple[str, ...]) -> np.ndarray:
-        """Positions in ``labels`` of ``frame[column]``; an unknown label names its row."""
+        """Positions in ``labels`` of ``frame[column]``.
+
+        Unknown labels raise, naming every one of them and the config field that lists the
+        column's labels (:attr:`label_fields`), which is how a user's own labels are given.
+        """
         index = {label: i for i, label in enumerate(labels)}
         codes = frame[column].map(index)
         if codes.isna().any():
+            unknown = frame[column][codes.isna()]
             row = int(np.flatnonzero(codes.isna().to_numpy())[0])
+            names = sorted({str(v) for v in unknown.dropna()})
+            missing = int(unknown.isna().sum())
+            every = ", ".join(map(repr, names[:20])) + (", ..." if len(names) > 20 else "")
+            if missing:
+                every += f"{' and ' if names else ''}{missing} missing label(s)"
+            field = self.label_fields.get(column)
+            held = sorted({str(v) for v in frame[column].dropna()})
+            example = f"({', '.join(map(repr, held))})" if len(held) <= 20 else "(...)"
+            fix = (
+                f"List every label of your MSPs' data in the config field {field!r} "
+                f"({type(self.config).__name__}.{field}), the same for every MSP, e.g. "
+                f"agent_config={{{field!r}: {example}}} for this data's labels; or map the "
+                "rows onto the configured labels."
+                if field is not None
+                else "Map the rows onto the configured labels."
+            )
             raise DataSchemaError(
-                f"Column {column!r} of the {self.name} data must hold one of "
-                f"{', '.join(labels)}; row {row} holds {frame[column].iloc[row]!r}."
+                f"Column {column!r} of the {self.name} data must hold one of the configured "
+                f"labels ({', '.join(labels)}); row {row} holds {unknown.iloc[0]!r}, and in "
+                f"all the column holds {every} outside them. {fix}"
             )
         return codes.to_numpy(dtype=np.int64)
 

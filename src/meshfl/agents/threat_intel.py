@@ -53,6 +53,7 @@ class ThreatIntel(CategoricalTextClassifier):
     metric = "accuracy"
     label_column = "threat_class"
     text_column = "message"
+    label_fields = {"threat_class": "classes", "severity": "severities"}  # noqa: RUF012
     model_class = ThreatIntelModel
     config: ThreatIntelConfig
 

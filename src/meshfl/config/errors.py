@@ -7,10 +7,13 @@ the library's errors in one place. Errors caused by a caller's input also derive
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 __all__ = [
     "AgentNotBuiltError",
     "ConfigError",
     "DataSchemaError",
+    "FederationFailedError",
     "MeshflError",
     "UnknownAgentError",
     "InvalidUpdateError",
@@ -45,3 +48,34 @@ class AgentNotBuiltError(MeshflError, NotImplementedError):
 
 class InvalidUpdateError(MeshflError, ValueError):
     """An MSP's reply failed validation; the coordinator drops it and the round goes on."""
+
+
+class FederationFailedError(MeshflError, RuntimeError):
+    """A federation in which no round produced a valid update: there is no model to return.
+
+    The message lists each MSP's error (by its index, as in ``simulate``'s ``data``) and
+    each skipped round's reason; the same are held as attributes.
+
+    Attributes
+    ----------
+    agent : str
+        The agent the federation trained.
+    failures : dict of int to tuple of str
+        Each MSP's errors, by MSP index: its own exception's text where the MSP runs in this
+        process (a simulation), else the reason the coordinator dropped its reply.
+    rounds : dict of int to str
+        Why each round left the global model unchanged, by round.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        agent: str = "",
+        failures: Mapping[int, Sequence[str]] | None = None,
+        rounds: Mapping[int, str] | None = None,
+    ):
+        super().__init__(message)
+        self.agent = agent
+        self.failures = {int(k): tuple(v) for k, v in (failures or {}).items()}
+        self.rounds = dict(rounds or {})

@@ -13,13 +13,18 @@ stay in the MSP's own log (logger ``meshfl.msp``).
 * Coordinator side: :func:`describe_reply_error` turns whatever error reply arrives into one
   of the fixed sentences (an unknown code is named by its number only), so nothing an MSP
   wrote in free text is stored or logged by the coordinator.
+* Host side: a process that runs MSPs itself (``meshfl.simulate``: the user owns every
+  MSP) reads what they raised, in full, inside :func:`local_msp_failures`. The text stays in
+  that process, as the MSP's own log does; nothing more leaves any MSP.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from flwr.app import Context, Error, Message
@@ -37,12 +42,14 @@ __all__ = [
     "E_INTERNAL",
     "E_LEDGER",
     "E_RANGE",
+    "LocalFailure",
     "REPLY_ERRORS",
-    "reply_error_kind",
     "ReplyError",
     "classify",
     "describe_reply_error",
     "guard",
+    "local_msp_failures",
+    "reply_error_kind",
     "safe_reply_error",
 ]
 
@@ -160,11 +167,60 @@ def safe_reply_error(exc: BaseException) -> tuple[int, str]:
     return error.code, error.reason
 
 
+@dataclass(frozen=True)
+class LocalFailure:
+    """What a guarded handler of an MSP hosted in this process raised (see
+    :func:`local_msp_failures`)."""
+
+    msp: int
+    """The MSP's partition id (simulations), else its node id."""
+    phase: str
+    """The message type it failed on: ``train.<agent>``, ``evaluate.<agent>``, ..."""
+    error: str
+    """``"<exception type>: <its text>"``: the sentence that says what to fix."""
+
+
+_LOCAL_FAILURES: ContextVar[list[LocalFailure] | None] = ContextVar(
+    "meshfl_local_msp_failures", default=None
+)
+
+
+@contextlib.contextmanager
+def local_msp_failures() -> Iterator[list[LocalFailure]]:
+    """Collect what the MSPs this process hosts raise, while the block runs.
+
+    A simulation runs every MSP in the caller's own process (the in-process engine runs
+    them on the caller's thread), so their own log is the caller's: the list this yields
+    receives a :class:`LocalFailure` for each exception a :func:`guard`-ed handler turns
+    into an error reply. What travels to the coordinator is unchanged (a code and a fixed
+    sentence). MSPs in other processes (Ray workers, deployed nodes) add nothing.
+    """
+    failures: list[LocalFailure] = []
+    token = _LOCAL_FAILURES.set(failures)
+    try:
+        yield failures
+    finally:
+        _LOCAL_FAILURES.reset(token)
+
+
+def _report_locally(message: Message, context: Context, exc: BaseException) -> None:
+    failures = _LOCAL_FAILURES.get()
+    if failures is None:
+        return
+    try:
+        msp = int(context.node_config.get("partition-id", context.node_id))
+    except (TypeError, ValueError):
+        msp = int(context.node_id)
+    phase = str(message.metadata.message_type)
+    failures.append(LocalFailure(msp, phase, f"{type(exc).__name__}: {exc}"))
+
+
 def guard(handler: Handler) -> Handler:
     """Wrap a ClientApp handler so that whatever it raises leaves as a code, never as text.
 
     The wrapped handler logs the exception (type, text, traceback) to the MSP's own log
-    (logger ``meshfl.msp``) and replies with ``Error(code, fixed sentence)``
+    (logger ``meshfl.msp``), hands it to :func:`local_msp_failures` when this process
+    collects them, and replies with ``Error(code, fixed sentence)``
     (:func:`safe_reply_error`). What the handler returns is passed on unchanged.
     """
 
@@ -174,6 +230,7 @@ def guard(handler: Handler) -> Handler:
             return handler(message, context)
         except Exception as exc:
             code, reason = safe_reply_error(exc)
+            _report_locally(message, context, exc)
             log.error(
                 "%s failed (replied %s): %s: %s",
                 message.metadata.message_type,

@@ -139,6 +139,9 @@ class AgentRun:
     history: list[dict[str, Any]] = field(default_factory=list)
     epsilon_by_msp: dict[int, float] = field(default_factory=dict)
     stopped_reason: str | None = None
+    results: list[RoundResult] = field(default_factory=list, repr=False)
+    """Each round's :class:`RoundResult` (this run's rounds, not those resumed from a
+    store): which MSPs' replies were dropped or declined and why, why a round was skipped."""
 
 
 def _why_declined(declined: Iterable[tuple[int, str]]) -> str:
@@ -817,6 +820,7 @@ class AgentStrategy:
         for server_round in range(done + 1, rounds + 1):
             result, record = self._round(grid, server_round, timeout=timeout, store=store)
             run.history.append(record)
+            run.results.append(result)
             if on_round is not None:
                 on_round(record)
             if result.all_declined:
