@@ -226,7 +226,7 @@ def hpc_jobs(*, num_msps: int = 5, seed: int = 0) -> RealDataset:
       ``log1p`` scale scored 0.63).
 
     MSPs: the 14 protocols are dealt out whole (:func:`split_by_group`), so each MSP runs
-    its own protocols, whose job sizes and share of long jobs differ (0% to 30%).
+    its own protocols, whose job sizes and share of long jobs differ (0% to 20% per protocol).
     The public bounds are generic round ranges, wider than the data's.
     """
     _check_msps(num_msps, 14, "hpc_jobs (14 protocols)")
