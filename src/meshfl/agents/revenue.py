@@ -28,6 +28,7 @@ have a sensitivity that grows with its history.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -476,6 +477,149 @@ class Revenue(Agent[RevenueData]):
     def model(self, vector: np.ndarray) -> RevenueModel:
         return RevenueModel(self, vector)
 
+    # -- personalization -------------------------------------------------------------
+    def pool(self, frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
+        """Several MSPs' series as one frame: each series named ``msp-<i>/<series>``.
+
+        A series is keyed by its dates within one MSP, so two MSPs holding one unnamed
+        series each (no ``series`` column) would otherwise read as one series with every
+        date twice.
+        """
+        named = []
+        for i, frame in enumerate(frames):
+            own = frame["series"].astype(str) if "series" in frame else ""
+            named.append(
+                frame.assign(series=f"msp-{i}/" + own if "series" in frame else f"msp-{i}")
+            )
+        return pd.concat(named, ignore_index=True)
+
+    def personalize(self, vector: np.ndarray, local: RevenueData, *, seed: int) -> np.ndarray:
+        """Partial pooling of the shared effects: this MSP's own statistics and everyone else's.
+
+        The others' statistics are the global ones less this MSP's own (when the global
+        vector holds them); their solve ``β_o`` is a prior of precision ``κ·A_o`` (the
+        others' periods, down-weighted by ``κ``): ``κ = 0`` is the MSP's own fit,
+        ``κ = inf`` the federation's. ``κ`` is chosen on the MSP's own history, by how well
+        each weight forecasts the last ``horizon`` periods from the periods before them
+        (and, where the history allows, the ``horizon`` periods before those): the forecast
+        the model is for, trend extrapolation included. Criteria that score the fit inside
+        the history (marginal likelihood, leave-one-out) chose far more pooling than the
+        forecasts bore out; they serve only where the history is too short to hold periods
+        out (:func:`meshfl.models.partial_pooling.loo_prior_precision`, one weight for the
+        yearly shape and one for the holidays). The result is statistics again
+        (``A + P``, ``b + P β_o``), so :meth:`model`, :meth:`evaluate` and ``forecast`` read
+        it as they read the global vector. No noise is added: the vector stays with the MSP.
+        """
+        glob = np.asarray(vector, dtype=np.float64)
+        packed, k = self._exchanges(glob)
+        own = self._own_statistics(local)
+        total = additive.Statistics.unpack(packed, self.spec.n_features, self.c_scale)
+        others = dataclasses.replace(
+            total + additive.Statistics(-own.A, -own.b, -own.c, -own.n, -own.dof),
+            noise_var=total.noise_var,
+        )
+        # a round this MSP sat out (fraction_train < 1) left its statistics out of the sum
+        floor = -1e-6 * max(1.0, float(np.trace(total.A)))
+        if others.n < 0.5 or np.linalg.eigvalsh(others.A).min() < floor:
+            others = total
+        if others.n < 0.5:  # nobody else's data: the MSP's own fit
+            return np.concatenate([own.pack(self.c_scale), [1.0]])
+        beta_o = self.shared_fit(np.concatenate([others.pack(self.c_scale), [max(k, 1.0)]])).beta
+        h = self.config.horizon
+        folds = [f for f in (self._fold(local, 0, h), self._fold(local, h, h)) if f is not None]
+        if not folds:
+            P = self._loo_precision(local, others.A, beta_o)
+        else:
+            omegas = self._forecast_weights(folds, others.A, beta_o)
+            if all(np.isinf(w) for w in omegas):
+                return glob
+            P = sum(
+                (min(w, 1e8) * u for w, u in zip(omegas, self._units(own, others.A), strict=True)),
+                np.zeros_like(own.A),
+            )
+        return self._pooled(own, P, beta_o)
+
+    def _groups(self) -> list[np.ndarray]:
+        """The yearly shape's coefficients and the holidays': pooled by weights of their own."""
+        split = 2 * self.spec.yearly_order
+        groups = [np.arange(split), np.arange(split, self.spec.n_features)]
+        return [g for g in groups if g.size]
+
+    def _units(self, own: additive.Statistics, A_others: np.ndarray) -> list[np.ndarray]:
+        """Per group, ``A_o`` on it scaled to the MSP's own information there (``ω = 1``:
+        as much as its own)."""
+        units = []
+        for g in self._groups():
+            block = np.ix_(g, g)
+            unit = np.zeros_like(A_others)
+            ratio = float(np.trace(own.A[block])) / max(float(np.trace(A_others[block])), 1e-300)
+            unit[block] = A_others[block] * ratio
+            units.append(unit)
+        return units
+
+    def _pooled(self, own: additive.Statistics, P: np.ndarray, beta_o: np.ndarray) -> np.ndarray:
+        mixed = additive.Statistics(
+            own.A + P, own.b + P @ beta_o, own.c + float(beta_o @ P @ beta_o), own.n, own.dof
+        )
+        return np.concatenate([mixed.pack(self.c_scale), [1.0]])
+
+    def _forecast_weights(
+        self, folds: list[RevenueData], A_others: np.ndarray, beta_o: np.ndarray
+    ) -> tuple[float, ...]:
+        """The weights ``ω`` (one per group) whose forecasts of the folds' held-out periods
+        score best; ties keep the smaller weights (the MSP's own data first)."""
+        stats = [self._own_statistics(fold) for fold in folds]
+        units = [self._units(own, A_others) for own in stats]
+        best: tuple[float, ...] = (0.0,) * len(self._groups())
+        best_score = -np.inf
+        for omegas in itertools.product(partial_pooling.WEIGHT_GRID, repeat=len(best)):
+            score = 0.0
+            for fold, own, unit in zip(folds, stats, units, strict=True):
+                P = sum((min(w, 1e8) * u for w, u in zip(omegas, unit, strict=True)), 0 * own.A)
+                score += self.evaluate(self._pooled(own, P, beta_o), fold)["neg_smape"]
+            if score > best_score + 1e-9:
+                best, best_score = tuple(float(w) for w in omegas), score
+        return best
+
+    def _loo_precision(
+        self, local: RevenueData, A_others: np.ndarray, beta_o: np.ndarray
+    ) -> np.ndarray:
+        designs = [s.design for s in local.series]
+        clipped = []
+        for s in local.series:
+            z = np.log(s.history)
+            clipped.append(additive.clip_log(z, float(np.median(z)), self.config.clip_radius))
+        return partial_pooling.loo_prior_precision(
+            [d.X_tilde for d in designs],
+            [d.annihilate(w) for d, w in zip(designs, clipped, strict=True)],
+            [np.einsum("ij,ij->i", d.Q, d.Q) for d in designs],
+            A_others,
+            beta_o,
+            groups=self._groups(),
+            ridge=self.spec.ridge,
+        )
+
+    def _own_statistics(self, local: RevenueData) -> additive.Statistics:
+        update = self.local_update(self.init_vector(seed=0), local, server_round=1, seed=0)
+        return additive.Statistics.unpack(update.vector, self.spec.n_features, self.c_scale)
+
+    def _fold(self, local: RevenueData, skip: int, periods: int) -> RevenueData | None:
+        """``local``'s histories less their last ``skip`` periods, the last ``periods`` of
+        the rest held out; ``None`` where a series would keep fewer than ``min_history``."""
+        out = []
+        for s in local.series:
+            n = int((~s.holdout).sum()) - skip
+            keep = n - periods
+            if keep < self.config.min_history:
+                return None
+            dates, revenue = s.dates[~s.holdout][:n], s.history[:n]
+            try:
+                design = additive.series_design(dates[:keep], self.spec)
+            except ValueError:
+                return None
+            out.append(SeriesData(s.series, dates, revenue, np.arange(n) >= keep, design))
+        return RevenueData(tuple(out)) if out else None
+
 
 def seasonal_naive(series: SeriesData, frequency: str) -> np.ndarray:
     """The seasonal naive forecast of the periods :meth:`Revenue.evaluate` scores.
@@ -499,130 +643,6 @@ def seasonal_naive(series: SeriesData, frequency: str) -> np.ndarray:
     index = np.arange(len(revenue))
     source = np.where(index >= season, index - season, np.maximum(index - 1, 0))
     return revenue[source]
-
-    # -- personalization -------------------------------------------------------------
-    def pool(self, frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
-        """Several MSPs' series as one frame: each series named ``msp-<i>/<series>``.
-
-        A series is keyed by its dates within one MSP, so two MSPs holding one unnamed
-        series each (no ``series`` column) would otherwise read as one series with every
-        date twice.
-        """
-        named = []
-        for i, frame in enumerate(frames):
-            own = frame["series"].astype(str) if "series" in frame else ""
-            named.append(
-                frame.assign(series=f"msp-{i}/" + own if "series" in frame else f"msp-{i}")
-            )
-        return pd.concat(named, ignore_index=True)
-
-    def personalize(self, vector: np.ndarray, local: RevenueData, *, seed: int) -> np.ndarray:
-        """Partial pooling of the shared shape: this MSP's own statistics and everyone else's.
-
-        The others' statistics are the global ones less this MSP's own (when the global
-        vector holds them); their solve ``β_o`` is a prior of precision ``κ·A_o`` (the
-        others' periods, down-weighted by ``κ``): ``κ = 0`` is the MSP's own fit, ``κ = inf``
-        the federation's shape. ``κ`` is estimated from the MSP's own history: by how well
-        it forecasts the last ``horizon`` periods of each series from the periods before
-        (the forecast the model is for, on a grid of weights), or, when the history is too
-        short to spare them, by the marginal likelihood of the history
-        (:func:`meshfl.models.partial_pooling.power_prior_weight`). The result is
-        statistics again (``A + κA_o``, ``b + κA_o β_o``), so :meth:`model`,
-        :meth:`evaluate` and ``forecast`` read it as they read the global vector. No noise
-        is added: the vector stays with the MSP.
-        """
-        glob = np.asarray(vector, dtype=np.float64)
-        packed, k = self._exchanges(glob)
-        own = self._own_statistics(local, seed)
-        total = additive.Statistics.unpack(packed, self.spec.n_features, self.c_scale)
-        others = dataclasses.replace(
-            total + additive.Statistics(-own.A, -own.b, -own.c, -own.n, -own.dof),
-            noise_var=total.noise_var,
-        )
-        # a round this MSP sat out (fraction_train < 1) left its statistics out of the sum
-        floor = -1e-6 * max(1.0, float(np.trace(total.A)))
-        if others.n < 0.5 or np.linalg.eigvalsh(others.A).min() < floor:
-            others = total
-        if others.n < 0.5:  # nobody else's data: the MSP's own fit
-            return self._pooled(own, others, None, 0.0)
-        fit_o = self.shared_fit(np.concatenate([others.pack(self.c_scale), [max(k, 1.0)]]))
-        kappa = self._pooling_weight(local, own, others, fit_o, seed)
-        return glob if np.isinf(kappa) else self._pooled(own, others, fit_o, kappa)
-
-    def _own_statistics(self, local: RevenueData, seed: int) -> additive.Statistics:
-        update = self.local_update(self.init_vector(seed=seed), local, server_round=1, seed=seed)
-        return additive.Statistics.unpack(update.vector, self.spec.n_features, self.c_scale)
-
-    def _pooled(
-        self,
-        own: additive.Statistics,
-        others: additive.Statistics,
-        fit_o: additive.SharedFit | None,
-        kappa: float,
-    ) -> np.ndarray:
-        """The vector of ``own`` plus ``kappa`` times pseudo-data of the others' fit."""
-        if fit_o is None or kappa == 0:
-            return np.concatenate([own.pack(self.c_scale), [1.0]])
-        if np.isinf(kappa):  # the others' fit alone
-            return np.concatenate([dataclasses.replace(others).pack(self.c_scale), [1.0]])
-        prior_b = others.A @ fit_o.beta
-        if np.isfinite(fit_o.sigma2):  # the others' residuals, as pseudo-data of that variance
-            prior_c = float(fit_o.beta @ prior_b + fit_o.sigma2 * fit_o.dof)
-            extra_n, extra_dof = others.n, others.dof
-        else:
-            prior_c, extra_n, extra_dof = float(fit_o.beta @ prior_b), 0.0, 0.0
-        mixed = additive.Statistics(
-            own.A + kappa * others.A,
-            own.b + kappa * prior_b,
-            own.c + kappa * prior_c,
-            own.n + kappa * extra_n,
-            own.dof + kappa * extra_dof,
-        )
-        return np.concatenate([mixed.pack(self.c_scale), [1.0]])
-
-    def _pooling_weight(
-        self,
-        local: RevenueData,
-        own: additive.Statistics,
-        others: additive.Statistics,
-        fit_o: additive.SharedFit,
-        seed: int,
-    ) -> float:
-        """``κ``: by forecasting the last periods of the history, else marginal likelihood."""
-        early = self._history_less(local, self.config.horizon)
-        if early is None:
-            return partial_pooling.power_prior_weight(
-                own.A, own.b, own.c, own.dof, others.A, fit_o.beta, ridge=self.spec.ridge
-            )
-        own_early = self._own_statistics(early, seed)
-        # others' fit as pseudo-data of the others' periods: kappa in units of those
-        scale = float(np.trace(own_early.A)) / max(float(np.trace(others.A)), 1e-300)
-        best, best_score = 0.0, -np.inf
-        for omega in (0.0, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, np.inf):
-            kappa = omega * scale
-            score = self.evaluate(self._pooled(own_early, others, fit_o, kappa), early)["neg_smape"]
-            if score > best_score + 1e-9:  # ties keep the smaller weight
-                best, best_score = kappa, score
-        if np.isinf(best):
-            return np.inf
-        return best / scale * float(np.trace(own.A)) / max(float(np.trace(others.A)), 1e-300)
-
-    def _history_less(self, local: RevenueData, periods: int) -> RevenueData | None:
-        """``local`` with the last ``periods`` periods of each history held out instead;
-        ``None`` where that leaves a series fewer than ``min_history`` periods."""
-        out = []
-        for s in local.series:
-            dates, revenue = s.dates[~s.holdout], s.history
-            keep = len(dates) - periods
-            if keep < self.config.min_history:
-                return None
-            try:
-                design = additive.series_design(dates[:keep], self.spec)
-            except ValueError:
-                return None
-            holdout = np.arange(len(dates)) >= keep
-            out.append(SeriesData(s.series, dates, revenue, holdout, design))
-        return RevenueData(tuple(out)) if out else None
 
 
 class RevenueModel(GlobalModel):
