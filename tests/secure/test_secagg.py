@@ -188,3 +188,23 @@ def test_masking_while_sealing_equals_masking_after(backend):
         sealer.open(sealed)
     opened = sealer.open(aggregator.shift(sealed, mask, subtract=True))
     np.testing.assert_allclose(opened, values, atol=1e-5)
+
+
+def test_an_msp_refuses_a_plan_whose_threshold_is_not_above_half_its_holders(backend):
+    """A coordinator that lowers t to what one colluding neighbour and the MSP's own share
+    reach would rebuild the self-mask seed without the honest holders: refused. Every
+    threshold the coordinator draws itself (threshold_for, any dropout) passes."""
+    from meshfl.secure.secagg import MaskingPlan, mask_for
+
+    sealer, _ = backend
+    keys = {n: KeyPair() for n in range(1, 6)}
+    peers = (2, 3, 4, 5)
+    pubs = tuple(keys[p].public for p in peers)
+    for bad in (1, 2, 6):  # 5 holders: t must be 3, 4 or 5
+        with pytest.raises(InvalidUpdateError, match="threshold"):
+            mask_for(sealer, LENGTH, node=1, keys=keys[1], plan=MaskingPlan(peers, pubs, bad),
+                     scope=b"s")  # fmt: skip
+    for dropout in (0.0, 1 / 3, 0.49):
+        plan = MaskingPlan(peers, pubs, threshold_for(5, dropout))
+        mask, shares = mask_for(sealer, LENGTH, node=1, keys=keys[1], plan=plan, scope=b"s")
+        assert len(shares.boxes) == 5 and mask.size

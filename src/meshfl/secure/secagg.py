@@ -161,9 +161,13 @@ def mask_for(
     if len(plan.neighbours) != len(plan.public_keys) or node in plan.neighbours:
         raise InvalidUpdateError("the masking plan does not list one key per other neighbour")
     holders = (node, *plan.neighbours)
-    if not 2 <= plan.threshold <= len(holders):
+    # Above half the holders (as threshold_for always is): two disjoint groups of holders
+    # never both rebuild the seed, and a coordinator cannot lower t to what one colluding
+    # neighbour and the MSP's own share reach.
+    if not (2 <= plan.threshold <= len(holders) and 2 * plan.threshold > len(holders)):
         raise InvalidUpdateError(
-            f"the masking plan's threshold {plan.threshold} is outside [2, {len(holders)}]"
+            f"the masking plan's threshold {plan.threshold} is outside "
+            f"[max(2, {len(holders) // 2 + 1}), {len(holders)}] for {len(holders)} share holders"
         )
     own = secrets.token_bytes(SEED_BYTES)  # OS entropy: fresh every round
     terms = [(own, True)]
