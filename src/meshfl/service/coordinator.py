@@ -247,8 +247,8 @@ def format_round(record: dict[str, Any]) -> str:
         if key in record:
             parts.append(f"{key}={float(record[key]):.4f}")
     if record.get("skipped"):
-        why = record.get("skipped_reason")  # records written before reasons were kept: none
-        parts.append(f"(skipped: {why})" if why else "(skipped: kept the global model)")
+        skipped = record.get("skipped_reason")  # none in records written before
+        parts.append(f"(skipped: {skipped})" if skipped else "(skipped: kept the global model)")
     parts.append(f"{float(record.get('seconds', 0.0)):.1f}s")
     return " ".join(parts)
 
