@@ -121,3 +121,44 @@ def test_values_outside_the_bounds_are_counted_per_column_and_logged(caplog):
     # nothing of it travels: the update is the histograms alone
     update = agent.local_update(agent.init_vector(seed=0), local, server_round=1, seed=0)
     assert set(update.metrics) == {"examples", "train_logloss"}
+
+
+def test_one_client_still_moves_the_update_by_less_than_the_sensitivity():
+    """A client sits in one bin per feature, the missing and category bins included."""
+    agent = ClientHealth(CONFIG)
+    parts = [agent.prepare(own_frame(200, seed=s)) for s in range(3)]
+    vector = _federate(agent, parts, rounds=3)  # mid-tree: several open nodes
+    frame = own_frame(60, seed=5)
+    full = agent.local_update(vector, agent.prepare(frame), server_round=4, seed=0).vector
+    for i in range(0, 60, 6):
+        less = agent.local_update(
+            vector, agent.prepare(frame.drop(index=i)), server_round=4, seed=0
+        ).vector
+        assert np.linalg.norm(full - less) < agent.sensitivity
+
+
+@pytest.mark.parametrize("split_mode", ["best", "random"])
+def test_noisy_dp_rounds_on_own_columns_stay_finite_and_warning_free(split_mode):
+    import warnings
+
+    from meshfl.privacy.budget import DPStep
+
+    agent = ClientHealth({**CONFIG, "split_mode": split_mode, "max_depth": 3})
+    parts = [agent.prepare(own_frame(300, seed=s)) for s in range(3)]
+    step = DPStep("gaussian", 5.0, 1.0, 1, 1.0, "sample")
+    vector = agent.init_vector(seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for r in range(1, 7):
+            updates = [
+                agent.local_update(vector, p, server_round=r, seed=r, dp=step) for p in parts
+            ]
+            vector = agent.combine(vector, sum(u.vector for u in updates), 3, server_round=r)
+        model = agent.model(vector)
+        p = model.predict_proba(own_frame(200, seed=11))
+    assert np.all(np.isfinite(vector)) and np.all((p > 0) & (p < 1))
+    booster = lgb.Booster(model_str=model.to_lightgbm())
+    raw = own_frame(200, seed=12)
+    np.testing.assert_allclose(
+        booster.predict(model.encode(raw)), model.predict_proba(raw), rtol=0, atol=1e-12
+    )
