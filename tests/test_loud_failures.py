@@ -127,9 +127,13 @@ def test_text_agent_label_sentence_names_the_field_and_every_unknown_label(
 def test_labels_fixed_with_the_named_field_train():
     frames = [_threat(i) for i in range(3)]
     config = {**TINY, "classes": ("cryptojacking", "phish")}
-    result = _simulate("threat_intel", frames, agent_config=config)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        result = _simulate("threat_intel", frames, agent_config=config)
     assert result.history["msps"].iloc[-1] == 3
     assert not result.history["skipped"].any()
+    assert "accuracy" in result.history  # evaluated, so no warning about evaluation
+    assert not [w for w in record if "evaluate" in str(w.message)]
 
 
 def test_resource_allocation_skill_outside_the_config_raises_naming_skills():

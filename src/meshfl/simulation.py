@@ -696,8 +696,9 @@ def warn_if_unevaluated(
     round, so the history holds no metrics; names each MSP's error where it ran here.
     Returns the warning's text, or ``None``."""
     run = outcome.run
-    if not run.versions or not run.history or "examples" in run.history[-1]:
-        return None
+    last = run.history[-1] if run.history else {}
+    if not run.versions or "examples" in last or run.agent.metric in last:
+        return None  # evaluated (Agent.evaluate's metrics include "examples")
     errors: dict[int, list[str]] = {}
     for failure in local:
         if _phase(failure.phase) == "evaluate" and failure.error not in errors.get(failure.msp, []):
