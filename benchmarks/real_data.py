@@ -98,17 +98,31 @@ def strong_reference(data: real_data.RealDataset, result: Any, seed: int) -> flo
     if data.agent == "revenue":
         return ets_smape([p.test for p in result.partitions])
     features = list(data.agent_config["features"])
-    X_train, X_test = train[features].to_numpy(float), test[features].to_numpy(float)
     y_test = test[_label(data.agent)].to_numpy(dtype=int)
     if data.agent == "anomaly":  # unsupervised, as the agent
+        X_train, X_test = train[features].to_numpy(float), test[features].to_numpy(float)
         forest = IsolationForest(n_estimators=200, random_state=seed).fit(X_train)
         return float(roc_auc_score(y_test, -forest.score_samples(X_test)))
+    X_train, X_test = _lightgbm_frame(train, data), _lightgbm_frame(test, data)
     booster = lgb.train(
         {"objective": "binary", "verbose": -1, "num_threads": 1, "seed": seed},
         lgb.Dataset(X_train, train[_label(data.agent)].to_numpy(dtype=int)),
         num_boost_round=200,
     )
     return float(roc_auc_score(y_test, booster.predict(X_test)))
+
+
+def _lightgbm_frame(frame: pd.DataFrame, data: real_data.RealDataset) -> pd.DataFrame:
+    """The features as LightGBM takes them: numbers (NaN kept), categoricals natively."""
+    categories = data.agent_config.get("categorical", {})
+    return pd.DataFrame(
+        {
+            f: pd.Categorical(frame[f], categories=list(categories[f]))
+            if f in categories
+            else frame[f].to_numpy(float)
+            for f in data.agent_config["features"]
+        }
+    )
 
 
 def ets_smape(tests: list[pd.DataFrame]) -> float:

@@ -47,12 +47,16 @@ def test_every_partition_passes_its_agents_schema(name: str) -> None:
     if label is not None:
         pooled = pd.concat(data.partitions)
         assert pooled[label].dtype == bool and 0 < pooled[label].mean() < 0.5
-        feats = list(data.agent_config["features"])
-        low = np.array([data.agent_config["bounds"][f][0] for f in feats])
-        high = np.array([data.agent_config["bounds"][f][1] for f in feats])
-        values = pooled[feats].to_numpy(dtype=float)
-        assert np.isfinite(values).all()
-        assert ((values >= low) & (values <= high)).all(), "rows outside the public bounds"
+        categories = data.agent_config.get("categorical", {})
+        for f in data.agent_config["features"]:
+            if f in categories:
+                assert set(pooled[f]) <= set(categories[f]), f"{f}: a value off the public list"
+                continue
+            low, high = data.agent_config["bounds"][f]
+            values = pooled[f].to_numpy(dtype=float)
+            present = values[~np.isnan(values)]
+            assert len(present) == len(values) or data.agent_config.get("allow_missing")
+            assert ((present >= low) & (present <= high)).all(), f"{f} outside its bounds"
 
 
 @pytest.mark.parametrize("name", real_data.names())
@@ -89,6 +93,16 @@ def test_telco_churn_deals_out_whole_segments() -> None:
         "monthly_spend_usd",
         "services_count",
     )
+
+
+def test_telco_churn_raw_keeps_the_columns_as_they_are() -> None:
+    raw, mapped = real_data.telco_churn_raw(seed=2), real_data.telco_churn(seed=2)
+    assert raw.msp_names == mapped.msp_names  # the same MSPs
+    assert [len(p) for p in raw.partitions] == [len(p) for p in mapped.partitions]
+    pooled = pd.concat(raw.partitions)
+    assert pd.api.types.is_string_dtype(pooled["contract"])
+    assert pooled["total_charges"].isna().sum() == 11
+    assert raw.agent_config["allow_missing"] is True
 
 
 @pytest.mark.parametrize("name", ["texas_housing", "retail_sales"])

