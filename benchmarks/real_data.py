@@ -8,7 +8,9 @@ months of each series for ``revenue``). For each data set and seed:
 * **federated**: ``meshfl.simulate`` without DP (plaintext sums: the CKKS sums are the same
   up to ~1e-6, and this keeps the run short on a shared 2-core machine);
 * **federated ε=1** and **ε=0.1** (``DPConfig(epsilon=...)``, sample-level, δ=1e-5), with
-  the settings the agent's docs recommend under DP (client_health: random splits);
+  the settings the agent's docs recommend under DP (client_health: random splits); the DP
+  noise comes from OS entropy, not the seed, so each is run ``--dp-repeats`` times (3) per
+  seed and averaged;
 * **own rows**, by :func:`meshfl.baselines.compare`: the federated model, each MSP's
   personalized model (``compare``'s default: the MSP chooses among fine-tuned, global and
   its own on a validation split of its training rows) and each MSP's local-only model (same
@@ -165,7 +167,9 @@ def _simulate(data: real_data.RealDataset, seed: int, **kwargs: Any) -> Any:
         )
 
 
-def run_one(name: str, seed: int, epsilons: list[float]) -> list[dict[str, Any]]:
+def run_one(
+    name: str, seed: int, epsilons: list[float], dp_repeats: int = 3
+) -> list[dict[str, Any]]:
     data = real_data.load(name, seed=seed)
     agent = data.agent
     rows: list[dict[str, Any]] = []
@@ -197,20 +201,30 @@ def run_one(name: str, seed: int, epsilons: list[float]) -> list[dict[str, Any]]
     for eps in epsilons:
         config = {**data.agent_config, **DP_OVERRIDES.get(agent, {})}
         start = time.perf_counter()
-        try:
-            private = _simulate(
-                data,
-                seed,
-                agent_config=config,
-                privacy=DPConfig(epsilon=eps),
-                rounds=DP_ROUNDS.get(agent),
-            )
-            value = _value(agent, private.evaluate(), metric)
-            error = ""
-        except Exception as exc:  # a failed private run is a result too: say so in the table
-            value, error = float("nan"), f"{type(exc).__name__}: {exc}"[:300]
-            logging.getLogger("bench").warning("%s seed %s ε=%g failed: %s", name, seed, eps, error)
-        add(f"federated ε={eps:g}", value, time.perf_counter() - start, error=error)
+        values, errors = [], []
+        # DP noise comes from OS entropy, not the seed: repeat to average it out
+        for _ in range(dp_repeats):
+            try:
+                private = _simulate(
+                    data,
+                    seed,
+                    agent_config=config,
+                    privacy=DPConfig(epsilon=eps),
+                    rounds=DP_ROUNDS.get(agent),
+                )
+                values.append(_value(agent, private.evaluate(), metric))
+            except Exception as exc:  # a failed private run is a result too: say so
+                values.append(float("nan"))
+                errors.append(f"{type(exc).__name__}: {exc}"[:300])
+                log = logging.getLogger("bench")
+                log.warning("%s seed %s ε=%g failed: %s", name, seed, eps, errors[-1])
+        add(
+            f"federated ε={eps:g}",
+            np.nanmean(values) if np.isfinite(values).any() else float("nan"),
+            (time.perf_counter() - start) / dp_repeats,
+            repeats=values,
+            error="; ".join(errors),
+        )
 
     cmp = compare(result)  # local-only, centralized, personalized: each MSP on its own rows
     add("centralized (meshfl)", _value(agent, {metric: cmp.centralized}, metric))
@@ -266,6 +280,9 @@ def main() -> None:
     parser.add_argument("--datasets", default=",".join(real_data.names()))
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--epsilons", default="1,0.1")
+    parser.add_argument(
+        "--dp-repeats", type=int, default=3, help="private runs per seed and ε (averaged)"
+    )
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -276,14 +293,16 @@ def main() -> None:
     for name in args.datasets.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):
             start = time.perf_counter()
-            records += run_one(name, seed, epsilons)
+            records += run_one(name, seed, epsilons, args.dp_repeats)
             print(f"{name} seed {seed}: {time.perf_counter() - start:.0f} s", flush=True)
     frame = pd.DataFrame(records)
     summary = table(frame)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     frame.drop(
-        columns=[c for c in frame if c.startswith("per_msp") or c in ("msp_names", "choices")]
+        columns=[
+            c for c in frame if c.startswith("per_msp") or c in ("msp_names", "choices", "repeats")
+        ]
     ).to_csv(out / "real_data.csv", index=False)
     (out / "real_data.json").write_text(
         json.dumps(
