@@ -69,6 +69,15 @@ class ComplianceConfig(TextClassifierConfig):
     threshold: float = Field(
         0.5, gt=0, lt=1, description="Probability above which evidence maps to a requirement."
     )
+    max_labels: int = Field(
+        4,
+        ge=1,
+        le=1000,
+        description=(
+            "With trainer='closed_form': requirements one text counts in at most (a text "
+            "mapped to more counts a share in each); bounds its DP sensitivity."
+        ),
+    )
 
 
 def multilabel_f1(truth: np.ndarray, predicted: np.ndarray) -> tuple[float, float]:
@@ -108,6 +117,10 @@ class Compliance(TextClassifier):
     def task_sizes(self) -> tuple[int, ...]:
         # One two-way task per requirement (absent / present), then the status.
         return (2,) * len(self.config.requirements) + (len(self.config.statuses),)
+
+    def membership_cap(self) -> float:
+        """``max_labels`` requirements and the status: what one text may count in."""
+        return float(min(self.config.max_labels, len(self.config.requirements)) + 1)
 
     def requirement_matrix(self, mappings: pd.Series) -> np.ndarray:
         """Boolean ``(n, requirements)`` matrix of a ``requirements`` column."""

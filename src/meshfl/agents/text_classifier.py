@@ -18,6 +18,7 @@ are plain label columns (one class per row and task) derive from
 
 from __future__ import annotations
 
+import hashlib
 from abc import abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -34,9 +35,12 @@ from meshfl.agents.torch_module import TorchModuleMixin
 from meshfl.agents.update import Update
 from meshfl.config.base import MeshflConfig
 from meshfl.config.errors import DataSchemaError
+from meshfl.models import closed_form
 from meshfl.models.flat import set_flat
 from meshfl.models.heads import MultiTaskHead, multitask_loss, predict_proba, train_head
 from meshfl.privacy.budget import DPStep
+from meshfl.privacy.events import Mechanism
+from meshfl.privacy.mechanisms import add_gaussian_noise
 
 __all__ = [
     "CategoricalTextClassifier",
@@ -83,6 +87,24 @@ class TextClassifierConfig(MeshflConfig):
         128, ge=1, description="Expected Poisson batch under DP-SGD (larger: less noise per step)."
     )
     allow_download: bool = Field(False, description="Let transformers fetch a named encoder.")
+    trainer: Literal["sgd", "closed_form"] = Field(
+        "sgd",
+        description=(
+            "'sgd': a head trained by local epochs and FedAvg (DP-SGD under DP); "
+            "'closed_form': a discriminant solved from summed statistics of the embeddings, "
+            "one exchange, one Gaussian mechanism under DP (meshfl.models.closed_form)."
+        ),
+    )
+    closed_form: Literal["lda", "nearest_mean"] = Field(
+        "lda",
+        description=(
+            "With trainer='closed_form': LDA (sends the second-moment matrix too) or nearest "
+            "class mean with priors (no second moment: a smaller update)."
+        ),
+    )
+    shrinkage: float = Field(
+        0.1, ge=0, le=1, description="With closed_form='lda': covariance shrinkage (1: isotropic)."
+    )
 
 
 @dataclass(frozen=True)
@@ -155,6 +177,97 @@ class TextClassifier(FrozenEncoderMixin, TorchModuleMixin, Agent[TextData]):
     def targets(self, frame: pd.DataFrame) -> np.ndarray:
         """Integer targets of validated rows, shape ``(n, len(task_sizes()))``."""
 
+    # -- the closed-form head (trainer="closed_form") -----------------------------------
+    @property
+    def closed(self) -> bool:
+        """Whether the head is solved from summed statistics (``trainer="closed_form"``)."""
+        return self.config.trainer == "closed_form"
+
+    @property
+    def layout(self) -> closed_form.StatisticsLayout:
+        """Where each statistic of the closed-form head sits in the vector."""
+        return closed_form.StatisticsLayout(
+            self.encoder.dim,
+            self.task_sizes(),
+            second_moment=self.config.closed_form == "lda",
+        )
+
+    def membership_cap(self) -> float:
+        """Most classes (beyond each task's first) one record counts in: its sensitivity.
+
+        One class per task here; multi-label agents bound it by a public parameter.
+        """
+        return float(len(self.task_sizes()))
+
+    def discriminant(self, vector: np.ndarray) -> closed_form.DiscriminantHead:
+        """The classifier solved from a global vector's statistics (solved once per vector)."""
+        key = hashlib.sha256(np.ascontiguousarray(vector, dtype=np.float64).tobytes()).digest()
+        cached = self.__dict__.get("_discriminant")
+        if cached is None or cached[0] != key:
+            head = closed_form.DiscriminantHead(
+                vector, self.layout, shrinkage=self.config.shrinkage
+            )
+            cached = (key, head)
+            self.__dict__["_discriminant"] = cached
+        return cached[1]
+
+    def suggested_rounds(self) -> int:
+        """One for the closed-form head (a single exchange is the whole fit), else 3."""
+        return 1 if self.closed else super().suggested_rounds()
+
+    def init_vector(self, *, seed: int) -> np.ndarray:
+        if self.closed:
+            return np.zeros(self.layout.size)
+        return super().init_vector(seed=seed)
+
+    def update_size(self, vector: np.ndarray) -> int:
+        return self.layout.size if self.closed else super().update_size(vector)
+
+    def combine(
+        self, vector: np.ndarray, summed: np.ndarray, total_weight: float, *, server_round: int
+    ) -> np.ndarray:
+        # The closed-form head's global vector is the mesh's summed statistics (weight 1 each).
+        if self.closed:
+            return np.asarray(summed, dtype=np.float64)
+        return super().combine(vector, summed, total_weight, server_round=server_round)
+
+    def privacy_shape(self, local: TextData) -> tuple[Mechanism, float, int]:
+        if self.closed:  # one Gaussian mechanism on the statistics of all records
+            return "gaussian", 1.0, 1
+        return super().privacy_shape(local)
+
+    def noised_release(self, update: Update) -> tuple[np.ndarray, float] | None:
+        """The closed-form head's noisy statistics, with their noise std (DP-SGD: None)."""
+        if not self.closed or update.privacy_event.mechanism != "gaussian":
+            return None
+        variance = float(update.vector[-1])
+        if not variance > 0:
+            return None
+        return update.vector[self.layout.private], float(np.sqrt(variance))
+
+    def closed_form_update(self, local: TextData, dp: DPStep | None) -> Update:
+        """This MSP's statistics; under ``dp``, through one Gaussian mechanism.
+
+        Adjacency is add/remove of one record (one text with its labels). The noise is drawn
+        from OS entropy (:func:`meshfl.privacy.mechanisms.add_gaussian_noise`), never from
+        the run's seed; its variance travels in the clear (it follows from the plan).
+        """
+        targets = self.labelled(local, "train")
+        layout, cap = self.layout, self.membership_cap()
+        packed = closed_form.statistics(
+            local.features, closed_form.memberships(targets, layout, cap), layout
+        )
+        metrics = {"examples": float(len(local))}
+        if dp is None:
+            return Update(vector=packed, weight=1.0, metrics=metrics)
+        sensitivity = closed_form.sensitivity(layout, cap)
+        packed[layout.private] = add_gaussian_noise(
+            packed[layout.private], sensitivity=sensitivity, noise_multiplier=dp.noise_multiplier
+        )
+        packed[-1] = (dp.noise_multiplier * sensitivity) ** 2
+        return Update(vector=packed, weight=1.0, metrics=metrics, privacy_event=dp.event())
+
+    # -- the trained head (trainer="sgd") ---------------------------------------------
     def head(self) -> MultiTaskHead:
         """A freshly built head of this config's shape (parameters not yet loaded)."""
         return MultiTaskHead(
@@ -221,6 +334,8 @@ class TextClassifier(FrozenEncoderMixin, TorchModuleMixin, Agent[TextData]):
 
     def probabilities(self, vector: np.ndarray, features: np.ndarray) -> list[np.ndarray]:
         """Class probabilities per task of the head ``vector`` on embeddings ``features``."""
+        if self.closed:
+            return self.discriminant(vector).predict_proba(features)
         head = self.head()
         set_flat(head, vector)
         return predict_proba(head, features)
@@ -240,6 +355,8 @@ class TextClassifier(FrozenEncoderMixin, TorchModuleMixin, Agent[TextData]):
         seed: int,
         dp: DPStep | None = None,
     ) -> Update:
+        if self.closed:
+            return self.closed_form_update(local, dp)
         targets = self.labelled(local, "train")
         head = self.head()
         set_flat(head, vector)
