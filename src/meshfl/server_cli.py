@@ -1,7 +1,7 @@
 """``meshfl-server``: the coordinator operator's command.
 
     meshfl-server run           --config mesh.toml
-    meshfl-server register-node --config mesh.toml msp-0.pub
+    meshfl-server register-node --config mesh.toml [--name acme-it] msp-0.pub
     meshfl-server status   --state-dir state/
     meshfl-server versions --state-dir state/ [--agent anomaly]
     meshfl-server export   --state-dir state/ --agent anomaly [--round 5] --out model.mfl
@@ -26,7 +26,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from meshfl.config.errors import MeshflError
+from meshfl.config.errors import ConfigError, MeshflError
 from meshfl.store.model_store import ModelStore
 
 __all__ = ["main"]
@@ -111,11 +111,25 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_register_node(args: argparse.Namespace) -> int:
     from meshfl.service.config import load_mesh_config
     from meshfl.service.coordinator import register_node
+    from meshfl.service.msp_names import check_name, remember_name
 
     config = load_mesh_config(args.config)
-    for key in args.public_keys:
+    if args.name is not None and len(args.public_keys) != 1:
+        raise ConfigError(
+            f"--name labels one MSP; register the {len(args.public_keys)} keys one at a time "
+            "with a --name each (without --name, each is named after its key file)."
+        )
+    wanted = [args.name or Path(key).name.removesuffix(".pub") for key in args.public_keys]
+    if args.name is not None:
+        check_name(args.name)  # before Flower registers anything
+    for key, name in zip(args.public_keys, wanted, strict=True):
         answer = register_node(config, key)
-        print(f"registered {key}: node id {answer.get('node-id')}")
+        node_id = answer.get("node-id")
+        try:
+            remember_name(config.coordinator.state_dir, int(str(node_id)), name)
+            print(f"registered {key} as {name!r}: node id {node_id}")
+        except (ConfigError, ValueError) as err:
+            print(f"registered {key}: node id {node_id} (labelled by its node id: {err})")
     return 0
 
 
@@ -157,6 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reg.add_argument("--config", required=True, help="mesh.toml")
     reg.add_argument("public_keys", nargs="+", metavar="KEY.pub", help="SuperNode public key(s)")
+    reg.add_argument(
+        "--name",
+        help="the MSP's name in logs and /metrics (default: the key file's name, e.g. msp-0)",
+    )
     reg.set_defaults(func=_cmd_register_node)
     return parser
 

@@ -71,3 +71,33 @@ def test_a_restarted_coordinator_replays_committed_rounds(tmp_path):
     assert _value(m, "meshfl_round_msps", agent="anomaly") == 3
     assert replay_committed(MeshMetrics(), tmp_path, "another-run") == 0
     assert replay_committed(MeshMetrics(), tmp_path / "empty", "mesh-1") == 0
+
+
+def test_msps_are_labelled_by_their_registered_names():
+    m = MeshMetrics(names={7311: "acme-it"})
+    m.observe_round({"agent": "anomaly", "msps": 2, "sampled": 2}, {7311: 0.3, 42: 0.1})
+    assert _value(m, "meshfl_epsilon_spent", agent="anomaly", msp="acme-it") == 0.3
+    assert _value(m, "meshfl_epsilon_spent", agent="anomaly", msp="42") == 0.1  # no name
+    assert _value(m, "meshfl_epsilon_spent", agent="anomaly", msp="7311") is None
+
+
+def test_connected_msps_are_counted_before_the_first_round():
+    m = MeshMetrics(names={1: "acme-it", 2: "globex"})
+    m.start(["anomaly"])
+    assert _value(m, "meshfl_rounds_completed_total", agent="anomaly") == 0
+    assert _value(m, "meshfl_msps_connected") == 0
+    nodes = [  # as `flwr supernode list --format json` gives them
+        {"node-id": "1", "status": "online"},
+        {"node-id": "2", "status": "offline"},
+        {"node-id": "3", "status": "registered"},
+        {"node-id": "4", "status": "unregistered"},
+    ]
+    m.observe_nodes(nodes)
+    assert _value(m, "meshfl_msps_connected") == 1
+    assert _value(m, "meshfl_msps_registered") == 3
+    assert _value(m, "meshfl_msp_online", msp="acme-it") == 1
+    assert _value(m, "meshfl_msp_online", msp="globex") == 0
+    assert _value(m, "meshfl_msp_online", msp="3") == 0
+    m.observe_nodes([{"node-id": "2", "status": "online"}])
+    assert _value(m, "meshfl_msps_connected") == 1
+    assert _value(m, "meshfl_msp_online", msp="globex") == 1

@@ -6,10 +6,12 @@ report — never an update or a model (the coordinator has none in the clear).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+from meshfl.service.msp_names import label
 
 __all__ = ["MeshMetrics", "drop_reasons"]
 
@@ -30,10 +32,16 @@ class MeshMetrics:
     registry : prometheus_client.CollectorRegistry, optional
         Where to register; a fresh one by default (so tests and several coordinators in one
         process do not collide).
+    names : mapping of int to str, optional
+        Node id → MSP name (:mod:`meshfl.service.msp_names`): MSPs are labelled by name,
+        by node id when they have none.
     """
 
-    def __init__(self, registry: CollectorRegistry | None = None):
+    def __init__(
+        self, registry: CollectorRegistry | None = None, names: Mapping[int, str] | None = None
+    ):
         self.registry = registry or CollectorRegistry()
+        self.names = dict(names or {})
         r = self.registry
 
         def counter(name: str, documentation: str) -> Counter:
@@ -63,6 +71,37 @@ class MeshMetrics:
             "meshfl_update_bytes_received", "Bytes of sealed updates received"
         )
         self.evaluation = gauge("meshfl_evaluation", "Latest averaged evaluation metric", "metric")
+        self.connected = Gauge(
+            "meshfl_msps_connected", "MSPs whose SuperNode is online now", registry=r
+        )
+        self.registered = Gauge(
+            "meshfl_msps_registered", "MSPs whose SuperNode key is registered", registry=r
+        )
+        self.online = Gauge(
+            "meshfl_msp_online", "1 while the MSP's SuperNode is online", ["msp"], registry=r
+        )
+
+    def start(self, agents: Iterable[str]) -> None:
+        """Show every agent's counters at 0 before its first round (not an empty page)."""
+        for agent in agents:
+            for metric in (self.rounds, self.rounds_skipped, self.dropouts, self.declines):
+                metric.labels(agent)
+            self.bytes_received.labels(agent)
+
+    def observe_nodes(self, nodes: Iterable[Mapping[str, Any]]) -> None:
+        """Update the connection gauges from ``flwr supernode list``'s nodes."""
+        online = registered = 0
+        for node in nodes:
+            status = str(node.get("status"))
+            if status in ("deleted", "unregistered"):
+                continue
+            registered += 1
+            online += status == "online"
+            self.online.labels(label(node.get("node-id", "?"), self.names)).set(
+                1 if status == "online" else 0
+            )
+        self.connected.set(online)
+        self.registered.set(registered)
 
     def observe_round(self, record: Mapping[str, Any], epsilon_by_msp: Mapping[int, float]) -> None:
         """Update every metric from one round's history record (see ``run_plan``)."""
@@ -79,7 +118,7 @@ class MeshMetrics:
             self.drops.labels(agent, reason).inc(count)
         self.bytes_received.labels(agent).inc(record.get("update_bytes", 0))
         for msp, eps in epsilon_by_msp.items():
-            self.epsilon.labels(agent, str(msp)).set(eps)
+            self.epsilon.labels(agent, label(msp, self.names)).set(eps)
         for key in ("accuracy", "macro_f1", "auc", "average_precision", "loss"):
             if key in record:
                 self.evaluation.labels(agent, key).set(float(record[key]))
