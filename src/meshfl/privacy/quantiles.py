@@ -29,8 +29,9 @@ and a wrong turn there sends the search far from the data. So the estimate is re
 under 3. Otherwise a wrong turn happens only near the target, and the rank error is a few
 ``sigma`` rows: at ε = 1 (δ = 1e-5) with 2 quantiles of one column, ``sigma`` ≈ 15 rows; at
 ε = 0.1, ≈ 125. For the 1 % and 99 % quantiles of two columns at ε = 0.1 that takes some
-60,000 values per column (20,000 at ε = 0.3, 6,000 at ε = 1), or quantiles nearer the middle
-(``(0.05, 0.95)`` needs 5 times fewer rows).
+60,000 values per column (about 20,000 at ε = 0.3, 7,000 at ε = 1), or quantiles nearer
+the middle (``(0.05, 0.95)`` needs 5 times fewer rows). ``benchmarks/dp_quantiles.py``
+measures it.
 
 Cost: :func:`dp_bounds` calibrates ``sigma`` so that the event alone spends at most the
 ``epsilon`` it is given at ``delta`` (by :func:`meshfl.privacy.accountant.calibrate_noise`),
