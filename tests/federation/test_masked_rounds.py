@@ -287,7 +287,7 @@ def test_a_round_without_enough_keys_fails_closed_by_name(keys):
 def _strict_mesh(keys, n, *, require=None, node_config=None):
     """MSPs that require masking (``require`` given to the app, or the node config's
     ``require-masking``), and a count of the rows each MSP's data provider handed out."""
-    sealer, aggregator = keys
+    sealer, _ = keys
     agent = AgentPlan(agent="anomaly", agent_config=FAST_ANOMALY, min_msps=3).build_agent()
     parts = make_partitions(agent, num_msps=n, seed=0, samples_per_msp=60)
     reads = []
@@ -311,6 +311,7 @@ def _strict_mesh(keys, n, *, require=None, node_config=None):
 def test_an_msp_that_requires_masking_declines_unmasked_rounds(keys, require, node_config):
     from meshfl.federation import run_plan
     from meshfl.federation.client_app import DECLINED_UNMASKED
+    from meshfl.service.coordinator import format_round
 
     grid, reads = _strict_mesh(keys, 4, require=require, node_config=node_config)
     context = RoundContext(run_id="run-s", session="s1", total_rounds=1)
@@ -329,7 +330,12 @@ def test_an_msp_that_requires_masking_declines_unmasked_rounds(keys, require, no
         run = run_plan(grid, plan, keys[1])
     (record,) = run.history
     assert record["declined"] == 4 and record["msps"] == 0 and record["skipped"]
+    assert record["declined_by_kind"] == {"masking": 4}
     assert "only in masked rounds" in record["skipped_reason"]
+    line = format_round(record)
+    assert "declined=4 (they require masking)" in line and "budget" not in line
+    mixed = {**record, "declined": 3, "declined_by_kind": {"budget": 2, "masking": 1}}
+    assert "declined=3 (privacy budget spent: 2, they require masking: 1)" in format_round(mixed)
     assert "only in masked rounds" in run.stopped_reason
     assert "privacy budget" not in run.stopped_reason
     assert run.sealed_history == []

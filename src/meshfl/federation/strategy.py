@@ -144,14 +144,18 @@ class AgentRun:
     store): which MSPs' replies were dropped or declined and why, why a round was skipped."""
 
 
+def _decline_kind(reason: str) -> str:
+    """``masking`` for client_app's DECLINED_UNMASKED, else ``budget`` (its DECLINED)."""
+    return "masking" if "only in masked rounds" in reason else "budget"
+
+
 def _why_declined(declined: Iterable[tuple[int, str]]) -> str:
-    """What the MSPs' fixed decline sentences say (client_app's DECLINED, DECLINED_UNMASKED)."""
+    """What the MSPs' fixed decline sentences say, in words for the run's log."""
     texts = {
         "budget": "its privacy budget is spent",
         "masking": "it takes part only in masked rounds and this plan does not mask updates",
     }
-    kinds = {"masking" if "only in masked rounds" in r else "budget" for _, r in declined}
-    return " or ".join(texts[k] for k in sorted(kinds))
+    return " or ".join(texts[k] for k in sorted({_decline_kind(r) for _, r in declined}))
 
 
 @dataclass(frozen=True)
@@ -894,6 +898,7 @@ class AgentStrategy:
             "no_reply": result.no_reply,
             "declined": len(result.declined),
             "declined_msps": [msp for msp, _ in result.declined],
+            "declined_by_kind": dict(Counter(_decline_kind(r) for _, r in result.declined)),
             "skipped": result.skipped_reason is not None,
             "skipped_reason": result.skipped_reason,
             "masked": result.masked,

@@ -34,13 +34,14 @@ after the last committed round.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -51,12 +52,14 @@ from meshfl.deploy.processes import BIN, ProcessError, Processes, flower_env, fl
 from meshfl.deploy.project import write_app_project, write_flower_config
 from meshfl.service.config import MeshConfig, preflight
 from meshfl.service.metrics import MeshMetrics, drop_reasons
+from meshfl.service.msp_names import label, read_names
 
 __all__ = ["CONNECTION", "CoordinatorLayout", "RunFollower", "register_node", "serve"]
 
 CONNECTION = "meshfl"
 """Name of the SuperLink connection in ``<state_dir>/flwr-cli/config.toml``."""
 STARTUP_TIMEOUT = 60.0
+NODE_POLL_SECONDS = 15.0  # how often /metrics' connected-MSPs gauge asks the SuperLink
 
 
 class _UnderStateDir:
@@ -242,7 +245,14 @@ def format_round(record: dict[str, Any]) -> str:
     elif record.get("dropped"):  # a record written before reasons were kept
         parts.append(f"dropped={record['dropped']}")
     if record.get("declined"):
-        parts.append(f"declined={record['declined']} (privacy budget spent)")
+        # records written before declines had kinds: all were for the privacy budget
+        kinds = record.get("declined_by_kind") or {"budget": record["declined"]}
+        words = {"budget": "privacy budget spent", "masking": "they require masking"}
+        if len(kinds) == 1:
+            why = words.get(next(iter(kinds)), str(next(iter(kinds))))
+        else:
+            why = ", ".join(f"{words.get(k, k)}: {n}" for k, n in sorted(kinds.items()))
+        parts.append(f"declined={record['declined']} ({why})")
     for key in ("accuracy", "macro_f1", "auc", "average_precision", "epsilon_max"):
         if key in record:
             parts.append(f"{key}={float(record[key]):.4f}")
@@ -325,6 +335,49 @@ def _follow(
         time.sleep(poll_interval)
 
 
+def _watch_nodes(
+    metrics: MeshMetrics,
+    env: Mapping[str, str],
+    state_dir: Path,
+    stopping: threading.Event,
+    say: Callable[[str], None],
+    interval: float = NODE_POLL_SECONDS,
+) -> threading.Thread:
+    """Keep ``/metrics``' connection gauges current, and say when an MSP comes or goes.
+
+    A daemon thread asks the SuperLink (``flwr supernode list``) every ``interval`` seconds
+    until ``stopping`` is set, and re-reads the MSPs' names (``register-node`` adds them
+    while the service runs); a failed ask is skipped, never fatal.
+    """
+
+    def watch() -> None:
+        online: set[str] | None = None
+        while not stopping.is_set():
+            try:
+                nodes = list(flwr_cli(["supernode", "list", CONNECTION], env)["nodes"])
+            except (ProcessError, KeyError, TypeError):
+                nodes = None
+            if nodes is not None and not stopping.is_set():
+                with contextlib.suppress(MeshflError):  # a damaged file: node ids stay
+                    metrics.names.update(read_names(state_dir))
+                metrics.observe_nodes(nodes)
+                now = {
+                    label(n.get("node-id", "?"), metrics.names)
+                    for n in nodes
+                    if n.get("status") == "online"
+                }
+                for name in sorted(now - (online or set())):
+                    say(f"MSP {name} connected ({len(now)} online)")
+                for name in sorted((online or set()) - now):
+                    say(f"MSP {name} disconnected ({len(now)} online)")
+                online = now
+            stopping.wait(interval)
+
+    thread = threading.Thread(target=watch, name="meshfl-node-watch", daemon=True)
+    thread.start()
+    return thread
+
+
 def serve(
     config: MeshConfig,
     *,
@@ -369,7 +422,14 @@ def serve(
         say(f"SuperLink starting on {coordinator.address} (log: {layout.logs / 'superlink.log'})")
         cli_env = flower_env(layout.cli_home)
         _wait_for_control_api(processes, cli_env, stopping)
-        metrics = _serve_metrics(metrics or MeshMetrics(), coordinator.metrics_address, say)
+        metrics = metrics or MeshMetrics()
+        try:
+            metrics.names.update(read_names(layout.state_dir))
+        except MeshflError as err:  # the run goes on, its MSPs labelled by node id
+            say(str(err))
+        metrics.start(config.agents)
+        metrics = _serve_metrics(metrics, coordinator.metrics_address, say)
+        _watch_nodes(metrics, cli_env, layout.state_dir, stopping, say)
         replayed = replay_committed(metrics, layout.state_dir, coordinator.run_name)
         if replayed:
             say(f"run {coordinator.run_name!r} resumes: {replayed} round(s) already stored")
@@ -385,6 +445,7 @@ def serve(
         say(f"{stop}: stopping")
         return 128 + stop.signum
     finally:
+        stopping.set()  # ends the node watcher
         for sig in previous:  # a second Ctrl-C must not cut the cleanup short
             signal.signal(sig, lambda signum, frame: None)
         survivors = processes.stop()
