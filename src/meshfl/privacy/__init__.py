@@ -22,6 +22,7 @@ if TYPE_CHECKING:
         train_private,
     )
     from meshfl.privacy.ledger import LedgerCorruptError, PrivacyLedger
+    from meshfl.privacy.quantiles import DPBounds, dp_bounds
 
 _LAZY = {
     "PrivacyBudgetExhausted": "meshfl.privacy.accountant",
@@ -33,9 +34,12 @@ _LAZY = {
     "train_private": "meshfl.privacy.dpsgd",
     "LedgerCorruptError": "meshfl.privacy.ledger",
     "PrivacyLedger": "meshfl.privacy.ledger",
+    "DPBounds": "meshfl.privacy.quantiles",
+    "dp_bounds": "meshfl.privacy.quantiles",
 }
 
 __all__ = [
+    "DPBounds",
     "DPConfig",
     "DPIncompatibleModelError",
     "LedgerCorruptError",
@@ -46,6 +50,7 @@ __all__ = [
     "PrivateTrainingResult",
     "calibrate_noise",
     "check_dp_compatible",
+    "dp_bounds",
     "epsilon_spent",
     "train_private",
 ]
