@@ -111,7 +111,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_register_node(args: argparse.Namespace) -> int:
     from meshfl.service.config import load_mesh_config
     from meshfl.service.coordinator import register_node
-    from meshfl.service.msp_names import check_name, remember_name
+    from meshfl.service.msp_names import check_name, default_name, remember_name
 
     config = load_mesh_config(args.config)
     if args.name is not None and len(args.public_keys) != 1:
@@ -119,7 +119,7 @@ def _cmd_register_node(args: argparse.Namespace) -> int:
             f"--name labels one MSP; register the {len(args.public_keys)} keys one at a time "
             "with a --name each (without --name, each is named after its key file)."
         )
-    wanted = [args.name or Path(key).name.removesuffix(".pub") for key in args.public_keys]
+    wanted = [args.name or default_name(key) for key in args.public_keys]
     if args.name is not None:
         check_name(args.name)  # before Flower registers anything
     for key, name in zip(args.public_keys, wanted, strict=True):
@@ -173,7 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("public_keys", nargs="+", metavar="KEY.pub", help="SuperNode public key(s)")
     reg.add_argument(
         "--name",
-        help="the MSP's name in logs and /metrics (default: the key file's name, e.g. msp-0)",
+        help="the MSP's name in logs and /metrics (default: the key's comment, as `meshfl "
+        "node-keys init --name` sets it, else the key file's name)",
     )
     reg.set_defaults(func=_cmd_register_node)
     return parser

@@ -31,3 +31,17 @@ def test_a_damaged_names_file_is_named(tmp_path):
     (tmp_path / NAMES_FILE).write_text("[1, 2")
     with pytest.raises(MeshflError, match=NAMES_FILE):
         read_names(tmp_path)
+
+
+def test_without_a_name_an_msp_is_named_by_its_key_comment_else_its_file(tmp_path):
+    from meshfl.deploy.certs import generate_supernode_keys
+    from meshfl.service.msp_names import default_name
+
+    keys = generate_supernode_keys(tmp_path / "node.key", comment="acme-it")
+    assert default_name(keys.public) == "acme-it"
+    plain = tmp_path / "msp-3.pub"
+    plain.write_text("ecdsa-sha2-nistp384 AAAA\n")  # no comment
+    assert default_name(plain) == "msp-3"
+    odd = tmp_path / "msp-4.pub"
+    odd.write_text("ecdsa-sha2-nistp384 AAAA root@host with spaces\n")  # not a name
+    assert default_name(odd) == "msp-4"

@@ -82,6 +82,13 @@ class CoordinatorSection(MeshflConfig):
         description="The run's id in the model store; a name the store holds resumes.",
     )
     metrics_address: str | None = Field("127.0.0.1:9400", description="Prometheus /metrics.")
+    node_poll_seconds: float = Field(
+        15.0,
+        ge=1,
+        le=3600,
+        description="How often /metrics' connected-MSPs gauges ask the SuperLink (each ask "
+        "runs `flwr supernode list`: about 1 s of CPU).",
+    )
     tls: TLSSection | None = Field(None, description="TLS certificates; None is insecure.")
     node_auth: bool = Field(True, description="Only registered SuperNode keys may connect.")
 

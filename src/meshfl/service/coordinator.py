@@ -59,7 +59,6 @@ __all__ = ["CONNECTION", "CoordinatorLayout", "RunFollower", "register_node", "s
 CONNECTION = "meshfl"
 """Name of the SuperLink connection in ``<state_dir>/flwr-cli/config.toml``."""
 STARTUP_TIMEOUT = 60.0
-NODE_POLL_SECONDS = 15.0  # how often /metrics' connected-MSPs gauge asks the SuperLink
 
 
 class _UnderStateDir:
@@ -341,7 +340,7 @@ def _watch_nodes(
     state_dir: Path,
     stopping: threading.Event,
     say: Callable[[str], None],
-    interval: float = NODE_POLL_SECONDS,
+    interval: float,
 ) -> threading.Thread:
     """Keep ``/metrics``' connection gauges current, and say when an MSP comes or goes.
 
@@ -429,7 +428,9 @@ def serve(
             say(str(err))
         metrics.start(config.agents)
         metrics = _serve_metrics(metrics, coordinator.metrics_address, say)
-        _watch_nodes(metrics, cli_env, layout.state_dir, stopping, say)
+        _watch_nodes(
+            metrics, cli_env, layout.state_dir, stopping, say, coordinator.node_poll_seconds
+        )
         replayed = replay_committed(metrics, layout.state_dir, coordinator.run_name)
         if replayed:
             say(f"run {coordinator.run_name!r} resumes: {replayed} round(s) already stored")

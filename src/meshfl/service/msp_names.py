@@ -4,8 +4,9 @@ Flower identifies a SuperNode by a random 64-bit node id, which says nothing to 
 reading a log line or a Prometheus label. ``meshfl-server register-node --name acme KEY.pub``
 keeps the name beside the node id Flower answered with, in ``<state_dir>/msp-names.json``
 (replaced atomically), and the coordinator labels that MSP by its name in ``/metrics`` and
-its output. An MSP registered without a name is labelled by its key file's stem
-(``msp-0.pub`` → ``msp-0``); one registered outside meshfl keeps its node id.
+its output. An MSP registered without ``--name`` is named by its public key's comment
+(``meshfl node-keys init --name acme-it``), else by the key file's name (``msp-0.pub`` →
+``msp-0``); one registered outside meshfl keeps its node id.
 
 The names are the operator's own labels for parties the coordinator already knows; nothing
 here comes from an MSP or leaves the coordinator.
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from meshfl.config.errors import ConfigError, MeshflError
 
-__all__ = ["NAMES_FILE", "check_name", "label", "read_names", "remember_name"]
+__all__ = ["NAMES_FILE", "check_name", "default_name", "label", "read_names", "remember_name"]
 
 NAMES_FILE = "msp-names.json"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -41,6 +42,19 @@ def check_name(name: str) -> str:
             f"letter or digit (e.g. 'acme-it'). Got {name!r}."
         )
     return name
+
+
+def default_name(public_key: str | os.PathLike[str]) -> str:
+    """The name of an MSP registered without ``--name``: its OpenSSH public key's comment
+    if that is a valid name, else the key file's name without ``.pub``."""
+    path = Path(public_key)
+    try:
+        fields = path.read_text(encoding="utf-8", errors="replace").split()
+    except OSError:
+        fields = []
+    if len(fields) >= 3 and _NAME.fullmatch(fields[2]):
+        return fields[2]
+    return path.name.removesuffix(".pub")
 
 
 def read_names(state_dir: str | os.PathLike[str]) -> dict[int, str]:
