@@ -237,3 +237,33 @@ def test_a_run_that_changed_the_model_never_raises():
     outcome = _outcome(RoundResult(sampled=2, dropped=((1, E_DATA_REPLY),)), RoundResult())
     outcome.run.versions = [object()]  # round 2 added a sum
     assert raise_if_untrained(outcome) is None
+
+
+def test_values_outside_the_public_bounds_are_counted_per_msp_and_column():
+    import meshfl
+    from meshfl.agents import get
+
+    agent = get("anomaly")({"trees_per_round": 3, "depth": 4})
+    parts = [agent.synthetic_data(80, seed=i) for i in range(3)]
+    parts[1]["latency_ms"] = parts[1]["latency_ms"] * 1e6  # reported in nanoseconds
+    result = meshfl.simulate(
+        agent="anomaly", data=parts, rounds=1, seed=0, secure_aggregation="plaintext",
+        agent_config={"trees_per_round": 3, "depth": 4}, progress=False,
+    )  # fmt: skip
+    table = result.clipping()
+    latency = table[table["column"] == "latency_ms"].set_index("msp")
+    assert latency.loc[1, "above"] > 0.9 * latency.loc[1, "values"]
+    assert latency.loc[0, "clipped"] == 0 and latency.loc[2, "clipped"] == 0
+    assert set(table["msp"]) == {0, 1, 2}
+    others = table[(table["column"] != "latency_ms") | (table["msp"] != 1)]
+    assert (others["share"] < 0.05).all(), others
+
+
+def test_agents_without_column_bounds_have_an_empty_clipping_table():
+    import meshfl
+
+    result = meshfl.simulate(
+        agent="revenue", num_msps=3, rounds=1, seed=0, secure_aggregation="plaintext",
+        progress=False,
+    )  # fmt: skip
+    assert result.clipping().empty

@@ -133,6 +133,24 @@ class SimulationResult:
             for i, p in enumerate(self.partitions)
         ]
 
+    def clipping(self) -> pd.DataFrame:
+        """Values outside the agent's public bounds, per MSP and column, in its train rows.
+
+        One row per MSP and column (``msp, column, low, high, values, below, above,
+        clipped, share``); empty for agents without per-column bounds. In a deployment each
+        MSP sees only its own (logged when it prepares its data); a simulation holds every
+        MSP's rows, so it can show them side by side.
+        """
+        frames = []
+        for i, part in enumerate(self.partitions):
+            report = self.model.agent.clip_report(part.train)
+            if report is not None:
+                frames.append(report.to_frame().assign(msp=i))
+        columns = ["msp", "column", "low", "high", "values", "below", "above", "clipped", "share"]
+        if not frames:
+            return pd.DataFrame(columns=columns)
+        return pd.concat(frames, ignore_index=True)[columns]
+
     def evaluate(
         self, data: pd.DataFrame | str | os.PathLike[str] | None = None
     ) -> dict[str, float]:
@@ -335,7 +353,7 @@ def _ckks_sealer(secret: bytes, max_contributors: int) -> Sealer:
 def simulate(
     *,
     agent: str,
-    num_msps: Count = 5,
+    num_msps: Count | None = None,
     rounds: Count | None = None,
     seed: Seed = 0,
     data: SkipValidation[Sequence[MSPData] | None] = None,  # _sim_partitions checks it
@@ -359,8 +377,8 @@ def simulate(
     ----------
     agent : str
         Agent name (``meshfl.agents.built()`` lists those available).
-    num_msps : int
-        MSPs in the federation.
+    num_msps : int, optional
+        MSPs in the federation; ``None``: one per entry of ``data``, else 5.
     rounds : int, optional
         Federated rounds; ``None``: the agent's ``suggested_rounds()`` (3 for most agents).
     seed : int
@@ -426,6 +444,9 @@ def simulate(
     >>> bool(result.history["auc"].iloc[-1] > 0.6)
     True
     """
+    if num_msps is None:
+        own = data is not None and not isinstance(data, (pd.DataFrame, str, os.PathLike))
+        num_msps = len(data) if own else 5  # type: ignore[arg-type]
     plan = _sim_plan(agent, num_msps, rounds, seed, agent_config, fraction_train, min_msps, privacy)
     plan = plan.model_copy(update={"masking": masking})
     partitions = _sim_partitions(plan, data, samples_per_msp, alpha, size_skew)

@@ -24,7 +24,7 @@ from meshfl.agents.update import Update
 from meshfl.config.base import MeshflConfig
 from meshfl.config.errors import ConfigError
 from meshfl.data.partition import partition, train_test_split
-from meshfl.data.schema import Schema, inherit_validation, load_frame
+from meshfl.data.schema import ClipReport, Schema, inherit_validation, load_frame
 from meshfl.privacy.events import Mechanism
 
 if TYPE_CHECKING:  # the budget module loads the accountant (Opacus, torch)
@@ -223,6 +223,12 @@ class Agent(ABC, Generic[LocalT]):
         series by its dates) override it so that two MSPs' keys cannot collide.
         """
         return pd.concat(list(frames), ignore_index=True)
+
+    def clip_report(self, data: pd.DataFrame | str | os.PathLike[str]) -> ClipReport | None:
+        """Per column, the values of ``data`` outside the agent's public bounds; ``None``
+        for agents without per-column bounds. It describes the MSP's private data: it stays
+        at the MSP (its log, its own code) and never reaches the coordinator."""
+        return None
 
     def use_cache_dir(self, directory: str | os.PathLike[str]) -> None:
         """Keep expensive per-record features (e.g. embeddings) under ``directory``.
