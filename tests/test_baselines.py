@@ -32,6 +32,7 @@ def test_local_only_scores_each_msps_model_on_that_msps_own_rows():
     # not what the same models score on everyone's rows (the old, flattering reference)
     pooled = [m.evaluate(result.test_data)["auc"] for m in scores.local_models]
     assert scores.local != pytest.approx(pooled)
+    assert scores.local_on_pooled == pytest.approx(pooled)  # kept, under its own name
     table = scores.per_msp
     assert list(table.columns) == [
         "msp",

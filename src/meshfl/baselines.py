@@ -98,6 +98,9 @@ class Comparison:
     ``personalized``, ``local_only``, ``baseline`` (each on the MSP's own held-out rows) and
     ``choice`` (the candidate its personalization kept)."""
     personalized_models: list[GlobalModel] | None = field(default=None, repr=False)
+    local_on_pooled: list[float] = field(default_factory=list)
+    """Each MSP's local-only model on everyone's held-out rows, pooled: how far what one MSP
+    learns alone carries to the mesh's data (not what the MSP gets on its own rows)."""
 
     @property
     def local_mean(self) -> float:
@@ -108,6 +111,16 @@ class Comparison:
     def local_best(self) -> float:
         """The best single MSP alone, on its own rows."""
         return float(np.nanmax(self.local))
+
+    @property
+    def local_on_pooled_mean(self) -> float:
+        """The average local-only model on everyone's held-out rows (pooled)."""
+        return float(np.nanmean(self.local_on_pooled))
+
+    @property
+    def local_on_pooled_best(self) -> float:
+        """The best local-only model on everyone's held-out rows (pooled)."""
+        return float(np.nanmax(self.local_on_pooled))
 
     @property
     def federated_mean(self) -> float:
@@ -211,4 +224,5 @@ def compare(
         central_model=central_model,
         per_msp=per_msp,
         personalized_models=mine if personalize else None,
+        local_on_pooled=[_score(m, pooled, metric) for m in local_models],
     )

@@ -28,10 +28,10 @@ def test_federation_improves_over_rounds_and_beats_average_local_only(agent):
     assert rounds[-1] > rounds[0]  # pooled over the MSPs' held-out data, round by round
 
     test = result.test_data
-    scores = compare(result)
+    scores = compare(result, personalize=False)
     print(f"\n{agent} {scores}; rounds {np.round(rounds, 3)}")
     federated = scores.federated
-    assert federated > scores.local_mean + 0.05
+    assert federated > scores.local_on_pooled_mean + 0.05
     assert federated >= scores.centralized - 0.15  # 3 rounds of FedAvg on skewed MSPs
     assert federated > 0.7
 
