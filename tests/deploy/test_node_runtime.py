@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
 import types
@@ -61,6 +62,28 @@ def test_capped_sleep_shortens_a_modules_waits_only():
     module.time.sleep(0.5)  # Flower's local wait for a reply
     assert time.perf_counter() - start < 0.2
     assert module.time.monotonic() > 0  # the rest of the time module is still there
+
+
+def test_a_message_whose_content_never_comes_is_given_up_not_retried_for_hours():
+    import flwr.supernode.start_client_internal as node_loop
+    from flwr.supercore.inflatable.inflatable_utils import ObjectPullError, ObjectUnavailableError
+
+    module = types.SimpleNamespace()
+    node_runtime.capped_pulls(module, max_time=1.5)
+    tries = []
+
+    def never(object_id):  # the coordinator died before pushing the content
+        tries.append(object_id)
+        raise ObjectUnavailableError(object_id)
+
+    start = time.perf_counter()
+    with pytest.raises(ObjectPullError):
+        module.pull_objects(["a"], pull_object_fn=never)
+    assert time.perf_counter() - start < 10 and len(tries) >= 2
+    # Flower's SuperNode loop calls pull_objects by its module-level name, which
+    # run_supernode replaces (a Flower release that moved it would void the cap).
+    assert "pull_objects(" in inspect.getsource(node_loop)
+    assert "pull_objects" in vars(node_loop)
 
 
 class SlowGrid:

@@ -77,6 +77,25 @@ def capped_sleep(module: Any, remote: float) -> None:
     module.time = _CappedTime(remote)
 
 
+PULL_MAX_SECONDS = 120.0
+"""How long a SuperNode waits for a message's content before giving the message up.
+
+Flower waits up to two hours (``PULL_MAX_TIME``). A coordinator pushes a message's content
+right after the message, so content still missing after minutes belongs to a sender that
+died: a coordinator killed mid-send left its MSPs retrying that message while its restarted
+self asked them for keys (issue 13). The message is failed and the node takes the next one.
+"""
+
+
+def capped_pulls(module: Any, max_time: float = PULL_MAX_SECONDS) -> None:
+    """Make ``module``'s ``pull_objects`` give up on a message after ``max_time`` seconds."""
+    import functools
+
+    from flwr.supercore.inflatable.inflatable_utils import pull_objects
+
+    module.pull_objects = functools.partial(pull_objects, max_time=max_time)
+
+
 class ForkExecutor:
     """A SuperExec executor that forks each ClientApp from the warm SuperExec process.
 
@@ -217,6 +236,7 @@ def run_supernode(flower_args: Sequence[str], poll_interval: float) -> None:
     from flwr.supernode.cli.flower_supernode import flower_supernode
 
     capped_sleep(node_loop, poll_interval)
+    capped_pulls(node_loop)
     explain_refusals()
     sys.argv = ["flower-supernode", *flower_args]
     flower_supernode()
