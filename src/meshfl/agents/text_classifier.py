@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Sized
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal, TypeAlias
 
@@ -231,7 +231,7 @@ class TextClassifier(FrozenEncoderMixin, TorchModuleMixin, Agent[TextData]):
             return np.asarray(summed, dtype=np.float64)
         return super().combine(vector, summed, total_weight, server_round=server_round)
 
-    def privacy_shape(self, local: TextData) -> tuple[Mechanism, float, int]:
+    def privacy_shape(self, local: Sized) -> tuple[Mechanism, float, int]:
         if self.closed:  # one Gaussian mechanism on the statistics of all records
             return "gaussian", 1.0, 1
         return super().privacy_shape(local)

@@ -74,18 +74,45 @@ def privacy_sweep(
     samples_per_msp: int = 400,
     secure_aggregation: Literal["ckks", "plaintext"] = "ckks",
     progress: bool = True,
+    embedding_cache: str | os.PathLike[str] | None = None,
+    reference_config: Mapping[str, Any] | None = None,
+    with_local_only: bool = True,
 ) -> pd.DataFrame:
     """One row per ε (and one local-only reference row): the metric on pooled held-out data.
 
     ``rounds=None`` takes the agent's suggested number of rounds; the other arguments are
-    those of :func:`meshfl.simulate`.
+    those of :func:`meshfl.simulate`. ``embedding_cache``: a directory where a text agent's
+    encoder keeps its embeddings, so that every ε, and every later run, encodes each text
+    once (within one sweep the encoder's memory cache already does). ``reference_config``
+    adds a non-private federation with that agent config (e.g. ``{"trainer": "sgd"}`` beside
+    a closed-form sweep), in a row of setting ``"federated, reference config"``.
+    ``with_local_only=False`` leaves the local-only row out.
     """
     trained = registry.get(agent)(dict(agent_config or {}))
     if rounds is None:
         rounds = trained.suggested_rounds()
+    if embedding_cache is not None and hasattr(trained, "encoder"):
+        trained.use_cache_dir(embedding_cache)  # the encoder is shared by the process
     rows = []
     partitions = None
     metric = ""
+    if reference_config is not None:
+        reference = registry.get(agent)(dict(reference_config))
+        start = time.perf_counter()
+        result = simulate(
+            agent=agent,
+            num_msps=num_msps,
+            rounds=reference.suggested_rounds(),
+            seed=seed,
+            agent_config=reference_config,
+            samples_per_msp=samples_per_msp,
+            secure_aggregation=secure_aggregation,
+            progress=progress,
+        )
+        row = _federated_row(result, reference, math.inf, None, delta, unit, start)
+        row["setting"] = "federated, reference config"
+        row["rounds_completed"] = int((~result.history["skipped"]).sum())
+        rows.append(row)
     for epsilon in epsilons:
         privacy = None if math.isinf(epsilon) else DPConfig(epsilon=epsilon, delta=delta, unit=unit)
         start = time.perf_counter()
@@ -116,9 +143,10 @@ def privacy_sweep(
             rows[-1]["snr"],
         )
     assert partitions is not None
-    rows.append(
-        _local_only_row(trained, metric, agent, agent_config, rounds, seed, partitions, rows)
-    )
+    if with_local_only:
+        rows.append(
+            _local_only_row(trained, metric, agent, agent_config, rounds, seed, partitions, rows)
+        )
     frame = pd.DataFrame(rows)
     _warn_worse(frame, agent=agent, metric=metric)
     frame.attrs.update(

@@ -95,7 +95,7 @@ def memberships(targets: np.ndarray, layout: StatisticsLayout, cap: float) -> np
     """
     targets = np.asarray(targets, dtype=np.int64)
     z = np.zeros((len(targets), layout.members), dtype=np.float64)
-    for t, (start, k) in enumerate(zip(layout.offsets, layout.task_sizes, strict=True)):
+    for t, start in enumerate(layout.offsets):
         col = targets[:, t]
         rows = np.flatnonzero(col > 0)
         z[rows, start + col[rows] - 1] = 1.0
@@ -156,9 +156,11 @@ class DiscriminantHead:
     Notes
     -----
     Noise makes counts and covariances wrong in known ways; the solve guards against it:
-    counts are floored at 1, the covariance's eigenvalues are floored at the spectral norm
-    of its noise (≈ 2·std·√dim / n for a symmetric Gaussian matrix), so that directions the
-    noise swamps are not trusted.
+    counts are floored at 1; the squared norms of noisy class means are debiased by their
+    known noise variance; the covariance is shrunk toward the isotropic one
+    (``(1 - Σπ_k‖μ_k‖²)/dim``, exact for unit vectors) by at least the ratio of its noise
+    level (≈ 2·std·√dim / n, the spectral norm of a symmetric Gaussian matrix) to that
+    isotropic variance, so that under heavy noise LDA becomes nearest class mean.
     """
 
     def __init__(self, packed: np.ndarray, layout: StatisticsLayout, *, shrinkage: float = 0.1):
@@ -197,6 +199,7 @@ class DiscriminantHead:
                     n,
                     second,
                     shrinkage=shrinkage,
+                    noise_std=noise_std,
                     moment_noise=noise_std / layout.moment_scale,
                 )
             )
@@ -223,26 +226,39 @@ def _solve(
     second: np.ndarray | None,
     *,
     shrinkage: float,
+    noise_std: float,
     moment_noise: float,
 ) -> _Task:
-    """LDA of one task: weights ``Σ⁻¹μ_k`` and biases ``−½μ_kᵀΣ⁻¹μ_k + log π_k``."""
-    d = sums.shape[1]
+    """LDA of one task: weights ``Σ⁻¹μ_k`` and biases ``-½μ_kᵀΣ⁻¹μ_k + log π_k``.
+
+    The noise on a class mean ``μ_k`` (variance ``v_k`` per coordinate) inflates
+    ``μ_kᵀAμ_k`` by ``v_k·tr(A)`` on average, most for the rarest classes; the biases
+    subtract it, or rare classes would never be predicted under DP.
+    """
+    d, k = sums.shape[1], len(counts)
     means = sums / counts[:, None]
     priors = counts / counts.sum()
+    # class 0's sum is the total minus the others: it carries k draws of the noise
+    draws = np.ones(k)
+    draws[0] = k
+    mean_var = noise_std**2 * draws / counts**2
+    square = np.sum(means * means, 1) - d * mean_var
+    # unit vectors: total variance 1 = within-class trace + Σπ‖μ‖²
+    isotropic = max(1.0 - float(priors @ np.clip(square, 0.0, 1.0)), 1e-3) / d
     if second is None:
-        # unit vectors: total variance 1 = within-class trace + Σπ‖μ‖²
-        trace = max(1.0 - float(priors @ np.sum(means * means, 1)), 1e-3)
-        inv = np.eye(d) * (d / trace)
+        inv = np.eye(d) / isotropic
     else:
         within = (second - (sums.T / counts) @ sums) / n
         within = (within + within.T) / 2
         values, vectors = np.linalg.eigh(within)
-        average = max(float(np.trace(within)) / d, 1e-12)
-        values = (1 - shrinkage) * values + shrinkage * average
-        floor = max(2.0 * moment_noise * np.sqrt(d) / n, 1e-6 * average)
-        values = np.maximum(values, floor)
+        # where the noise on the covariance (spectral norm ≈ 2·std·√d / n) is as large as
+        # the covariance itself, it tells nothing: shrink all the way to the isotropic one
+        noise_level = 2.0 * moment_noise * np.sqrt(d) / n
+        alpha = min(1.0, max(shrinkage, noise_level / isotropic))
+        values = (1 - alpha) * values + alpha * isotropic
+        values = np.maximum(values, max(noise_level, 1e-3 * isotropic))
         inv = (vectors / values) @ vectors.T
     weights = inv @ means.T
-    bias = -0.5 * np.sum(means.T * weights, 0) + np.log(priors)
+    quadratic = np.sum(means.T * weights, 0) - mean_var * float(np.trace(inv))
+    bias = -0.5 * quadratic + np.log(priors)
     return _Task(weights=weights, bias=bias)
-

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import logging
 import os
 import threading
 from collections.abc import Iterator, Sequence
@@ -130,6 +131,7 @@ class TextEncoder:
                         self._cache[text] = self._by_hash[_text_key(text)]
             # Similar lengths per batch waste less compute on padding.
             missing = sorted(dict.fromkeys(t for t in texts if t not in self._cache), key=len)
+            bar = _progress_bar(len(missing), self.name, self.device)
             for start in range(0, len(missing), self.batch_size):
                 batch = missing[start : start + self.batch_size]
                 tokens = self.tokenizer(
@@ -147,11 +149,34 @@ class TextEncoder:
                 for text, row in zip(batch, pooled.numpy().astype(np.float32), strict=True):
                     self._cache[text] = row
                 self.encoded_texts += len(batch)
+                if bar is not None:
+                    bar.update(len(batch))
+            if bar is not None:
+                bar.close()
             if self._disk is not None and missing:
                 self._save_shard(missing)
             if not texts:
                 return np.zeros((0, self.dim), dtype=np.float32)
             return np.stack([self._cache[t] for t in texts])
+
+
+PROGRESS_FROM = 2000
+"""Encoding at least this many new texts shows a progress bar (on stderr) and logs the rate."""
+
+
+def _progress_bar(total: int, name: str, device: str) -> Any:
+    """A tqdm bar for ``total`` new texts, or ``None`` when there are few."""
+    if total < PROGRESS_FROM:
+        return None
+    from tqdm.auto import tqdm
+
+    logging.getLogger("meshfl.encoder").info(
+        "encoding %d new texts with %s on %s (cached texts are not encoded again)",
+        total,
+        name,
+        device,
+    )
+    return tqdm(total=total, desc=f"encoding ({name}, {device})", unit="text", leave=False)
 
 
 @contextlib.contextmanager
