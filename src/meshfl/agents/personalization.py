@@ -110,7 +110,8 @@ def personalize(
     choice: Choice = "personalized"
     if scores:
         sign = 1.0 if agent.higher_is_better else -1.0
-        choice = max(scores, key=lambda c: (sign * scores[c], -CHOICES.index(c)))
+        scored = [c for c in CHOICES if c in scores]
+        choice = max(scored, key=lambda c: (sign * scores[c], -CHOICES.index(c)))
     if choice == "global":
         chosen = vector
     elif choice == "local" and local is not None:
