@@ -312,7 +312,7 @@ class ClientHealth(Agent[HealthData]):
             },
         )
 
-    @property
+    @functools.cached_property
     def log_features(self) -> tuple[str, ...]:
         """Features whose bins are ``log1p``-spaced."""
         if self.config.log_bins is not None:
