@@ -1,7 +1,7 @@
-import argparse
-
+import click
 import pytest
 
+from meshfl import cli, node_cli, server_cli
 from meshfl.cli import main
 
 
@@ -132,13 +132,14 @@ def test_simulate_takes_agent_config_and_the_agents_suggested_rounds(capsys):
     assert "3 MSPs, 1 rounds" in capsys.readouterr().out
 
 
-def test_version_names_the_installed_package(capsys):
-    import pytest
+@pytest.mark.parametrize(
+    ("module", "prog"), [(cli, "meshfl"), (server_cli, "meshfl-server"), (node_cli, "meshfl-node")]
+)
+def test_version_names_the_installed_package(module, prog, capsys):
+    from importlib.metadata import version
 
-    with pytest.raises(SystemExit) as done:
-        main(["--version"])
-    assert done.value.code == 0
-    assert capsys.readouterr().out.startswith("meshfl ")
+    assert module.main(["--version"]) == 0
+    assert capsys.readouterr().out == f"{prog} {version('meshfl')}\n"
 
 
 def test_bench_privacy_without_matplotlib_keeps_its_table_and_says_why(tmp_path, monkeypatch):
@@ -176,30 +177,66 @@ def test_agents_sample_writes_a_csv_the_agent_accepts(tmp_path, capsys):
     assert "nope" in capsys.readouterr().err
 
 
-def _parsers(parser):
-    """The parser and every subcommand's parser below it."""
-    yield parser
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for sub in action.choices.values():
-                yield from _parsers(sub)
+SCRIPTS = {"meshfl": cli, "meshfl-server": server_cli, "meshfl-node": node_cli}
 
 
-def test_every_option_has_help_and_help_shows_defaults(capsys):
-    from meshfl import cli, node_cli, server_cli
+def _commands():
+    """``(name, click command)`` of every command of the three scripts, subcommands too."""
+    for prog, module in SCRIPTS.items():
+        for path, command in cli.walk(module.build_command()):
+            yield " ".join([prog, *path]), command
 
-    every = [p for m in (cli, server_cli, node_cli) for p in _parsers(m.build_parser())]
-    for parser in every:
-        for action in parser._actions:
-            if isinstance(action, argparse._SubParsersAction):  # each command has its help
-                assert all(choice.help for choice in action._choices_actions), parser.prog
-            else:
-                assert action.help, f"{parser.prog} {action.option_strings or action.dest}: no help"
-        assert "``" not in parser.format_help(), f"{parser.prog}: raw RST in the help"
-    with pytest.raises(SystemExit):
-        main(["simulate", "--help"])
+
+def _no_default(param: click.Parameter) -> bool:
+    """An option with nothing worth showing as its default: none, an off flag, a list."""
+    default = param.default
+    return default is None or default is False or default == () or default == []
+
+
+@pytest.mark.parametrize(("name", "command"), list(_commands()), ids=lambda v: str(v))
+def test_every_command_and_option_has_help_and_shows_its_default(name, command):
+    assert command.help, f"{name}: no help"
+    ctx = click.Context(command, info_name=name)
+    for param in command.params:
+        record = param.get_help_record(ctx)
+        assert record is not None, f"{name} {param.name}: hidden"
+        label, text = record
+        assert param.help and param.help in text, f"{name} {label}: no help"
+        if isinstance(param, click.Option) and not _no_default(param):
+            shown = param.opts[0].lstrip("-") if param.default is True else str(param.default)
+            assert f"[default: {shown}]" in text, f"{name} {label}: default not shown"
+        for markup in ("`", ":func:", ":mod:", "\\["):
+            assert markup not in text, f"{name} {label}: {markup!r} in its help"
+    for markup in ("`", ":func:", ":mod:"):
+        assert markup not in command.help, f"{name}: {markup!r} in its help"
+
+
+def test_every_script_has_commands_with_options():
+    names = [name for name, _ in _commands()]
+    assert {"meshfl simulate", "meshfl bench privacy", "meshfl agents sample"} <= set(names)
+    assert {"meshfl-server register-node", "meshfl-server export", "meshfl-node"} <= set(names)
+
+
+def test_help_is_plain_text_off_a_terminal(capsys):
+    assert main(["simulate", "--help"]) == 0
     out = capsys.readouterr().out
-    assert "(default: 5)" in out and "(default: 400)" in out and "--num-msps" in out
+    assert out.startswith("Usage: meshfl simulate [OPTIONS]")
+    assert "--num-msps, --msps" in out and "[default: 5]" in out and "[default: 400]" in out
+    assert "\x1b[" not in out and "╭" not in out and "\\[" not in out  # no colour, no boxes
+
+
+def test_a_usage_error_is_clicks_message_and_exit_code_2(capsys):
+    assert main(["simulate", "--num-msps", "many"]) == 2
+    err = capsys.readouterr().err
+    assert "Invalid value for '--num-msps'" in err and "Traceback" not in err
+    assert server_cli.main(["export", "--state-dir", "s"]) == 2
+    assert "Missing option '--agent'" in capsys.readouterr().err
+
+
+def test_no_command_shows_the_commands(capsys):
+    assert main([]) == 2
+    out = capsys.readouterr()
+    assert "simulate" in out.out + out.err and "node-keys" in out.out + out.err
 
 
 def test_simulate_own_data_dir_with_privacy(tmp_path, capsys):

@@ -13,15 +13,18 @@ meshfl node-keys init --out keys/msp-0
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
+import os
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import click
 import pandas as pd
+import typer
 
 from meshfl.config.errors import ConfigError, MeshflError
 
@@ -43,28 +46,152 @@ TABLE_COLUMNS = [
 ]
 
 
-class HelpFormatter(argparse.HelpFormatter):
-    """Every option's help ends with its default, where it has one worth saying."""
+# -- What meshfl's three console scripts share (meshfl-server and meshfl-node use these) --
 
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        default = action.default
-        if (
-            action.option_strings
-            and not any(default is v for v in (None, False, argparse.SUPPRESS))
-            and "default" not in text
-        ):
-            text += " (default: %(default)s)"
-        return text
+_ROLE = re.compile(r":[a-z]+:`~?([^`]+)`")
+_CODE = re.compile(r"``?([^`]+?)``?")
 
 
-class CommandParser(argparse.ArgumentParser):
-    """An argument parser whose subcommands (argparse makes them of this class) show
-    defaults too."""
+def plain(text: str) -> str:
+    """``text`` without reStructuredText markup: ````x````, ```x``` and ``:role:`x``` read x."""
+    return _CODE.sub(r"\1", _ROLE.sub(r"\1", text))
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("formatter_class", HelpFormatter)
-        super().__init__(*args, **kwargs)
+
+def new_app(help: str, **kwargs: Any) -> typer.Typer:
+    """A typer app as meshfl's scripts have them: ``-h``/``--help``, no shell completion,
+    Python's own tracebacks (for bugs only: a meshfl error is one line, see :func:`run`)."""
+    return typer.Typer(
+        help=plain(help),
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        rich_markup_mode=None,  # plain click help; run() turns rich on in a terminal
+        context_settings={"help_option_names": ["-h", "--help"]},
+        **kwargs,
+    )
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("meshfl")
+    except PackageNotFoundError:  # a source tree that is not installed
+        return "unknown"
+
+
+def version_option(prog: str) -> Any:
+    """The ``--version`` option of the script ``prog`` (an eager flag: prints, exits 0)."""
+
+    def show(value: bool) -> None:
+        if value:
+            typer.echo(f"{prog} {_version()}")
+            raise typer.Exit()
+
+    return typer.Option(
+        "--version", callback=show, is_eager=True, help="print the version and exit"
+    )
+
+
+def walk(
+    command: click.Command, path: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], click.Command]]:
+    """``command`` and every subcommand below it, as ``(path, command)`` pairs."""
+    yield path, command
+    if isinstance(command, click.Group):
+        for name, sub in command.commands.items():
+            yield from walk(sub, (*path, name))
+
+
+def build(app: typer.Typer) -> click.Command:
+    """The click command of ``app``, its help texts plain (no RST)."""
+    command = typer.main.get_command(app)
+    for _, cmd in walk(command):
+        cmd.help = plain(cmd.help) if cmd.help else cmd.help
+        arguments = _argument_help(cmd)
+        # typer lists the arguments itself; click 8.5 would list them a second time
+        cmd.format_arguments = lambda ctx, formatter: None  # type: ignore[method-assign]
+        for param in cmd.params:
+            if isinstance(param, click.Argument) and not param.help:
+                param.help = arguments.get(param.name or "")
+            if param.help:
+                param.help = plain(param.help)
+            _unescape_plain_help(param)
+    return command
+
+
+def _argument_help(cmd: click.Command) -> dict[str, str | None]:
+    """The help of ``cmd``'s arguments, as its function declares them: click 8.2+ resets
+    the help typer (0.20) gives an argument before ``click.Argument.__init__``."""
+    from typer.models import ArgumentInfo
+    from typer.utils import get_params_from_function
+
+    function = getattr(cmd.callback, "__wrapped__", None)
+    if function is None:
+        return {}
+    params = get_params_from_function(function)
+    return {
+        name: meta.default.help
+        for name, meta in params.items()
+        if isinstance(meta.default, ArgumentInfo)
+    }
+
+
+def _unescape_plain_help(param: click.Parameter) -> None:
+    """typer escapes ``[default: ...]`` for rich even where it prints plain text
+    (``\\[default: 5]``); plain help shows ``[default: 5]``."""
+    record = param.get_help_record
+
+    def get_help_record(ctx: click.Context) -> tuple[str, str] | None:
+        found = record(ctx)
+        if found is None or getattr(ctx.command, "rich_markup_mode", None) is not None:
+            return found
+        return found[0], found[1].replace("\\[", "[")
+
+    param.get_help_record = get_help_record  # type: ignore[method-assign]
+
+
+def _rich_in_a_terminal(command: click.Command) -> None:
+    """typer's rich help where a person reads it; plain, stable text in pipes, tests and CI."""
+    if not sys.stdout.isatty() or os.environ.get("TERM") == "dumb":
+        return
+    from rich.markup import escape  # help texts say [coordinator]: not rich markup
+
+    for _, cmd in walk(command):
+        cmd.rich_markup_mode = "rich"  # type: ignore[attr-defined]
+        cmd.help = escape(cmd.help) if cmd.help else cmd.help
+        for param in cmd.params:
+            if param.help:
+                param.help = escape(param.help)
+
+
+def run(command: click.Command, prog: str, argv: Sequence[str] | None) -> int:
+    """Run a console script; what its command returns is the exit code.
+
+    A meshfl error (:class:`~meshfl.config.errors.MeshflError`) becomes one line on stderr
+    and exit code 2, as a usage error does (click's message); never a traceback.
+    """
+    _rich_in_a_terminal(command)
+    args = sys.argv[1:] if argv is None else list(argv)
+    try:
+        code = command.main(args=args, prog_name=prog, standalone_mode=False)
+    except click.ClickException as err:
+        err.show()
+        return err.exit_code
+    except click.Abort:
+        print("Aborted!", file=sys.stderr)
+        return 1
+    except MeshflError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
+    return int(code or 0)
+
+
+def choice(*values: str) -> click.Choice:
+    """An option's allowed values, listed in its help."""
+    return click.Choice(values)
+
+
+# -- meshfl ------------------------------------------------------------------------------
 
 
 def format_history(history: pd.DataFrame) -> str:
@@ -73,7 +200,41 @@ def format_history(history: pd.DataFrame) -> str:
     return history[columns].to_string(index=False, float_format=lambda v: f"{v:.4f}")
 
 
-def _cmd_agents(args: argparse.Namespace) -> int:
+app = new_app(__doc__.splitlines()[0], no_args_is_help=True)
+agents_app = new_app(
+    "list the mesh's agents (show one, write a sample)", invoke_without_command=True
+)
+bench_app = new_app("research benchmarks", no_args_is_help=True)
+keys_app = new_app("CKKS key sets", no_args_is_help=True)
+certs_app = new_app("TLS certificates of the coordinator", no_args_is_help=True)
+node_keys_app = new_app("SuperNode authentication keys", no_args_is_help=True)
+app.add_typer(agents_app, name="agents")
+app.add_typer(bench_app, name="bench")
+app.add_typer(keys_app, name="keys")
+app.add_typer(certs_app, name="certs")
+app.add_typer(node_keys_app, name="node-keys")
+
+
+@app.callback()
+def _meshfl(
+    verbose: Annotated[bool, typer.Option("-v", "--verbose", help="log Flower and meshfl")] = False,
+    version: Annotated[bool, version_option("meshfl")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not verbose:
+        logging.getLogger("flwr").setLevel(logging.ERROR)
+
+
+AgentName = Annotated[str, typer.Argument(metavar="NAME", help="the agent (see `meshfl agents`)")]
+
+
+@agents_app.callback()
+def _cmd_agents(ctx: typer.Context) -> int:
+    if ctx.invoked_subcommand is not None:
+        return 0
     from meshfl.agents import KNOWN_AGENTS, built, names
     from meshfl.agents.registry import COORDINATOR
 
@@ -85,10 +246,11 @@ def _cmd_agents(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_agents_show(args: argparse.Namespace) -> int:
+@agents_app.command("show", help="an agent's data schema, metric and what it sends")
+def _cmd_agents_show(name: AgentName) -> int:
     from meshfl.agents import get
 
-    agent = get(args.name)({})
+    agent = get(name)({})
     print(f"{agent.name}: {_summary(agent.name)}")
     better = "higher" if agent.higher_is_better else "lower"
     print(f"metric: {agent.metric} ({better} is better)")
@@ -101,16 +263,22 @@ def _cmd_agents_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_agents_sample(args: argparse.Namespace) -> int:
+@agents_app.command("sample", help="write a valid sample CSV of an agent's data")
+def _cmd_agents_sample(
+    name: AgentName,
+    out: Annotated[str, typer.Option("--out", help="the CSV file to write")],
+    rows: Annotated[int, typer.Option("--rows", help="rows to write")] = 100,
+    seed: Annotated[int, typer.Option("--seed", help="seed of the rows")] = 0,
+) -> int:
     from meshfl.agents import get
 
-    if args.rows < 1:
-        raise ConfigError(f"--rows must be at least 1. Got {args.rows}.")
-    agent = get(args.name)({})
-    rows = agent.load_data(agent.synthetic_data(args.rows, seed=args.seed))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    rows.to_csv(args.out, index=False)
-    print(f"wrote {len(rows)} rows of {agent.schema.name} to {args.out}")
+    if rows < 1:
+        raise ConfigError(f"--rows must be at least 1. Got {rows}.")
+    agent = get(name)({})
+    frame = agent.load_data(agent.synthetic_data(rows, seed=seed))
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out, index=False)
+    print(f"wrote {len(frame)} rows of {agent.schema.name} to {out}")
     return 0
 
 
@@ -120,7 +288,7 @@ def _summary(name: str) -> str:
     return str(getattr(get(name), "summary", ""))
 
 
-def agent_config(args: argparse.Namespace, name: str) -> dict[str, Any]:
+def agent_config(raw: str | None, encoder: str | None, name: str) -> dict[str, Any]:
     """The agent config the options give: ``--agent-config`` JSON, then ``--encoder``.
 
     ``--encoder`` applies to the agents that have a text encoder and is ignored by the rest,
@@ -129,19 +297,19 @@ def agent_config(args: argparse.Namespace, name: str) -> dict[str, Any]:
     from meshfl.agents import get
 
     config: dict[str, Any] = {}
-    if args.agent_config:
+    if raw:
         try:
-            parsed = json.loads(args.agent_config)
+            parsed = json.loads(raw)
         except json.JSONDecodeError:
             parsed = None
         if not isinstance(parsed, dict):
             raise ConfigError(
                 "The --agent-config option must be a JSON object of the agent's config "
-                f"fields, e.g. '{{\"local_epochs\": 2}}'. Got {args.agent_config!r} instead."
+                f"fields, e.g. '{{\"local_epochs\": 2}}'. Got {raw!r} instead."
             )
         config = parsed
-    if args.encoder and "encoder" in get(name).config_class.model_fields:
-        config["encoder"] = args.encoder
+    if encoder and "encoder" in get(name).config_class.model_fields:
+        config["encoder"] = encoder
     return config
 
 
@@ -161,41 +329,134 @@ def msp_csvs(data_dir: str | Path, agent: str) -> list[Path]:
     return found
 
 
-def privacy_config(args: argparse.Namespace) -> Any:
+def privacy_config(epsilon: float | None, delta: float, unit: str) -> Any:
     """The DPConfig that ``--epsilon``, ``--delta`` and ``--unit`` give (None: no privacy)."""
-    if args.epsilon is None:
+    if epsilon is None:
         return None
     from meshfl.privacy import DPConfig
 
-    return DPConfig(epsilon=args.epsilon, delta=args.delta, unit=args.unit)
+    return DPConfig(epsilon=epsilon, delta=delta, unit=unit)
 
 
-def _cmd_simulate(args: argparse.Namespace) -> int:
+# Options `simulate` and `bench privacy` share, named as in meshfl.simulate.
+NumMsps = Annotated[int, typer.Option("--num-msps", "--msps", help="MSPs in the federation")]
+Rounds = Annotated[
+    int | None,
+    typer.Option("--rounds", help="federated rounds (default: the agent's suggestion, often 3)"),
+]
+Seed = Annotated[int, typer.Option("--seed", help="seed of data, partitions and models")]
+SamplesPerMsp = Annotated[
+    int,
+    typer.Option("--samples-per-msp", "--samples", help="synthetic rows per MSP, on average"),
+]
+AgentConfig = Annotated[
+    str | None,
+    typer.Option(
+        "--agent-config",
+        help="the agent's config fields as a JSON object, e.g. '{\"depth\": 6}'",
+    ),
+]
+Encoder = Annotated[
+    str | None,
+    typer.Option(
+        "--encoder",
+        help="text encoder of the text agents ('minilm', 'tiny' or a path); "
+        "short for --agent-config '{\"encoder\": ...}'",
+    ),
+]
+Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="show a progress bar")]
+Delta = Annotated[float, typer.Option("--delta", help="δ of differential privacy")]
+Unit = Annotated[
+    str,
+    typer.Option(
+        "--unit",
+        click_type=choice("sample", "msp"),
+        help="what differential privacy protects: one record (sample) or a whole MSP (msp)",
+    ),
+]
+SecureAggregation = Annotated[
+    str,
+    typer.Option(
+        "--secure-aggregation",
+        click_type=choice("ckks", "plaintext"),
+        help="ckks: the coordinator adds ciphertexts; plaintext: protection off",
+    ),
+]
+
+
+@app.command("simulate", help="simulate a federation of MSPs in one process")
+def _cmd_simulate(
+    agent: Annotated[
+        list[str] | None,
+        typer.Option("--agent", help="agent to train (repeatable; default: every built one)"),
+    ] = None,
+    num_msps: NumMsps = 5,
+    rounds: Rounds = None,
+    seed: Seed = 0,
+    samples_per_msp: SamplesPerMsp = 400,
+    agent_config_json: AgentConfig = None,
+    encoder: Encoder = None,
+    progress: Progress = True,
+    epsilon: Annotated[
+        float | None,
+        typer.Option(
+            "--epsilon",
+            help="train with differential privacy under this budget ε per MSP (default: off)",
+        ),
+    ] = None,
+    delta: Delta = 1e-5,
+    unit: Unit = "sample",
+    secure_aggregation: SecureAggregation = "ckks",
+    data: Annotated[
+        str | None,
+        typer.Option(
+            "--data",
+            metavar="DIR",
+            help="your own data: one directory per MSP in DIR, each with <agent>.csv "
+            "(as meshfl-node --data-dir); the MSPs are counted from it "
+            "(default: synthetic data)",
+        ),
+    ] = None,
+    alpha: Annotated[
+        float, typer.Option("--alpha", help="Dirichlet label skew of synthetic data")
+    ] = 0.5,
+    backend: Annotated[
+        str,
+        typer.Option(
+            "--backend",
+            click_type=choice("in-process", "ray"),
+            help="ray: Flower's Simulation Engine (pip install 'meshfl[ray]')",
+        ),
+    ] = "in-process",
+    out: Annotated[
+        str | None, typer.Option("--out", help="directory to save models and histories to")
+    ] = None,
+) -> int:
     from meshfl.agents import built, get
     from meshfl.simulation import simulate
 
-    names = args.agent or built()
-    privacy = privacy_config(args)
+    names = agent or built()
+    privacy = privacy_config(epsilon, delta, unit)
     for name in names:
-        config = agent_config(args, name)
-        data = msp_csvs(args.data, name) if args.data else None
-        msps = len(data) if data else args.num_msps
-        rounds = args.rounds or get(name)(config).suggested_rounds()
-        dp = f", ε = {args.epsilon:g}" if privacy else ""
-        print(f"\n== {name}: {msps} MSPs, {rounds} rounds, seed {args.seed}{dp} ==", flush=True)
+        config = agent_config(agent_config_json, encoder, name)
+        msp_data = msp_csvs(data, name) if data else None
+        msps = len(msp_data) if msp_data else num_msps
+        n_rounds = rounds or get(name)(config).suggested_rounds()
+        dp = f", ε = {epsilon:g}" if privacy else ""
+        print(f"\n== {name}: {msps} MSPs, {n_rounds} rounds, seed {seed}{dp} ==", flush=True)
         result = simulate(
             agent=name,
             num_msps=msps,
-            rounds=rounds,
-            seed=args.seed,
-            data=data,
+            rounds=n_rounds,
+            seed=seed,
+            data=msp_data,
             agent_config=config,
-            samples_per_msp=args.samples_per_msp,
-            alpha=args.alpha,
+            samples_per_msp=samples_per_msp,
+            alpha=alpha,
             privacy=privacy,
-            secure_aggregation=args.secure_aggregation,
-            backend=args.backend,
-            progress=not args.no_progress,
+            secure_aggregation=secure_aggregation,  # type: ignore[arg-type]  # its choices
+            backend=backend,  # type: ignore[arg-type]
+            progress=progress,
         )
         print(format_history(result.history))
         pooled = result.evaluate()
@@ -204,65 +465,118 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             f"final global model on the pooled held-out data of all MSPs: "
             f"{metric} = {pooled[metric]:.4f} ({int(pooled['examples'])} examples)"
         )
-        if args.out:
-            path = result.model.save(Path(args.out) / f"{name}.npz")
-            result.history.to_csv(Path(args.out) / f"{name}_history.csv", index=False)
+        if out:
+            path = result.model.save(Path(out) / f"{name}.npz")
+            result.history.to_csv(Path(out) / f"{name}_history.csv", index=False)
             print(f"model saved to {path}")
     return 0
 
 
-def _cmd_bench_privacy(args: argparse.Namespace) -> int:
+@bench_app.command("privacy", help="accuracy against the privacy budget epsilon")
+def _cmd_bench_privacy(
+    agent: Annotated[str, typer.Option("--agent", help="agent to sweep")],
+    epsilons: Annotated[
+        str, typer.Option("--epsilons", help="comma-separated ε ('inf': no privacy)")
+    ] = "0.1,0.5,1,2,8,inf",
+    delta: Delta = 1e-5,
+    unit: Unit = "sample",
+    secure_aggregation: SecureAggregation = "ckks",
+    num_msps: NumMsps = 5,
+    rounds: Rounds = None,
+    seed: Seed = 0,
+    samples_per_msp: SamplesPerMsp = 400,
+    agent_config_json: AgentConfig = None,
+    encoder: Encoder = None,
+    progress: Progress = True,
+    out: Annotated[str, typer.Option("--out", help="output directory")] = "results/privacy",
+) -> int:
     from meshfl.bench.privacy import parse_epsilons, privacy_sweep, write_privacy_report
 
-    config = agent_config(args, args.agent)
     frame = privacy_sweep(
-        agent=args.agent,
-        epsilons=parse_epsilons(args.epsilons),
-        num_msps=args.num_msps,
-        rounds=args.rounds,
-        seed=args.seed,
-        delta=args.delta,
-        unit=args.unit,
-        agent_config=config,
-        samples_per_msp=args.samples_per_msp,
-        secure_aggregation=args.secure_aggregation,
-        progress=not args.no_progress,
+        agent=agent,
+        epsilons=parse_epsilons(epsilons),
+        num_msps=num_msps,
+        rounds=rounds,
+        seed=seed,
+        delta=delta,
+        unit=unit,  # type: ignore[arg-type]  # the option's choices
+        agent_config=agent_config(agent_config_json, encoder, agent),
+        samples_per_msp=samples_per_msp,
+        secure_aggregation=secure_aggregation,  # type: ignore[arg-type]
+        progress=progress,
     )
     shown = frame.drop(columns=["delta"])
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    for path in write_privacy_report(frame, args.out):
+    for path in write_privacy_report(frame, out):
         print(f"wrote {path}")
     return 0
 
 
-def _cmd_open(args: argparse.Namespace) -> int:
+@app.command("open", help="open a model `meshfl-server export` wrote, with the MSPs' secret key")
+def _cmd_open(
+    export: Annotated[str, typer.Argument(help="the exported model (.mfl)")],
+    secret_key: Annotated[
+        str | None,
+        typer.Option(
+            "--secret-key", help="the MSPs' msp.secret.ckks (none for an unencrypted mesh)"
+        ),
+    ] = None,
+    config_path: Annotated[
+        str | None,
+        typer.Option(
+            "--config", help="the mesh's mesh.toml: the agent's config and seed come from it"
+        ),
+    ] = None,
+    agent_config_json: Annotated[
+        str | None,
+        typer.Option("--agent-config", help="the agent's config as a JSON object (no --config)"),
+    ] = None,
+    encoder: Annotated[
+        str | None,
+        typer.Option("--encoder", help="text encoder of a text agent, as in its mesh.toml"),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="the run's seed (no --config)")] = 0,
+    out: Annotated[
+        str | None,
+        typer.Option("--out", help="save the opened model to this .npz (plaintext)"),
+    ] = None,
+) -> int:
     from meshfl.federation.exported_model import open_export
     from meshfl.store.model_store import read_export
 
-    header, _ = read_export(args.export)
+    header, _ = read_export(export)
     name = header["agent"]
-    config, seed = agent_config(args, name), args.seed
-    if args.config:
+    config = agent_config(agent_config_json, encoder, name)
+    if config_path:
         from meshfl.service.config import load_mesh_config
 
-        section = load_mesh_config(args.config).agents.get(name)
+        section = load_mesh_config(config_path).agents.get(name)
         if section is None:
-            raise ConfigError(f"{args.config} has no [agents.{name}] table for this {name} export.")
+            raise ConfigError(f"{config_path} has no [agents.{name}] table for this {name} export.")
         config, seed = {**section.config, **config}, section.seed
-    model = open_export(args.export, secret_key=args.secret_key, agent_config=config, seed=seed)
+    model = open_export(export, secret_key=secret_key, agent_config=config, seed=seed)
     print(f"{name}, run {header['run_id']}, round {header['round']}: {model!r}")
     for metric, value in sorted((header.get("metrics") or {}).items()):
         print(f"  {metric}: {value}")
-    if args.out:
-        print(f"saved to {model.save(args.out)} (meshfl.load opens it)")
+    if out:
+        print(f"saved to {model.save(out)} (meshfl.load opens it)")
     return 0
 
 
-def _cmd_keys_init(args: argparse.Namespace) -> int:
+# `keys init`, `certs init` and `node-keys init`: the files a deployment needs.
+def _overwrite_option(help: str) -> Any:
+    return typer.Option("--overwrite", help=help)
+
+
+@keys_app.command("init", help="write the MSPs' secret and the coordinator's public context")
+def _cmd_keys_init(
+    out: Annotated[str, typer.Option("--out", help="directory to write the key set to")],
+    overwrite: Annotated[bool, _overwrite_option("replace an existing key set")] = False,
+) -> int:
     from meshfl.secure.keys import generate_keys
 
-    files = generate_keys(args.out, overwrite=args.overwrite)
-    print(f"key set {files.key_id} written to {Path(args.out).resolve()}:")
+    files = generate_keys(out, overwrite=overwrite)
+    print(f"key set {files.key_id} written to {Path(out).resolve()}:")
     print(f"  {files.secret.name:24s} secret context: give it to every MSP, and to no one else")
     print(f"  {files.public.name:24s} public context: give it to the coordinator")
     print(f"  {files.keyset.name:24s} key id and parameters")
@@ -275,14 +589,25 @@ def _refuse_overwrite(paths: Sequence[Path], overwrite: bool) -> None:
         raise ConfigError(f"Refusing to replace {', '.join(existing)}: pass --overwrite.")
 
 
-def _cmd_certs_init(args: argparse.Namespace) -> int:
+@certs_app.command("init", help="write a CA and a SuperLink certificate it signs")
+def _cmd_certs_init(
+    out: Annotated[str, typer.Option("--out", help="directory to write them to")],
+    host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--host",
+            help="a name or IP MSPs dial (repeatable; default 127.0.0.1, localhost, ::1)",
+        ),
+    ] = None,
+    overwrite: Annotated[bool, _overwrite_option("replace existing files")] = False,
+) -> int:
     from meshfl.deploy.certs import generate_tls
 
-    out = Path(args.out)
+    root = Path(out)
     names = ("ca.crt", "ca.key", "server.crt", "server.key")
-    _refuse_overwrite([out / n for n in names], args.overwrite)
-    files = generate_tls(out, hosts=args.host or ("127.0.0.1", "localhost", "::1"))
-    print(f"TLS files written to {out.resolve()}:")
+    _refuse_overwrite([root / n for n in names], overwrite)
+    files = generate_tls(root, hosts=host or ("127.0.0.1", "localhost", "::1"))
+    print(f"TLS files written to {root.resolve()}:")
     print(f"  {files.ca_cert.name:12s} CA certificate: give it to every MSP (--root-certificates)")
     print(f"  {files.ca_key.name:12s} CA private key: keep it offline")
     print(f"  {files.server_cert.name:12s} SuperLink certificate ([coordinator.tls] cert)")
@@ -290,210 +615,33 @@ def _cmd_certs_init(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_node_keys_init(args: argparse.Namespace) -> int:
+@node_keys_app.command("init", help="write an MSP's SuperNode key pair (OUT and OUT.pub)")
+def _cmd_node_keys_init(
+    out: Annotated[str, typer.Option("--out", help="private key path, e.g. keys/msp-0")],
+    name: Annotated[
+        str | None,
+        typer.Option("--name", help="comment in the public key (default: the file name)"),
+    ] = None,
+    overwrite: Annotated[bool, _overwrite_option("replace an existing key pair")] = False,
+) -> int:
     from meshfl.deploy.certs import generate_supernode_keys
 
-    private = Path(args.out)
-    _refuse_overwrite([private, private.with_name(private.name + ".pub")], args.overwrite)
-    keys = generate_supernode_keys(private, comment=args.name or private.name)
+    private = Path(out)
+    _refuse_overwrite([private, private.with_name(private.name + ".pub")], overwrite)
+    keys = generate_supernode_keys(private, comment=name or private.name)
     print(f"  {keys.private}  private: stays on the MSP (meshfl-node --auth-key)")
     print(f"  {keys.public}  public: meshfl-server register-node --config mesh.toml {keys.public}")
     return 0
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("meshfl")
-    except PackageNotFoundError:  # a source tree that is not installed
-        return "unknown"
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``meshfl`` command."""
-    parser = CommandParser(prog="meshfl", description=__doc__.splitlines()[0].replace("``", ""))
-    parser.add_argument("-v", "--verbose", action="store_true", help="log Flower and meshfl")
-    parser.add_argument("--version", action="version", version=f"meshfl {_version()}")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    agents = sub.add_parser("agents", help="list the mesh's agents (show one, write a sample)")
-    agents.set_defaults(func=_cmd_agents)
-    about = agents.add_subparsers(dest="agents_command")
-    show = about.add_parser("show", help="an agent's data schema, metric and what it sends")
-    show.add_argument("name", help="the agent (see `meshfl agents`)")
-    show.set_defaults(func=_cmd_agents_show)
-    sample = about.add_parser("sample", help="write a valid sample CSV of an agent's data")
-    sample.add_argument("name", help="the agent (see `meshfl agents`)")
-    sample.add_argument("--out", required=True, help="the CSV file to write")
-    sample.add_argument("--rows", type=int, default=100, help="rows to write")
-    sample.add_argument("--seed", type=int, default=0, help="seed of the rows")
-    sample.set_defaults(func=_cmd_agents_sample)
-    _add_simulate(sub)
-    _add_open(sub)
-    _add_bench(sub)
-    _add_key_commands(sub)
-    return parser
-
-
-def _add_federation_options(cmd: argparse.ArgumentParser) -> None:
-    """Options ``simulate`` and ``bench privacy`` share, named as in ``meshfl.simulate``."""
-    cmd.add_argument("--num-msps", "--msps", type=int, default=5, help="MSPs in the federation")
-    cmd.add_argument(
-        "--rounds", type=int, help="federated rounds (default: the agent's suggestion, often 3)"
-    )
-    cmd.add_argument("--seed", type=int, default=0, help="seed of data, partitions and models")
-    cmd.add_argument(
-        "--samples-per-msp",
-        "--samples",
-        type=int,
-        default=400,
-        help="synthetic rows per MSP, on average",
-    )
-    cmd.add_argument(
-        "--agent-config", help="the agent's config fields as a JSON object, e.g. '{\"depth\": 6}'"
-    )
-    cmd.add_argument(
-        "--encoder",
-        help="text encoder of the text agents ('minilm', 'tiny' or a path); "
-        "short for --agent-config '{\"encoder\": ...}'",
-    )
-    cmd.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-
-
-def _add_privacy_options(cmd: argparse.ArgumentParser) -> None:
-    """δ and the unit of differential privacy (ε is the command's own option)."""
-    cmd.add_argument("--delta", type=float, default=1e-5, help="δ of differential privacy")
-    cmd.add_argument(
-        "--unit",
-        choices=["sample", "msp"],
-        default="sample",
-        help="what differential privacy protects: one record (sample) or a whole MSP (msp)",
-    )
-    cmd.add_argument(
-        "--secure-aggregation",
-        choices=["ckks", "plaintext"],
-        default="ckks",
-        help="ckks: the coordinator adds ciphertexts; plaintext: protection off",
-    )
-
-
-def _add_simulate(sub: Any) -> None:
-    sim = sub.add_parser("simulate", help="simulate a federation of MSPs in one process")
-    sim.add_argument(
-        "--agent", action="append", help="agent to train (repeatable; default: every built one)"
-    )
-    _add_federation_options(sim)
-    sim.add_argument(
-        "--epsilon",
-        type=float,
-        help="train with differential privacy under this budget ε per MSP (default: off)",
-    )
-    _add_privacy_options(sim)
-    sim.add_argument(
-        "--data",
-        metavar="DIR",
-        help="your own data: one directory per MSP in DIR, each with <agent>.csv "
-        "(as meshfl-node --data-dir); the MSPs are counted from it (default: synthetic data)",
-    )
-    sim.add_argument(
-        "--alpha", type=float, default=0.5, help="Dirichlet label skew of synthetic data"
-    )
-    sim.add_argument(
-        "--backend",
-        choices=["in-process", "ray"],
-        default="in-process",
-        help="ray: Flower's Simulation Engine (pip install 'meshfl[ray]')",
-    )
-    sim.add_argument("--out", help="directory to save models and histories to")
-    sim.set_defaults(func=_cmd_simulate)
-
-
-def _add_open(sub: Any) -> None:
-    cmd = sub.add_parser(
-        "open", help="open a model `meshfl-server export` wrote, with the MSPs' secret key"
-    )
-    cmd.add_argument("export", help="the exported model (.mfl)")
-    cmd.add_argument(
-        "--secret-key", help="the MSPs' msp.secret.ckks (none for an unencrypted mesh)"
-    )
-    cmd.add_argument(
-        "--config", help="the mesh's mesh.toml: the agent's config and seed come from it"
-    )
-    cmd.add_argument("--agent-config", help="the agent's config as a JSON object (no --config)")
-    cmd.add_argument("--encoder", help="text encoder of a text agent, as in its mesh.toml")
-    cmd.add_argument("--seed", type=int, default=0, help="the run's seed (no --config)")
-    cmd.add_argument("--out", help="save the opened model to this .npz (plaintext)")
-    cmd.set_defaults(func=_cmd_open)
-
-
-def _add_bench(sub: Any) -> None:
-    bench = sub.add_parser("bench", help="research benchmarks").add_subparsers(
-        dest="bench", required=True
-    )
-    priv = bench.add_parser("privacy", help="accuracy against the privacy budget epsilon")
-    priv.add_argument("--agent", required=True, help="agent to sweep")
-    priv.add_argument(
-        "--epsilons", default="0.1,0.5,1,2,8,inf", help="comma-separated ε ('inf': no privacy)"
-    )
-    _add_privacy_options(priv)
-    _add_federation_options(priv)
-    priv.add_argument("--out", default="results/privacy", help="output directory")
-    priv.set_defaults(func=_cmd_bench_privacy)
-
-
-def _add_key_commands(sub: Any) -> None:
-    """``keys init``, ``certs init`` and ``node-keys init``: the files a deployment needs."""
-    keys = sub.add_parser("keys", help="CKKS key sets").add_subparsers(dest="keys", required=True)
-    init = keys.add_parser(
-        "init", help="write the MSPs' secret and the coordinator's public context"
-    )
-    init.add_argument("--out", required=True, help="directory to write the key set to")
-    init.add_argument("--overwrite", action="store_true", help="replace an existing key set")
-    init.set_defaults(func=_cmd_keys_init)
-
-    certs = sub.add_parser("certs", help="TLS certificates of the coordinator").add_subparsers(
-        dest="certs", required=True
-    )
-    cinit = certs.add_parser("init", help="write a CA and a SuperLink certificate it signs")
-    cinit.add_argument("--out", required=True, help="directory to write them to")
-    cinit.add_argument(
-        "--host",
-        action="append",
-        help="a name or IP MSPs dial (repeatable; default 127.0.0.1, localhost, ::1)",
-    )
-    cinit.add_argument("--overwrite", action="store_true", help="replace existing files")
-    cinit.set_defaults(func=_cmd_certs_init)
-
-    nkeys = sub.add_parser("node-keys", help="SuperNode authentication keys").add_subparsers(
-        dest="node_keys", required=True
-    )
-    ninit = nkeys.add_parser("init", help="write an MSP's SuperNode key pair (OUT and OUT.pub)")
-    ninit.add_argument("--out", required=True, help="private key path, e.g. keys/msp-0")
-    ninit.add_argument("--name", help="comment in the public key (default: the file name)")
-    ninit.add_argument("--overwrite", action="store_true", help="replace an existing key pair")
-    ninit.set_defaults(func=_cmd_node_keys_init)
+def build_command() -> click.Command:
+    """The click command of ``meshfl`` (its subcommands below it)."""
+    return build(app)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``meshfl`` console script."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
-    if not args.verbose:
-        logging.getLogger("flwr").setLevel(logging.ERROR)
-    return dispatch("meshfl", args)
-
-
-def dispatch(prog: str, args: argparse.Namespace) -> int:
-    """Run the parsed subcommand; a meshfl error becomes one line on stderr and exit code 2."""
-    try:
-        return int(args.func(args))
-    except MeshflError as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        return 2
+    return run(build_command(), "meshfl", argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

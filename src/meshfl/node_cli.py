@@ -19,13 +19,17 @@ meshfl's three console scripts sit side by side: :mod:`meshfl.cli` (``meshfl``),
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Annotated
 
+import click
+import typer
+
+from meshfl.cli import build, new_app, run, version_option
 from meshfl.config.errors import ConfigError, MeshflError
 from meshfl.deploy.processes import flower_env
 
@@ -204,99 +208,114 @@ def check_node(
     return rows
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``meshfl-node``."""
-    from meshfl.cli import CommandParser
-
-    parser = CommandParser(
-        prog="meshfl-node", description=__doc__.splitlines()[0].replace("``", "")
-    )
-    parser.add_argument("--superlink", required=True, help="the coordinator's host:port")
-    data = parser.add_mutually_exclusive_group(required=True)
-    data.add_argument("--data-dir", help="folder of <agent>.csv files")
-    data.add_argument("--data-loader", help="'package.module:function' returning the rows")
-    parser.add_argument("--secret-key", required=True, help="msp.secret.ckks")
-    parser.add_argument("--state-dir", required=True, help="this MSP's state (privacy ledger)")
-    parser.add_argument("--root-certificates", help="the coordinator's CA certificate")
-    parser.add_argument("--auth-key", help="this SuperNode's private key (node auth)")
-    parser.add_argument(
-        "--port", type=int, default=DEFAULT_PORT, help="local Runtime API port (default 9094)"
-    )
-    parser.add_argument("--insecure", action="store_true", help="no TLS (loopback tests only)")
-    parser.add_argument(
-        "--poll-interval",
-        type=float,
-        default=DEFAULT_POLL_INTERVAL,
-        help="seconds between an idle node's requests for messages (default 0.5; Flower's 3.0 "
-        "suits a mesh of thousands)",
-    )
-    parser.add_argument(
-        "--check",
-        action="store_true",
-        help="check the data, the secret key and the node key, then exit (0: all good)",
-    )
-    parser.add_argument(
-        "--require-masking",
-        action="store_true",
-        help="decline every round whose plan does not mask updates (without masking, any MSP "
-        "colluding with the coordinator reads this MSP's update)",
-    )
-    parser.add_argument(
-        "--fresh-processes",
-        action="store_true",
-        help="start a fresh ClientApp process per message, as Flower does (slower) instead of "
-        "forking it from a warm one",
-    )
-    return parser
+app = new_app(__doc__.splitlines()[0])
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``meshfl-node`` console script (does not return on success)."""
-    args = build_parser().parse_args(argv)
-    try:
-        command = supernode_command(
-            superlink=args.superlink,
-            data_dir=args.data_dir,
-            data_loader=args.data_loader,
-            secret_key=args.secret_key,
-            state_dir=args.state_dir,
-            root_certificates=args.root_certificates,
-            auth_key=args.auth_key,
-            port=args.port,
-            insecure=args.insecure,
-            poll_interval=args.poll_interval,
-            fresh_processes=args.fresh_processes,
-            require_masking=args.require_masking,
-        )
-    except MeshflError as err:
-        print(f"meshfl-node: error: {err}", file=sys.stderr)
-        return 2
-    if args.check:
-        rows = check_node(
-            data_dir=args.data_dir, secret_key=args.secret_key, auth_key=args.auth_key
-        )
+def _option(name: str, help: str) -> typer.models.OptionInfo:
+    return typer.Option(name, help=help)
+
+
+@app.command(help=__doc__.splitlines()[0])
+def _meshfl_node(
+    superlink: Annotated[str, _option("--superlink", "the coordinator's host:port")],
+    secret_key: Annotated[str, _option("--secret-key", "the MSPs' msp.secret.ckks")],
+    state_dir: Annotated[str, _option("--state-dir", "this MSP's state (privacy ledger)")],
+    data_dir: Annotated[
+        str | None, _option("--data-dir", "folder of <agent>.csv files (or --data-loader)")
+    ] = None,
+    data_loader: Annotated[
+        str | None,
+        _option("--data-loader", "'package.module:function' returning the rows (or --data-dir)"),
+    ] = None,
+    root_certificates: Annotated[
+        str | None, _option("--root-certificates", "the coordinator's CA certificate")
+    ] = None,
+    auth_key: Annotated[
+        str | None, _option("--auth-key", "this SuperNode's private key (node auth)")
+    ] = None,
+    port: Annotated[int, _option("--port", "local Runtime API port")] = DEFAULT_PORT,
+    insecure: Annotated[bool, _option("--insecure", "no TLS (loopback tests only)")] = False,
+    poll_interval: Annotated[
+        float,
+        _option(
+            "--poll-interval",
+            "seconds between an idle node's requests for messages (Flower's 3.0 suits a mesh "
+            "of thousands)",
+        ),
+    ] = DEFAULT_POLL_INTERVAL,
+    check: Annotated[
+        bool,
+        _option(
+            "--check",
+            "check the data, the secret key and the node key, then exit (0: all good)",
+        ),
+    ] = False,
+    require_masking: Annotated[
+        bool,
+        _option(
+            "--require-masking",
+            "decline every round whose plan does not mask updates (without masking, any MSP "
+            "colluding with the coordinator reads this MSP's update)",
+        ),
+    ] = False,
+    fresh_processes: Annotated[
+        bool,
+        _option(
+            "--fresh-processes",
+            "start a fresh ClientApp process per message, as Flower does (slower) instead of "
+            "forking it from a warm one",
+        ),
+    ] = False,
+    version: Annotated[bool, version_option("meshfl-node")] = False,
+) -> int:
+    command = supernode_command(
+        superlink=superlink,
+        data_dir=data_dir,
+        data_loader=data_loader,
+        secret_key=secret_key,
+        state_dir=state_dir,
+        root_certificates=root_certificates,
+        auth_key=auth_key,
+        port=port,
+        insecure=insecure,
+        poll_interval=poll_interval,
+        fresh_processes=fresh_processes,
+        require_masking=require_masking,
+    )
+    if check:
+        rows = check_node(data_dir=data_dir, secret_key=secret_key, auth_key=auth_key)
         for what, ok, detail in rows:
             print(f"{'ok  ' if ok else 'FAIL'}  {what}: {detail}")
         return 0 if all(ok for _, ok, _ in rows) else 1
-    if args.insecure:
+    if insecure:
         print(
             "WARNING: --insecure: this MSP talks to the coordinator without TLS. Use it only "
             "on loopback for tests.",
             file=sys.stderr,
         )
-    if args.auth_key is None:
+    if auth_key is None:
         print(
             "WARNING: no --auth-key: a coordinator with node authentication refuses this node.",
             file=sys.stderr,
         )
-    env = flower_env(Path(args.state_dir) / "flwr-supernode")
+    env = flower_env(Path(state_dir) / "flwr-supernode")
     sys.stdout.flush()
     sys.stderr.flush()
-    if not args.fresh_processes:  # it outlives this exec: the SuperNode keeps this pid
-        warm = superexec_command(port=args.port, parent_pid=os.getpid())
+    if not fresh_processes:  # it outlives this exec: the SuperNode keeps this pid
+        warm = superexec_command(port=port, parent_pid=os.getpid())
         subprocess.Popen(warm, env=env)
     os.execve(command[0], command, env)
     return 0  # pragma: no cover - execve does not return
+
+
+def build_command() -> click.Command:
+    """The click command of ``meshfl-node``."""
+    return build(app)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``meshfl-node`` console script (does not return on success)."""
+    return run(build_command(), "meshfl-node", argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -19,31 +19,47 @@ an MSP's operator).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Annotated
 
+import click
+import typer
+
+from meshfl.cli import build, new_app, run, version_option
 from meshfl.config.errors import ConfigError, MeshflError
 from meshfl.store.model_store import ModelStore
 
 __all__ = ["main"]
 
+app = new_app(__doc__.splitlines()[0], no_args_is_help=True)
 
-def _store(args: argparse.Namespace) -> ModelStore:
 
-    state = Path(args.state_dir)
+@app.callback()
+def _meshfl_server(version: Annotated[bool, version_option("meshfl-server")] = False) -> None:
+    pass
+
+
+StateDir = Annotated[str, typer.Option("--state-dir", help="the coordinator's state directory")]
+Json = Annotated[bool, typer.Option("--json", help="print JSON, not a table")]
+Config = Annotated[str, typer.Option("--config", help="the mesh's config file (mesh.toml)")]
+
+
+def _store(state_dir: str) -> ModelStore:
+    state = Path(state_dir)
     if not (state / "coordinator.sqlite").exists():
         raise MeshflError(f"{state} holds no coordinator state (no coordinator.sqlite).")
     return ModelStore(state, read_only=True)
 
 
-def _cmd_status(args: argparse.Namespace) -> int:
-    with _store(args) as store:
+@app.command("status", help="runs and the latest round of every agent")
+def _cmd_status(state_dir: StateDir, json_: Json = False) -> int:
+    with _store(state_dir) as store:
         status = store.status()
-    if args.json:
+    if json_:
         print(json.dumps(status, indent=2, default=str))
         return 0
     print(f"state {status['state_dir']} (schema {status['schema_version']})")
@@ -60,10 +76,18 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_versions(args: argparse.Namespace) -> int:
-    with _store(args) as store:
-        versions = store.versions(args.agent)
-    if args.json:
+@app.command("versions", help="list stored model versions")
+def _cmd_versions(
+    state_dir: StateDir,
+    json_: Json = False,
+    agent: Annotated[
+        str | None,
+        typer.Option("--agent", help="only this agent's versions (default: every agent)"),
+    ] = None,
+) -> int:
+    with _store(state_dir) as store:
+        versions = store.versions(agent)
+    if json_:
         print(json.dumps([dataclasses.asdict(v) for v in versions], indent=2, default=str))
         return 0
     if not versions:
@@ -81,110 +105,94 @@ def _cmd_versions(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_export(args: argparse.Namespace) -> int:
-    with _store(args) as store:
-        versions = [v for v in store.versions(args.agent) if v.digest]
-        if args.round is not None:
-            versions = [v for v in versions if v.round == args.round]
+@app.command("export", help="write one sealed model version to a file")
+def _cmd_export(
+    state_dir: StateDir,
+    agent: Annotated[str, typer.Option("--agent", help="the agent whose model to export")],
+    out: Annotated[str, typer.Option("--out", help="file to write")],
+    round_: Annotated[
+        int | None, typer.Option("--round", help="the round to export (default: the latest)")
+    ] = None,
+) -> int:
+    with _store(state_dir) as store:
+        versions = [v for v in store.versions(agent) if v.digest]
+        if round_ is not None:
+            versions = [v for v in versions if v.round == round_]
         if not versions:
             raise MeshflError(
-                f"No stored model version of {args.agent!r}"
-                + (f" at round {args.round}" if args.round is not None else "")
+                f"No stored model version of {agent!r}"
+                + (f" at round {round_}" if round_ is not None else "")
                 + "; `meshfl-server versions` lists them."
             )
-        path = store.export(versions[-1], args.out)
-    print(f"wrote the sealed model of {args.agent} (round {versions[-1].round}) to {path}")
+        path = store.export(versions[-1], out)
+    print(f"wrote the sealed model of {agent} (round {versions[-1].round}) to {path}")
     return 0
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
+@app.command("run", help="start the SuperLink, run mesh.toml's agents, serve metrics")
+def _cmd_run(
+    config_path: Config,
+    run_name: Annotated[
+        str | None, typer.Option("--run-name", help="override [coordinator] run_name")
+    ] = None,
+) -> int:
     from meshfl.service.config import load_mesh_config
     from meshfl.service.coordinator import serve
 
-    config = load_mesh_config(args.config)
-    if args.run_name:
-        coordinator = config.coordinator.model_copy(update={"run_name": args.run_name})
+    config = load_mesh_config(config_path)
+    if run_name:
+        coordinator = config.coordinator.model_copy(update={"run_name": run_name})
         config = config.model_copy(update={"coordinator": coordinator})
     return serve(config)
 
 
-def _cmd_register_node(args: argparse.Namespace) -> int:
+@app.command("register-node", help="allow an MSP's SuperNode key (flwr supernode register)")
+def _cmd_register_node(
+    config_path: Config,
+    public_keys: Annotated[
+        list[str], typer.Argument(metavar="KEY.pub...", help="SuperNode public key(s)")
+    ],
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name",
+            help="the MSP's name in logs and /metrics (default: the key's comment, as `meshfl "
+            "node-keys init --name` sets it, else the key file's name)",
+        ),
+    ] = None,
+) -> int:
     from meshfl.service.config import load_mesh_config
     from meshfl.service.coordinator import register_node
     from meshfl.service.msp_names import check_name, default_name, remember_name
 
-    config = load_mesh_config(args.config)
-    if args.name is not None and len(args.public_keys) != 1:
+    config = load_mesh_config(config_path)
+    if name is not None and len(public_keys) != 1:
         raise ConfigError(
-            f"--name labels one MSP; register the {len(args.public_keys)} keys one at a time "
+            f"--name labels one MSP; register the {len(public_keys)} keys one at a time "
             "with a --name each (without --name, each is named after its key file)."
         )
-    wanted = [args.name or default_name(key) for key in args.public_keys]
-    if args.name is not None:
-        check_name(args.name)  # before Flower registers anything
-    for key, name in zip(args.public_keys, wanted, strict=True):
+    wanted = [name or default_name(key) for key in public_keys]
+    if name is not None:
+        check_name(name)  # before Flower registers anything
+    for key, label in zip(public_keys, wanted, strict=True):
         answer = register_node(config, key)
         node_id = answer.get("node-id")
         try:
-            remember_name(config.coordinator.state_dir, int(str(node_id)), name)
-            print(f"registered {key} as {name!r}: node id {node_id}")
+            remember_name(config.coordinator.state_dir, int(str(node_id)), label)
+            print(f"registered {key} as {label!r}: node id {node_id}")
         except (ConfigError, ValueError) as err:
             print(f"registered {key}: node id {node_id} (labelled by its node id: {err})")
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``meshfl-server``."""
-    from meshfl.cli import CommandParser
-
-    parser = CommandParser(
-        prog="meshfl-server", description=__doc__.splitlines()[0].replace("``", "")
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, func, text in (
-        ("status", _cmd_status, "runs and the latest round of every agent"),
-        ("versions", _cmd_versions, "list stored model versions"),
-        ("export", _cmd_export, "write one sealed model version to a file"),
-    ):
-        cmd = sub.add_parser(name, help=text)
-        cmd.add_argument("--state-dir", required=True, help="the coordinator's state directory")
-        if name != "export":
-            cmd.add_argument("--json", action="store_true", help="print JSON, not a table")
-        if name != "status":
-            cmd.add_argument(
-                "--agent",
-                required=name == "export",
-                help="the agent whose model to export"
-                if name == "export"
-                else "only this agent's versions (default: every agent)",
-            )
-        if name == "export":
-            cmd.add_argument("--round", type=int, help="default: the latest")
-            cmd.add_argument("--out", required=True, help="file to write")
-        cmd.set_defaults(func=func)
-    run = sub.add_parser("run", help="start the SuperLink, run mesh.toml's agents, serve metrics")
-    run.add_argument("--config", required=True, help="mesh.toml")
-    run.add_argument("--run-name", help="override [coordinator] run_name")
-    run.set_defaults(func=_cmd_run)
-    reg = sub.add_parser(
-        "register-node", help="allow an MSP's SuperNode key (flwr supernode register)"
-    )
-    reg.add_argument("--config", required=True, help="mesh.toml")
-    reg.add_argument("public_keys", nargs="+", metavar="KEY.pub", help="SuperNode public key(s)")
-    reg.add_argument(
-        "--name",
-        help="the MSP's name in logs and /metrics (default: the key's comment, as `meshfl "
-        "node-keys init --name` sets it, else the key file's name)",
-    )
-    reg.set_defaults(func=_cmd_register_node)
-    return parser
+def build_command() -> click.Command:
+    """The click command of ``meshfl-server`` (its subcommands below it)."""
+    return build(app)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``meshfl-server`` console script."""
-    from meshfl.cli import dispatch
-
-    return dispatch("meshfl-server", build_parser().parse_args(argv))
+    return run(build_command(), "meshfl-server", argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

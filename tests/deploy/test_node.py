@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from meshfl.config.errors import ConfigError
-from meshfl.node_cli import build_parser, main, supernode_command
+from meshfl.node_cli import build_command, main, supernode_command
 
 
 @pytest.fixture
@@ -154,5 +154,8 @@ def test_require_masking_reaches_the_node_config_as_a_boolean(msp):
     assert config["require-masking"] is True  # as Flower hands it to the ClientApp
     assert config["state-dir"] == str((msp / "state").resolve())
     args = ["--superlink", "h:1", "--data-dir", "d", "--secret-key", "k", "--state-dir", "s"]
-    assert build_parser().parse_args([*args, "--require-masking"]).require_masking is True
-    assert build_parser().parse_args(args).require_masking is False
+    command = build_command()
+    assert command.make_context("meshfl-node", [*args, "--require-masking"]).params[
+        "require_masking"
+    ]
+    assert command.make_context("meshfl-node", args).params["require_masking"] is False
