@@ -256,7 +256,7 @@ def _solve(
         noise_level = 2.0 * moment_noise * np.sqrt(d) / n
         alpha = min(1.0, max(shrinkage, noise_level / isotropic))
         values = (1 - alpha) * values + alpha * isotropic
-        values = np.maximum(values, max(noise_level, 1e-3 * isotropic))
+        values = np.maximum(values, 1e-3 * isotropic)
         inv = (vectors / values) @ vectors.T
     weights = inv @ means.T
     quadratic = np.sum(means.T * weights, 0) - mean_var * float(np.trace(inv))
