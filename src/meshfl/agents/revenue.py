@@ -116,11 +116,34 @@ class RevenueConfig(MeshflConfig):
     holidays: tuple[str, ...] = Field(
         tuple(additive.HOLIDAYS), description="Holiday indicators (names of HOLIDAYS)."
     )
-    n_changepoints: int = Field(3, ge=0, le=25, description="Most trend changepoints.")
+    n_changepoints: int = Field(25, ge=0, le=50, description="Most trend changepoints.")
+    changepoints_per_year: float = Field(
+        1.0,
+        ge=0,
+        description="Changepoints per year of history (at least min_changepoints, at most "
+        "n_changepoints; 0: always n_changepoints).",
+    )
+    min_changepoints: int = Field(3, ge=0, description="Fewest changepoints of a series.")
     changepoint_range: float = Field(0.8, gt=0, le=1)
     changepoint_prior_scale: float = Field(0.1, gt=0, description="Prior sd of a slope change.")
     ridge: float = Field(1.0, gt=0, description="Ridge penalty on the shared coefficients.")
     interval_width: float = Field(0.8, gt=0, lt=1)
+    amplitude_prior_scale: float = Field(
+        0.5,
+        ge=0,
+        description="Prior sd of a series' own scaling of the shared shape (fitted locally "
+        "with the trend; 0: the shared amplitude).",
+    )
+    own_shape_prior_scale: float = Field(
+        0.1,
+        ge=0,
+        description="Prior sd of a series' own deviation from the shared yearly shape "
+        "(first Fourier pair; fitted locally on histories of own_shape_min_years or more; "
+        "0: the shared shape alone).",
+    )
+    own_shape_min_years: float = Field(
+        2.0, ge=0, description="Shortest history (years) whose own amplitude and shape are fitted."
+    )
     min_history: int = Field(8, ge=4, description="Fewest training periods of a series.")
     clip_radius: float = Field(
         1.5, gt=0, description="Centred log revenue is clipped to ±this (bounds DP sensitivity)."
@@ -161,10 +184,15 @@ class RevenueConfig(MeshflConfig):
             yearly_order=self.yearly_order,
             holidays=self.holidays,
             n_changepoints=self.n_changepoints,
+            changepoints_per_year=self.changepoints_per_year,
+            min_changepoints=self.min_changepoints,
             changepoint_range=self.changepoint_range,
             changepoint_prior_scale=self.changepoint_prior_scale,
             ridge=self.ridge,
             interval_width=self.interval_width,
+            amplitude_prior_scale=self.amplitude_prior_scale,
+            own_shape_prior_scale=self.own_shape_prior_scale,
+            own_shape_min_years=self.own_shape_min_years,
         )
 
 

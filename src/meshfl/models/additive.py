@@ -21,9 +21,12 @@ statistics do not depend on a series' scale: a large MSP counts as much per peri
 small one. ``A`` depends on the dates only (public calendar), ``b`` and ``c`` on the revenue.
 
 Forecasting is local: given a series' history, the shared shape is subtracted, the trend
-is refitted (ridge on the changepoint hinges, Prophet's sparse prior in Gaussian form) and
-extrapolated. Intervals come from the residual variance, the local estimate shrunk towards
-the pooled one, plus the uncertainty of the extrapolated trend and of ``β``.
+is refitted (ridge on the changepoint hinges, Prophet's sparse prior in Gaussian form; about
+one changepoint per year of history) and extrapolated. Histories of two years or more also
+fit their own amplitude of the shared shape and their own deviation from it, each under a
+Gaussian prior centred on the shared shape (partial pooling at forecast time). Intervals
+come from the residual variance, the local estimate shrunk towards the pooled one, plus the
+uncertainty of the extrapolated trend and of ``β``.
 
 Everything here is pure: arrays and calendars in, arrays out.
 """
@@ -112,6 +115,13 @@ class AdditiveSpec:
         Names from :data:`HOLIDAYS`.
     n_changepoints : int
         Most trend changepoints of one series (fewer on short histories).
+    changepoints_per_year : float
+        Changepoints per year of the changepoint range (at least ``min_changepoints``, at
+        most ``n_changepoints``): a fixed density, so that a 15-year history can follow
+        its last years' trend as a 2-year one does. ``0`` places ``n_changepoints``.
+    min_changepoints : int
+        Fewest changepoints the density gives (short histories still get a few, as far as
+        eight periods per segment allow).
     changepoint_range : float
         Share of a history, from its start, in which changepoints are placed.
     changepoint_prior_scale : float
@@ -123,16 +133,33 @@ class AdditiveSpec:
     variance_prior_dof : float
         Weight (in degrees of freedom) of the pooled residual variance when a series'
         own residual variance is estimated.
+    amplitude_prior_scale : float
+        Prior sd of a series' own change of the shared shape's amplitude (fitted locally,
+        with the trend: the series' shape is ``(1 + g)·Xβ``); ``0`` keeps every series at
+        the shared amplitude.
+    own_shape_min_years : float
+        Shortest history (years) whose own amplitude and own shape are fitted.
+    own_shape_prior_scale : float
+        Prior sd of the first Fourier pair of a series' own deviation from the shared shape
+        (k-th pair: /k; holidays: 5 times, as :func:`prior_scales`), fitted locally with the
+        trend on histories of ``own_shape_min_years`` or more: partial pooling at forecast
+        time, the series' own years shrunk towards the federation's shape. ``0``: the
+        shared shape alone.
     """
 
     yearly_order: int = 6
     holidays: tuple[str, ...] = tuple(HOLIDAYS)
-    n_changepoints: int = 3
+    n_changepoints: int = 25
+    changepoints_per_year: float = 1.0
+    min_changepoints: int = 3
     changepoint_range: float = 0.8
     changepoint_prior_scale: float = 0.1
     ridge: float = 1.0
     interval_width: float = 0.8
     variance_prior_dof: float = 5.0
+    amplitude_prior_scale: float = 0.5
+    own_shape_min_years: float = 2.0
+    own_shape_prior_scale: float = 0.1
 
     @property
     def n_features(self) -> int:
@@ -240,9 +267,16 @@ def trend_design(t: np.ndarray, changepoints: np.ndarray) -> np.ndarray:
 
 def _changepoints(t: np.ndarray, spec: AdditiveSpec) -> np.ndarray:
     # Prophet's placement: evenly (by period) in the first changepoint_range of the history;
-    # short histories get fewer, so that each segment keeps about eight periods.
+    # short histories get fewer, so that each segment keeps about eight periods. Prophet's
+    # fixed count (25, or 3 here before) is too few for long monthly histories, too many for
+    # short ones: a density per year of the range follows the history's length.
     n = len(t)
-    count = min(spec.n_changepoints, max(0, n // 8 - 1))
+    wanted = spec.n_changepoints
+    if spec.changepoints_per_year > 0 and n > 1:
+        years = float(t[-1] - t[0]) * spec.changepoint_range
+        density = int(np.ceil(spec.changepoints_per_year * years - 1e-9))
+        wanted = min(wanted, max(spec.min_changepoints, density))
+    count = min(wanted, max(0, n // 8 - 1))
     if count == 0:
         return np.zeros(0)
     last = max(1, int(np.floor(spec.changepoint_range * (n - 1))))
@@ -560,10 +594,17 @@ def fit_local(
     """Fit one series' trend on its history (``design``, log revenue ``z``) and predict ``dates``.
 
     The shared shape is subtracted; the trend (intercept, slope, hinges) is a ridge fit
-    with a Gaussian prior of scale ``changepoint_prior_scale`` on each change of slope.
+    with a Gaussian prior of scale ``changepoint_prior_scale`` on each change of slope. On
+    histories of ``own_shape_min_years`` or more the same ridge fit also takes the series'
+    own amplitude of the shared shape (prior sd ``amplitude_prior_scale``) and its own
+    deviation from it (prior sd ``own_shape_prior_scale``, by feature as
+    :func:`prior_scales`): one series' years, shrunk towards the federation's shape. When
+    DP noise drowns the shared shape (``β`` shrunk to 0), a long history still forecasts
+    its own seasonality instead of a trend alone.
     """
     z = np.asarray(z, dtype=np.float64)
-    r = z - design.X @ shared.beta
+    shape = design.X @ shared.beta
+    r = z - shape
     Z = design.Z
     n, k = Z.shape
     # residual variance of a plain linear trend sets the ridge weight of the hinges
@@ -571,6 +612,25 @@ def fit_local(
     s0 = float(np.sum((r - Z[:, :2] @ base) ** 2) / max(n - 2, 1))
     penalty = np.zeros(k)
     penalty[2:] = max(s0, 1e-8) / spec.changepoint_prior_scale**2
+    # a year's shape seen once or twice says little of its amplitude: long histories only
+    years = float(design.years(design.dates[-1:])[0]) if n else 0.0
+    amplitude = (
+        spec.amplitude_prior_scale > 0
+        and years >= spec.own_shape_min_years
+        and float(shape @ shape) > 1e-12
+    )
+    if amplitude:
+        # the series' own amplitude of the shared shape, 1 + g with g ~ N(0, scale²): a
+        # souvenir shop's December swings more than a café's on the same calendar
+        Z = np.hstack([Z, shape[:, None]])
+        penalty = np.append(penalty, max(s0, 1e-8) / spec.amplitude_prior_scale**2)
+        k += 1
+    own_shape = spec.own_shape_prior_scale > 0 and years >= spec.own_shape_min_years
+    if own_shape:
+        Z = np.hstack([Z, design.X])
+        tau = prior_scales(spec, spec.own_shape_prior_scale)
+        penalty = np.append(penalty, max(s0, 1e-8) / tau**2)
+        k += design.X.shape[1]
     gram = Z.T @ Z + np.diag(penalty) + 1e-9 * np.eye(k)
     theta = np.linalg.solve(gram, Z.T @ r)
     resid = r - Z @ theta
@@ -586,6 +646,10 @@ def fit_local(
     t = design.years(dates)
     Zf = trend_design(t, design.changepoints)
     Xf = shared_features(dates, design.frequency, spec)
+    if amplitude:
+        Zf = np.hstack([Zf, (Xf @ shared.beta)[:, None]])
+    if own_shape:
+        Zf = np.hstack([Zf, Xf])
     mean = Zf @ theta + Xf @ shared.beta
     trend_var = sigma2 * np.einsum("ij,ij->i", Zf @ np.linalg.inv(gram), Zf)
     beta_scale = pooled if pooled is not None else sigma2
