@@ -105,6 +105,15 @@ class TextClassifierConfig(MeshflConfig):
     shrinkage: float = Field(
         0.1, ge=0, le=1, description="With closed_form='lda': covariance shrinkage (1: isotropic)."
     )
+    count_weight: float = Field(
+        0.3,
+        gt=0,
+        le=10,
+        description=(
+            "With trainer='closed_form': weight of the class counts in the statistics' "
+            "Gaussian mechanism (smaller: less noise on the sums, more on the counts)."
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -190,6 +199,7 @@ class TextClassifier(FrozenEncoderMixin, TorchModuleMixin, Agent[TextData]):
             self.encoder.dim,
             self.task_sizes(),
             second_moment=self.config.closed_form == "lda",
+            count_scale=self.config.count_weight,
         )
 
     def membership_cap(self) -> float:
