@@ -111,12 +111,51 @@ def test_msp_level_dp_runs_and_warns_when_noise_swamps_signal():
     assert np.all(np.isfinite(result.model.vector))
 
 
-def test_msp_level_dp_is_refused_for_count_agents():
-    with pytest.raises(meshfl.ConfigError, match="use unit='sample' for agent 'anomaly'"):
+def test_msp_level_dp_is_refused_for_revenue():
+    # revenue's sufficient statistics are not bounded per MSP (yet): refused, with the reason
+    with pytest.raises(meshfl.ConfigError, match="use unit='sample' for agent 'revenue'"):
         meshfl.simulate(
-            agent="anomaly",
+            agent="revenue",
             num_msps=3,
             rounds=1,
             progress=False,
             privacy=DPConfig(epsilon=1.0, unit="msp"),
         )
+
+
+MSP_LEVEL = [
+    ("anomaly", FAST_ANOMALY),
+    ("client_health", {"split_mode": "random", "max_depth": 2}),
+]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # masking off; 20 MSPs are few for ε = 1
+@pytest.mark.parametrize(("agent", "config"), MSP_LEVEL)
+def test_msp_level_dp_for_counting_agents_charges_every_msp_the_planned_sigma(agent, config):
+    from meshfl.federation.server_app import planned_noise
+
+    result = meshfl.simulate(
+        agent=agent, num_msps=20, rounds=2, seed=0, progress=False, agent_config=config,
+        samples_per_msp=30, privacy=DPConfig(epsilon=1.0, unit="msp"), masking=False,
+    )  # fmt: skip
+    sigma = planned_noise(result.plan)
+    assert (result.privacy["epsilon_spent"] <= 1.0).all()
+    assert not result.history["skipped"].any()
+    for msp in range(20):
+        events = PrivacyLedger(result.state_dir / f"msp-{msp}" / "privacy").events(agent)
+        assert [(e.noise_multiplier, e.sample_rate, e.unit) for e in events] == [
+            (sigma, 1.0, "msp")
+        ] * 2
+    assert np.all(np.isfinite(result.model.vector))
+
+
+@pytest.mark.filterwarnings("ignore:masking is off")
+@pytest.mark.parametrize(("agent", "config", "floor"), [(*MSP_LEVEL[0], 0.8), (*MSP_LEVEL[1], 0.6)])
+def test_msp_level_scaling_keeps_the_signal(agent, config, floor):
+    # With little noise (a large ε), models built from every MSP's statistics scaled to norm
+    # C still detect: the scaling weights MSPs, it does not scramble what each one counts.
+    result = meshfl.simulate(
+        agent=agent, num_msps=20, rounds=2, seed=0, progress=False, agent_config=config,
+        samples_per_msp=60, privacy=DPConfig(epsilon=200.0, unit="msp"), masking=False,
+    )  # fmt: skip
+    assert result.history["auc"].iloc[-1] > floor

@@ -16,6 +16,13 @@ left at every split on their feature, so rows missing it share one region: commo
 missingness is normal, rare missingness stands out. Values outside the bounds land where
 the bound would; :meth:`Anomaly.prepare` counts them per column and logs a warning at the
 MSP (:meth:`Anomaly.clip_report`), and the counts never leave it.
+
+**Privacy.** ``unit="sample"``: each MSP adds Gaussian noise to its leaf counts (a row is in
+one leaf per tree: L2 sensitivity ``sqrt(trees_per_round)``). ``unit="msp"``: each MSP's
+count vector is scaled to L2 norm ``max_grad_norm`` (C) and gets its share of distributed
+noise (:func:`meshfl.federation.msp_privacy.bounded_contribution`): the sum is then the
+leaf counts of every MSP weighted by ``C / norm``, and the score, which rescales each tree
+to ``subsample_size`` virtual points, reads only the leaves' proportions.
 """
 
 from __future__ import annotations
@@ -154,8 +161,10 @@ class Anomaly(Agent[MetricsData]):
     schema = OPS_METRICS_SCHEMA
     metric = "auc"
     label_column = "profile"
-    # An MSP's whole count vector has sensitivity n·sqrt(trees): MSP-level DP would drown it.
-    supports_msp_dp = False
+    # Under unit="msp" an MSP's leaf counts (norm >= sqrt(rows·trees)) are scaled to norm
+    # max_grad_norm before its noise share: a whole MSP then moves the sum by at most that.
+    supports_msp_dp = True
+    msp_contribution = "statistics"
     combine_uses_previous = True  # each round appends its trees' counts
     config: AnomalyConfig
 

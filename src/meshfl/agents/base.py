@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -107,7 +107,11 @@ class Agent(ABC, Generic[LocalT]):
     combine_uses_previous: ClassVar[bool] = False
     """Whether :meth:`combine` builds on the previous global vector (not just the new sum)."""
     supports_msp_dp: ClassVar[bool] = True
-    """Whether MSP-level DP (clip the MSP's model delta, add distributed noise) fits the agent."""
+    """Whether MSP-level DP (bound the MSP's contribution, add distributed noise) fits the agent."""
+    msp_contribution: ClassVar[Literal["delta", "statistics"]] = "delta"
+    """What MSP-level DP bounds to norm ``max_grad_norm``: the model delta (agents that average
+    parameters) or the statistics vector the agent sends (agents that count: leaf counts,
+    histograms), see :func:`meshfl.federation.msp_privacy.bounded_contribution`."""
     min_msps: ClassVar[int] = 1
     """Fewest MSPs a round's sum may come from (a plan asking for fewer is refused)."""
     fast_config: ClassVar[Mapping[str, Any]] = {}

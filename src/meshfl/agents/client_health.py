@@ -25,8 +25,12 @@ histograms cover (all of them, or ``feature_fraction`` of them drawn per tree fr
 seed): that is the sensitivity, with no clipping needed (the DPConfig's ``max_grad_norm``
 does not apply). Each round is one Gaussian mechanism over all rows; node totals are
 averaged over the features' noisy histograms, and a child needs ``min_child_hessian`` of
-(noisy) hessian. ``unit="msp"`` is refused: a histogram's sensitivity to a whole MSP grows
-with the MSP's size.
+(noisy) hessian. Under ``unit="msp"`` a histogram's sensitivity to a whole MSP would grow
+with the MSP's size, so each MSP scales its whole histogram vector to L2 norm
+``max_grad_norm`` (C) before adding its share of distributed noise
+(:func:`meshfl.federation.msp_privacy.bounded_contribution`): the sum is the histograms of
+every MSP's clients weighted by ``C / norm``, i.e. boosting with one public-bounded weight
+per MSP, and split gains and leaf values (ratios of ``G`` and ``H``) keep their meaning.
 
 Choosing splits from noisy histograms spends most of a small ε on noise. With
 ``split_mode="random"`` the splits of every tree are drawn from the public seed instead
@@ -275,9 +279,10 @@ class ClientHealth(Agent[HealthData]):
     metric = "auc"
     label_column = LABEL
     combine_uses_previous = True  # the forest grows on the previous one
-    # A histogram's sensitivity to a whole MSP grows with its size: MSP-level noise would
-    # drown it; sample-level Gaussian noise on the histograms is the mechanism.
-    supports_msp_dp = False
+    # Under unit="msp" an MSP's histograms (norm up to rows·sqrt(features)) are scaled to
+    # norm max_grad_norm before its noise share: a whole MSP moves the sum by at most that.
+    supports_msp_dp = True
+    msp_contribution = "statistics"
     min_msps = 3
     config: ClientHealthConfig
 

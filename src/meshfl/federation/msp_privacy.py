@@ -34,7 +34,7 @@ from meshfl.privacy.events import Mechanism
 from meshfl.privacy.ledger import LedgerBusyError, PrivacyLedger
 from meshfl.privacy.mechanisms import add_gaussian_noise, clip_l2
 
-__all__ = ["train_round"]
+__all__ = ["bounded_contribution", "msp_contribution", "train_round"]
 
 logger = logging.getLogger(__name__)
 
@@ -178,22 +178,54 @@ def _private_update(
     """The update trained under the planned ``step``: DP-SGD, or clipped and noised per MSP."""
     if dp.unit == "sample":
         return agent.local_update(vector, local, server_round=ins.server_round, seed=seed, dp=step)
+    # MSP-level DP: bound this MSP's whole contribution to norm C = max_grad_norm (its
+    # sensitivity to adding or removing the MSP) and add its share of the noise; the
+    # coordinator's sum of at least noise_shares contributions carries N(0, sigma^2 C^2).
+    raw = agent.local_update(vector, local, server_round=ins.server_round, seed=seed)
+    contribution = bounded_contribution(agent, raw, vector, dp.max_grad_norm)
+    noisy = add_gaussian_noise(
+        contribution,
+        sensitivity=dp.max_grad_norm,
+        noise_multiplier=step.noise_multiplier,
+        shares=ins.context.noise_shares,
+    )  # noise from OS entropy, never from the public seed
+    released = vector + noisy if msp_contribution(agent) == "delta" else noisy
+    return Update(
+        vector=released,
+        weight=1.0,
+        # Only the example count leaves the MSP: the loss and the delta's norm are
+        # computed on raw data and are not covered by the noise.
+        metrics={"examples": raw.metrics.get("examples", 0.0)},
+        privacy_event=step.event(),
+    )
+
+
+def msp_contribution(agent: Agent[Any]) -> str:
+    """What an agent's MSP-level release bounds: ``"delta"`` (its model delta, for agents
+    that average parameters) or ``"statistics"`` (the summed statistics it sends, for
+    agents that count); see :attr:`meshfl.agents.base.Agent.msp_contribution`."""
+    return str(getattr(agent, "msp_contribution", "delta"))
+
+
+def bounded_contribution(
+    agent: Agent[Any], raw: Update, vector: np.ndarray, clip_norm: float
+) -> np.ndarray:
+    """One MSP's whole contribution to a round's sum, scaled to L2 norm at most ``clip_norm``.
+
+    For parameter-averaging agents it is the model delta ``raw.vector - vector``. For
+    counting agents (``msp_contribution = "statistics"``: anomaly's leaf counts,
+    client_health's G/H histograms) it is the statistics vector itself, whose norm grows with
+    the MSP's rows (at least ``sqrt(rows * trees)`` for leaf counts): scaling it to norm
+    ``clip_norm`` bounds the sum's sensitivity to a whole MSP by ``clip_norm`` whatever its
+    size. Scaling (rather than turning counts into frequencies, or capping rows) spends all
+    of that bound on signal whenever the statistics are longer than ``clip_norm``, as leaf
+    counts always are for ``clip_norm <= sqrt(trees)`` (docs/privacy.md). Within an MSP the
+    statistics keep their proportions (a leaf's share of a tree, a bin's gradient against its
+    hessian): the sum is every MSP's statistics weighted by ``clip_norm / norm``.
+    """
+    if msp_contribution(agent) == "statistics":
+        contribution = np.asarray(raw.vector, dtype=np.float64)
     else:
-        # MSP-level DP: clip this MSP's model delta to max_grad_norm (its sensitivity) and
-        # add its share of the noise; the coordinator's sum carries the full noise.
-        raw = agent.local_update(vector, local, server_round=ins.server_round, seed=seed)
-        delta, _ = clip_l2(raw.vector - vector, dp.max_grad_norm)
-        noisy = add_gaussian_noise(
-            delta,
-            sensitivity=dp.max_grad_norm,
-            noise_multiplier=step.noise_multiplier,
-            shares=ins.context.noise_shares,
-        )
-        return Update(
-            vector=vector + noisy,
-            weight=1.0,
-            # Only the example count leaves the MSP: the loss and the delta's norm are
-            # computed on raw data and are not covered by the noise.
-            metrics={"examples": raw.metrics.get("examples", 0.0)},
-            privacy_event=step.event(),
-        )
+        contribution = np.asarray(raw.vector, dtype=np.float64) - vector
+    clipped, _ = clip_l2(contribution, clip_norm)
+    return clipped

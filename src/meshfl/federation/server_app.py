@@ -80,8 +80,9 @@ class AgentPlan(MeshflConfig):
         if msp_level and not registry.get(self.agent).supports_msp_dp:
             raise ValueError(
                 f"use unit='sample' for agent {self.agent!r}: its update is a vector of "
-                "counts whose sensitivity to a whole MSP grows with the MSP's size, so "
-                "MSP-level noise would drown it"
+                "sums whose sensitivity to a whole MSP grows with the MSP's size, and the "
+                "agent does not bound them per MSP (supports_msp_dp=False), so MSP-level "
+                "noise would not cover them"
             )
         return self
 
