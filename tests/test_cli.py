@@ -254,3 +254,10 @@ def test_simulate_data_dir_without_the_agents_csv_is_explained(tmp_path, capsys)
     assert main(["simulate", "--agent", "anomaly", "--data", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "msp-0/anomaly.csv" in err and "meshfl agents sample anomaly" in err
+
+
+def test_help_texts_lose_their_rst_markup():
+    text = "see :func:`meshfl.simulate`, ``--data-dir`` and `meshfl agents` (:mod:`~meshfl.cli`)"
+    assert cli.plain(text) == "see meshfl.simulate, --data-dir and meshfl agents (meshfl.cli)"
+    help_text = cli.build_command().commands["open"].help
+    assert help_text == "open a model meshfl-server export wrote, with the MSPs' secret key"

@@ -53,7 +53,8 @@ _CODE = re.compile(r"``?([^`]+?)``?")
 
 
 def plain(text: str) -> str:
-    """``text`` without reStructuredText markup: ````x````, ```x``` and ``:role:`x``` read x."""
+    """``text`` without reStructuredText markup: inline literals, backquotes and roles such
+    as ``:func:`` keep only the text they mark up (help texts are read in a terminal)."""
     return _CODE.sub(r"\1", _ROLE.sub(r"\1", text))
 
 
@@ -120,8 +121,8 @@ def build(app: typer.Typer) -> click.Command:
 
 
 def _argument_help(cmd: click.Command) -> dict[str, str | None]:
-    """The help of ``cmd``'s arguments, as its function declares them: click 8.2+ resets
-    the help typer (0.20) gives an argument before ``click.Argument.__init__``."""
+    """The help of ``cmd``'s arguments, as its function declares them: click resets
+    the help typer (0.20) gives an argument before ``click.Argument.__init__`` (click 8.5)."""
     from typer.models import ArgumentInfo
     from typer.utils import get_params_from_function
 
