@@ -55,12 +55,14 @@ def test_custom_features_with_their_own_bounds():
         agent.prepare(frame.drop(columns="b"))
 
 
-def test_refuses_fewer_than_three_msps_and_msp_level_privacy():
+def test_refuses_fewer_than_three_msps_and_bounds_each_msp_under_msp_level_privacy():
     assert ClientHealth.min_msps == 3
     with pytest.raises(ConfigError, match="min_msps to at least 3"):
         AgentPlan(agent="client_health", min_msps=2)
-    with pytest.raises(ConfigError, match="unit='sample'"):
-        AgentPlan(agent="client_health", min_msps=3, privacy=DPConfig(epsilon=1.0, unit="msp"))
+    # unit="msp": each MSP's histograms are scaled to norm max_grad_norm before its noise
+    # share (tests/federation/test_msp_level_statistics.py), so the plan is accepted
+    plan = AgentPlan(agent="client_health", min_msps=3, privacy=DPConfig(epsilon=1.0, unit="msp"))
+    assert plan.build_agent().msp_contribution == "statistics"
 
 
 def test_update_length_is_the_same_every_round_and_rounds_grow_levels():
