@@ -48,3 +48,24 @@ def test_missing_state_and_version_are_explained(tmp_path, capsys):
     args = ["export", "--state-dir", str(state), "--agent", "anomaly", "--round", "9", "--out", "x"]
     assert main(args) == 2
     assert "at round 9" in capsys.readouterr().err
+
+
+def test_the_console_script_says_a_meshfl_error_in_one_line(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pytest
+
+    script = Path(sys.executable).parent / "meshfl-server"
+    if not script.exists():
+        pytest.skip("meshfl is not installed next to this Python")
+    done = subprocess.run(
+        [str(script), "status", "--state-dir", str(tmp_path / "nope")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.splitlines() == [
+        f"meshfl-server: error: {tmp_path / 'nope'} holds no coordinator state "
+        "(no coordinator.sqlite)."
+    ]
