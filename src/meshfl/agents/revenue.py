@@ -135,7 +135,7 @@ class RevenueConfig(MeshflConfig):
         "with the trend; 0: the shared amplitude).",
     )
     own_shape_prior_scale: float = Field(
-        0.1,
+        0.2,
         ge=0,
         description="Prior sd of a series' own deviation from the shared yearly shape "
         "(first Fourier pair; fitted locally on histories of own_shape_min_years or more; "

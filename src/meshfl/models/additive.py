@@ -159,7 +159,7 @@ class AdditiveSpec:
     variance_prior_dof: float = 5.0
     amplitude_prior_scale: float = 0.5
     own_shape_min_years: float = 2.0
-    own_shape_prior_scale: float = 0.1
+    own_shape_prior_scale: float = 0.2
 
     @property
     def n_features(self) -> int:
