@@ -53,10 +53,10 @@ def _federation(
 
     def score(dp: DPStep | None) -> tuple[float, float]:
         vector = agent.init_vector(seed=0)
-        summed = sum(
-            agent.local_update(vector, local, server_round=1, seed=0, dp=dp).vector
-            for local in train
-        )
+        updates = [
+            agent.local_update(vector, local, server_round=1, seed=0, dp=dp) for local in train
+        ]
+        summed = np.sum([u.vector for u in updates], axis=0)
         vector = agent.combine(vector, summed, len(train), server_round=1)
         metrics = [agent.evaluate(vector, local) for local in test]
         weights = [m["examples"] for m in metrics]

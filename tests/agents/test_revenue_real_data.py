@@ -31,9 +31,8 @@ def _federated_smape(
     train = [agent.prepare(tr) for tr, _ in splits]
     test = [agent.prepare(te) for _, te in splits]
     vector = agent.init_vector(seed=0)
-    summed = sum(
-        agent.local_update(vector, local, server_round=1, seed=0, dp=dp).vector for local in train
-    )
+    updates = [agent.local_update(vector, local, server_round=1, seed=0, dp=dp) for local in train]
+    summed = np.sum([u.vector for u in updates], axis=0)
     vector = agent.combine(vector, summed, len(train), server_round=1)
     scores = [agent.evaluate(vector, local) for local in test]
     weights = np.array([m["examples"] for m in scores])
