@@ -365,6 +365,9 @@ class ClientHealth(Agent[HealthData]):
         """The model's input matrix of a validated frame: numeric columns as floats (NaN
         where missing), categorical ones as codes (see :func:`encode_categories`)."""
         c = self.config
+        if not c.categorical and len(frame):
+            # one conversion of the whole block, not one per column (thousands of MSPs)
+            return frame[list(c.features)].to_numpy(dtype=np.float64, na_value=np.nan)
         columns = [
             encode_categories(frame[f], c.categorical[f])
             if f in c.categorical
