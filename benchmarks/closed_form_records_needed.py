@@ -32,6 +32,8 @@ def main() -> None:
     parser.add_argument("--closed-form", default="nearest_mean")
     parser.add_argument("--embedding-cache", default="results/cache/embeddings")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--scales", default="2,4,8,16", help="extrapolation factors k")
+    parser.add_argument("--fractions", default="0.25,0.5,1", help="measured subsets")
     args = parser.parse_args()
     agent = get(args.agent)({"trainer": "closed_form", "closed_form": args.closed_form})
     agent.use_cache_dir(args.embedding_cache)
@@ -64,13 +66,13 @@ def main() -> None:
     print(f"no DP, all {len(pool)} training rows: {reference:.4f}")
     print("| training records | how | ε=0.1 (mean of repeats) | ratio to no DP |")
     print("|---|---|---|---|")
-    for fraction in (0.25, 0.5, 1.0):
+    for fraction in map(float, args.fractions.split(",")):
         rows = pool[: int(len(pool) * fraction)]
         values = [score(rows, sigma) for _ in range(args.repeats)]
         print(
             f"| {len(rows)} | measured | {np.mean(values):.4f} | {np.mean(values) / reference:.3f} |"
         )
-    for k in (2, 4, 8, 16):
+    for k in map(int, args.scales.split(",")):
         values = [score(pool, sigma / k) for _ in range(args.repeats)]
         print(
             f"| {k * len(pool)} | scale (σ/{k}) | {np.mean(values):.4f} | "
