@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from meshfl import agents
-from meshfl.agents.personalization import personalize
+from meshfl.agents.personalization import personalize, select, validation_splits
 from meshfl.config.errors import ConfigError
 
 
@@ -96,7 +96,7 @@ def test_a_classifier_personalized_with_the_choice_is_never_worse_than_alone():
     mine, alone = [], []
     for i, (train, test) in enumerate(splits):
         own = agent.fit_alone(agent.prepare(train), rounds=rounds, seed=i)
-        chosen = personalize(agent, glob, train, rounds=rounds, seed=i, local=own)
+        chosen = personalize(agent, glob, train, rounds=rounds, seed=i, local=own, folds=3)
         alone.append(agent.model(own).evaluate(test)["accuracy"])
         mine.append(chosen.model.evaluate(test)["accuracy"])
     assert all(m >= a - 0.02 for m, a in zip(mine, alone, strict=True)), (mine, alone)
@@ -119,6 +119,67 @@ def test_anomaly_keeps_an_msp_regime_of_its_own():
     assert np.abs(share(personal) - share(own)).sum() < 0.5 * np.abs(share(glob) - share(own)).sum()
 
 
+def test_the_choice_keeps_local_when_local_is_better_on_every_split():
+    local = [0.90, 0.84, 0.88, 0.93, 0.86]
+    worse = [v - d for v, d in zip(local, [0.02, 0.05, 0.01, 0.03, 0.04], strict=True)]
+    assert (
+        select({"personalized": worse, "global": worse, "local": local}, higher_is_better=True)
+        == "local"
+    )
+    # the same for a metric where lower is better (revenue's sMAPE)
+    assert (
+        select({"personalized": local, "global": local, "local": worse}, higher_is_better=False)
+        == "local"
+    )
+
+
+def test_the_choice_needs_a_gain_beyond_one_standard_error_to_leave_local():
+    local = np.array([0.80, 0.85, 0.75, 0.90, 0.82])
+    clear = local + np.array([0.06, 0.05, 0.07, 0.05, 0.06])  # better on every split
+    noisy = local + np.array([0.10, -0.08, 0.09, -0.07, 0.01])  # mean +0.01, SE ~0.04
+    scores = {"personalized": noisy, "global": clear, "local": local}
+    assert select(scores, higher_is_better=True) == "global"
+    assert select({"personalized": noisy, "local": local}, higher_is_better=True) == "local"
+    # overlapping random splits widen the standard error (Nadeau & Bengio): a gain of 1.17
+    # plain standard errors is no longer clear once the overlap of 1/3 is counted
+    diff = np.array([0.04, -0.02, 0.05, -0.01, 0.02])
+    gain_over_se = diff.mean() / (diff.std(ddof=1) / np.sqrt(5))
+    assert 1.0 < gain_over_se < np.sqrt(1 + 5 / 3)  # the correction's factor
+    mine = {"personalized": local + diff, "local": local}
+    assert select(mine, higher_is_better=True) == "personalized"
+    assert select(mine, higher_is_better=True, overlap=1 / 3) == "local"
+    # one split gives no standard error; without a local-only score the best mean wins
+    assert select({"personalized": [0.9], "local": [0.5]}, higher_is_better=True) == "local"
+    assert (
+        select(
+            {"personalized": [0.7, 0.8], "global": [0.9, 0.9], "local": [np.nan] * 2},
+            higher_is_better=True,
+        )
+        == "global"
+    )
+
+
+def test_revenue_validates_on_rolling_forecast_origins():
+    revenue, frames = _revenue_with_own_shapes(num_msps=1)
+    splits, overlap = validation_splits(revenue, frames[0], fraction=0.25, seed=0, folds=4)
+    assert overlap == 0.0 and len(splits) >= 2
+    ends = []
+    for fit, held in splits:
+        future = held.loc[held["is_holdout"], "date"]
+        assert len(future) == revenue.config.horizon
+        assert fit["date"].max() < future.min()  # forecasts only from the past
+        ends.append(future.min())
+    assert ends == sorted(ends, reverse=True)  # each origin before the last one
+
+
+def test_random_splits_differ_and_count_their_overlap():
+    agent = agents.get("anomaly")()
+    frame = agent.synthetic_data(80, seed=0)
+    splits, overlap = validation_splits(agent, frame, fraction=0.25, seed=0, folds=3)
+    assert len(splits) == 3 and overlap == pytest.approx(1 / 3)
+    assert not splits[0][1].equals(splits[1][1])
+
+
 def test_personalize_names_its_bad_arguments():
     agent = agents.get("anomaly")()
     frame = agent.synthetic_data(50, seed=0)
@@ -128,6 +189,8 @@ def test_personalize_names_its_bad_arguments():
         personalize(
             agent, agent.init_vector(seed=0), frame, rounds=1, seed=0, validation_fraction=1.0
         )
+    with pytest.raises(ConfigError, match="'folds'"):
+        personalize(agent, agent.init_vector(seed=0), frame, rounds=1, seed=0, folds=1)
 
 
 def test_pooled_revenue_frames_keep_each_msps_series_apart():
