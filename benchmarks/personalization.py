@@ -2,8 +2,9 @@
 
 Each MSP is scored on its own held-out rows (:func:`meshfl.baselines.compare`): the
 federated model, the MSP's personalized model (partial pooling or local fine-tuning, then
-the MSP's choice among personalized / global / local-only on a validation split of its own
-training rows: :func:`meshfl.agents.personalization.personalize`) and its local-only model
+the MSP's choice among personalized / global / local-only on validation splits of its own
+training rows, local-only unless another is better by more than a standard error:
+:func:`meshfl.agents.personalization.personalize`) and its local-only model
 (the same rounds on its rows alone). The MSPs differ on purpose:
 
 * ``revenue`` — each MSP's series gets a yearly wave of its own on top of the industry's
@@ -196,6 +197,8 @@ def main() -> None:
                 )
             )
             print(f"{agent} seed {seed}: {frames[-1]['seconds'].iloc[0]:.0f} s", flush=True)
+            args.out.mkdir(parents=True, exist_ok=True)  # what is done so far, if stopped
+            pd.concat(frames, ignore_index=True).to_csv(args.out / "personalization.csv")
     rows = pd.concat(frames, ignore_index=True)
     cols = ["agent", "metric", "seed", "msp", "examples", "local_only", "federated"]
     rows = rows[[*cols, "personalized", "choice", "baseline", "seconds"]]
