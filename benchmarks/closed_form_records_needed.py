@@ -2,10 +2,10 @@
 
 From one agent's cached embeddings (``benchmarks/privacy_text.py`` leaves them in
 ``--embedding-cache``): 10 MSPs' statistics, each released once through the Gaussian
-mechanism at ε = 0.1, δ = 1e-5 (σ from the accountant), summed and solved; scored on a fixed
-held-out fifth. Measured at subsets of the pooled rows; beyond the rows there are, the
+mechanism at ε = 0.1, δ = 1e-5 (sigma from the accountant), summed and solved; scored on a
+fixed held-out fifth. Measured at subsets of the pooled rows; beyond the rows there are, the
 statistics of ``k`` times as many records from the same distribution are ``k`` times the
-sums with the same noise, i.e. the sums with noise ``σ/k`` — the ``scale`` rows are that
+sums with the same noise, i.e. the sums with noise ``sigma/k`` — the ``scale`` rows are that
 extrapolation (labelled, not measured on more records)::
 
     python benchmarks/closed_form_records_needed.py --agent compliance --rows 200000
@@ -70,12 +70,13 @@ def main() -> None:
         rows = pool[: int(len(pool) * fraction)]
         values = [score(rows, sigma) for _ in range(args.repeats)]
         print(
-            f"| {len(rows)} | measured | {np.mean(values):.4f} | {np.mean(values) / reference:.3f} |"
+            f"| {len(rows)} | measured | {np.mean(values):.4f} | "
+            f"{np.mean(values) / reference:.3f} |"
         )
     for k in map(int, args.scales.split(",")):
         values = [score(pool, sigma / k) for _ in range(args.repeats)]
         print(
-            f"| {k * len(pool)} | scale (σ/{k}) | {np.mean(values):.4f} | "
+            f"| {k * len(pool)} | scale (sigma/{k}) | {np.mean(values):.4f} | "
             f"{np.mean(values) / reference:.3f} |",
             flush=True,
         )
