@@ -24,7 +24,13 @@ from meshfl.agents.update import Update
 from meshfl.config.base import MeshflConfig
 from meshfl.config.errors import ConfigError
 from meshfl.data.partition import partition, train_test_split
-from meshfl.data.schema import ClipReport, Schema, inherit_validation, load_frame
+from meshfl.data.schema import (
+    ClipReport,
+    Schema,
+    inherit_validation,
+    is_validated,
+    load_frame,
+)
 from meshfl.privacy.events import Mechanism
 
 if TYPE_CHECKING:  # the budget module loads the accountant (Opacus, torch)
@@ -186,8 +192,8 @@ class Agent(ABC, Generic[LocalT]):
         nothing, and each part is recorded as valid (as rows of a valid frame); otherwise
         the parts are returned as they are, to be validated one by one.
         """
-        if not parts:
-            return parts
+        if not parts or all(is_validated(part, self.schema) for part in parts):
+            return parts  # cut from one frame validated where it was drawn
         pooled = self.load_data(pd.concat(parts, ignore_index=True))
         if all(part.dtypes.equals(pooled.dtypes) for part in parts):
             inherit_validation(pooled, *parts)

@@ -30,7 +30,7 @@ import pandas as pd
 
 from meshfl.config.errors import ConfigError
 from meshfl.config.validation import Count, Positive, Seed, Skew, checked
-from meshfl.data.schema import Column, Schema
+from meshfl.data.schema import Column, Schema, inherit_validation
 
 __all__ = [
     "CLIENT_HEALTH_BOUNDS",
@@ -198,10 +198,23 @@ def _clients(
     }
 
 
-def _frame(rng: np.random.Generator, n: int, mix: np.ndarray, quality: float) -> pd.DataFrame:
+def _draw(
+    rng: np.random.Generator, n: int, mix: np.ndarray, quality: float
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Features, churn and segment codes of ``n`` clients of one MSP."""
     segments = rng.choice(len(CLIENT_SEGMENTS), size=n, p=mix)
     features = _clients(rng, segments, quality)
     churned = rng.uniform(size=n) < _sigmoid(_churn_logit(features))
+    return features, churned, segments
+
+
+def _frame(rng: np.random.Generator, n: int, mix: np.ndarray, quality: float) -> pd.DataFrame:
+    return _as_frame(*_draw(rng, n, mix, quality))
+
+
+def _as_frame(
+    features: dict[str, np.ndarray], churned: np.ndarray, segments: np.ndarray
+) -> pd.DataFrame:
     frame = pd.DataFrame(features)
     frame["churned"] = churned
     frame["segment"] = np.array(CLIENT_SEGMENTS)[segments]
@@ -258,12 +271,25 @@ def client_health_partitions(
     rng = np.random.default_rng([seed, 0x0C4F])
     shares = rng.lognormal(0.0, size_skew, num_msps) if size_skew > 0 else np.ones(num_msps)
     sizes = np.maximum(min_size, np.round(shares / shares.mean() * samples_per_msp)).astype(int)
-    out = []
+    draws = []
     for i in range(num_msps):
         msp_rng = np.random.default_rng([seed, 0x0C4F, i + 1])
         mix = msp_rng.dirichlet(np.full(len(CLIENT_SEGMENTS), alpha))
         # Keep every segment possible at every MSP, however rare.
         mix = (mix + 0.02) / (1 + 0.02 * len(CLIENT_SEGMENTS))
         quality = float(msp_rng.normal(0.0, 0.8))
-        out.append(_frame(msp_rng, int(sizes[i]), mix, quality))
-    return out
+        draws.append(_draw(msp_rng, int(sizes[i]), mix, quality))
+    # One frame for the whole mesh, validated once and cut by index: a frame per MSP costs
+    # more than its rows at thousands of MSPs (the draws are the same as one frame each).
+    features = {k: np.concatenate([d[0][k] for d in draws]) for k in CLIENT_HEALTH_FEATURES}
+    churned = np.concatenate([d[1] for d in draws])
+    segments = np.concatenate([d[2] for d in draws])
+    whole = CLIENT_HEALTH_SCHEMA.validate(_as_frame(features, churned, segments))
+    ends = np.cumsum(sizes)
+    parts = []
+    for start, end in zip(ends - sizes, ends, strict=True):
+        part = whole.iloc[start:end]
+        part.index = pd.RangeIndex(end - start)
+        parts.append(part)
+    inherit_validation(whole, *parts)
+    return parts

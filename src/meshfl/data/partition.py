@@ -156,7 +156,12 @@ def partition(
     for c in range(num_classes):
         members = rng.permutation(np.flatnonzero(codes == c))
         owner[members] = np.repeat(np.arange(num_msps), counts[c])
-    parts = [frame.iloc[np.flatnonzero(owner == k)].reset_index(drop=True) for k in range(num_msps)]
+    order = np.argsort(owner, kind="stable")  # each MSP's rows, in their original order
+    ends = np.cumsum(np.bincount(owner, minlength=num_msps))
+    parts = [
+        _rows(frame, order[start:end])
+        for start, end in zip(ends - np.diff(ends, prepend=0), ends, strict=True)
+    ]
     inherit_validation(frame, *parts)
     return parts
 
@@ -239,10 +244,17 @@ def train_test_split(
     n_test = min(max(round(n * test_fraction), 1), n - 1)
     held_out = np.zeros(n, dtype=bool)
     held_out[np.random.default_rng(seed).permutation(n)[:n_test]] = True
-    train = frame.iloc[np.flatnonzero(~held_out)].reset_index(drop=True)
-    test = frame.iloc[np.flatnonzero(held_out)].reset_index(drop=True)
+    train, test = _rows(frame, np.flatnonzero(~held_out)), _rows(frame, np.flatnonzero(held_out))
     inherit_validation(frame, train, test)
     return train, test
+
+
+def _rows(frame: pd.DataFrame, positions: np.ndarray) -> pd.DataFrame:
+    """The rows at ``positions`` with a fresh ``RangeIndex`` (one copy, not two: simulated
+    meshes split thousands of small frames)."""
+    rows = frame.take(positions)
+    rows.index = pd.RangeIndex(len(positions))
+    return rows
 
 
 def label_distribution(parts: Sequence[pd.DataFrame], label_column: str) -> pd.DataFrame:
