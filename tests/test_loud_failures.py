@@ -267,3 +267,15 @@ def test_agents_without_column_bounds_have_an_empty_clipping_table():
         progress=False,
     )  # fmt: skip
     assert result.clipping().empty
+
+
+def test_the_progress_bar_says_the_first_round_encodes_texts():
+    from meshfl.federation.server_app import AgentPlan
+    from meshfl.simulation import _progress
+
+    bar = _progress(AgentPlan(agent="threat_intel", agent_config={"encoder": "tiny"}), enabled=True)
+    assert "encodes each MSP's texts" in str(bar)
+    bar.close()
+    quiet = _progress(AgentPlan(agent="anomaly"), enabled=True)
+    assert "encodes" not in str(quiet)
+    quiet.close()

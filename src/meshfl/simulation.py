@@ -814,4 +814,9 @@ def _progress(plan: AgentPlan, *, enabled: bool) -> Any:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=plan.rounds, desc=f"meshfl {plan.agent}", unit="round")
+    from meshfl.agents.frozen_encoder import FrozenEncoderMixin
+
+    bar = tqdm(total=plan.rounds, desc=f"meshfl {plan.agent}", unit="round")
+    if isinstance(plan.build_agent(), FrozenEncoderMixin):  # minutes at 0% otherwise
+        bar.set_postfix_str("round 1 encodes each MSP's texts once (cached after)")
+    return bar
