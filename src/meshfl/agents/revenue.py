@@ -28,11 +28,12 @@ have a sensitivity that grows with its history.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import pandas as pd
@@ -68,14 +69,22 @@ def _one_sorted_series(frame: pd.DataFrame) -> bool:
     return bool((dates[1:] > dates[:-1]).all())
 
 
+def _default_index(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` indexed 0..n-1: itself where it already is (no copy), else re-indexed."""
+    index = frame.index
+    if isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1:
+        return frame
+    return frame.reset_index(drop=True)
+
+
 def _series_groups(frame: pd.DataFrame, *, sort: bool) -> Iterable[tuple[Any, pd.DataFrame]]:
     """``(series name, rows)`` of a checked frame (sorted by series): one pair for a frame
     of one series, without pandas' groupby (most MSPs hold one; it is most of the cost)."""
     if "series" not in frame:
         return [("", frame)]
-    names = frame["series"]
-    if len(names) and names.iloc[0] == names.iloc[-1]:
-        return [(names.iloc[0], frame)]
+    names = frame["series"].to_numpy()
+    if len(names) and names[0] == names[-1]:
+        return [(names[0], frame)]
     return frame.groupby("series", sort=sort)
 
 
@@ -95,7 +104,7 @@ def _frequency(dates: pd.DatetimeIndex, label: str) -> additive.Frequency:
         return additive.infer_frequency(dates)
     except ValueError:
         pass
-    days = float(np.median(np.diff(dates.as_unit("ns").asi8)) / 86_400e9)
+    days = additive.median_spacing_days(dates)
     named = next((f" ({what})" for low, high, what in _SPACINGS if low <= days <= high), "")
     raise DataSchemaError(
         f"Column 'date' of the revenue data must hold one row per week or per month: the "
@@ -279,7 +288,7 @@ class Revenue(Agent[RevenueData]):
                 "fill periods without revenue."
             )
         if _one_sorted_series(frame):  # most MSPs' frames: nothing to sort or to find twice
-            return remember_validated(frame.reset_index(drop=True), _CHECKED)
+            return remember_validated(_default_index(frame), _CHECKED)
         keys = ["series", "date"] if "series" in frame else ["date"]
         dup = frame.duplicated(keys)
         if dup.any():
@@ -336,12 +345,15 @@ class Revenue(Agent[RevenueData]):
                 )
             marks.append(np.arange(len(group)) >= keep)
         holdout = np.concatenate(marks) if marks else np.zeros(0, dtype=bool)
-        train = frame[~holdout].drop(columns=["is_holdout"], errors="ignore")
+        # one series: its history is the first rows (a slice, not a boolean copy)
+        train = frame.iloc[: int((~holdout).sum())] if len(marks) == 1 else frame[~holdout]
+        if "is_holdout" in train:
+            train = train.drop(columns=["is_holdout"])
         test = frame.assign(is_holdout=holdout)
         # Rows of a checked, sorted frame: checked and sorted still.
         return (
-            remember_validated(train.reset_index(drop=True), _CHECKED),
-            remember_validated(test.reset_index(drop=True), _CHECKED),
+            remember_validated(_default_index(train), _CHECKED),
+            remember_validated(_default_index(test), _CHECKED),
         )
 
     def prepare(self, frame: pd.DataFrame) -> RevenueData:
@@ -357,14 +369,16 @@ class Revenue(Agent[RevenueData]):
                 else np.zeros(len(group), dtype=bool)
             )
             label = f"Series {name!r}" if name != "" else "The series"
-            if int((~holdout).sum()) < self.config.min_history:
+            periods = len(holdout) - int(holdout.sum())
+            if periods < self.config.min_history:
                 raise DataSchemaError(
-                    f"{label} has {int((~holdout).sum())} periods of history; the revenue "
+                    f"{label} has {periods} periods of history; the revenue "
                     f"agent needs at least min_history={self.config.min_history}."
                 )
-            frequency = _frequency(dates[~holdout], label)
+            history = dates[~holdout] if holdout.any() else dates
+            frequency = _frequency(history, label)
             try:
-                design = additive.series_design(dates[~holdout], self.spec, frequency=frequency)
+                design = additive.series_design(history, self.spec, frequency=frequency)
             except ValueError as err:
                 raise DataSchemaError(f"{label}: {err}.") from None
             out.append(SeriesData(str(name), dates, revenue, holdout, design))
@@ -457,8 +471,23 @@ class Revenue(Agent[RevenueData]):
         return np.concatenate([mean, [k + 1]])
 
     def shared_fit(self, vector: np.ndarray) -> additive.SharedFit:
-        """The shared shape solved from a global vector's statistics."""
-        packed, k = self._exchanges(np.asarray(vector, dtype=np.float64))
+        """The shared shape solved from a global vector's statistics (read-only).
+
+        The last vector's fit is kept: every simulated MSP evaluates the same global model.
+        """
+        vector = np.asarray(vector, dtype=np.float64)
+        key = hashlib.blake2b(vector.tobytes(), digest_size=16).digest()
+        last = getattr(self, "_last_shared_fit", None)
+        if last is not None and last[0] == key:
+            return cast(additive.SharedFit, last[1])
+        fit = self._solve_shared(vector)
+        for array in (fit.beta, fit.precision, fit.noise_cov):
+            array.setflags(write=False)
+        self._last_shared_fit = (key, fit)
+        return fit
+
+    def _solve_shared(self, vector: np.ndarray) -> additive.SharedFit:
+        packed, k = self._exchanges(vector)
         stats = additive.Statistics.unpack(packed, self.spec.n_features, self.c_scale)
         # the vector holds the mean of k exchanges: their noise variance adds up, over k²
         noise_var = stats.noise_var / max(k, 1.0)

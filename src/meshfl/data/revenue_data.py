@@ -22,7 +22,7 @@ import pandas as pd
 
 from meshfl.config.errors import ConfigError
 from meshfl.config.validation import Count, Seed, Skew, checked
-from meshfl.data.schema import Column, Schema
+from meshfl.data.schema import Column, Schema, inherit_validation
 
 __all__ = [
     "DEFAULT_END",
@@ -91,8 +91,9 @@ def _holidays(dates: pd.DatetimeIndex, step: pd.DateOffset) -> np.ndarray:
 @functools.lru_cache(maxsize=1024)
 def _calendar(
     end: pd.Timestamp, frequency: Frequency, periods: int
-) -> tuple[pd.DatetimeIndex, np.ndarray]:
-    """The ``periods`` dates ending at ``end`` and their seasonal and holiday shape.
+) -> tuple[pd.DatetimeIndex, np.ndarray, np.ndarray]:
+    """The ``periods`` dates ending at ``end``, their seasonal and holiday shape, and their
+    time in years before ``end``.
 
     Shared by every series of the same length and end (read-only): a mesh of simulated MSPs
     builds each calendar once.
@@ -103,8 +104,12 @@ def _calendar(
     start = end - step * (periods - 1)
     dates = pd.date_range(start, periods=periods, freq="7D" if frequency == "weekly" else "MS")
     shape = _seasonal(dates, step) + _holidays(dates, step)
-    shape.setflags(write=False)
-    return dates, shape
+    # years before the last period (<= 0): whole days, as (dates - dates[-1]).days gives
+    ns = dates.as_unit("ns").asi8
+    t = ((ns - ns[-1]) // 86_400_000_000_000).astype(np.float64) / 365.25
+    for array in (shape, t):
+        array.setflags(write=False)
+    return dates, shape, t
 
 
 def _step(frequency: Frequency) -> pd.DateOffset:
@@ -148,8 +153,22 @@ def revenue_series(
     pandas.DataFrame
         Columns ``date``, ``revenue``, ``series``.
     """
+    dates, revenue = _draw(periods, seed, frequency, pd.Timestamp(end))
+    return pd.DataFrame(
+        {
+            "date": dates,
+            "revenue": revenue,
+            "series": series if series is not None else f"msp-{seed}",
+        }
+    )
+
+
+def _draw(
+    periods: int, seed: int, frequency: Frequency, end: pd.Timestamp
+) -> tuple[pd.DatetimeIndex, np.ndarray]:
+    """The dates and revenue of :func:`revenue_series` (the draw, without a frame)."""
     rng = np.random.default_rng([seed, 0x5EED])
-    dates, calendar = _calendar(pd.Timestamp(end), frequency, periods)
+    dates, calendar, t = _calendar(end, frequency, periods)
     per_year = 52.0 if frequency == "weekly" else 12.0
     scale = float(np.exp(rng.uniform(np.log(5e3), np.log(3e5)))) * (52.0 / per_year)
     growth = rng.normal(0.12, 0.10)  # log growth per year
@@ -157,18 +176,11 @@ def revenue_series(
     at = rng.uniform(0.3, 0.8)
     noise = rng.uniform(0.02, 0.08) * (1.0 if frequency == "weekly" else 0.6)
     strength = rng.uniform(0.85, 1.15)
-    t = np.asarray((dates - dates[-1]).days, dtype=np.float64) / 365.25  # <= 0, 0 at the end
     t0 = t[0] * (1 - at)
     trend = growth * t + change * np.maximum(0.0, t - t0)
     shape = strength * calendar
     log_revenue = np.log(scale) + trend + shape + rng.normal(0.0, noise, size=periods)
-    return pd.DataFrame(
-        {
-            "date": dates,
-            "revenue": np.round(np.exp(log_revenue), 2),
-            "series": series if series is not None else f"msp-{seed}",
-        }
-    )
+    return dates, np.round(np.exp(log_revenue), 2)
 
 
 @checked
@@ -191,7 +203,27 @@ def revenue_partitions(
     factors = np.exp(rng.normal(0.0, 2 * size_skew, size=num_msps))
     lengths = np.maximum(min_periods, np.round(mean_periods * factors / factors.mean()))
     seeds = rng.integers(0, 2**31 - 1, size=num_msps)
-    return [
-        revenue_series(int(n), seed=int(s), frequency=frequency, series=f"msp-{i}")
-        for i, (n, s) in enumerate(zip(lengths, seeds, strict=True))
+    draws = [
+        _draw(int(n), int(s), frequency, DEFAULT_END) for n, s in zip(lengths, seeds, strict=True)
     ]
+    # One frame for the whole mesh, validated once and cut by index: a frame per MSP costs
+    # more than its rows at thousands of MSPs (the draws are those of revenue_series).
+    sizes = lengths.astype(int)
+    names = np.array([f"msp-{i}" for i in range(num_msps)], dtype=object)
+    whole = REVENUE_SCHEMA.validate(
+        pd.DataFrame(
+            {
+                "date": np.concatenate([d[0].to_numpy() for d in draws]),
+                "revenue": np.concatenate([d[1] for d in draws]),
+                "series": np.repeat(names, sizes),
+            }
+        )
+    )
+    ends = np.cumsum(sizes)
+    parts = []
+    for start, stop in zip(ends - sizes, ends, strict=True):
+        part = whole.iloc[start:stop]
+        part.index = pd.RangeIndex(stop - start)
+        parts.append(part)
+    inherit_validation(whole, *parts)
+    return parts

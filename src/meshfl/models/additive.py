@@ -170,15 +170,20 @@ class AdditiveSpec:
 # -- calendar ------------------------------------------------------------------------------
 
 
+def median_spacing_days(dates: pd.DatetimeIndex | Sequence[pd.Timestamp]) -> float:
+    """The median spacing of sorted ``dates``, in days; ``ValueError`` for fewer than two."""
+    stamps = np.asarray(dates, dtype="datetime64[s]").astype(np.int64)
+    if len(stamps) < 2:
+        raise ValueError("a series needs at least two dates to tell its frequency")
+    return float(np.median(np.diff(stamps))) / 86_400
+
+
 def infer_frequency(dates: pd.DatetimeIndex | Sequence[pd.Timestamp]) -> Frequency:
     """``"weekly"`` or ``"monthly"`` from the median spacing of sorted ``dates``.
 
     Raises ``ValueError`` for fewer than two dates or another spacing.
     """
-    index = pd.DatetimeIndex(dates)
-    if len(index) < 2:
-        raise ValueError("a series needs at least two dates to tell its frequency")
-    days = float(np.median(np.diff(index.as_unit("ns").asi8)) / 86_400e9)
+    days = median_spacing_days(dates)
     if 6 <= days <= 8:
         return "weekly"
     if 27 <= days <= 32:
@@ -311,11 +316,17 @@ class SeriesDesign:
 
     def years(self, dates: pd.DatetimeIndex) -> np.ndarray:
         """Time since the history's first period, in years."""
-        return np.asarray((dates - self.origin).days, dtype=np.float64) / _DAYS_PER_YEAR
+        return _years_between(pd.DatetimeIndex(dates), self.origin)
 
     def annihilate(self, v: np.ndarray) -> np.ndarray:
         """``M_Z v``: ``v`` with its least-squares trend removed."""
         return v - self.Q @ (self.Q.T @ v)
+
+
+def _years_between(dates: pd.DatetimeIndex, origin: pd.Timestamp) -> np.ndarray:
+    """Whole days from ``origin`` to each date (``(dates - origin).days``), in years."""
+    ns = dates.as_unit("ns").asi8 - origin.as_unit("ns").value
+    return (ns // 86_400_000_000_000).astype(np.float64) / _DAYS_PER_YEAR
 
 
 def series_design(
@@ -339,7 +350,8 @@ _MEMO_LOCK = threading.Lock()
 
 
 def _dates_key(dates: pd.DatetimeIndex) -> bytes:
-    return hashlib.blake2b(dates.as_unit("ns").asi8.tobytes(), digest_size=16).digest()
+    unit = str(dates.dtype).encode()  # the same instants in another unit: another key
+    return hashlib.blake2b(dates.asi8.tobytes() + unit, digest_size=16).digest()
 
 
 def _memo(key: tuple[Any, ...], build: Callable[[], T]) -> T:
@@ -358,7 +370,7 @@ def _memo(key: tuple[Any, ...], build: Callable[[], T]) -> T:
 
 def _series_design(dates: pd.DatetimeIndex, freq: Frequency, spec: AdditiveSpec) -> SeriesDesign:
     origin = dates[0]
-    t = np.asarray((dates - origin).days, dtype=np.float64) / _DAYS_PER_YEAR
+    t = _years_between(dates, origin)
     changepoints = _changepoints(t, spec)
     X = shared_features(dates, freq, spec)
     Z = trend_design(t, changepoints)
@@ -613,7 +625,7 @@ def fit_local(
     penalty = np.zeros(k)
     penalty[2:] = max(s0, 1e-8) / spec.changepoint_prior_scale**2
     # a year's shape seen once or twice says little of its amplitude: long histories only
-    years = float(design.years(design.dates[-1:])[0]) if n else 0.0
+    years = float(design.Z[-1, 1]) if n else 0.0  # the trend design's t of the last period
     amplitude = (
         spec.amplitude_prior_scale > 0
         and years >= spec.own_shape_min_years
