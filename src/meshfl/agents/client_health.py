@@ -366,8 +366,11 @@ class ClientHealth(Agent[HealthData]):
         where missing), categorical ones as codes (see :func:`encode_categories`)."""
         c = self.config
         if not c.categorical and len(frame):
-            # one conversion of the whole block, not one per column (thousands of MSPs)
-            return frame[list(c.features)].to_numpy(dtype=np.float64, na_value=np.nan)
+            # one conversion of the whole block, not one per column (thousands of MSPs);
+            # where the numeric columns are the features in order, without selecting them
+            numbers = frame.select_dtypes("number")
+            block = numbers if tuple(numbers.columns) == c.features else frame[list(c.features)]
+            return block.to_numpy(dtype=np.float64, na_value=np.nan)
         columns = [
             encode_categories(frame[f], c.categorical[f])
             if f in c.categorical
@@ -406,12 +409,13 @@ class ClientHealth(Agent[HealthData]):
         clipping.warn("client_health data", logger=_log)
         labels = None
         if LABEL in frame:
-            if frame[LABEL].isna().any():
+            column = frame[LABEL].to_numpy()
+            if column.dtype != np.bool_ and pd.isna(column).any():
                 raise DataSchemaError(
                     f"Column {LABEL!r} of the client_health data has missing values; give "
                     "true/false for every client, or drop the column to only score clients."
                 )
-            labels = frame[LABEL].to_numpy(dtype=bool)
+            labels = column.astype(bool, copy=False)
         layout = self.layout
         bins = gbdt.bin_rows(X, self.edges, missing_bin=layout.missing_bin if layout else None)
         return HealthData(X, bins, labels, clipping)

@@ -663,27 +663,29 @@ def count_clipped(
     """
     if isinstance(data, pd.DataFrame):
         names = columns or tuple(c for c in bounds if c in data.columns)
-        arrays = [data[c].to_numpy(dtype=np.float64, na_value=np.nan) for c in names]
+        names = tuple(c for c in names if c in bounds)
+        matrix = (
+            np.column_stack([data[c].to_numpy(dtype=np.float64, na_value=np.nan) for c in names])
+            if names
+            else np.zeros((len(data), 0))
+        )
     else:
         if columns is None:
             raise ConfigError("count_clipped needs 'columns' to name an array's columns.")
         matrix = np.asarray(data, dtype=np.float64)
-        names = columns
-        arrays = [matrix[:, i] for i in range(len(names))]
-    out = []
-    for name, x in zip(names, arrays, strict=True):
-        if name not in bounds:
-            continue
-        low, high = (float(v) for v in bounds[name])
-        present = ~np.isnan(x)
-        out.append(
-            ColumnClipping(
-                name,
-                low,
-                high,
-                int(present.sum()),
-                int(np.sum(x[present] < low)),
-                int(np.sum(x[present] > high)),
-            )
+        keep = [i for i, c in enumerate(columns) if c in bounds]
+        names = tuple(columns[i] for i in keep)
+        matrix = matrix[:, keep]
+    # one pass over the block (NaN compares false: missing values count nowhere)
+    lows = np.array([float(bounds[c][0]) for c in names])
+    highs = np.array([float(bounds[c][1]) for c in names])
+    values = (~np.isnan(matrix)).sum(axis=0)
+    below = (matrix < lows).sum(axis=0)
+    above = (matrix > highs).sum(axis=0)
+    out = [
+        ColumnClipping(name, lo, hi, int(v), int(b), int(a))
+        for name, lo, hi, v, b, a in zip(
+            names, lows.tolist(), highs.tolist(), values, below, above, strict=True
         )
+    ]
     return ClipReport(tuple(out))
