@@ -241,8 +241,9 @@ def _metrics(content: Any, what: str) -> dict[str, float]:
     return {str(k): _number(record, k, f"{what}'s metric") for k in record}
 
 
-def _config(content: Any, key: str, what: str) -> ConfigRecord:
-    records = content.config_records
+def _config(records: Mapping[str, Any], key: str, what: str) -> ConfigRecord:
+    """The config record ``key`` of a message's ``content.config_records`` (read that once:
+    Flower builds the mapping anew on every access)."""
     if key not in records:
         raise InvalidUpdateError(f"{what} is malformed: it has no {key!r} record")
     record = records[key]
@@ -297,13 +298,14 @@ def decode_instructions(message: Message) -> RoundInstructions:
     what = "the round's message"
     try:
         content = message.content
-        config = _config(content, "config", what)
+        records = content.config_records
+        config = _config(records, "config", what)
         _, _, agent = str(message.metadata.message_type).partition(".")
         if not agent:
             raise InvalidUpdateError(f"{what} is malformed: it names no agent")
         privacy = _text(config, "privacy", what, limit=1 << 16, default="")
         count = _integer(config, "sealed_count", what, default=0)
-        if not 0 <= count <= len(content.config_records):
+        if not 0 <= count <= len(records):
             raise InvalidUpdateError(
                 f"{what} is malformed: it announces {count} sealed sums it does not hold"
             )
@@ -317,7 +319,7 @@ def decode_instructions(message: Message) -> RoundInstructions:
             agent=agent,
             agent_config=agent_config,
             sealed=tuple(
-                decode_sealed(_config(content, f"sealed.{i}", what)) for i in range(count)
+                decode_sealed(_config(records, f"sealed.{i}", what)) for i in range(count)
             ),
             server_round=_integer(config, "server_round", what),
             seed=_integer(config, "seed", what),
@@ -397,17 +399,18 @@ def decode_update(message: Message) -> TrainReply | Decline:
     what = "the reply"
     try:
         content = message.content
-        if "declined" in content.config_records:
-            record = _config(content, "declined", what)
+        records = content.config_records
+        if "declined" in records:
+            record = _config(records, "declined", what)
             reason = _get(record, "reason", str, "the decline")
             return Decline(
                 reason=reason[:MAX_REASON],
                 epsilon_spent=_number(record, "epsilon_spent", "the decline", at_least=0.0),
                 msp=_integer(record, "msp", "the decline"),
             )
-        sealed = decode_sealed(_config(content, "update", what))
+        sealed = decode_sealed(_config(records, "update", what))
         metrics = _metrics(content, what)
-        privacy = _config(content, "privacy", what)
+        privacy = _config(records, "privacy", what)
         epsilon = _number(privacy, "epsilon_spent", what, default=0.0, at_least=0.0)
         msp = _integer(privacy, "msp", what, default=-1)
         snr: float | None = None
