@@ -306,3 +306,30 @@ def test_categorical_text_becomes_strings_and_numbers_become_unix_times() -> Non
     assert out["timestamp"].iloc[0] == pd.Timestamp("2024-11-26 03:14:07")
     millis = EVENTS.validate(frame.assign(timestamp=frame["timestamp"] * 1000))
     assert millis["timestamp"].equals(out["timestamp"].astype(millis["timestamp"].dtype))
+
+
+def test_feature_matrix_takes_the_features_in_their_order_whatever_the_frame_holds():
+    from meshfl.data.schema import feature_matrix
+
+    frame = pd.DataFrame({"b": [1.0, np.nan], "a": [3.0, 4.0], "tag": ["x", "y"], "n": [5, 6]})
+    # the frame's numeric block (b, a, n) is not the features: columns are selected
+    assert np.array_equal(
+        feature_matrix(frame, ("a", "b"), {}), [[3.0, 1.0], [4.0, np.nan]], equal_nan=True
+    )
+    # the numeric block is the features in order: read as one block, same values
+    assert np.array_equal(
+        feature_matrix(frame[["b", "a", "tag"]], ("b", "a"), {}),
+        [[1.0, 3.0], [np.nan, 4.0]],
+        equal_nan=True,
+    )
+    coded = feature_matrix(frame, ("tag", "a"), {"tag": ("y",)}, code_offset=0.5)
+    assert coded.tolist() == [[1.5, 3.0], [0.5, 4.0]]  # "x" is other (1), "y" is 0
+
+
+def test_label_array_refuses_missing_labels_with_the_given_sentence():
+    from meshfl.data.schema import label_array
+
+    assert label_array(pd.DataFrame({"x": [1]}), "y", "never") is None
+    assert label_array(pd.DataFrame({"y": [True, False]}), "y", "never").tolist() == [True, False]
+    with pytest.raises(DataSchemaError, match="give every label"):
+        label_array(pd.DataFrame({"y": [True, None]}), "y", "give every label")

@@ -48,7 +48,8 @@ from meshfl.data.schema import (
     Schema,
     check_category_lists,
     count_clipped,
-    encode_categories,
+    feature_matrix,
+    label_array,
     load_frame,
 )
 from meshfl.data.schemas import OPS_METRIC_BOUNDS, OPS_METRIC_FEATURES, OPS_METRICS_SCHEMA
@@ -237,14 +238,7 @@ class Anomaly(Agent[MetricsData]):
         """The forest's input matrix of a validated frame: numeric columns as floats (NaN
         where missing), a categorical one as ``code + 0.5`` (code: index in its public list,
         ``k`` for 'other', ``k + 1`` for 'missing')."""
-        c = self.config
-        columns = [
-            encode_categories(frame[f], c.categorical[f]) + 0.5
-            if f in c.categorical
-            else frame[f].to_numpy(dtype=np.float64, na_value=np.nan)
-            for f in c.features
-        ]
-        return np.column_stack(columns)
+        return feature_matrix(frame, self.config.features, self.config.categorical, code_offset=0.5)
 
     def clip_report(self, data: pd.DataFrame | str | os.PathLike[str]) -> ClipReport:
         """Per numeric feature, the values of ``data`` outside the public bounds (they land
@@ -261,14 +255,12 @@ class Anomaly(Agent[MetricsData]):
         X = self.encode(frame)
         clipping = count_clipped(X, {f: c.bounds[f] for f in c.numeric}, c.features)
         clipping.warn("anomaly data", logger=_log)
-        labels = None
-        if "is_anomaly" in frame:
-            if frame["is_anomaly"].isna().any():
-                raise DataSchemaError(
-                    "Column 'is_anomaly' of the anomaly data has missing values; give "
-                    "true/false for every row, or drop the column (it is only for evaluation)."
-                )
-            labels = frame["is_anomaly"].to_numpy(dtype=bool)
+        labels = label_array(
+            frame,
+            "is_anomaly",
+            "Column 'is_anomaly' of the anomaly data has missing values; give true/false "
+            "for every row, or drop the column (it is only for evaluation).",
+        )
         return MetricsData(X, labels, clipping)
 
     def init_vector(self, *, seed: int) -> np.ndarray:

@@ -91,7 +91,8 @@ from meshfl.data.schema import (
     Schema,
     check_category_lists,
     count_clipped,
-    encode_categories,
+    feature_matrix,
+    label_array,
     load_frame,
 )
 from meshfl.models import hist_gbdt as gbdt
@@ -364,20 +365,7 @@ class ClientHealth(Agent[HealthData]):
     def encode(self, frame: pd.DataFrame) -> np.ndarray:
         """The model's input matrix of a validated frame: numeric columns as floats (NaN
         where missing), categorical ones as codes (see :func:`encode_categories`)."""
-        c = self.config
-        if not c.categorical and len(frame):
-            # one conversion of the whole block, not one per column (thousands of MSPs);
-            # where the numeric columns are the features in order, without selecting them
-            numbers = frame.select_dtypes("number")
-            block = numbers if tuple(numbers.columns) == c.features else frame[list(c.features)]
-            return block.to_numpy(dtype=np.float64, na_value=np.nan)
-        columns = [
-            encode_categories(frame[f], c.categorical[f])
-            if f in c.categorical
-            else frame[f].to_numpy(dtype=np.float64, na_value=np.nan)
-            for f in c.features
-        ]
-        return np.column_stack(columns) if columns else np.zeros((len(frame), 0))
+        return feature_matrix(frame, self.config.features, self.config.categorical)
 
     def clip_report(self, data: pd.DataFrame | str | os.PathLike[str]) -> ClipReport:
         """Per numeric feature, the values of ``data`` outside the public bounds.
@@ -407,15 +395,12 @@ class ClientHealth(Agent[HealthData]):
         c = self.config
         clipping = count_clipped(X, {f: c.bounds[f] for f in c.numeric}, c.features)
         clipping.warn("client_health data", logger=_log)
-        labels = None
-        if LABEL in frame:
-            column = frame[LABEL].to_numpy()
-            if column.dtype != np.bool_ and pd.isna(column).any():
-                raise DataSchemaError(
-                    f"Column {LABEL!r} of the client_health data has missing values; give "
-                    "true/false for every client, or drop the column to only score clients."
-                )
-            labels = column.astype(bool, copy=False)
+        labels = label_array(
+            frame,
+            LABEL,
+            f"Column {LABEL!r} of the client_health data has missing values; give "
+            "true/false for every client, or drop the column to only score clients.",
+        )
         layout = self.layout
         bins = gbdt.bin_rows(X, self.edges, missing_bin=layout.missing_bin if layout else None)
         return HealthData(X, bins, labels, clipping)

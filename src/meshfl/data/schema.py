@@ -32,6 +32,8 @@ __all__ = [
     "check_category_lists",
     "count_clipped",
     "encode_categories",
+    "feature_matrix",
+    "label_array",
     "inherit_validation",
     "is_validated",
     "load_frame",
@@ -523,6 +525,43 @@ def encode_categories(values: pd.Series, categories: tuple[str, ...]) -> np.ndar
         count=len(text),
     )
     return codes
+
+
+def feature_matrix(
+    frame: pd.DataFrame,
+    features: tuple[str, ...],
+    categorical: Mapping[str, tuple[str, ...]],
+    *,
+    code_offset: float = 0.0,
+) -> np.ndarray:
+    """The input matrix of a validated frame, one column per feature in order: numeric
+    columns as floats (NaN where missing), categorical ones as their codes
+    (:func:`encode_categories`) plus ``code_offset``."""
+    if not categorical and len(frame):
+        # one conversion of the whole block, not one per column (thousands of MSPs); where
+        # the frame's numeric columns are the features in order, without selecting them
+        numbers = frame.select_dtypes("number")
+        block = numbers if tuple(numbers.columns) == features else frame[list(features)]
+        return block.to_numpy(dtype=np.float64, na_value=np.nan)
+    columns = [
+        encode_categories(frame[f], categorical[f]) + code_offset
+        if f in categorical
+        else frame[f].to_numpy(dtype=np.float64, na_value=np.nan)
+        for f in features
+    ]
+    return np.column_stack(columns) if columns else np.zeros((len(frame), 0))
+
+
+def label_array(frame: pd.DataFrame, column: str, missing: str) -> np.ndarray | None:
+    """Column ``column`` of a validated frame as booleans, ``None`` when the frame has no
+    such column; raises :class:`DataSchemaError` with the sentence ``missing`` when a value
+    is missing."""
+    if column not in frame:
+        return None
+    values = frame[column].to_numpy()
+    if values.dtype != np.bool_ and pd.isna(values).any():
+        raise DataSchemaError(missing)
+    return values.astype(bool, copy=False)
 
 
 # ---------------------------------------------------------------------------------------
