@@ -3,9 +3,11 @@
 Each MSP is scored on its own held-out rows (:func:`meshfl.baselines.compare`): the
 federated model, the MSP's personalized model (partial pooling or local fine-tuning, then
 the MSP's choice among personalized / global / local-only on validation splits of its own
-training rows, local-only unless another is better by more than a standard error:
-:func:`meshfl.agents.personalization.personalize`) and its local-only model
-(the same rounds on its rows alone). The MSPs differ on purpose:
+training rows (stratified 5-fold; for revenue, rolling forecast origins with those that
+hold out the forecast's own weeks a year before), local-only unless another is better by
+more than 1.41 standard errors (one, widened for the two candidates tried) and, for a
+forecast, no worse on its own weeks: :func:`meshfl.agents.personalization.personalize`)
+and its local-only model (the same rounds on its rows alone). The MSPs differ on purpose:
 
 * ``revenue`` — each MSP's series gets a yearly wave of its own on top of the industry's
   shape (amplitude 0 to 0.4 in log revenue, random phases): different seasonal shapes, one

@@ -5,7 +5,12 @@ import pandas as pd
 import pytest
 
 from meshfl import agents
-from meshfl.agents.personalization import personalize, select, validation_splits
+from meshfl.agents.personalization import (
+    _validation_splits,
+    personalize,
+    select,
+    validation_splits,
+)
 from meshfl.config.errors import ConfigError
 
 
@@ -162,7 +167,9 @@ def test_the_choice_needs_a_gain_beyond_one_standard_error_to_leave_local():
 def test_revenue_validates_on_rolling_forecast_origins():
     revenue, frames = _revenue_with_own_shapes(num_msps=1)
     splits, overlap = validation_splits(revenue, frames[0], fraction=0.25, seed=0, folds=4)
-    assert overlap == 0.0 and len(splits) >= 2
+    assert len(splits) >= 2
+    # the fits are nested histories: counted as overlapping (mean n_held / n_fit)
+    assert 0.0 < overlap < 1.0
     ends = []
     for fit, held in splits:
         future = held.loc[held["is_holdout"], "date"]
@@ -172,12 +179,90 @@ def test_revenue_validates_on_rolling_forecast_origins():
     assert ends == sorted(ends, reverse=True)  # each origin before the last one
 
 
+def _weekly(periods, seed=0):
+    revenue = agents.get("revenue")()
+    frame = revenue.synthetic_partitions(1, samples_per_msp=periods, seed=seed)[0]
+    return revenue, revenue.load_data(frame.iloc[-periods:].drop(columns="series"))
+
+
+def test_revenue_validates_on_the_months_it_forecasts_a_year_before():
+    """Issue 15: the rolling origins of an MSP with one year of history never held Q4 out,
+    so a pooled shape that forecast summer well was kept for the holidays (sMAPE 23 against
+    15 alone). Origins now include the forecast's own weeks a year (two, ...) before."""
+    revenue, frame = _weekly(3 * 52)
+    h = revenue.config.horizon
+    found = _validation_splits(revenue, frame, fraction=0.25, seed=0, folds=3)
+    assert found.aligned is not None and len(found.aligned) == len(found.splits)
+    forecast_start = frame["date"].iloc[-1] + pd.Timedelta(weeks=1)
+    years_back = []
+    for (fit, held), aligned in zip(found.splits, found.aligned, strict=True):
+        start = held.loc[held["is_holdout"], "date"].min()
+        weeks = round((forecast_start - start) / pd.Timedelta(weeks=1))
+        if aligned:
+            assert weeks % 52 == 0 and len(fit) >= 52  # the same weeks, from a year's history
+            years_back.append(weeks // 52)
+        else:
+            assert weeks % 52 != 0 or len(fit) < 52
+    assert years_back == [1, 2]  # 3 rolling origins (13, 26, 39 weeks back) and 2 more
+    assert len(found.splits) == 5 and found.splits[0][1]["is_holdout"].sum() == h
+    # one year of history: no origin holds those weeks out from a year's history
+    revenue, short = _weekly(60)
+    found = _validation_splits(revenue, short, fraction=0.25, seed=0, folds=5)
+    assert found.splits and not any(found.aligned)
+
+
+def test_without_a_check_on_the_forecast_months_the_msp_keeps_local():
+    """Better on other months (every split) is not enough for a forecast."""
+    local = [16.6, 26.2, 21.8]
+    pooled = [10.2, 19.0, 22.0]  # issue 15's MSP: better on summer, spring, winter
+    scores = {"personalized": pooled, "global": [31.4, 56.5, 35.4], "local": local}
+    assert select(scores, higher_is_better=False) == "personalized"
+    assert select(scores, higher_is_better=False, aligned=[False] * 3) == "local"
+    # checked on the forecast's months: kept only where it is no worse there
+    five = {"personalized": [5.0, 5.0, 5.0, 9.0, 5.0], "local": [9.0, 9.0, 9.0, 8.0, 9.0]}
+    assert select(five, higher_is_better=False, aligned=[0, 0, 0, 0, 0]) == "local"
+    assert select(five, higher_is_better=False, aligned=[0, 0, 0, 1, 0]) == "local"
+    assert select(five, higher_is_better=False, aligned=[0, 0, 1, 0, 0]) == "personalized"
+
+
+def test_default_splits_are_stratified_folds_that_hold_each_row_out_once():
+    """Repeated random 25 % splits validated on a quarter of the rows, left a rare class out
+    of some fits and out of some held-out parts; stratified k-fold uses every row once."""
+    agent = agents.get("threat_intel")(encoder="tiny")
+    frame = agent.synthetic_data(200, seed=0)
+    rare = frame["threat_class"].iloc[0]
+    frame = pd.concat(
+        [frame[frame["threat_class"] != rare], frame[frame["threat_class"] == rare].head(5)],
+        ignore_index=True,
+    )
+    splits, overlap = validation_splits(agent, frame, fraction=0.25, seed=3, folds=5)
+    assert len(splits) == 5 and overlap == pytest.approx(1 / 4)
+    held = pd.concat([h for _, h in splits], ignore_index=True)
+    assert len(held) == len(frame)  # each row held out exactly once
+    assert (
+        held.sort_values(list(frame.columns))
+        .reset_index(drop=True)
+        .equals(frame.sort_values(list(frame.columns)).reset_index(drop=True))
+    )
+    counts = frame["threat_class"].value_counts()
+    for fit, out in splits:
+        assert len(fit) + len(out) == len(frame)
+        for label, n in counts.items():
+            k = int((out["threat_class"] == label).sum())
+            assert n // 5 <= k <= -(-n // 5)  # each class spread evenly
+    assert all((h["threat_class"] == rare).sum() == 1 for _, h in splits)
+    again, _ = validation_splits(agent, frame, fraction=0.25, seed=4, folds=5)
+    assert not again[0][1].equals(splits[0][1])  # the seed shuffles the folds
+
+
 def test_random_splits_differ_and_count_their_overlap():
     agent = agents.get("anomaly")()
     frame = agent.synthetic_data(80, seed=0)
     splits, overlap = validation_splits(agent, frame, fraction=0.25, seed=0, folds=3)
-    assert len(splits) == 3 and overlap == pytest.approx(1 / 3)
+    assert len(splits) == 3 and overlap == pytest.approx(1 / 2)  # 3-fold: n_held/n_fit
     assert not splits[0][1].equals(splits[1][1])
+    for _, held in splits:  # anomalies in every fold, as in the whole
+        assert held["is_anomaly"].any()
 
 
 def test_personalize_names_its_bad_arguments():
@@ -201,3 +286,19 @@ def test_pooled_revenue_frames_keep_each_msps_series_apart():
     named = revenue.pool([f.assign(series="total") for f in frames])
     assert sorted(named["series"].unique()) == ["msp-0/total", "msp-1/total"]
     assert isinstance(named, pd.DataFrame)
+
+
+def test_revenue_validates_the_mesh_without_the_periods_it_holds_out():
+    """The global statistics sum the MSP's whole history, a validation fold's held-out
+    periods too: validated as they were, the global and pooled candidates were scored on
+    periods they had seen. ``without_rows`` gives the sum as if the MSP had sent its fit."""
+    revenue, frames = _revenue_with_own_shapes(num_msps=3)
+    trains = [revenue.split(f, test_fraction=0.25, seed=0)[0] for f in frames]
+    glob = _federated_vector(revenue, trains, rounds=1)
+    fit, _ = revenue.split(trains[2], test_fraction=0.25, seed=0)
+    expected = _federated_vector(revenue, [trains[0], trains[1], fit], rounds=1)
+    everything, kept = revenue.prepare(trains[2]), revenue.prepare(fit)
+    np.testing.assert_allclose(
+        revenue.without_rows(glob, everything, kept), expected, rtol=1e-9, atol=1e-9
+    )
+    np.testing.assert_allclose(revenue.without_rows(glob, everything, everything), glob)

@@ -596,6 +596,30 @@ class Revenue(Agent[RevenueData]):
             )
         return self._pooled(own, P, beta_o)
 
+    def without_rows(
+        self, vector: np.ndarray, everything: RevenueData, kept: RevenueData
+    ) -> np.ndarray:
+        """The global vector as if this MSP had sent the statistics of ``kept`` only, not of
+        ``everything`` (its whole history, which the federation summed).
+
+        What :func:`meshfl.agents.personalization.personalize` validates the global and
+        pooled candidates with: a validation fold's held-out periods are in the MSP's
+        history, hence in the global statistics; left there, the candidates built on them
+        are scored on periods they have seen (the MSP's local-only candidate is not). The
+        sum is exact without DP; with DP the noise stays. A vector that cannot hold the
+        MSP's statistics (a round it sat out) is returned as it is.
+        """
+        glob = np.asarray(vector, dtype=np.float64)
+        packed, k = self._exchanges(glob)
+        total = additive.Statistics.unpack(packed, self.spec.n_features, self.c_scale)
+        own, mine = self._own_statistics(everything), self._own_statistics(kept)
+        others = total + additive.Statistics(-own.A, -own.b, -own.c, -own.n, -own.dof)
+        floor = -1e-6 * max(1.0, float(np.trace(total.A)))
+        if others.n < -0.5 or np.linalg.eigvalsh(others.A).min() < floor:
+            return glob
+        out = dataclasses.replace(others + mine, noise_var=total.noise_var)
+        return np.concatenate([out.pack(self.c_scale), [k]])
+
     def _groups(self) -> list[np.ndarray]:
         """The yearly shape's coefficients and the holidays': pooled by weights of their own."""
         split = 2 * self.spec.yearly_order
