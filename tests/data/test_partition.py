@@ -261,3 +261,14 @@ def test_label_distribution_missing_column_names_the_part() -> None:
     parts = [pd.DataFrame({"y": ["a"]}), pd.DataFrame({"z": ["a"]})]
     with pytest.raises(ConfigError, match=r"part 1 has no column 'y'"):
         label_distribution(parts, "y")
+
+
+def test_cut_gives_consecutive_parts_indexed_from_zero_and_checks_the_sizes():
+    from meshfl.data.partition import cut
+
+    whole = pd.DataFrame({"x": range(6)})
+    parts = cut(whole, [2, 0, 4])
+    assert [p["x"].tolist() for p in parts] == [[0, 1], [], [2, 3, 4, 5]]
+    assert all(p.index.equals(pd.RangeIndex(len(p))) for p in parts)
+    with pytest.raises(ConfigError, match="add up to 5, but the frame has 6 rows"):
+        cut(whole, [2, 3])

@@ -30,7 +30,8 @@ import pandas as pd
 
 from meshfl.config.errors import ConfigError
 from meshfl.config.validation import Count, Positive, Seed, Skew, checked
-from meshfl.data.schema import Column, Schema, inherit_validation
+from meshfl.data.partition import cut
+from meshfl.data.schema import Column, Schema
 
 __all__ = [
     "CLIENT_HEALTH_BOUNDS",
@@ -284,12 +285,4 @@ def client_health_partitions(
     features = {k: np.concatenate([d[0][k] for d in draws]) for k in CLIENT_HEALTH_FEATURES}
     churned = np.concatenate([d[1] for d in draws])
     segments = np.concatenate([d[2] for d in draws])
-    whole = CLIENT_HEALTH_SCHEMA.validate(_as_frame(features, churned, segments))
-    ends = np.cumsum(sizes)
-    parts = []
-    for start, end in zip(ends - sizes, ends, strict=True):
-        part = whole.iloc[start:end]
-        part.index = pd.RangeIndex(end - start)
-        parts.append(part)
-    inherit_validation(whole, *parts)
-    return parts
+    return cut(CLIENT_HEALTH_SCHEMA.validate(_as_frame(features, churned, segments)), sizes)

@@ -29,7 +29,7 @@ from meshfl.config.validation import (
 )
 from meshfl.data.schema import inherit_validation
 
-__all__ = ["label_distribution", "partition", "train_test_split"]
+__all__ = ["cut", "label_distribution", "partition", "train_test_split"]
 
 
 def _largest_remainder(total: int, weights: np.ndarray) -> np.ndarray:
@@ -255,6 +255,25 @@ def _rows(frame: pd.DataFrame, positions: np.ndarray) -> pd.DataFrame:
     rows = frame.take(positions)
     rows.index = pd.RangeIndex(len(positions))
     return rows
+
+
+def cut(whole: pd.DataFrame, sizes: Sequence[int] | np.ndarray) -> list[pd.DataFrame]:
+    """``whole``'s rows as consecutive parts of ``sizes`` rows, each with a fresh
+    ``RangeIndex`` and valid wherever ``whole`` was (a mesh drawn as one frame and validated
+    once: a frame per MSP costs more than its rows at thousands of MSPs)."""
+    sizes = np.asarray(sizes, dtype=np.int64)
+    if int(sizes.sum()) != len(whole):
+        raise ConfigError(
+            f"cut: the sizes add up to {int(sizes.sum())}, but the frame has {len(whole)} rows."
+        )
+    ends = np.cumsum(sizes)
+    parts = []
+    for start, end in zip((ends - sizes).tolist(), ends.tolist(), strict=True):
+        part = whole.iloc[start:end]
+        part.index = pd.RangeIndex(end - start)
+        parts.append(part)
+    inherit_validation(whole, *parts)
+    return parts
 
 
 def label_distribution(parts: Sequence[pd.DataFrame], label_column: str) -> pd.DataFrame:

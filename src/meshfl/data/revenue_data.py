@@ -22,7 +22,8 @@ import pandas as pd
 
 from meshfl.config.errors import ConfigError
 from meshfl.config.validation import Count, Seed, Skew, checked
-from meshfl.data.schema import Column, Schema, inherit_validation
+from meshfl.data.partition import cut
+from meshfl.data.schema import Column, Schema
 
 __all__ = [
     "DEFAULT_END",
@@ -206,24 +207,15 @@ def revenue_partitions(
     draws = [
         _draw(int(n), int(s), frequency, DEFAULT_END) for n, s in zip(lengths, seeds, strict=True)
     ]
-    # One frame for the whole mesh, validated once and cut by index: a frame per MSP costs
-    # more than its rows at thousands of MSPs (the draws are those of revenue_series).
+    # One frame for the whole mesh, validated once and cut by index (the draws are those
+    # of revenue_series).
     sizes = lengths.astype(int)
     names = np.array([f"msp-{i}" for i in range(num_msps)], dtype=object)
-    whole = REVENUE_SCHEMA.validate(
-        pd.DataFrame(
-            {
-                "date": np.concatenate([d[0].to_numpy() for d in draws]),
-                "revenue": np.concatenate([d[1] for d in draws]),
-                "series": np.repeat(names, sizes),
-            }
-        )
+    whole = pd.DataFrame(
+        {
+            "date": np.concatenate([d[0].to_numpy() for d in draws]),
+            "revenue": np.concatenate([d[1] for d in draws]),
+            "series": np.repeat(names, sizes),
+        }
     )
-    ends = np.cumsum(sizes)
-    parts = []
-    for start, stop in zip(ends - sizes, ends, strict=True):
-        part = whole.iloc[start:stop]
-        part.index = pd.RangeIndex(stop - start)
-        parts.append(part)
-    inherit_validation(whole, *parts)
-    return parts
+    return cut(REVENUE_SCHEMA.validate(whole), sizes)
