@@ -72,6 +72,22 @@ def test_bench_privacy_writes_table_markdown_and_plot(tmp_path, capsys):
     assert (tmp_path / "privacy_anomaly.png").stat().st_size > 10_000
 
 
+def test_bench_privacy_keeps_embeddings_and_adds_a_reference_federation(tmp_path):
+    cache, out = tmp_path / "embeddings", tmp_path / "out"
+    args = ["bench", "privacy", "--agent", "threat_intel", "--epsilons", "0.1,inf"]
+    args += ["--msps", "2", "--samples", "60", "--encoder", "tiny", "--no-progress"]
+    args += ["--agent-config", '{"trainer": "closed_form", "closed_form": "nearest_mean"}']
+    args += ["--reference-config", '{"local_epochs": 1}', "--no-local-only"]
+    args += ["--secure-aggregation", "plaintext", "--embedding-cache", str(cache)]
+    assert main([*args, "--out", str(out)]) == 0
+    assert list(cache.rglob("shard-*.npz"))  # the embeddings were kept on disk
+    import pandas as pd
+
+    table = pd.read_csv(out / "privacy_threat_intel.csv")
+    assert "federated, reference config" in set(table["setting"])
+    assert not table["setting"].str.startswith("local-only").any()
+
+
 def test_bench_privacy_without_dp_points_still_plots(tmp_path):
     args = ["bench", "privacy", "--agent", "anomaly", "--epsilons", "inf"]
     args += ["--msps", "2", "--rounds", "1", "--no-progress", "--out", str(tmp_path)]

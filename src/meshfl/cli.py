@@ -490,6 +490,32 @@ def _cmd_bench_privacy(
     encoder: Encoder = None,
     progress: Progress = True,
     out: Annotated[str, typer.Option("--out", help="output directory")] = "results/privacy",
+    embedding_cache: Annotated[
+        str | None,
+        typer.Option(
+            "--embedding-cache",
+            metavar="DIR",
+            help="text agents: keep the encoder's embeddings on disk in DIR and reuse those "
+            "found there, so every ε and every later run encodes each text once "
+            "(e.g. results/cache/embeddings; default: in memory, this run only)",
+        ),
+    ] = None,
+    reference_config_json: Annotated[
+        str | None,
+        typer.Option(
+            "--reference-config",
+            help="also run one non-private federation with this agent config (JSON), e.g. "
+            "'{\"trainer\": \"sgd\"}' beside a closed-form sweep: row 'federated, reference "
+            "config'",
+        ),
+    ] = None,
+    local_only: Annotated[
+        bool,
+        typer.Option(
+            "--local-only/--no-local-only",
+            help="add the local-only reference row (each MSP trained alone, no DP)",
+        ),
+    ] = True,
 ) -> int:
     from meshfl.bench.privacy import parse_epsilons, privacy_sweep, write_privacy_report
 
@@ -505,6 +531,13 @@ def _cmd_bench_privacy(
         samples_per_msp=samples_per_msp,
         secure_aggregation=secure_aggregation,  # type: ignore[arg-type]
         progress=progress,
+        embedding_cache=embedding_cache,
+        reference_config=(
+            None
+            if reference_config_json is None
+            else agent_config(reference_config_json, encoder, agent)
+        ),
+        with_local_only=local_only,
     )
     shown = frame.drop(columns=["delta"])
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
