@@ -111,16 +111,13 @@ def test_msp_level_dp_runs_and_warns_when_noise_swamps_signal():
     assert np.all(np.isfinite(result.model.vector))
 
 
-def test_msp_level_dp_is_refused_for_revenue():
-    # revenue's sufficient statistics are not bounded per MSP (yet): refused, with the reason
-    with pytest.raises(meshfl.ConfigError, match="use unit='sample' for agent 'revenue'"):
-        meshfl.simulate(
-            agent="revenue",
-            num_msps=3,
-            rounds=1,
-            progress=False,
-            privacy=DPConfig(epsilon=1.0, unit="msp"),
-        )
+def test_msp_level_dp_is_accepted_for_revenue():
+    # revenue bounds its whole statistics vector per MSP now (XᵀX and the counts included:
+    # tests/federation/test_msp_level_revenue.py); the plan is no longer refused
+    from meshfl.federation import AgentPlan
+
+    plan = AgentPlan(agent="revenue", rounds=1, min_msps=3, privacy=DPConfig(epsilon=1.0, unit="msp"))
+    assert plan.privacy is not None and plan.privacy.unit == "msp"
 
 
 MSP_LEVEL = [

@@ -21,8 +21,17 @@ calendar of periods an MSP reports, hence ``XᵀX`` and the counts, is not prote
 revenue is centred on a noisy histogram mode and clipped to ``±clip_radius``, which bounds
 what one period can change in ``Xᵀy`` and ``yᵀy``; Gaussian noise on the histogram and on
 those statistics, each at multiplier ``sigma·√2``, composes to one Gaussian mechanism of
-multiplier ``sigma`` (the round's event). ``unit="msp"`` is refused: a whole MSP's statistics
-have a sensitivity that grows with its history.
+multiplier ``sigma`` (the round's event).
+
+Privacy (``unit="msp"``): the unit is one whole MSP — all its series and dates, so its
+calendar and history length (``XᵀX``, the counts) are private too. Each MSP computes its
+statistics without DP (its own median centre), scales the whole vector (``XᵀX``, ``Xᵀy``,
+``yᵀy``, counts; public per-coordinate scales :data:`MSP_SCALES` first) to norm
+C = ``max_grad_norm`` and adds its share of the round's Gaussian noise to every entry
+(:mod:`meshfl.federation.msp_privacy`); the slot of the noise variance carries its known,
+public value. The sum is a weighted least-squares problem (each MSP's statistics weighted
+by ``C/‖S_i‖``), solved like any other after a projection of the noisy ``XᵀX`` onto the
+positive semi-definite cone (post-processing).
 """
 
 from __future__ import annotations
@@ -54,6 +63,16 @@ from meshfl.privacy.mechanisms import add_gaussian_noise
 from meshfl.privacy.noise import noise_rng
 
 __all__ = ["Revenue", "RevenueConfig", "RevenueData", "RevenueModel", "SeriesData"]
+
+MSP_SCALES = {"XtX": 0.1, "Xty": 1.0, "yty": 1.0, "counts": 0.05}
+"""Public scales of the packed statistics inside a unit='msp' release, undone after the
+noise. Scaling one MSP's statistics to norm C gives each block a share of C in proportion
+to its norm; unscaled, ``XᵀX`` (and the counts) would take about 96 % of it and ``Xᵀy``,
+which carries the seasonal shape, 4 % (synthetic mesh, 40 periods an MSP). Noise on ``XᵀX``
+moves ``β`` by about ``|β|`` times as much as noise on ``Xᵀy`` does: with ``|β| ≈ 0.2``
+the error of ``β`` is smallest for an ``XᵀX`` scale near 0.1 (``Xᵀy``: 1); the counts only
+serve the pooled variance (intervals) and get 0.05. ``yᵀy`` travels divided by
+``c_scale``, as always."""
 
 _CHECKED = Schema("revenue data, checked and sorted by series and date", REVENUE_SCHEMA.columns)
 """What :meth:`Revenue.load_data` returns: valid, positive, one row per period, sorted."""
@@ -250,7 +269,8 @@ class Revenue(Agent[RevenueData]):
     metric = "neg_smape"
     label_column = "series"
     combine_uses_previous = True  # rounds average their statistics
-    supports_msp_dp = False
+    supports_msp_dp = True
+    msp_contribution = "statistics"
     config: RevenueConfig
 
     def suggested_rounds(self) -> int:
@@ -442,6 +462,46 @@ class Revenue(Agent[RevenueData]):
         )
         packed[-1] = (multiplier * sensitivity) ** 2  # public: sigma and the dates fix it
         return Update(vector=packed, weight=1.0, metrics=metrics, privacy_event=dp.event())
+
+    def _msp_scales(self) -> np.ndarray:
+        """Public scales of the packed statistics (all but the noise slot) under unit='msp'."""
+        p = self.spec.n_features
+        m = p * (p + 1) // 2
+        return np.concatenate(
+            [
+                np.full(m, MSP_SCALES["XtX"]),
+                np.full(p, MSP_SCALES["Xty"]),
+                [MSP_SCALES["yty"], MSP_SCALES["counts"], MSP_SCALES["counts"]],
+            ]
+        )
+
+    def msp_statistics(self, vector: np.ndarray) -> np.ndarray:
+        """What a unit='msp' release bounds to norm C: the statistics, publicly scaled.
+
+        The trailing noise-variance slot is no statistic (0 without DP) and is left out;
+        see :data:`MSP_SCALES` for the scales.
+        """
+        vector = np.asarray(vector, dtype=np.float64)
+        if vector.size != self.stats_size:
+            raise DataSchemaError(
+                f"a revenue update with this config holds {self.stats_size} values; "
+                f"got {vector.size}"
+            )
+        return vector[:-1] * self._msp_scales()
+
+    def msp_release(self, noisy: np.ndarray, *, noise_std: float, shares: int) -> np.ndarray:
+        """The packed update from the noisy scaled statistics (post-processing).
+
+        The scales are undone, and the last slot carries the variance of the noise on
+        ``Xᵀy`` (and on the packed ``yᵀy``) of this MSP's share, ``(sigma·C)²/shares``: public
+        (sigma planned by the coordinator, C and the scales from the config), so the sum
+        of ``k`` releases carries exactly the variance of its noise, ``k·(sigma·C)²/shares``.
+        The noise on ``XᵀX`` and the counts is ``1/scale`` times as large (see
+        :data:`MSP_SCALES`).
+        """
+        unscaled = np.asarray(noisy, dtype=np.float64) / self._msp_scales()
+        variance = (noise_std / MSP_SCALES["Xty"]) ** 2 / max(int(shares), 1)
+        return np.concatenate([unscaled, [variance]])
 
     def noised_release(self, update: Update) -> tuple[np.ndarray, float] | None:
         """The noisy ``Xᵀy`` and ``yᵀy`` statistics; their noise variance travels last."""

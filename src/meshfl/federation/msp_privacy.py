@@ -34,7 +34,7 @@ from meshfl.privacy.events import Mechanism
 from meshfl.privacy.ledger import LedgerBusyError, PrivacyLedger
 from meshfl.privacy.mechanisms import add_gaussian_noise, clip_l2
 
-__all__ = ["bounded_contribution", "msp_contribution", "train_round"]
+__all__ = ["bounded_contribution", "msp_contribution", "msp_statistics", "train_round"]
 
 logger = logging.getLogger(__name__)
 
@@ -189,7 +189,22 @@ def _private_update(
         noise_multiplier=step.noise_multiplier,
         shares=ins.context.noise_shares,
     )  # noise from OS entropy, never from the public seed
-    released = vector + noisy if msp_contribution(agent) == "delta" else noisy
+    if msp_contribution(agent) == "delta":
+        released = vector + noisy
+    else:
+        # an agent whose statistics travel in a form of their own (public scales, public
+        # slots such as the noise variance) maps the noisy statistics back to it: a
+        # post-processing of the noisy release and of public values only
+        finish = getattr(agent, "msp_release", None)
+        released = (
+            noisy
+            if finish is None
+            else finish(
+                noisy,
+                noise_std=step.noise_multiplier * dp.max_grad_norm,
+                shares=ins.context.noise_shares,
+            )
+        )
     return Update(
         vector=released,
         weight=1.0,
@@ -222,10 +237,29 @@ def bounded_contribution(
     counts always are for ``clip_norm <= sqrt(trees)`` (docs/privacy.md). Within an MSP the
     statistics keep their proportions (a leaf's share of a tree, a bin's gradient against its
     hessian): the sum is every MSP's statistics weighted by ``clip_norm / norm``.
+
+    An agent whose update also carries public values (revenue's noise variance) or whose
+    statistics need public per-coordinate scales to share the bound well says which vector
+    is bounded through ``msp_statistics(vector)``; ``msp_release`` maps the noisy vector
+    back (see :func:`msp_statistics`).
     """
     if msp_contribution(agent) == "statistics":
-        contribution = np.asarray(raw.vector, dtype=np.float64)
+        contribution = msp_statistics(agent, raw.vector)
     else:
         contribution = np.asarray(raw.vector, dtype=np.float64) - vector
     clipped, _ = clip_l2(contribution, clip_norm)
     return clipped
+
+
+def msp_statistics(agent: Agent[Any], vector: np.ndarray) -> np.ndarray:
+    """The statistics vector an MSP-level release of a counting agent bounds and noises.
+
+    The agent's update itself, unless the agent says otherwise with ``msp_statistics``:
+    revenue drops the trailing slot that carries the (public) noise variance and applies
+    public per-coordinate scales, so that its shared-shape statistics ``Xᵀy`` get a fair
+    share of the norm ``C`` against ``XᵀX`` and the counts; its ``msp_release`` undoes the
+    scales on the noisy vector and writes the slot with its known value.
+    """
+    own = getattr(agent, "msp_statistics", None)
+    out = np.asarray(vector, dtype=np.float64) if own is None else own(vector)
+    return np.asarray(out, dtype=np.float64)

@@ -530,6 +530,15 @@ def prior_scales(spec: AdditiveSpec, scale: float) -> np.ndarray:
     return np.concatenate([scale / k, np.full(len(spec.holidays), 5.0 * scale)])
 
 
+def _psd(A: np.ndarray) -> np.ndarray:
+    """``A`` symmetrised and projected onto the PSD cone; ``A`` itself when already PSD."""
+    sym = (A + A.T) / 2
+    values, vectors = np.linalg.eigh(sym)
+    if values.size == 0 or values.min() >= -1e-9 * max(1.0, float(np.abs(values).max())):
+        return A
+    return cast(np.ndarray, (vectors * np.maximum(values, 0.0)) @ vectors.T)
+
+
 def solve_shared(
     stats: Statistics,
     spec: AdditiveSpec,
@@ -547,8 +556,15 @@ def solve_shared(
     no data (``n = 0``) ``β = 0``: no seasonality, no holiday effects. The pooled residual
     variance is dropped (NaN) when the noise on ``c``, ``c_noise_std``, exceeds a tenth of
     the residual sum of squares.
+
+    Under MSP-level DP ``ΣA`` is noisy too (a whole MSP's calendar is private): it is
+    symmetrised and projected onto the positive semi-definite cone first (eigenvalues below
+    0 set to 0), a post-processing that leaves an exact ``ΣA`` as it is.
     """
     p = len(stats.b)
+    A = _psd(stats.A)
+    if A is not stats.A:
+        stats = Statistics(A, stats.b, stats.c, stats.n, stats.dof, stats.noise_var)
     precision = stats.A + spec.ridge * np.eye(p)
     s2 = max(stats.noise_var, 0.0)
     if s2 > 0:
