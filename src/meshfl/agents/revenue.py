@@ -64,15 +64,22 @@ from meshfl.privacy.noise import noise_rng
 
 __all__ = ["Revenue", "RevenueConfig", "RevenueData", "RevenueModel", "SeriesData"]
 
-MSP_SCALES = {"XtX": 0.1, "Xty": 1.0, "yty": 1.0, "counts": 0.05}
+MSP_SCALES = {"XtX": 0.005, "Xty": 0.05, "yty": 0.05, "counts": 0.0025}
 """Public scales of the packed statistics inside a unit='msp' release, undone after the
-noise. Scaling one MSP's statistics to norm C gives each block a share of C in proportion
-to its norm; unscaled, ``XᵀX`` (and the counts) would take about 96 % of it and ``Xᵀy``,
-which carries the seasonal shape, 4 % (synthetic mesh, 40 periods an MSP). Noise on ``XᵀX``
-moves ``β`` by about ``|β|`` times as much as noise on ``Xᵀy`` does: with ``|β| ≈ 0.2``
-the error of ``β`` is smallest for an ``XᵀX`` scale near 0.1 (``Xᵀy``: 1); the counts only
-serve the pooled variance (intervals) and get 0.05. ``yᵀy`` travels divided by
-``c_scale``, as always."""
+noise. Their ratios share the bound C among the blocks: scaled to norm C as they are,
+``XᵀX`` (and the counts) would take about 96 % of it and ``Xᵀy``, which carries the seasonal
+shape, 4 % (synthetic mesh, 40 periods an MSP). Noise on ``XᵀX`` moves ``β`` by about ``|β|``
+times as much as noise on ``Xᵀy`` does: with ``|β| ≈ 0.2`` the error of ``β`` is smallest
+for an ``XᵀX`` scale near a tenth of ``Xᵀy``'s; the counts only serve the pooled variance
+(intervals) and get a twentieth. ``yᵀy`` travels divided by ``c_scale``, as always.
+
+Their size sets which MSPs are scaled down to C: about 125 weekly periods of one series
+fill it. Smaller MSPs keep their statistics as they are, so the sum weighs their periods as
+the non-private sum does. Scaling every MSP to C (scales 20 times these) weighs every MSP
+the same instead, a 40-period series as much as a 10-year one, and biases the shared shape
+toward what short histories see: even without noise it kept only 0.70 of the federation's
+gain over the seasonal-naive forecast on the synthetic mesh (these scales: 0.95), and with
+noise no number of MSPs got it to 0.9 (benchmarks/msp_level_dp.py, docs/privacy.md)."""
 
 _CHECKED = Schema("revenue data, checked and sorted by series and date", REVENUE_SCHEMA.columns)
 """What :meth:`Revenue.load_data` returns: valid, positive, one row per period, sorted."""
@@ -496,8 +503,8 @@ class Revenue(Agent[RevenueData]):
         ``Xᵀy`` (and on the packed ``yᵀy``) of this MSP's share, ``(sigma·C)²/shares``: public
         (sigma planned by the coordinator, C and the scales from the config), so the sum
         of ``k`` releases carries exactly the variance of its noise, ``k·(sigma·C)²/shares``.
-        The noise on ``XᵀX`` and the counts is ``1/scale`` times as large (see
-        :data:`MSP_SCALES`).
+        The noise on ``XᵀX`` and on the counts is as many times larger as their scale is
+        smaller than ``Xᵀy``'s (10 and 20 times, :data:`MSP_SCALES`).
         """
         unscaled = np.asarray(noisy, dtype=np.float64) / self._msp_scales()
         variance = (noise_std / MSP_SCALES["Xty"]) ** 2 / max(int(shares), 1)
