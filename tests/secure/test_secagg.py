@@ -208,3 +208,79 @@ def test_an_msp_refuses_a_plan_whose_threshold_is_not_above_half_its_holders(bac
         plan = MaskingPlan(peers, pubs, threshold_for(5, dropout))
         mask, shares = mask_for(sealer, LENGTH, node=1, keys=keys[1], plan=plan, scope=b"s")
         assert len(shares.boxes) == 5 and mask.size
+
+
+def _reference_residues(seed: bytes, level: int, q: int, count: int) -> list[int]:
+    """The PRG as specified, word by word: AES-256-CTR from the counter block
+    ``level (12 bytes, big-endian) || 2`` (what GCM encrypts with), little-endian 64-bit
+    words cut to q's bit length, the first ``count`` below q kept."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    block = int(level).to_bytes(12, "big") + (2).to_bytes(4, "big")
+    stream = Cipher(algorithms.AES(seed), modes.CTR(block)).encryptor()
+    cut, out = (1 << q.bit_length()) - 1, []
+    while len(out) < count:
+        word = int.from_bytes(stream.update(bytes(8)), "little") & cut
+        if word < q:
+            out.append(word)
+    return out
+
+
+@pytest.mark.parametrize("q", [(1 << 60) - (1 << 14) + 1, 3 << 58, (1 << 59) + 1])
+def test_expansion_is_aes_256_ctr_with_rejection_across_blocks(q):
+    """The vectorised expansion (blocks of 8192 words, rejected words refilled from the
+    stream) gives exactly the word-by-word definition, for a prime with almost no
+    rejections and for ones rejecting a quarter and a half of the words."""
+    from meshfl.secure import masking
+
+    seed = bytes(range(7, 39))
+    count = 2 * masking._BLOCK + 5
+    got = expand(seed, [q, q], count)
+    for level in (0, 1):
+        assert [int(v) for v in got[level]] == _reference_residues(seed, level, q, count)
+    assert not np.array_equal(got[0], got[1])  # one stream per prime
+
+
+@pytest.mark.parametrize("q", [(1 << 60) - (1 << 14) + 1, (1 << 59) + 1])
+def test_mask_sum_equals_the_term_by_term_sum_beyond_one_group_and_one_block(q):
+    """More terms than one group (15) and more residues than one block, both signs, two
+    primes: the grouped sums equal adding each expansion modulo q."""
+    from meshfl.secure import masking
+
+    moduli = [q, (1 << 59) + (1 << 20) + 1]
+    count = masking._BLOCK + 33
+    for n_terms in (0, 1, 2, 16, 33):
+        terms = [(bytes([i, 3]) * 16, i % 3 != 0) for i in range(n_terms)]
+        got = masking.mask_sum(terms, moduli, count)
+        for level, modulus in enumerate(moduli):
+            naive = np.zeros(count, dtype=object)
+            for seed, positive in terms:
+                e = expand(seed, moduli, count)[level].astype(object)
+                naive = naive + (e if positive else -e)
+            assert [int(v) for v in got[level]] == [int(v) % modulus for v in naive]
+
+
+def test_derivations_are_rfc_5869_hkdf_and_the_key_pair_caches_only_the_extract_step():
+    """The module's HKDF (HMAC one-shots) equals cryptography's HKDF-SHA-256; a key pair's
+    derivations (extract step kept per peer) equal the module's, at both ends of a pair."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    from meshfl.secure import masking
+
+    a, b = KeyPair(), KeyPair()
+    scope = round_scope("run", "session", "agent", 7)
+    shared = a.agree(b.public)
+    info = b"\x1e".join((b"meshfl-secagg-v1", b"mask", scope, (3).to_bytes(8, "big"),
+                         (9).to_bytes(8, "big")))  # fmt: skip
+    expected = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(shared)
+    assert masking.pairwise_seed(shared, scope, 9, 3) == expected
+    for _ in range(2):  # computed, then from the kept extract step
+        assert a.pairwise_seed(b.public, scope, 3, 9) == expected
+        assert b.pairwise_seed(a.public, scope, 9, 3) == expected
+        assert a.share_key(b.public, scope, 3, 9) == masking.share_key(shared, scope, 3, 9)
+        assert b.share_key(a.public, scope, 3, 9) == masking.share_key(shared, scope, 3, 9)
+        assert a.share_key(b.public, scope, 3, 9) != a.share_key(b.public, scope, 9, 3)
+        assert a.self_share_key(scope, 3) == masking.self_share_key(a.private_bytes, scope, 3)
+    with pytest.raises(InvalidUpdateError, match="32 bytes"):
+        a.pairwise_seed(b"short", scope, 3, 9)

@@ -48,10 +48,7 @@ from meshfl.secure.masking import (
     encrypt_share,
     mask_sum,
     neighbour_graph,
-    pairwise_seed,
     recover_secret,
-    self_share_key,
-    share_key,
     split_secret,
     threshold_for,
 )
@@ -172,15 +169,10 @@ def mask_for(
     own = secrets.token_bytes(SEED_BYTES)  # OS entropy: fresh every round
     terms = [(own, True)]
     shares = split_secret(own, plan.threshold, holders)
-    boxes = [
-        encrypt_share(
-            self_share_key(keys.private_bytes, scope, node), shares[node], _aad(scope, node, node)
-        )
-    ]
+    boxes = [encrypt_share(keys.self_share_key(scope, node), shares[node], _aad(scope, node, node))]
     for peer, public in zip(plan.neighbours, plan.public_keys, strict=True):
-        shared = keys.agree(public)
-        terms.append((pairwise_seed(shared, scope, node, peer), node < peer))
-        key = share_key(shared, scope, node, peer)
+        terms.append((keys.pairwise_seed(public, scope, node, peer), node < peer))
+        key = keys.share_key(public, scope, node, peer)
         boxes.append(encrypt_share(key, shares[peer], _aad(scope, node, peer)))
     total = mask_sum(terms, ring.moduli, ring.mask_size(length))
     return total, MaskedShares(holders, tuple(boxes))
@@ -237,12 +229,12 @@ def answer_unmask(
         if sender not in survivors or (sender != node and sender not in neighbours):
             continue
         if sender == node:
-            key = self_share_key(keys.private_bytes, scope, node)
+            key = keys.self_share_key(scope, node)
         else:
-            key = share_key(keys.agree(neighbours[sender]), scope, sender, node)
+            key = keys.share_key(neighbours[sender], scope, sender, node)
         shares[sender] = decrypt_share(key, box, _aad(scope, sender, node))
     for peer in sorted(dropped & set(neighbours)):
-        seeds[peer] = pairwise_seed(keys.agree(neighbours[peer]), scope, node, peer)
+        seeds[peer] = keys.pairwise_seed(neighbours[peer], scope, node, peer)
     return UnmaskReply(shares, seeds)
 
 
