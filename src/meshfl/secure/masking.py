@@ -117,7 +117,7 @@ def expand(seed: bytes, moduli: Sequence[int], count: int) -> np.ndarray:
         return out
     width = min(_BLOCK, count)
     buf = np.empty((1, width + _BLOCK_WORDS), dtype="<u8")
-    rows = [memoryview(buf[0].view(np.uint8))]
+    rows = [buf[0].view(np.uint8).data]
     for level, q in enumerate(moduli):
         streams = [_keystream(seed, level)]
         for start in range(0, count, _BLOCK):
@@ -214,7 +214,7 @@ def mask_sum(terms: Iterable[tuple[bytes, bool]], moduli: Sequence[int], count: 
     width = min(_BLOCK, count)
     sides = [[seed for seed, positive in terms if positive == sign] for sign in (True, False)]
     buf = np.empty((max(1, min(_GROUP, max(map(len, sides)))), width + _BLOCK_WORDS), "<u8")
-    rows = [memoryview(row.view(np.uint8)) for row in buf]
+    rows = [row.view(np.uint8).data for row in buf]
     sums = np.empty((3, width), dtype=np.uint64)  # positive, negative, scratch
     for level, q in enumerate(moduli):
         q = int(q)
