@@ -17,13 +17,16 @@ def _unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("second_moment", [True, False])
-@pytest.mark.parametrize(("tasks", "cap"), [((5, 3), 2.0), ((2,) * 12 + (2,), 4.0)])
+@pytest.mark.parametrize(
+    ("tasks", "cap", "total"),
+    [((5, 3), 2.0, True), ((2,) * 12 + (2,), 4.0, True), ((5, 3), 2.0, False)],
+)
 def test_one_record_changes_the_statistics_by_at_most_the_sensitivity(
-    tasks: tuple[int, ...], cap: float, second_moment: bool
+    tasks: tuple[int, ...], cap: float, total: bool, second_moment: bool
 ) -> None:
     # add/remove adjacency: removing record i subtracts exactly its own statistics
     rng = np.random.default_rng(0)
-    layout = closed_form.StatisticsLayout(8, tasks, second_moment=second_moment)
+    layout = closed_form.StatisticsLayout(8, tasks, second_moment=second_moment, total=total)
     n = 300
     x = _unit(rng, n, 8)
     x[:5] *= 3.0  # rows above unit norm are scaled down, not trusted
@@ -63,12 +66,15 @@ def _clusters(
     return x / np.linalg.norm(x, axis=1, keepdims=True), y
 
 
+@pytest.mark.parametrize("total", [True, False])
 @pytest.mark.parametrize("second_moment", [True, False])
-def test_private_release_at_epsilon_0_1_beats_the_majority_class(second_moment: bool) -> None:
+def test_private_release_at_epsilon_0_1_beats_the_majority_class(
+    second_moment: bool, total: bool
+) -> None:
     # 3 MSPs x 2,000 easy rows, each releasing once at ε = 0.1, δ = 1e-5 (sigma from the accountant)
     rng = np.random.default_rng(2)
     d, k = 16, 4
-    layout = closed_form.StatisticsLayout(d, (k,), second_moment=second_moment)
+    layout = closed_form.StatisticsLayout(d, (k,), second_moment=second_moment, total=total)
     sigma = calibrate_noise(epsilon=0.1, delta=1e-5, sample_rate=1.0, steps=1)
     event = PrivacyEvent(mechanism="gaussian", noise_multiplier=sigma, sample_rate=1.0, steps=1)
     assert epsilon_spent([event], delta=1e-5) <= 0.1
@@ -109,3 +115,31 @@ def test_noiseless_lda_separates_what_nearest_mean_confuses() -> None:
         scores[second_moment] = np.mean(head.predict_proba(x)[0].argmax(1) == y)
     assert scores[True] > 0.97
     assert scores[True] > scores[False] + 0.05
+
+
+def test_without_total_the_first_task_is_explicit_and_the_bound_is_smaller() -> None:
+    # every record in one class of the first task: its classes add up to n and Σx, so the
+    # layout drops them, and one record moves one column fewer
+    rng = np.random.default_rng(3)
+    with_total = closed_form.StatisticsLayout(6, (4, 3), second_moment=False, count_scale=0.3)
+    explicit = closed_form.StatisticsLayout(
+        6, (4, 3), second_moment=False, count_scale=0.3, total=False
+    )
+    assert explicit.members == with_total.members + 1
+    assert explicit.size == with_total.size  # no n and Σx, one more class count and sum
+    assert closed_form.sensitivity(explicit, 2.0) == pytest.approx(
+        np.sqrt(2 / 3) * closed_form.sensitivity(with_total, 2.0)
+    )
+    x = _unit(rng, 200, 6)
+    y = np.stack([rng.integers(0, 4, 200), rng.integers(0, 3, 200)], axis=1)
+    z = closed_form.memberships(y, explicit, 2.0)
+    assert np.all(z[:, :4].sum(1) == 1)  # one column of the first task per record
+    assert np.linalg.norm(z, axis=1).max() <= np.sqrt(2.0) + 1e-12
+    # noiseless, both layouts solve the same classifier
+    a = closed_form.DiscriminantHead(
+        closed_form.statistics(x, closed_form.memberships(y, with_total, 2.0), with_total),
+        with_total,
+    )
+    b = closed_form.DiscriminantHead(closed_form.statistics(x, z, explicit), explicit)
+    for left, right in zip(a.logits(x), b.logits(x), strict=True):
+        np.testing.assert_allclose(left, right, atol=1e-8)

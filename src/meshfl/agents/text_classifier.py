@@ -187,6 +187,11 @@ class TextClassifier(FrozenEncoderMixin, TorchModuleMixin, Agent[TextData]):
         """Integer targets of validated rows, shape ``(n, len(task_sizes()))``."""
 
     # -- the closed-form head (trainer="closed_form") -----------------------------------
+    first_task_exclusive: ClassVar[bool] = False
+    """Whether every record is in exactly one class of the first task (then the closed-form
+    statistics release each of its classes instead of the count and embedding sum, which
+    lowers their sensitivity: :class:`meshfl.models.closed_form.StatisticsLayout`)."""
+
     @property
     def closed(self) -> bool:
         """Whether the head is solved from summed statistics (``trainer="closed_form"``)."""
@@ -200,6 +205,7 @@ class TextClassifier(FrozenEncoderMixin, TorchModuleMixin, Agent[TextData]):
             self.task_sizes(),
             second_moment=self.config.closed_form == "lda",
             count_scale=self.config.count_weight,
+            total=not self.first_task_exclusive,
         )
 
     def membership_cap(self) -> float:
@@ -392,6 +398,7 @@ class CategoricalTextClassifier(TextClassifier):
     """
 
     model_class: ClassVar[type[TextClassifierModel]]
+    first_task_exclusive = True  # one label per row and task
 
     @abstractmethod
     def tasks(self) -> tuple[tuple[str, tuple[str, ...]], ...]:

@@ -22,6 +22,13 @@ all the mesh's records. Under add/remove adjacency one record with unit-norm emb
 * second moment: ``‖x xᵀ‖_F = ‖x‖² = 1`` (the upper triangle holds each product at most
   once, so its norm is at most that).
 
+Where every record is in exactly one class of the first task (categorical agents), the count
+and embedding sum are redundant: ``total=False`` releases every class of the first task
+instead (its counts and sums add up to them), and drops the ``1 +`` from the bound, which
+becomes ``√(cap(1 + count_scale²) + moment_scale²)``: for two tasks, noise √(2/3) as large
+for the same ε. Each class-0 sum then follows from the first task's sums, which also spares
+the first task's class 0 the ``k`` noise draws of a difference.
+
 Multi-label tasks (one binary task per label) fit the same frame: each label's class 1 is
 "present", and ``cap`` bounds how many labels (plus other tasks) one record may count in.
 
@@ -44,7 +51,9 @@ class StatisticsLayout:
     """Where each statistic sits in the packed vector.
 
     Order: ``[n, Σx (dim), class counts (members), class sums (members·dim),
-    Σxxᵀ upper triangle (dim·(dim+1)/2, if second_moment), noise variance]``. Counts are
+    Σxxᵀ upper triangle (dim·(dim+1)/2, if second_moment), noise variance]``; with
+    ``total=False`` there is no ``n`` and ``Σx``, and the first task has a column for each of
+    its classes (every record must be in exactly one of them: they sum to ``n`` and ``Σx``). Counts are
     multiplied by ``count_scale`` and the second moment by ``moment_scale`` (they share the
     Gaussian mechanism's noise with the sums in those proportions). The last value is the
     variance of the noise on each packed coordinate (0 without DP): public, as it follows
@@ -56,20 +65,29 @@ class StatisticsLayout:
     second_moment: bool = True
     count_scale: float = 1.0
     moment_scale: float = 1.0
+    total: bool = True
 
     @cached_property
     def offsets(self) -> tuple[int, ...]:
-        """Start of each task's first non-first class among the members."""
+        """Start of each task's first column among the members (its class 1's, or, for the
+        first task without ``total``, its class 0's)."""
         starts, at = [], 0
-        for k in self.task_sizes:
+        for t, k in enumerate(self.task_sizes):
             starts.append(at)
-            at += k - 1
+            at += k if (t == 0 and not self.total) else k - 1
         return tuple(starts)
 
     @property
     def members(self) -> int:
-        """Classes with their own count and sum (all but each task's first)."""
-        return sum(k - 1 for k in self.task_sizes)
+        """Classes with their own count and sum (all but each task's first, except for the
+        first task without ``total``)."""
+        explicit = 0 if self.total else 1
+        return sum(k - 1 for k in self.task_sizes) + explicit
+
+    @property
+    def head_size(self) -> int:
+        """Values before the class counts: ``n`` and ``Σx`` (``total``), or none."""
+        return 1 + self.dim if self.total else 0
 
     @property
     def moment_size(self) -> int:
@@ -78,7 +96,7 @@ class StatisticsLayout:
     @property
     def size(self) -> int:
         """Length of the packed vector, its noise variance included."""
-        return 1 + self.dim + self.members * (1 + self.dim) + self.moment_size + 1
+        return self.head_size + self.members * (1 + self.dim) + self.moment_size + 1
 
     @property
     def private(self) -> slice:
@@ -90,13 +108,17 @@ def memberships(targets: np.ndarray, layout: StatisticsLayout, cap: float) -> np
     """Class membership rows ``z`` of integer ``targets`` (one column per task), ‖z‖ ≤ √cap.
 
     A record in class ``k ≥ 1`` of task ``t`` has a 1 in that class's column; class 0 of every
-    task has no column (it follows from the totals). Rows of norm above ``√cap`` are scaled
+    task has no column (it follows from the totals), except the first task's without
+    ``layout.total`` (every class of it has one). Rows of norm above ``√cap`` are scaled
     down to it: that bounds the sensitivity (:func:`sensitivity`) whatever a record's labels.
     """
     targets = np.asarray(targets, dtype=np.int64)
     z = np.zeros((len(targets), layout.members), dtype=np.float64)
     for t, start in enumerate(layout.offsets):
         col = targets[:, t]
+        if t == 0 and not layout.total:
+            z[np.arange(len(col)), start + col] = 1.0
+            continue
         rows = np.flatnonzero(col > 0)
         z[rows, start + col[rows] - 1] = 1.0
     norms = np.sqrt(z.sum(1))  # entries are 0/1
@@ -107,7 +129,8 @@ def memberships(targets: np.ndarray, layout: StatisticsLayout, cap: float) -> np
 def sensitivity(layout: StatisticsLayout, cap: float) -> float:
     """L2 sensitivity of :func:`statistics` to adding or removing one record."""
     a, b = layout.count_scale, layout.moment_scale if layout.second_moment else 0.0
-    return float(np.sqrt((1.0 + cap) * (1.0 + a * a) + b * b))
+    columns = 1.0 + cap if layout.total else cap
+    return float(np.sqrt(columns * (1.0 + a * a) + b * b))
 
 
 def statistics(features: np.ndarray, z: np.ndarray, layout: StatisticsLayout) -> np.ndarray:
@@ -120,9 +143,8 @@ def statistics(features: np.ndarray, z: np.ndarray, layout: StatisticsLayout) ->
     norms = np.linalg.norm(x, axis=1)
     x = x / np.maximum(norms, 1.0)[:, None]
     a = layout.count_scale
-    parts = [
-        np.array([a * len(x)]),
-        x.sum(0),
+    parts = [np.array([a * len(x)]), x.sum(0)] if layout.total else []
+    parts += [
         a * z.sum(0),
         (z.T @ x).ravel(),
     ]
@@ -172,25 +194,39 @@ class DiscriminantHead:
             )
         d, c, a = layout.dim, layout.members, layout.count_scale
         noise_std = float(np.sqrt(max(packed[-1], 0.0)))
-        n = max(packed[0] / a, 1.0)
-        total = packed[1 : 1 + d]
-        counts = packed[1 + d : 1 + d + c] / a
-        sums = packed[1 + d + c : 1 + d + c + c * d].reshape(c, d)
+        h = layout.head_size
+        counts = packed[h : h + c] / a
+        sums = packed[h + c : h + c + c * d].reshape(c, d)
+        k0 = layout.task_sizes[0]
+        if layout.total:
+            n, total = packed[0] / a, packed[1 : 1 + d]
+            total_draws = 1.0
+        else:  # every record is in one class of the first task
+            n, total = counts[:k0].sum(), sums[:k0].sum(0)
+            total_draws = float(k0)
+        n = max(n, 1.0)
         second = None
         if layout.second_moment:
-            upper = packed[1 + d + c + c * d : -1] / layout.moment_scale
+            upper = packed[h + c + c * d : -1] / layout.moment_scale
             second = np.zeros((d, d))
             second[np.triu_indices(d)] = upper
             second = second + np.triu(second, 1).T
         self.layout = layout
         self.tasks: list[_Task] = []
-        for start, k in zip(layout.offsets, layout.task_sizes, strict=True):
-            task_counts = np.empty(k)
-            task_sums = np.empty((k, d))
-            task_counts[1:] = counts[start : start + k - 1]
-            task_sums[1:] = sums[start : start + k - 1]
-            task_counts[0] = n - task_counts[1:].sum()
-            task_sums[0] = total - task_sums[1:].sum(0)
+        for t, (start, k) in enumerate(zip(layout.offsets, layout.task_sizes, strict=True)):
+            # noise draws on each class's sum: class 0's is the total minus the others
+            draws = np.ones(k)
+            if t == 0 and not layout.total:
+                task_counts = counts[start : start + k].copy()
+                task_sums = sums[start : start + k].copy()
+            else:
+                task_counts = np.empty(k)
+                task_sums = np.empty((k, d))
+                task_counts[1:] = counts[start : start + k - 1]
+                task_sums[1:] = sums[start : start + k - 1]
+                task_counts[0] = n - task_counts[1:].sum()
+                task_sums[0] = total - task_sums[1:].sum(0)
+                draws[0] = total_draws + (k - 1)
             task_counts = np.maximum(task_counts, 1.0)
             self.tasks.append(
                 _solve(
@@ -198,6 +234,7 @@ class DiscriminantHead:
                     task_sums,
                     n,
                     second,
+                    draws=draws,
                     shrinkage=shrinkage,
                     noise_std=noise_std,
                     moment_noise=noise_std / layout.moment_scale,
@@ -225,6 +262,7 @@ def _solve(
     n: float,
     second: np.ndarray | None,
     *,
+    draws: np.ndarray,
     shrinkage: float,
     noise_std: float,
     moment_noise: float,
@@ -235,12 +273,10 @@ def _solve(
     ``μ_kᵀAμ_k`` by ``v_k·tr(A)`` on average, most for the rarest classes; the biases
     subtract it, or rare classes would never be predicted under DP.
     """
-    d, k = sums.shape[1], len(counts)
+    d = sums.shape[1]
     means = sums / counts[:, None]
     priors = counts / counts.sum()
-    # class 0's sum is the total minus the others: it carries k draws of the noise
-    draws = np.ones(k)
-    draws[0] = k
+    # ``draws``: noise draws on each class's sum (a difference of released sums has several)
     mean_var = noise_std**2 * draws / counts**2
     square = np.sum(means * means, 1) - d * mean_var
     # unit vectors: total variance 1 = within-class trace + Σπ‖μ‖²
