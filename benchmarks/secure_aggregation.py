@@ -81,7 +81,7 @@ from meshfl.secure import CKKSParams, plaintext_backend, seal_payload
 from meshfl.secure.binding import TAG_SLOTS
 from meshfl.secure.ckks import CKKSAggregator, CKKSSealer, ckks_vector_from, ephemeral_ckks_backend
 from meshfl.secure.masking import KeyPair, default_degree, round_scope
-from meshfl.secure.secagg import MIN_MASKED, RoundMasking, answer_unmask, mask_for
+from meshfl.secure.secagg import MIN_MASKED, RoundMasking, answer_unmask, mask_for, seal_masked
 
 RESULTS = Path(__file__).parent / "results"
 FLOAT32 = 4
@@ -154,8 +154,8 @@ def masked_round(
         plan, fresh = masking.plan_for(node), KeyPair()
 
         def path(node: int = node, plan: Any = plan, fresh: KeyPair = fresh) -> None:
-            mask, _ = mask_for(sealer, length, node=node, keys=fresh, plan=plan, scope=scope)
-            sealer.seal(payload, mask=mask)
+            # as the ClientApp does: the mask computed while the ciphertexts are encrypted
+            seal_masked(sealer, payload, node=node, keys=fresh, plan=plan, scope=scope)
 
         for alone in (True, False) if i % 2 == 0 else (False, True):
             if alone:

@@ -23,6 +23,7 @@ from meshfl.secure.secagg import (
     RoundMasking,
     answer_unmask,
     mask_update,
+    seal_masked,
 )
 
 LENGTH = 300
@@ -33,9 +34,13 @@ def backend():
     return ephemeral_ckks_backend()
 
 
-def _round(backend, unmask_replies, n, *, unmask_drops=0, send_drops=0, degree=None):
+def _round(
+    backend, unmask_replies, n, *, unmask_drops=0, send_drops=0, degree=None, in_thread=False
+):
     """n sampled MSPs; ``send_drops`` send nothing (D0), ``unmask_drops`` send but never
-    answer the unmask request (D1). Returns (opened sum or MaskRecoveryError, survivors' sum)."""
+    answer the unmask request (D1); ``in_thread``: each MSP masks while it seals, as
+    the ClientApp does (:func:`seal_masked`), else after sealing (:func:`mask_update`).
+    Returns (opened sum or MaskRecoveryError, survivors' sum)."""
     sealer, aggregator = backend
     rng = np.random.default_rng(n)
     nodes = list(range(101, 101 + n))
@@ -46,14 +51,11 @@ def _round(backend, unmask_replies, n, *, unmask_drops=0, send_drops=0, degree=N
     updates, masked = {}, []
     for node in senders:
         updates[node] = rng.normal(size=LENGTH)
-        sealed, shares = mask_update(
-            sealer,
-            sealer.seal(updates[node]),
-            node=node,
-            keys=keys[node],
-            plan=masking.plan_for(node),
-            scope=scope,
-        )
+        how = dict(node=node, keys=keys[node], plan=masking.plan_for(node), scope=scope)
+        if in_thread:
+            sealed, shares = seal_masked(sealer, updates[node], **how)
+        else:
+            sealed, shares = mask_update(sealer, sealer.seal(updates[node]), **how)
         masking.accept(node, shares)
         masked.append(sealed)
     total = aggregator.add(masked)
@@ -68,10 +70,11 @@ def _round(backend, unmask_replies, n, *, unmask_drops=0, send_drops=0, degree=N
     return sealer.open(aggregator.shift(total, correction, subtract=True)), expected
 
 
-@pytest.mark.parametrize("share", [0.0, 0.1, 0.3])
-def test_a_round_survives_dropouts_up_to_the_threshold(backend, share, unmask_replies):
+@pytest.mark.parametrize(("share", "in_thread"), [(0.0, False), (0.1, False), (0.3, True)])
+def test_a_round_survives_dropouts_up_to_the_threshold(backend, share, in_thread, unmask_replies):
     n = 10
-    opened, expected = _round(backend, unmask_replies, n, unmask_drops=math.floor(share * n))
+    drops = math.floor(share * n)
+    opened, expected = _round(backend, unmask_replies, n, unmask_drops=drops, in_thread=in_thread)
     assert not isinstance(opened, MaskRecoveryError)
     np.testing.assert_allclose(opened, expected, atol=1e-4)
 
@@ -187,6 +190,12 @@ def test_masking_while_sealing_equals_masking_after(backend):
     with pytest.raises(InvalidUpdateError):
         sealer.open(sealed)
     opened = sealer.open(aggregator.shift(sealed, mask, subtract=True))
+    np.testing.assert_allclose(opened, values, atol=1e-5)
+    # a mask given as a function is asked for once, after encryption, and used the same way
+    asked = []
+    later = sealer.seal(values, mask=lambda: asked.append(1) or mask)
+    assert asked == [1]
+    opened = sealer.open(aggregator.shift(later, mask, subtract=True))
     np.testing.assert_allclose(opened, values, atol=1e-5)
 
 

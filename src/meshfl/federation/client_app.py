@@ -57,7 +57,13 @@ from meshfl.secure.aggregate import seal_payload
 from meshfl.secure.backend import PLAINTEXT, Sealed, Sealer
 from meshfl.secure.binding import Binding, tags
 from meshfl.secure.masking import round_scope
-from meshfl.secure.secagg import MIN_MASKED, MaskedShares, MaskingPlan, answer_unmask, mask_for
+from meshfl.secure.secagg import (
+    MIN_MASKED,
+    MaskedShares,
+    MaskingPlan,
+    answer_unmask,
+    seal_masked,
+)
 
 if TYPE_CHECKING:
     from meshfl.secure.ckks import CKKSSealer
@@ -332,10 +338,9 @@ class MSPNode:
                 if scope.hex() in rounds:
                     raise MeshflError("this MSP already masked an update for this round")
                 ring = cast("CKKSSealer", box)  # checked above
-                mask, shares = mask_for(
-                    ring, payload.size, node=context.node_id, keys=keys, plan=plan, scope=scope
+                masked, shares = seal_masked(
+                    ring, payload, node=context.node_id, keys=keys, plan=plan, scope=scope
                 )
-                masked = ring.seal(payload, mask=mask)
                 rounds[scope.hex()] = {
                     "neighbours": {
                         str(n): k.hex()

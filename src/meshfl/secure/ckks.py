@@ -67,7 +67,7 @@ import math
 import os
 import struct
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any, TypeAlias
 
@@ -259,12 +259,20 @@ class CKKSSealer(_CodecSide):
             self._binding_key = hashlib.sha256(b"meshfl-binding-v1\x00" + material).digest()
         return self._binding_key
 
-    def seal(self, values: np.ndarray, *, mask: np.ndarray | None = None) -> Sealed:
+    def seal(
+        self,
+        values: np.ndarray,
+        *,
+        mask: np.ndarray | Callable[[], np.ndarray] | None = None,
+    ) -> Sealed:
         """Encrypt a flat float vector, N/2 values per ciphertext.
 
         ``mask`` (shape ``(len(moduli), mask_size(len(values)))``, residues below each
         prime) is added to the ciphertexts' ``c0`` as they are packed: what :meth:`shift`
         would do afterwards, without unpacking them again (:mod:`meshfl.secure.secagg`).
+        It may be a function returning the mask, called once every ciphertext is
+        encrypted: a mask computed meanwhile in another thread costs no time of its own
+        (:func:`meshfl.secure.secagg.seal_masked`).
 
         Raises
         ------
@@ -278,23 +286,29 @@ class CKKSSealer(_CodecSide):
         if not float(np.max(np.abs(array))) < self.max_seal_abs:
             raise ValueRangeError(_range_message(self._codec))
         slots, degree = self._codec.slots, self._codec.degree
-        if mask is not None and (
-            mask.dtype != np.uint64 or mask.shape != (len(self.moduli), self.mask_size(array.size))
-        ):
-            raise ValueError("the mask does not fit this payload's ciphertexts")
-        chunks = []
+        vectors = []
         for start in range(0, array.size, slots):
-            part = array[start : start + slots].tolist()
             try:
-                vector = ts.ckks_vector(self._encrypting, part)
+                vectors.append(
+                    ts.ckks_vector(self._encrypting, array[start : start + slots].tolist())
+                )
             except ValueError as err:
                 if "too large" in str(err):
                     raise ValueRangeError(_range_message(self._codec)) from None
                 raise
-            j = start // slots
-            part = None if mask is None else mask[:, j * degree : (j + 1) * degree]
-            chunks.append(self._codec.dump(vector, part))
-        return Sealed(CKKS, self.key_id, int(array.size), tuple(chunks))
+        if callable(mask):
+            mask = mask()
+        if mask is not None and (
+            mask.dtype != np.uint64 or mask.shape != (len(self.moduli), self.mask_size(array.size))
+        ):
+            raise ValueError("the mask does not fit this payload's ciphertexts")
+        chunks = tuple(
+            self._codec.dump(
+                vector, None if mask is None else mask[:, j * degree : (j + 1) * degree]
+            )
+            for j, vector in enumerate(vectors)
+        )
+        return Sealed(CKKS, self.key_id, int(array.size), chunks)
 
     def open(self, sealed: Sealed) -> np.ndarray:
         """Decrypt a sealed payload (or sum) to float64.

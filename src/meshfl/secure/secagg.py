@@ -32,7 +32,8 @@ returns the total mask of ``S``, which only the sum of ``S``'s ciphertexts carri
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -65,6 +66,7 @@ __all__ = [
     "answer_unmask",
     "mask_for",
     "mask_update",
+    "seal_masked",
 ]
 
 MIN_MASKED = 3
@@ -81,6 +83,14 @@ class Ring(Protocol):
     def mask_size(self, length: int) -> int: ...
 
     def shift(self, sealed: Sealed, mask: np.ndarray, *, subtract: bool = False) -> Sealed: ...
+
+
+class SealingRing(Ring, Protocol):
+    """A ring that seals, adding a mask as it packs (:class:`~meshfl.secure.ckks.CKKSSealer`)."""
+
+    def seal(
+        self, values: np.ndarray, *, mask: np.ndarray | Callable[[], np.ndarray] | None = None
+    ) -> Sealed: ...
 
 
 class MaskRecoveryError(MeshflError):
@@ -176,6 +186,35 @@ def mask_for(
         boxes.append(encrypt_share(key, shares[peer], _aad(scope, node, peer)))
     total = mask_sum(terms, ring.moduli, ring.mask_size(length))
     return total, MaskedShares(holders, tuple(boxes))
+
+
+_MASKING = ThreadPoolExecutor(max_workers=1, thread_name_prefix="meshfl-mask")
+"""Computes an MSP's mask while its ciphertexts are encrypted (both release the GIL)."""
+
+
+def seal_masked(
+    ring: SealingRing,
+    payload: np.ndarray,
+    *,
+    node: int,
+    keys: KeyPair,
+    plan: MaskingPlan,
+    scope: bytes,
+) -> tuple[Sealed, MaskedShares]:
+    """Seal one MSP's payload with its round mask (:func:`mask_for`): the mask is computed
+    in a worker thread while the ciphertexts are encrypted, then added as they are packed.
+
+    The same ciphertext as ``ring.seal(payload, mask=mask_for(...)[0])``, in about the
+    time of the longer of the two on a machine with a core to spare.
+    """
+    pending = _MASKING.submit(
+        mask_for, ring, payload.size, node=node, keys=keys, plan=plan, scope=scope
+    )
+    try:
+        sealed = ring.seal(payload, mask=lambda: pending.result()[0])
+    finally:
+        result = pending.result()  # never leave the worker running behind an error
+    return sealed, result[1]
 
 
 def mask_update(
