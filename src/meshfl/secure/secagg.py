@@ -31,6 +31,7 @@ returns the total mask of ``S``, which only the sum of ``S``'s ciphertexts carri
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -188,8 +189,17 @@ def mask_for(
     return total, MaskedShares(holders, tuple(boxes))
 
 
-_MASKING = ThreadPoolExecutor(max_workers=1, thread_name_prefix="meshfl-mask")
-"""Computes an MSP's mask while its ciphertexts are encrypted (both release the GIL)."""
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _masking_pool() -> ThreadPoolExecutor:
+    """This process's worker for masks computed while ciphertexts are encrypted (both
+    release the GIL). One per process id: a ClientApp forked from a warm process must not
+    inherit a pool whose thread stayed behind in the parent."""
+    pid = os.getpid()
+    if pid not in _POOLS:
+        _POOLS[pid] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="meshfl-mask")
+    return _POOLS[pid]
 
 
 def seal_masked(
@@ -207,7 +217,7 @@ def seal_masked(
     The same ciphertext as ``ring.seal(payload, mask=mask_for(...)[0])``, in about the
     time of the longer of the two on a machine with a core to spare.
     """
-    pending = _MASKING.submit(
+    pending = _masking_pool().submit(
         mask_for, ring, payload.size, node=node, keys=keys, plan=plan, scope=scope
     )
     try:
