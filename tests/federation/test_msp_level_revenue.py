@@ -158,7 +158,8 @@ def test_msp_level_release_bounds_the_same_attack(tmp_path):
         scaled = msp_statistics(agent, release.vector)
         assert float(np.std(scaled - bounded[which])) == pytest.approx(sigma * C, rel=0.15)
         # the noise-variance slot carries its known, public value: not noise
-        assert release.vector[-1] == pytest.approx((sigma * C / MSP_SCALES["Xty"]) ** 2)
+        known = (sigma * C / MSP_SCALES["Xty"]) ** 2 * agent.msp_noise_factor()
+        assert release.vector[-1] == pytest.approx(known)
         assert release.vector[-1] > 0
         # only the example count leaves the MSP besides the vector
         assert set(release.metrics) == {"examples"}
@@ -214,7 +215,10 @@ def test_the_sum_of_msp_releases_carries_the_planned_noise(tmp_path):
     assert abs(float(np.mean(noise))) < 4 * sigma * C / math.sqrt(d)
     # the sum's noise slot is the variance of the noise it carries on Xᵀy (m shares of it),
     # in Xᵀy's own units (the public scale undone)
-    assert total_release[-1] == pytest.approx((sigma * C / MSP_SCALES["Xty"]) ** 2)
+    # (times the public factor for the noise that XᵀX adds to the solve's observation)
+    known = (sigma * C / MSP_SCALES["Xty"]) ** 2 * agent.msp_noise_factor()
+    assert total_release[-1] == pytest.approx(known)
+    assert 20 < agent.msp_noise_factor() < 30
 
 
 def test_noisy_shared_fit_is_solved_and_used_by_every_msp(tmp_path):

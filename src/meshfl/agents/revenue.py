@@ -496,19 +496,34 @@ class Revenue(Agent[RevenueData]):
             )
         return vector[:-1] * self._msp_scales()
 
+    def msp_noise_factor(self) -> float:
+        """How much the noise slot of a unit='msp' release exceeds the variance on ``Xᵀy``.
+
+        The solve reads ``Σb`` as the observation ``Ãβ + e`` (``Ã`` the noisy ``ΣA`` plus the
+        ridge). Under MSP-level DP ``ΣA`` is noisy too, ``Ã = A + E``, so the observation's
+        error is ``e_b − Eβ``: per entry of variance ``s² + s_A²·‖β‖²``, with ``s_A = s·r`` and
+        ``r`` the ratio of the ``Xᵀy`` and ``XᵀX`` scales. ``‖β‖²`` is taken at its prior mean
+        ``Σ τ_k²`` (:func:`additive.prior_scales`): ``1 + r²·Σ τ_k²`` (about 26 with the
+        defaults), a function of public config only.
+        """
+        ratio = MSP_SCALES["Xty"] / MSP_SCALES["XtX"]
+        tau = additive.prior_scales(self.spec, self.config.dp_prior_scale)
+        return float(1.0 + ratio**2 * np.sum(tau**2))
+
     def msp_release(self, noisy: np.ndarray, *, noise_std: float, shares: int) -> np.ndarray:
         """The packed update from the noisy scaled statistics (post-processing).
 
-        The scales are undone, and the last slot carries the variance of the noise on
-        ``Xᵀy`` (and on the packed ``yᵀy``) of this MSP's share, ``(sigma·C)²/shares``: public
-        (sigma planned by the coordinator, C and the scales from the config), so the sum
-        of ``k`` releases carries exactly the variance of its noise, ``k·(sigma·C)²/shares``.
-        The noise on ``XᵀX`` and on the counts is as many times larger as their scale is
+        The scales are undone, and the last slot carries this MSP's share of the noise
+        variance the solve must assume, ``(sigma·C/scale)²/shares`` on ``Xᵀy`` (and on the
+        packed ``yᵀy``) times :meth:`msp_noise_factor` for the noise that ``XᵀX`` carries:
+        public (sigma planned by the coordinator, C, the scales and the prior from the
+        config), so the sum of ``k`` releases carries ``k/shares`` times the round's. The
+        noise on ``XᵀX`` and on the counts is as many times larger as their scale is
         smaller than ``Xᵀy``'s (10 and 20 times, :data:`MSP_SCALES`).
         """
         unscaled = np.asarray(noisy, dtype=np.float64) / self._msp_scales()
         variance = (noise_std / MSP_SCALES["Xty"]) ** 2 / max(int(shares), 1)
-        return np.concatenate([unscaled, [variance]])
+        return np.concatenate([unscaled, [variance * self.msp_noise_factor()]])
 
     def noised_release(self, update: Update) -> tuple[np.ndarray, float] | None:
         """The noisy ``Xᵀy`` and ``yᵀy`` statistics; their noise variance travels last."""
