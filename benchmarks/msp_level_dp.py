@@ -12,7 +12,7 @@ against the issue's 0.9 goal, sigma and the seconds each run took.
 ``revenue`` (one series per MSP, 40 periods on average; its whole statistics vector —
 ``XᵀX``, ``Xᵀy``, ``yᵀy``, counts, publicly scaled — scaled to norm C) is scored by sMAPE
 (lower is better) on every MSP's held-out periods, against the seasonal-naive forecast of
-the same periods: the ratio is (sMAPE_naive − sMAPE_ε) / (sMAPE_naive − sMAPE_∞), the share
+the same periods: the ratio is (sMAPE_naive - sMAPE_ε) / (sMAPE_naive - sMAPE_∞), the share
 of the federation's gain over the trivial forecast that survives the noise.
 
 It also prints, per agent, how much of the per-MSP bound each way of bounding an MSP's
@@ -165,7 +165,9 @@ def revenue_needed(
     parts = the.synthetic_partitions(base, samples_per_msp=40, seed=0)
     splits = [the.split(f, test_fraction=0.2, seed=i) for i, f in enumerate(parts)]
     v0 = the.init_vector(seed=0)
-    raws = [the.local_update(v0, the.prepare(tr), server_round=1, seed=0).vector for tr, _ in splits]
+    raws = [
+        the.local_update(v0, the.prepare(tr), server_round=1, seed=0).vector for tr, _ in splits
+    ]
     tests = [the.prepare(te) for _, te in splits[:evaluated]]
 
     def score(vector: np.ndarray) -> tuple[float, float]:
@@ -185,7 +187,9 @@ def revenue_needed(
             noisy = (factor * bounded + noise) if factor else bounded
             std = sigma if factor else 0.0
             released = the.msp_release(noisy, noise_std=std, shares=1)
-            smapes.append(score(the.combine(v0, released, base * max(factor, 1), server_round=1))[0])
+            smapes.append(
+                score(the.combine(v0, released, base * max(factor, 1), server_round=1))[0]
+            )
         ratio = (naive - float(np.mean(smapes))) / (naive - open_)
         rows.append(
             {
@@ -225,7 +229,7 @@ def _table_row(
             f"quality ε={epsilon:g}": f"sMAPE {private['smape']}",
             "quality ε=∞": f"sMAPE {open_['smape']}",
             "ratio": round(ratio, 3),
-            "ratio is": f"(naive − sMAPE_ε)/(naive − sMAPE_∞), naive sMAPE {naive}",
+            "ratio is": f"(naive - sMAPE_ε)/(naive - sMAPE_∞), naive sMAPE {naive}",
         }
     else:
         ratio = (private["auc"] - 0.5) / (open_["auc"] - 0.5)
@@ -233,7 +237,7 @@ def _table_row(
             f"quality ε={epsilon:g}": f"AUC {private['auc']}",
             "quality ε=∞": f"AUC {open_['auc']}",
             "ratio": round(ratio, 3),
-            "ratio is": "(AUC_ε − 0.5)/(AUC_∞ − 0.5)",
+            "ratio is": "(AUC_ε - 0.5)/(AUC_∞ - 0.5)",
         }
     return {
         "agent": agent,

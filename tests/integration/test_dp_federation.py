@@ -116,7 +116,9 @@ def test_msp_level_dp_is_accepted_for_revenue():
     # tests/federation/test_msp_level_revenue.py); the plan is no longer refused
     from meshfl.federation import AgentPlan
 
-    plan = AgentPlan(agent="revenue", rounds=1, min_msps=3, privacy=DPConfig(epsilon=1.0, unit="msp"))
+    plan = AgentPlan(
+        agent="revenue", rounds=1, min_msps=3, privacy=DPConfig(epsilon=1.0, unit="msp")
+    )
     assert plan.privacy is not None and plan.privacy.unit == "msp"
 
 

@@ -501,7 +501,7 @@ class Revenue(Agent[RevenueData]):
 
         The solve reads ``Σb`` as the observation ``Ãβ + e`` (``Ã`` the noisy ``ΣA`` plus the
         ridge). Under MSP-level DP ``ΣA`` is noisy too, ``Ã = A + E``, so the observation's
-        error is ``e_b − Eβ``: per entry of variance ``s² + s_A²·‖β‖²``, with ``s_A = s·r`` and
+        error is ``e_b - Eβ``: per entry of variance ``s² + s_A²·‖β‖²``, with ``s_A = s·r`` and
         ``r`` the ratio of the ``Xᵀy`` and ``XᵀX`` scales. ``‖β‖²`` is taken at its prior mean
         ``Σ τ_k²`` (:func:`additive.prior_scales`): ``1 + r²·Σ τ_k²`` (about 26 with the
         defaults), a function of public config only.
