@@ -68,3 +68,18 @@ def test_embeddings_persist_across_processes(tmp_path):
     np.testing.assert_array_equal(fresh.encode(texts), expected)
     assert fresh.encoded_texts == 0
     assert list((tmp_path).rglob("shard-*.npz"))
+
+
+def test_texts_encoded_before_the_cache_had_a_folder_are_kept_too(tmp_path):
+    from meshfl.models.text_encoder import TextEncoder
+
+    shared = load_text_encoder("tiny")
+    first = TextEncoder(shared.model, shared.tokenizer, name="tiny")
+    texts = [f"encoded early {i}" for i in range(5)]
+    expected = first.encode(texts)  # in memory only
+    first.persist_to(tmp_path)
+    first.encode(texts)  # all cached: nothing is encoded, but now they reach the disk
+    fresh = TextEncoder(shared.model, shared.tokenizer, name="tiny")
+    fresh.persist_to(tmp_path)
+    np.testing.assert_array_equal(fresh.encode(texts), expected)
+    assert fresh.encoded_texts == 0

@@ -115,6 +115,7 @@ class TextEncoder:
             os.fsync(fh.fileno())
         os.replace(tmp, self._disk / name)
         self._loaded_shards.add(name)
+        self._by_hash.update((key, self._cache[t]) for key, t in zip(keys, texts, strict=True))
 
     def __repr__(self) -> str:
         return f"TextEncoder(name={self.name!r}, dim={self.dim}, cached={len(self._cache)})"
@@ -153,8 +154,10 @@ class TextEncoder:
                     bar.update(len(batch))
             if bar is not None:
                 bar.close()
-            if self._disk is not None and missing:
-                self._save_shard(missing)
+            if self._disk is not None:  # also texts encoded before the cache had a folder
+                unsaved = [t for t in dict.fromkeys(texts) if _text_key(t) not in self._by_hash]
+                if unsaved:
+                    self._save_shard(unsaved)
             if not texts:
                 return np.zeros((0, self.dim), dtype=np.float32)
             return np.stack([self._cache[t] for t in texts])
