@@ -505,7 +505,7 @@ def _cmd_bench_privacy(
         typer.Option(
             "--reference-config",
             help="also run one non-private federation with this agent config (JSON), e.g. "
-            "'{\"trainer\": \"sgd\"}' beside a closed-form sweep: row 'federated, reference "
+            '\'{"trainer": "sgd"}\' beside a closed-form sweep: row \'federated, reference '
             "config'",
         ),
     ] = None,

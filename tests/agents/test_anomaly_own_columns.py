@@ -9,7 +9,6 @@ import pytest
 import meshfl
 from meshfl.agents.anomaly import Anomaly
 from meshfl.config.errors import ConfigError, DataSchemaError
-from meshfl.models.ranking import roc_auc
 
 KINDS = ("web", "db", "cache", "batch")
 CONFIG = {

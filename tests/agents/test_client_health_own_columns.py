@@ -10,7 +10,6 @@ import pytest
 import meshfl
 from meshfl.agents.client_health import ClientHealth
 from meshfl.config.errors import ConfigError, DataSchemaError
-from meshfl.models.ranking import roc_auc
 
 PLANS = ("basic", "pro", "enterprise", "legacy")
 CONFIG = {
@@ -94,7 +93,7 @@ def test_config_errors_name_the_parameter():
 
 def test_missing_values_without_allow_missing_say_how_to_allow_them():
     agent = ClientHealth({**CONFIG, "allow_missing": False})
-    with pytest.raises(DataSchemaError, match="monthly_fee.*allow_missing=True"):
+    with pytest.raises(DataSchemaError, match=r"monthly_fee.*allow_missing=True"):
         agent.prepare(own_frame(50, seed=0))
 
 

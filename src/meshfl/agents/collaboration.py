@@ -13,7 +13,6 @@ encrypted update small.
 from __future__ import annotations
 
 import functools
-
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass

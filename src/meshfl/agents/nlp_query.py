@@ -13,7 +13,6 @@ seed offline, or a pretrained FLAN-T5) is identical at every MSP and never trave
 from __future__ import annotations
 
 import functools
-
 import re
 import string
 from collections import Counter

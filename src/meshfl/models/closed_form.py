@@ -53,9 +53,9 @@ class StatisticsLayout:
     Order: ``[n, Σx (dim), class counts (members), class sums (members·dim),
     Σxxᵀ upper triangle (dim·(dim+1)/2, if second_moment), noise variance]``; with
     ``total=False`` there is no ``n`` and ``Σx``, and the first task has a column for each of
-    its classes (every record must be in exactly one of them: they sum to ``n`` and ``Σx``). Counts are
-    multiplied by ``count_scale`` and the second moment by ``moment_scale`` (they share the
-    Gaussian mechanism's noise with the sums in those proportions). The last value is the
+    its classes (every record must be in exactly one of them: they sum to ``n`` and ``Σx``).
+    Counts are multiplied by ``count_scale`` and the second moment by ``moment_scale`` (they
+    share the Gaussian mechanism's noise with the sums in those proportions). The last value is the
     variance of the noise on each packed coordinate (0 without DP): public, as it follows
     from the plan's ε, δ and rounds, and summed with the rest across MSPs.
     """
