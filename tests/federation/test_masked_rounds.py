@@ -120,6 +120,25 @@ def test_an_msp_answers_the_unmask_request_of_a_round_once(keys):
     assert getattr(err.value, "kind", None) == "unmask_shares"
 
 
+def test_an_old_round_is_never_masked_again_even_after_the_msp_forgot_it(keys, monkeypatch):
+    """The replay attack: a coordinator that re-runs round 1 of a session once the MSPs no
+    longer remember it would get a second masking of the same scope (same pairwise masks),
+    declare the victim dropped in one run and alive in the other, and so learn both its
+    self-mask and its pairwise masks. MSPs refuse any round not after the latest they masked
+    for that session and agent, however much they have forgotten since."""
+    from meshfl.federation.client_app import MSPNode
+
+    monkeypatch.setattr(MSPNode, "MASKED_ROUNDS_KEPT", 1)
+    grid, strategy = _mesh(keys, 4)
+    for server_round in (1, 2, 3):
+        replies = list(grid.send_and_receive(strategy.configure_train(server_round, grid)))
+        assert strategy.aggregate_train(server_round, replies).changed
+    _, replayer = _mesh(keys, 4)  # a fresh strategy of the same run and session
+    replies = list(grid.send_and_receive(replayer.configure_train(1, grid)))
+    assert replies and all(r.has_error() for r in replies)
+    assert not replayer.aggregate_train(1, replies).changed
+
+
 def test_a_changed_neighbour_key_is_refused(keys):
     grid, strategy = _mesh(keys, 4)
     assert strategy.aggregate_train(

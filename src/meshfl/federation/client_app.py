@@ -305,8 +305,9 @@ class MSPNode:
         return Message(content, reply_to=message)
 
     # -- masking (meshfl.secure.secagg) ----------------------------------------------------
-    MASKED_ROUNDS_KEPT = 64
-    """Masked rounds an MSP remembers per run (to answer their unmask request once)."""
+    MASKED_ROUNDS_KEPT = 16
+    """Masked rounds not yet unmasked that an MSP remembers per run. An answered round is
+    forgotten (only the latest round number is kept), so the state stays small."""
 
     @staticmethod
     def _mask_dir(context: Context) -> Path | None:
@@ -337,6 +338,18 @@ class MSPNode:
                 rounds = state.setdefault("rounds", {})
                 if scope.hex() in rounds:
                     raise MeshflError("this MSP already masked an update for this round")
+                # A scope masked twice has the same pairwise masks: one run unmasked with
+                # the MSP alive, one with it "dropped", would reveal its update. So no
+                # round is masked unless it comes after every one masked before, however
+                # many rounds the MSP has forgotten since.
+                stream = f"{ins.context.session}\x00{agent.name}"
+                latest = state.setdefault("latest", {})
+                if ins.server_round <= latest.get(stream, 0):
+                    raise MeshflError(
+                        f"this MSP already masked round {latest[stream]} of this session; "
+                        f"it refuses to mask an earlier round ({ins.server_round}) again"
+                    )
+                latest[stream] = ins.server_round
                 ring = cast("CKKSSealer", box)  # checked above
                 masked, shares = seal_masked(
                     ring, payload, node=context.node_id, keys=keys, plan=plan, scope=scope
@@ -347,7 +360,6 @@ class MSPNode:
                         for n, k in zip(plan.neighbours, plan.public_keys, strict=True)
                     },
                     "threshold": plan.threshold,
-                    "answered": False,
                 }
                 for old in list(rounds)[: -self.MASKED_ROUNDS_KEPT]:
                     del rounds[old]
@@ -374,9 +386,10 @@ class MSPNode:
         ) as state:
             entry = state.get("rounds", {}).get(scope.hex())
             if entry is None:
-                raise MeshflError("this MSP masked no update for the round it is asked about")
-            if entry["answered"]:
-                raise MeshflError("this MSP already answered the unmask request of this round")
+                raise MeshflError(
+                    "this MSP has no masked update of this round left to unmask (it answers "
+                    "a round's unmask request once)"
+                )
             reply = answer_unmask(
                 request,
                 node=context.node_id,
@@ -385,7 +398,7 @@ class MSPNode:
                 scope=scope,
                 min_survivors=max(MIN_MASKED, int(entry["threshold"])),
             )
-            entry["answered"] = True
+            del state["rounds"][scope.hex()]  # answered once: nothing more to give for it
         return Message(encode_unmask_reply(reply), reply_to=message)
 
     @staticmethod

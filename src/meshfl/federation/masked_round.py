@@ -24,8 +24,9 @@ Two exchanges join the train exchange when a round is masked, both through the s
 
 Node ids travel as JSON text: Flower's node ids are unsigned 64-bit, its record integers
 signed. An MSP keeps its run's key pair, the public keys it pinned (trust on first use:
-a changed key is refused) and each masked round's neighbours and whether it answered the
-unmask request, in memory or, with a state directory (a deployed MSP runs one process per
+a changed key is refused), the latest round it masked per session and agent (it never masks
+an earlier one again), and the neighbours of each masked round until it answers that round's
+unmask request (once), in memory or, with a state directory (a deployed MSP runs one process per
 message), in ``<state-dir>/masking/<run>.json`` (mode 0600, replaced atomically, under a
 file lock); without one, in Flower's per-node ``Context.state`` (record ``meshfl.masking``).
 """
