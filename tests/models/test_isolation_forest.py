@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -407,3 +409,49 @@ def test_empty_input_gives_empty_outputs() -> None:
     assert leaf_index(s, empty).shape == (0, 2)
     np.testing.assert_array_equal(leaf_counts(s, empty), np.zeros(8))
     assert score_samples(s, leaf_counts(s, np.full((3, 1), 0.5)), empty).shape == (0,)
+
+
+def test_a_forest_scored_in_parts_scores_as_a_whole():
+    """path_sums adds up over a forest's parts (one per round in the anomaly agent), a part
+    without mass adds nothing, and score_from_path_sums refuses a forest without any."""
+    from meshfl.config.errors import ConfigError
+    from meshfl.models import isolation_forest as iforest
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(0.5, 0.1, size=(300, 2)).clip(0, 1)
+    parts = [
+        iforest.grow_structure([0.0, 0.0], [1.0, 1.0], n_trees=3, depth=4, seed=s)
+        for s in (1, 2, 3)
+    ]
+    counts = [iforest.leaf_counts(p, X) for p in parts]
+    counts[1] = -np.ones_like(counts[1])  # noise left this part without mass
+    whole = iforest.score_samples(
+        functools.reduce(iforest.concat_structures, parts), np.concatenate(counts), X[:50]
+    )
+    sums = [iforest.path_sums(p, c, X[:50]) for p, c in zip(parts, counts, strict=True)]
+    assert sums[1][1] == 0 and not sums[1][0].any()
+    total, trees = sum(s[0] for s in sums), sum(s[1] for s in sums)
+    np.testing.assert_allclose(iforest.score_from_path_sums(total, trees), whole, atol=1e-12)
+    with pytest.raises(ConfigError, match="positive mass"):
+        iforest.score_from_path_sums(sums[1][0], 0)
+
+
+def test_anomaly_evaluates_a_round_by_scoring_only_its_new_trees(monkeypatch):
+    from meshfl.agents import registry
+    from meshfl.models import isolation_forest as iforest
+    from meshfl.simulation import make_partitions
+
+    agent = registry.get("anomaly")({"trees_per_round": 4, "depth": 5})
+    local = agent.prepare(make_partitions(agent, num_msps=2, seed=0, samples_per_msp=120)[0].train)
+    calls = []
+    real = iforest.path_sums
+    monkeypatch.setattr(iforest, "path_sums", lambda *a, **k: calls.append(1) or real(*a, **k))
+    vector = np.zeros(0)
+    for server_round in range(1, 6):
+        update = agent.local_update(vector, local, seed=0, server_round=server_round)
+        vector = agent.combine(vector, update.vector, 1.0, server_round=server_round)
+        calls.clear()
+        scored = agent.evaluate(vector, local)
+        assert len(calls) == 1  # the earlier rounds' trees are not scored again
+        full = agent.score_samples(vector, local.X)
+        assert scored["mean_score"] == pytest.approx(float(full.mean()), abs=1e-12)

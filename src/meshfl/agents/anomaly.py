@@ -28,9 +28,10 @@ to ``subsample_size`` virtual points, reads only the leaves' proportions.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -133,6 +134,12 @@ class MetricsData:
     X: np.ndarray
     labels: np.ndarray | None
     clipping: ClipReport | None = None
+    paths: dict[bytes, tuple[np.ndarray, int]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+    """The path-length sums of ``X`` over the trees of the last few models evaluated, and
+    how many trees hold mass, by the digest of the model's vector: a round's model is the
+    last round's plus new trees, so evaluating it scores only those (:meth:`Anomaly.evaluate`)."""
 
     def __len__(self) -> int:
         return len(self.X)
@@ -325,6 +332,44 @@ class Anomaly(Agent[MetricsData]):
     ) -> np.ndarray:
         return np.concatenate([vector, summed])
 
+    def _scores_of(self, vector: np.ndarray, local: MetricsData) -> np.ndarray:
+        """:meth:`score_samples` of ``local.X``, from the path sums of the rounds before.
+
+        The first ``k`` round blocks of a vector are the model of round ``k``, and they never
+        change: the path sums of ``local.X`` over them are kept (by the digest of those
+        blocks), so each round scores only its own new trees.
+        """
+        n_blocks = self._blocks_in(vector)
+        if n_blocks == 0 or len(local) == 0:
+            return self.score_samples(vector, local.X)
+        vector = np.ascontiguousarray(vector, dtype=np.float64)
+        size = self.block_size
+        # One pass over the vector gives the digests of last round's model and this one's.
+        digest = hashlib.sha256(memoryview(vector[: (n_blocks - 1) * size]).cast("B"))
+        before = digest.digest()
+        digest.update(memoryview(vector[(n_blocks - 1) * size :]).cast("B"))
+        key = digest.digest()
+        done, total, trees = 0, np.zeros(len(local)), 0
+        for blocks, known in ((n_blocks, key), (n_blocks - 1, before)):
+            kept = local.paths.get(known)
+            if kept is not None:
+                done, total, trees = blocks, kept[0].copy(), kept[1]
+                break
+        for index in range(done, n_blocks):
+            sums, n = iforest.path_sums(
+                self.block(index),
+                vector[index * size : (index + 1) * size],
+                local.X,
+                subsample_size=self.config.subsample_size,
+                allow_missing=self.config.allow_missing,
+            )
+            total += sums
+            trees += n
+        local.paths[key] = (total, trees)
+        while len(local.paths) > 4:  # a round evaluates one or two vectors
+            del local.paths[next(iter(local.paths))]
+        return iforest.score_from_path_sums(total, trees, self.config.subsample_size)
+
     def score_samples(self, vector: np.ndarray, X: np.ndarray) -> np.ndarray:
         """Scores on sklearn's scale (lower is more abnormal); 0-tree models score all -0.5."""
         n_blocks = self._blocks_in(vector)
@@ -339,7 +384,7 @@ class Anomaly(Agent[MetricsData]):
         )
 
     def evaluate(self, vector: np.ndarray, local: MetricsData) -> dict[str, float]:
-        score = self.score_samples(vector, local.X)
+        score = self._scores_of(vector, local)
         out = {"mean_score": float(score.mean()), "examples": float(len(local))}
         if local.labels is not None and 0 < local.labels.sum() < len(local.labels):
             out["auc"] = float(roc_auc(local.labels, -score))

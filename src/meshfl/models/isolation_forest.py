@@ -79,7 +79,9 @@ __all__ = [
     "grow_structure",
     "leaf_counts",
     "leaf_index",
+    "path_sums",
     "predict",
+    "score_from_path_sums",
     "score_samples",
 ]
 
@@ -447,12 +449,59 @@ def score_samples(
     """
     psi = check(subsample_size, _Subsample, "subsample_size", where="score_samples")
     path = _cached_path_lengths(structure, counts, psi)
+    total, trees = _summed_paths(structure, path, X, allow_missing)
+    return score_from_path_sums(total, trees, psi)
+
+
+def path_sums(
+    structure: ForestStructure,
+    counts: ArrayLike,
+    X: ArrayLike,
+    *,
+    subsample_size: int = 256,
+    allow_missing: bool = False,
+) -> tuple[NDArray[np.float64], int]:
+    """Each sample's path lengths summed over the trees that hold mass, and how many do.
+
+    The parts of :func:`score_samples` that add up over trees: the score of a forest made
+    of several parts (e.g. one per round) is :func:`score_from_path_sums` of the parts'
+    summed totals and tree counts, so a part's sums can be kept and not recomputed. A part
+    whose trees all lack mass gives zeros and 0 trees.
+    """
+    psi = check(subsample_size, _Subsample, "subsample_size", where="path_sums")
+    counts_arr = np.ascontiguousarray(counts, dtype=np.float64)
+    checkable = counts_arr.shape == (structure.n_trees * structure.n_leaves,) and np.all(
+        np.isfinite(counts_arr)
+    )  # else _leaf_path_lengths says what is wrong
+    if checkable and not np.any(counts_arr.reshape(structure.n_trees, -1).sum(axis=1) > 0):
+        return np.zeros(len(np.asarray(X))), 0
+    path = _cached_path_lengths(structure, counts_arr, psi)
+    return _summed_paths(structure, path, X, allow_missing)
+
+
+def score_from_path_sums(
+    total: ArrayLike, trees: int, subsample_size: int = 256
+) -> NDArray[np.float64]:
+    """:func:`score_samples` from :func:`path_sums` (added over the forest's parts)."""
+    if trees <= 0:
+        raise ConfigError(
+            "The 'counts' vector must hold some positive mass, but every tree's counts sum to "
+            "zero or less. Train the forest with leaf_counts on some data first."
+        )
+    mean_path = np.asarray(total, dtype=np.float64) / trees
+    return -np.exp2(-mean_path / float(average_path_length(subsample_size)))
+
+
+def _summed_paths(
+    structure: ForestStructure, path: NDArray[np.float64], X: ArrayLike, allow_missing: bool
+) -> tuple[NDArray[np.float64], int]:
     leaves = leaf_index(structure, X, allow_missing=allow_missing)
     offset = (np.arange(structure.n_trees, dtype=np.intp) * structure.n_leaves)[None, :]
     h = path.ravel()[leaves + offset]
     valid = np.isfinite(path[:, 0])
-    mean_path = h.mean(axis=1) if valid.all() else h[:, valid].mean(axis=1)
-    return -np.exp2(-mean_path / float(average_path_length(psi)))
+    if valid.all():
+        return h.sum(axis=1), structure.n_trees
+    return h[:, valid].sum(axis=1), int(valid.sum())
 
 
 def decision_function(
