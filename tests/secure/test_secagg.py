@@ -19,6 +19,7 @@ from meshfl.secure.masking import (
     threshold_for,
 )
 from meshfl.secure.secagg import (
+    MaskedShares,
     MaskRecoveryError,
     RoundMasking,
     answer_unmask,
@@ -96,6 +97,22 @@ def test_a_sparse_graph_round_with_dropouts(backend, unmask_replies):
     opened, expected = _round(backend, unmask_replies, 40, unmask_drops=2, degree=8)
     assert not isinstance(opened, MaskRecoveryError)
     np.testing.assert_allclose(opened, expected, atol=1e-4)
+
+
+def test_an_unmask_request_names_only_the_msps_neighbourhood():
+    """Whole survivor lists to every MSP cost n² bytes a round; each MSP needs its own
+    neighbourhood's split, and gets exactly that."""
+    nodes = list(range(101, 141))
+    masking = RoundMasking.draw(nodes, {n: KeyPair().public for n in nodes}, degree=8)
+    sent = nodes[3:]
+    for node in sent:
+        holders = (node, *masking.graph[node])
+        masking.accept(node, MaskedShares(holders, tuple(b"x" for _ in holders)))
+    for node, request in masking.requests(sent, nodes).items():
+        near = {node, *masking.graph[node]}
+        assert set(request.survivors) == near & set(sent)
+        assert set(request.dropped) == near - set(sent)
+        assert len(request.survivors) + len(request.dropped) <= 9
 
 
 def test_a_pairwise_mask_held_only_by_vanished_msps_fails_closed(backend, unmask_replies):

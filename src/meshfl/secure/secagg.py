@@ -252,12 +252,14 @@ def answer_unmask(
 ) -> UnmaskReply:
     """One MSP's answer to the round's unmask request (call it at most once per round).
 
-    ``neighbours`` are this round's neighbours with the public keys the MSP pinned. Raises
-    :class:`InvalidUpdateError` (answering nothing) when the request names an MSP both as a
-    survivor and as dropped, leaves this MSP out of the survivors, leaves a neighbour
-    unnamed, or names fewer than ``min_survivors`` survivors: a sum of so few would expose
-    single updates. (Over the complete graph every sampled MSP is a neighbour, so the MSP
-    sees the whole round's split.)
+    ``neighbours`` are this round's neighbours with the public keys the MSP pinned. The
+    request names the survivors and dropped MSPs of this MSP's neighbourhood (itself and its
+    neighbours). Raises :class:`InvalidUpdateError` (answering nothing) when it names an MSP
+    both as a survivor and as dropped, leaves this MSP out of the survivors, leaves a
+    neighbour unnamed, or names fewer than ``min_survivors`` survivors there: with fewer than
+    ``t`` of them no self-mask of the neighbourhood could be rebuilt, and a sum of so few
+    would expose single updates (SecAgg+ aborts there too). Over the complete graph every
+    sampled MSP is a neighbour, so the MSP sees the whole round's split.
     """
     survivors, dropped = set(request.survivors), set(request.dropped)
     if survivors & dropped:
@@ -330,16 +332,25 @@ class RoundMasking:
     def requests(
         self, survivors: Sequence[int], sampled: Sequence[int]
     ) -> dict[int, UnmaskRequest]:
-        """One request per survivor: the shares it holds of survivors' seeds, ``S``, ``D0``."""
+        """One request per survivor: the shares it holds of survivors' seeds, and ``S`` and
+        ``D0`` as far as its neighbourhood (itself and its neighbours) goes: that is all an
+        MSP acts on, and the whole lists would make the round's bytes grow with n²."""
         s = tuple(sorted(int(n) for n in survivors))
-        d0 = tuple(sorted(set(int(n) for n in sampled) - set(s)))
+        alive = set(s)
+        d0 = set(int(n) for n in sampled) - alive
         boxes: dict[int, dict[int, bytes]] = {j: {} for j in s}
         for sender in s:
             held = self.shares[sender]
             for holder, box in zip(held.holders, held.boxes, strict=True):
                 if holder in boxes:
                     boxes[holder][sender] = box
-        return {j: UnmaskRequest(s, d0, boxes[j]) for j in s}
+        requests = {}
+        for j in s:
+            near = sorted({j, *self.graph[j]})
+            requests[j] = UnmaskRequest(
+                tuple(n for n in near if n in alive), tuple(n for n in near if n in d0), boxes[j]
+            )
+        return requests
 
     def correction(
         self,
