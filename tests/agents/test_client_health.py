@@ -240,3 +240,30 @@ def test_random_split_mode_grows_a_tree_per_round_from_leaf_sums():
     full = agent.local_update(federated, one, server_round=5, seed=0).vector
     less = agent.local_update(federated, agent.prepare(frame.iloc[1:]), server_round=5, seed=0)
     assert np.linalg.norm(full - less.vector) < agent.sensitivity
+
+
+def test_a_round_computes_margins_only_of_trees_not_finished_before(monkeypatch):
+    """Finished trees never change: each MSP keeps its rows' margin over them, so a round's
+    work does not grow with the forest, and the margins are the same bits as computed anew."""
+    agent = ClientHealth(FAST)
+    local = agent.prepare(client_health(300, seed=0))
+    computed = []
+    real = g.predict_margin
+
+    def counting(forest, X, edges, *, trees=None, layout=None, start=0, margin=None):
+        computed.append((trees if trees is not None else forest.n_trees) - start)
+        return real(forest, X, edges, trees=trees, layout=layout, start=start, margin=margin)
+
+    monkeypatch.setattr(g, "predict_margin", counting)
+    vector = agent.init_vector(seed=0)
+    for server_round in range(1, 16):
+        update = agent.local_update(vector, local, server_round=server_round, seed=0)
+        vector = agent.combine(vector, update.vector, 1.0, server_round=server_round)
+        computed.clear()
+        agent.evaluate(vector, local)
+        forest = agent.forest(vector)
+        assert sum(computed) <= 2  # the newest finished tree and the growing one, at most
+        np.testing.assert_array_equal(
+            agent.margin_of(forest, local), real(forest, local.X, agent.edges, layout=agent.layout)
+        )
+    assert agent.forest(vector).n_trees >= 5

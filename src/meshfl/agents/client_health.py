@@ -63,9 +63,10 @@ predicts the same probabilities as :meth:`ClientHealthModel.predict_proba`.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -244,6 +245,10 @@ class HealthData:
     bins: np.ndarray
     labels: np.ndarray | None
     clipping: ClipReport | None = None
+    margins: dict[bytes, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
+    """The margins of ``X`` over the finished trees of the last few forests, by the trees'
+    digest: finished trees never change, so a round computes only the trees after them
+    (:meth:`ClientHealth.margin_of`)."""
 
     def __len__(self) -> int:
         return len(self.X)
@@ -487,7 +492,7 @@ class ClientHealth(Agent[HealthData]):
         forest = self.forest(vector)
         tree, _ = forest.growing()
         # Standard boosting: a tree is fitted to the gradients of the model before it.
-        margin = gbdt.predict_margin(forest, local.X, self.edges, trees=tree, layout=self.layout)
+        margin = self.margin_of(forest, local, trees=tree)
         grad, hess = gbdt.logloss_gradients(margin, local.labels)
         hess = hess * HESSIAN_SCALE
         if self.config.split_mode == "random":
@@ -551,8 +556,39 @@ class ClientHealth(Agent[HealthData]):
         order; see :meth:`encode`)."""
         return gbdt.predict_margin(self.forest(vector), X, self.edges, layout=self.layout)
 
+    def margin_of(
+        self, forest: gbdt.Forest, local: HealthData, *, trees: int | None = None
+    ) -> np.ndarray:
+        """:func:`~meshfl.models.hist_gbdt.predict_margin` of ``local.X`` over the first
+        ``trees`` trees, going on from the margin of the finished trees kept from the round
+        before (the same bits), so that a round's work does not grow with the forest."""
+        count = forest.n_trees if trees is None else trees
+        finished = min(count, forest.growing()[0])
+        edges = hashlib.sha256(b"".join(e.tobytes() for e in self.edges)).digest()
+
+        def key(k: int) -> bytes:
+            return edges + gbdt.forest_digest(forest, k)
+
+        start, margin = 0, None
+        for k in (finished, finished - 1):
+            if k > 0 and key(k) in local.margins:
+                start, margin = k, local.margins[key(k)]
+                break
+        predict = functools.partial(
+            gbdt.predict_margin, forest, local.X, self.edges, layout=self.layout
+        )
+        if start < finished:
+            margin = predict(trees=finished, start=start, margin=margin)
+            margin.setflags(write=False)  # kept: shared with the next round
+            local.margins[key(finished)] = margin
+            while len(local.margins) > 4:  # a round needs one or two
+                del local.margins[next(iter(local.margins))]
+        if count > finished or margin is None:
+            margin = predict(trees=count, start=finished, margin=margin)
+        return margin
+
     def evaluate(self, vector: np.ndarray, local: HealthData) -> dict[str, float]:
-        p = gbdt.sigmoid(self.predict_margin(vector, local.X))
+        p = gbdt.sigmoid(self.margin_of(self.forest(vector), local))
         out = {"examples": float(len(local)), "mean_risk": float(p.mean())}
         y = local.labels
         if y is not None:

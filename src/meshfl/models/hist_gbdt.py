@@ -63,6 +63,7 @@ spent on the base rate.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -84,6 +85,7 @@ __all__ = [
     "GBDTParams",
     "bin_edges",
     "bin_rows",
+    "forest_digest",
     "grow_level",
     "grow_random_tree",
     "leaf_sums",
@@ -940,6 +942,8 @@ def predict_margin(
     *,
     trees: int | None = None,
     layout: BinLayout | None = None,
+    start: int = 0,
+    margin: ArrayLike | None = None,
 ) -> NDArray[np.float64]:
     """Raw score (log-odds) of every row: base margin plus the leaf values of the first
     ``trees`` trees (default: all, the growing one included).
@@ -947,17 +951,23 @@ def predict_margin(
     Sums in LightGBM's order, with the base margin folded into the first tree, so that the
     exported model reproduces these numbers to the last bit. With ``layout``, a missing
     (NaN) numeric value follows its split's default direction, and a categorical feature's
-    values are its codes (see :class:`BinLayout`).
+    values are its codes (see :class:`BinLayout`). ``start`` and ``margin``: go on from the
+    margin of the first ``start`` trees (as this function returned it), to the same bits.
     """
     X = np.asarray(X, dtype=np.float64)
     n = X.shape[0]
     count = forest.n_trees if trees is None else trees
     if count == 0:
         return np.full(n, forest.base_margin)
+    if start and (margin is None or not 0 < start <= count):
+        raise ConfigError(
+            f"predict_margin goes on from 'start' trees (0 < start <= {count}) with their "
+            f"'margin'. Got start={start!r} and margin={'None' if margin is None else '...'}."
+        )
     thr = thresholds(forest, edges)
     rows = np.arange(n)
-    margin = np.zeros(n)
-    for t in range(count):
+    margin = np.zeros(n) if not start else np.array(margin, dtype=np.float64)
+    for t in range(start, count):
         node = np.zeros(n, dtype=np.intp)
         for _ in range(forest.depth):
             x = X[rows, forest.feature[t, node]]
@@ -965,6 +975,16 @@ def predict_margin(
         leaf = forest.value[t, node]
         margin = margin + (leaf + forest.base_margin if t == 0 else leaf)
     return margin
+
+
+def forest_digest(forest: Forest, trees: int) -> bytes:
+    """A digest of what the margins of the first ``trees`` trees depend on (their nodes and
+    leaf values, the base margin): equal digests, equal :func:`predict_margin`."""
+    digest = hashlib.sha256(np.float64(forest.base_margin).tobytes())
+    digest.update(np.int64(trees).tobytes())
+    for arr in (forest.kind, forest.feature, forest.bin, forest.value, forest.rule):
+        digest.update(np.ascontiguousarray(arr[:trees]).tobytes())
+    return digest.digest()
 
 
 def _left_of_values(
