@@ -15,25 +15,24 @@ value.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from scipy.stats import norm
 
+# The same release path and bounds as the counting agents' attack tests.
+from test_msp_level_statistics import DELTA, EPSILON, C, _clean, _msp_release, _swap_bound
+
 import meshfl
 from meshfl.agents import registry
 from meshfl.agents.revenue import MSP_SCALES
 from meshfl.federation import AgentPlan
-from meshfl.federation.msp_privacy import bounded_contribution, msp_statistics, train_round
-from meshfl.federation.records import RoundContext, RoundInstructions
+from meshfl.federation.msp_privacy import bounded_contribution, msp_statistics
 from meshfl.federation.server_app import planned_noise
 from meshfl.privacy import DPConfig
 from meshfl.privacy.budget import DPStep
 from meshfl.privacy.ledger import PrivacyLedger
-
-EPSILON, DELTA, C = 1.0, 1e-5, 1.0
 
 
 def _agent():
@@ -59,45 +58,10 @@ def _sigma(*, rounds: int = 1, min_msps: int = 3) -> float:
     return planned_noise(plan)
 
 
-def _clean(agent, local) -> np.ndarray:
-    return agent.local_update(agent.init_vector(seed=0), local, server_round=1, seed=0).vector
-
-
-def _msp_release(agent, local, tmp: Path, *, sigma: float, shares: int, rounds: int, tag: str):
-    """One MSP's unit='msp' release through the real path (plan, ledger, scale, noise)."""
-    dp = DPConfig(epsilon=EPSILON, delta=DELTA, unit="msp", max_grad_norm=C)
-    ins = RoundInstructions(
-        agent=agent.name,
-        agent_config={},
-        sealed=(),
-        server_round=1,
-        seed=0,
-        context=RoundContext(
-            run_id="run",
-            session="s",
-            total_rounds=rounds,
-            privacy=dp,
-            noise_shares=shares,
-            noise_multiplier=sigma,
-        ),
-    )
-    ledger = PrivacyLedger(tmp / tag)
-    out = train_round(agent, ins, agent.init_vector(seed=0), local, seed=0, ledger=ledger, msp=0)
-    assert isinstance(out, tuple), out  # not a Decline
-    return out[0], ledger
-
-
 def _bounded(agent, local) -> np.ndarray:
     vector = agent.init_vector(seed=0)
     raw = agent.local_update(vector, local, server_round=1, seed=0)
     return bounded_contribution(agent, raw, vector, C)
-
-
-def _swap_bound(epsilon: float, delta: float) -> float:
-    """Best accuracy of any test between two datasets two add/remove steps apart under
-    (ε, δ)-DP: group privacy gives (2ε, (1 + e^ε)δ), and P(correct) <= (e^ε' + δ')/(1 + e^ε')."""
-    eps2, delta2 = 2 * epsilon, (1 + math.exp(epsilon)) * delta
-    return (math.exp(eps2) + delta2) / (1 + math.exp(eps2))
 
 
 def test_sample_level_release_gives_a_whole_msp_away():
