@@ -29,7 +29,7 @@ from meshfl.agents.base import GlobalModel
 from meshfl.agents.personalization import personalize as personalize_msp
 from meshfl.federation.client_app import NodeData
 from meshfl.federation.server_app import AgentPlan
-from meshfl.simulation import federate
+from meshfl.simulation import cross_fitted_globals, federate
 
 if TYPE_CHECKING:
     from meshfl.simulation import SimulationResult
@@ -191,6 +191,9 @@ def compare(
     pooled = agent.pool(tests)
     local_models, _ = local_only(plan, result.partitions)
     central_model = centralized(plan, result.partitions)[0] if with_centralized else None
+    crossed = None
+    if personalize and choose:  # the models each MSP validates its choice from
+        crossed = cross_fitted_globals(plan, result.partitions)
     rows, mine = [], []
     for i, (part, alone) in enumerate(zip(result.partitions, local_models, strict=True)):
         row: dict[str, object] = {"msp": i}
@@ -205,6 +208,7 @@ def compare(
                 seed=plan.seed + i,
                 choose=choose,
                 local=alone.vector,
+                fold_globals=None if crossed is None else crossed[i],
             )
             mine.append(kept.model)
             row["personalized"] = _score(kept.model, part.test, metric)

@@ -25,7 +25,7 @@ from pydantic import SkipValidation
 
 from meshfl.agents import registry
 from meshfl.agents.base import Agent, GlobalModel
-from meshfl.agents.personalization import Personalized, personalize
+from meshfl.agents.personalization import Personalized, personalize, validation_splits
 from meshfl.config.errors import ConfigError, DataSchemaError, FederationFailedError
 from meshfl.config.validation import Count, Float, Positive, Seed, Skew, checked
 from meshfl.federation.client_app import DECLINED, NodeData, make_client_app
@@ -121,6 +121,9 @@ class SimulationResult:
         """
         rounds = self.plan.rounds if self.plan is not None else max(len(self.history), 1)
         seed = self.plan.seed if self.plan is not None else 0
+        crossed = None
+        if choose and self.plan is not None:
+            crossed = cross_fitted_globals(self.plan, self.partitions)
         return [
             personalize(
                 self.model.agent,
@@ -129,6 +132,7 @@ class SimulationResult:
                 rounds=rounds,
                 seed=seed + i,
                 choose=choose,
+                fold_globals=None if crossed is None else crossed[i],
             )
             for i, p in enumerate(self.partitions)
         ]
@@ -294,6 +298,46 @@ def federate(
     run = results[plan.agent]
     vector = open_global(run.agent, run.sealed_history, msp_sealer, seed=run.seed)
     return FederationOutcome(run, vector, sent, received, msp_of_node)
+
+
+def cross_fitted_globals(
+    plan: AgentPlan,
+    partitions: Sequence[NodeData],
+    *,
+    folds: int = 5,
+    validation_fraction: float = 0.25,
+) -> list[list[np.ndarray]] | None:
+    """Per MSP, one global model per validation split of its training rows, trained by
+    the federation without that split's held-out rows.
+
+    MSP ``i``'s splits are :func:`~meshfl.agents.personalization.validation_splits` of its
+    training rows with seed ``plan.seed + i`` (as :func:`personalize` makes them). Split
+    ``f`` of every MSP is held out at once: ``folds`` federations of the plan (plaintext:
+    the sum is the same), each on ``1 - 1/folds`` of every MSP's rows, so the model an MSP
+    validates from never saw the rows it is scored on (the leak it would otherwise have:
+    the global model was trained on all of them). ``None`` for an agent that can take an
+    MSP's rows out of a global model itself (``without_rows``, e.g. ``revenue``).
+    """
+    agent = plan.build_agent()
+    if callable(getattr(agent, "without_rows", None)):
+        return None
+    splits = []
+    for i, part in enumerate(partitions):
+        frame = agent.load_data(part.train)
+        found, _ = validation_splits(
+            agent, frame, fraction=validation_fraction, seed=plan.seed + i, folds=folds
+        )
+        splits.append(found)
+    vectors = []
+    for f in range(max((len(found) for found in splits), default=0)):
+        fold = [
+            NodeData(found[f][0] if f < len(found) else part.train)
+            for found, part in zip(splits, partitions, strict=True)
+        ]
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*[Ss]ecure aggregation is OFF.*")
+            vectors.append(federate(plan, fold, secure_aggregation="plaintext").vector)
+    return [vectors[: len(found)] for found in splits]
 
 
 @checked

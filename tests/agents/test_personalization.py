@@ -302,3 +302,43 @@ def test_revenue_validates_the_mesh_without_the_periods_it_holds_out():
         revenue.without_rows(glob, everything, kept), expected, rtol=1e-9, atol=1e-9
     )
     np.testing.assert_allclose(revenue.without_rows(glob, everything, everything), glob)
+
+
+def test_the_choice_is_validated_from_globals_that_never_saw_the_held_out_rows():
+    """The global model was trained on all of an MSP's training rows, its validation folds
+    too, so its validation scores were optimistic (the leak). cross_fitted_globals retrains
+    the federation once per fold without that fold's rows, and personalize validates from
+    those models."""
+    from meshfl.federation import AgentPlan
+    from meshfl.federation.client_app import NodeData
+    from meshfl.simulation import cross_fitted_globals, federate
+
+    plan = AgentPlan(agent="anomaly", agent_config={"trees_per_round": 4, "depth": 4}, rounds=2)
+    agent = plan.build_agent()
+    frames = [agent.synthetic_data(90, seed=s) for s in range(3)]
+    partitions = [NodeData(f) for f in frames]
+    crossed = cross_fitted_globals(plan, partitions, folds=3)
+    assert [len(v) for v in crossed] == [3, 3, 3]
+    # fold 1 of every MSP held out at once: the same model as a federation on the fits
+    fits = [
+        validation_splits(agent, f, fraction=0.25, seed=plan.seed + i, folds=3)[0][1][0]
+        for i, f in enumerate(frames)
+    ]
+    expected = federate(plan, [NodeData(f) for f in fits], secure_aggregation="plaintext")
+    for i in range(3):
+        np.testing.assert_array_equal(crossed[i][1], expected.vector)
+    glob = federate(plan, partitions, secure_aggregation="plaintext").vector
+    # personalize validates from them: flat forests score the global candidate at chance
+    empty = [np.ones_like(v) for v in crossed[0]]
+    honest = personalize(agent, glob, frames[0], rounds=2, seed=0, folds=3, fold_globals=empty)
+    leaky = personalize(agent, glob, frames[0], rounds=2, seed=0, folds=3)
+    assert honest.validation["global"] < leaky.validation["global"]
+    assert honest.choice != "global"
+    assert revenue_has_its_own_removal()
+
+
+def revenue_has_its_own_removal():
+    from meshfl.federation import AgentPlan
+    from meshfl.simulation import cross_fitted_globals
+
+    return cross_fitted_globals(AgentPlan(agent="revenue", rounds=1), []) is None

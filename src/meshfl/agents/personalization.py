@@ -30,11 +30,16 @@ kept candidate is then rebuilt on all the MSP's training rows. The choice is the
 uses only its data; nothing of it leaves the MSP.
 
 The global model was trained on all the MSP's training rows, the held-out rows of each
-split too, so its validation scores (and the personalized model's, built from it) are
+split too, so its validation scores (and the personalized model's, built from it) would be
 optimistic. Where the agent can take the MSP's rows out of the global model (``revenue``'s
-summed statistics: ``Revenue.without_rows``), the candidates are validated without them;
-for the others (neural heads, boosted trees) the leak stays, and the margin above guards
-against part of it only (client_health, one MSP: 0.03 to 0.07 AUC per split).
+summed statistics: ``Revenue.without_rows``), the candidates are validated without them.
+For the others (neural heads, boosted trees, forests), ``fold_globals`` gives one global
+model per split, trained by the federation without that split's held-out rows
+(:func:`meshfl.simulation.cross_fitted_globals`: one federation per fold, every MSP's fold
+held out at once); :func:`meshfl.baselines.compare` and
+:meth:`meshfl.simulation.SimulationResult.personalized` pass them. Without either, the leak
+stays (client_health, one MSP: 0.03 to 0.07 AUC per split) and the margin above guards
+against part of it only. In a deployment the same takes one extra federation per fold.
 """
 
 from __future__ import annotations
@@ -83,6 +88,7 @@ def personalize(
     validation_fraction: float = 0.25,
     folds: int = 5,
     local: np.ndarray | None = None,
+    fold_globals: Sequence[np.ndarray] | None = None,
 ) -> Personalized:
     """The model one MSP keeps for its own data, from the global ``vector``.
 
@@ -110,6 +116,13 @@ def personalize(
     local : numpy.ndarray, optional
         The MSP's local-only model on all its training rows, when already trained (saves
         training it again if it is chosen).
+    fold_globals : sequence of numpy.ndarray, optional
+        One global model per validation split (:func:`validation_splits`, same ``seed``,
+        ``folds`` and ``validation_fraction``), each trained by the federation without
+        that split's held-out rows (:func:`cross_fitted_globals`). The candidates are then
+        validated from them, so the global model has not seen the rows it is scored on.
+        Without them (and without the agent's ``without_rows``), the global model saw every
+        validation row and its scores are optimistic.
 
     Returns
     -------
@@ -133,9 +146,11 @@ def personalize(
     forget = getattr(agent, "without_rows", None)
     everything: list[Any] = []
 
-    def build(choice: Choice, rows: Any, *, validating: bool = False) -> np.ndarray:
+    def build(choice: Choice, rows: Any, *, fold: int | None = None) -> np.ndarray:
         start = vector
-        if validating and callable(forget):
+        if fold is not None and fold_globals is not None:
+            start = np.asarray(fold_globals[fold], dtype=np.float64)
+        elif fold is not None and callable(forget):
             # the global model summed all the MSP's rows, the held-out ones too
             if not everything:
                 everything.append(agent.prepare(frame))
@@ -438,7 +453,7 @@ def _validate(
             continue
         for choice in CHOICES:
             try:
-                model = build(choice, fit_rows, validating=True)
+                model = build(choice, fit_rows, fold=i)
                 value = agent.evaluate(model, held_rows).get(agent.metric)
             except MeshflError:  # e.g. a local model that cannot train on too few rows
                 value = None
