@@ -170,8 +170,10 @@ def compare(
     partitions: each MSP alone, and (``with_centralized``) everyone's rows pooled. Each
     MSP's local-only model is scored on that MSP's own held-out rows, as are the federated
     model and (``personalize``) the MSP's personalized model; ``choose`` lets each MSP pick
-    among personalized, global and local-only on a validation split of its training rows
-    (:func:`meshfl.agents.personalization.personalize`).
+    among personalized, global and local-only on validation splits of its training rows
+    (:func:`meshfl.agents.personalization.personalize`), validated from globals trained
+    without each split's rows (:func:`meshfl.simulation.cross_fitted_globals`: one more
+    federation of the plan per fold).
 
     Examples
     --------

@@ -117,7 +117,9 @@ class SimulationResult:
 
         See :func:`meshfl.agents.personalization.personalize`: partial pooling or local
         fine-tuning of the global model, and (``choose``) the MSP's choice among
-        personalized, global and local-only on a validation split of its training rows.
+        personalized, global and local-only on validation splits of its training rows,
+        validated from globals that never saw those rows (:func:`cross_fitted_globals`:
+        one more federation of the plan per fold, unless the agent removes rows itself).
         """
         rounds = self.plan.rounds if self.plan is not None else max(len(self.history), 1)
         seed = self.plan.seed if self.plan is not None else 0
