@@ -52,11 +52,14 @@ def _fit_margins(
     draw produced, while meeting the class totals and the MSP sizes.
     """
     fitted = weights.astype(np.float64)
-    for _ in range(iterations):
-        fitted *= (rows / fitted.sum(axis=1))[:, None]
-        fitted *= (cols / fitted.sum(axis=0))[None, :]
-        if np.allclose(fitted.sum(axis=1), rows, rtol=1e-9, atol=1e-6):
-            break
+    # A tiny alpha can underflow a whole column of the draw to 0: its scaling is then 0/0
+    # (NaN), which _round_matrix treats as no preference; no warning for it.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for _ in range(iterations):
+            fitted *= (rows / fitted.sum(axis=1))[:, None]
+            fitted *= (cols / fitted.sum(axis=0))[None, :]
+            if np.allclose(fitted.sum(axis=1), rows, rtol=1e-9, atol=1e-6):
+                break
     return fitted
 
 
