@@ -56,6 +56,7 @@ from meshfl.data.schema import (
 from meshfl.data.schemas import OPS_METRIC_BOUNDS, OPS_METRIC_FEATURES, OPS_METRICS_SCHEMA
 from meshfl.models import isolation_forest as iforest
 from meshfl.models import partial_pooling
+from meshfl.models.prefix_cache import carry_on
 from meshfl.models.ranking import average_precision, roc_auc
 from meshfl.privacy.budget import DPStep
 from meshfl.privacy.events import Mechanism
@@ -349,25 +350,22 @@ class Anomaly(Agent[MetricsData]):
         before = digest.digest()
         digest.update(memoryview(vector[(n_blocks - 1) * size :]).cast("B"))
         key = digest.digest()
-        done, total, trees = 0, np.zeros(len(local)), 0
-        for blocks, known in ((n_blocks, key), (n_blocks - 1, before)):
-            kept = local.paths.get(known)
-            if kept is not None:
-                done, total, trees = blocks, kept[0].copy(), kept[1]
-                break
-        for index in range(done, n_blocks):
-            sums, n = iforest.path_sums(
-                self.block(index),
-                vector[index * size : (index + 1) * size],
-                local.X,
-                subsample_size=self.config.subsample_size,
-                allow_missing=self.config.allow_missing,
-            )
-            total += sums
-            trees += n
-        local.paths[key] = (total, trees)
-        while len(local.paths) > 4:  # a round evaluates one or two vectors
-            del local.paths[next(iter(local.paths))]
+
+        def extend(start: int, kept: tuple[np.ndarray, int] | None) -> tuple[np.ndarray, int]:
+            total, trees = (np.zeros(len(local)), 0) if kept is None else (kept[0].copy(), kept[1])
+            for index in range(start, n_blocks):
+                sums, n = iforest.path_sums(
+                    self.block(index),
+                    vector[index * size : (index + 1) * size],
+                    local.X,
+                    subsample_size=self.config.subsample_size,
+                    allow_missing=self.config.allow_missing,
+                )
+                total += sums
+                trees += n
+            return total, trees
+
+        total, trees = carry_on(local.paths, ((n_blocks, key), (n_blocks - 1, before)), extend)
         return iforest.score_from_path_sums(total, trees, self.config.subsample_size)
 
     def score_samples(self, vector: np.ndarray, X: np.ndarray) -> np.ndarray:

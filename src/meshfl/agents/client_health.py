@@ -97,6 +97,7 @@ from meshfl.data.schema import (
     load_frame,
 )
 from meshfl.models import hist_gbdt as gbdt
+from meshfl.models.prefix_cache import carry_on
 from meshfl.models.ranking import average_precision, roc_auc
 from meshfl.privacy.events import Mechanism
 from meshfl.privacy.mechanisms import add_gaussian_noise
@@ -565,25 +566,18 @@ class ClientHealth(Agent[HealthData]):
         count = forest.n_trees if trees is None else trees
         finished = min(count, forest.growing()[0])
         edges = hashlib.sha256(b"".join(e.tobytes() for e in self.edges)).digest()
-
-        def key(k: int) -> bytes:
-            return edges + gbdt.forest_digest(forest, k)
-
-        start, margin = 0, None
-        for k in (finished, finished - 1):
-            if k > 0 and key(k) in local.margins:
-                start, margin = k, local.margins[key(k)]
-                break
         predict = functools.partial(
             gbdt.predict_margin, forest, local.X, self.edges, layout=self.layout
         )
-        if start < finished:
-            margin = predict(trees=finished, start=start, margin=margin)
-            margin.setflags(write=False)  # kept: shared with the next round
-            local.margins[key(finished)] = margin
-            while len(local.margins) > 4:  # a round needs one or two
-                del local.margins[next(iter(local.margins))]
-        if count > finished or margin is None:
+
+        def extend(start: int, margin: np.ndarray | None) -> np.ndarray:
+            out = predict(trees=finished, start=start, margin=margin)
+            out.setflags(write=False)  # kept: shared with the next round
+            return out
+
+        prefixes = [(k, edges + gbdt.forest_digest(forest, k)) for k in (finished, finished - 1)]
+        margin = carry_on(local.margins, [p for p in prefixes if p[0] >= 0], extend)
+        if count > finished:
             margin = predict(trees=count, start=finished, margin=margin)
         return margin
 

@@ -336,18 +336,16 @@ class MSPNode:
                 keys = self.masking.keys(state)
                 MaskingMemory.pin(state, plan)
                 rounds = state.setdefault("rounds", {})
-                if scope.hex() in rounds:
-                    raise MeshflError("this MSP already masked an update for this round")
                 # A scope masked twice has the same pairwise masks: one run unmasked with
                 # the MSP alive, one with it "dropped", would reveal its update. So no
-                # round is masked unless it comes after every one masked before, however
-                # many rounds the MSP has forgotten since.
+                # round is masked unless it comes after every one masked before (this one
+                # included), however many rounds the MSP has forgotten since.
                 stream = f"{ins.context.session}\x00{agent.name}"
                 latest = state.setdefault("latest", {})
                 if ins.server_round <= latest.get(stream, 0):
                     raise MeshflError(
                         f"this MSP already masked round {latest[stream]} of this session; "
-                        f"it refuses to mask an earlier round ({ins.server_round}) again"
+                        f"it masks only later rounds (asked for round {ins.server_round})"
                     )
                 latest[stream] = ins.server_round
                 ring = cast("CKKSSealer", box)  # checked above
