@@ -134,9 +134,17 @@ def test_an_old_round_is_never_masked_again_even_after_the_msp_forgot_it(keys, m
         replies = list(grid.send_and_receive(strategy.configure_train(server_round, grid)))
         assert strategy.aggregate_train(server_round, replies).changed
     _, replayer = _mesh(keys, 4)  # a fresh strategy of the same run and session
+    import meshfl.federation.client_app as client_app
+
+    trained = []
+    train_round = client_app.train_round
+    monkeypatch.setattr(
+        client_app, "train_round", lambda *a, **k: trained.append(1) or train_round(*a, **k)
+    )
     replies = list(grid.send_and_receive(replayer.configure_train(1, grid)))
     assert replies and all(r.has_error() for r in replies)
     assert not replayer.aggregate_train(1, replies).changed
+    assert not trained  # refused before training: no privacy spent on a round never sent
 
 
 def test_a_changed_neighbour_key_is_refused(keys):

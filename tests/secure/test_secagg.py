@@ -25,6 +25,7 @@ from meshfl.secure.secagg import (
     answer_unmask,
     mask_update,
     seal_masked,
+    start_mask,
 )
 
 LENGTH = 300
@@ -39,8 +40,9 @@ def _round(
     backend, unmask_replies, n, *, unmask_drops=0, send_drops=0, degree=None, in_thread=False
 ):
     """n sampled MSPs; ``send_drops`` send nothing (D0), ``unmask_drops`` send but never
-    answer the unmask request (D1); ``in_thread``: each MSP masks while it seals, as
-    the ClientApp does (:func:`seal_masked`), else after sealing (:func:`mask_update`).
+    answer the unmask request (D1); ``in_thread``: each MSP's mask is computed in the
+    worker thread, as the ClientApp does (:func:`start_mask`, :func:`seal_masked`), else
+    added after sealing (:func:`mask_update`).
     Returns (opened sum or MaskRecoveryError, survivors' sum)."""
     sealer, aggregator = backend
     rng = np.random.default_rng(n)
@@ -54,7 +56,8 @@ def _round(
         updates[node] = rng.normal(size=LENGTH)
         how = dict(node=node, keys=keys[node], plan=masking.plan_for(node), scope=scope)
         if in_thread:
-            sealed, shares = seal_masked(sealer, updates[node], **how)
+            pending = start_mask(sealer, LENGTH, **how)
+            sealed, shares = seal_masked(sealer, updates[node], pending)
         else:
             sealed, shares = mask_update(sealer, sealer.seal(updates[node]), **how)
         masking.accept(node, shares)

@@ -53,7 +53,7 @@ from meshfl.privacy.ledger import PrivacyLedger
 from meshfl.privacy.noise import attribute_releases
 from meshfl.privacy.report import reported_epsilon
 from meshfl.privacy.snr import update_snr
-from meshfl.secure.aggregate import seal_payload
+from meshfl.secure.aggregate import PAYLOAD_EXTRA, seal_payload
 from meshfl.secure.backend import PLAINTEXT, Sealed, Sealer
 from meshfl.secure.binding import Binding, tags
 from meshfl.secure.masking import round_scope
@@ -63,6 +63,7 @@ from meshfl.secure.secagg import (
     MaskingPlan,
     answer_unmask,
     seal_masked,
+    start_mask,
 )
 
 if TYPE_CHECKING:
@@ -279,13 +280,20 @@ class MSPNode:
         # Never train from a model that is not provably a sum of enough MSPs' updates.
         verify = self.verification(ins, agent, context, before=ins.server_round)
         rows = self.local(agent, key, context, "train")
+        vector = self.open_model(ins, agent, box, context, verify)
+        # The round's mask depends on the update's length only: it is computed while the
+        # MSP trains, and a round this MSP would refuse to mask is refused before training.
+        masker = None
+        if plan is not None:
+            length = agent.update_size(vector) + PAYLOAD_EXTRA
+            masker = self._masker(ins, agent, plan, box, context, length)
         with attribute_releases(  # labels the noise for a test's audit; else a no-op
             msp=msp, node=context.node_id, run=ins.context.run_id, round=ins.server_round
         ):
             outcome = train_round(
                 agent,
                 ins,
-                self.open_model(ins, agent, box, context, verify),
+                vector,
                 rows,
                 seed=derive_seed(ins.seed, ins.server_round, msp),
                 ledger=self.ledger_for(context),
@@ -298,7 +306,6 @@ class MSPNode:
             public = Decline(DECLINED, _reported(outcome.epsilon_spent, ins), msp)
             return Message(encode_decline(public), reply_to=message)
         update, epsilon = outcome
-        masker = self._masker(ins, agent, plan, box, context) if plan is not None else None
         content = self._sealed_update(
             ins, agent, update, epsilon, box, context, records=len(rows), masker=masker
         )
@@ -322,36 +329,44 @@ class MSPNode:
         plan: MaskingPlan,
         box: Sealer,
         context: Context,
+        length: int,
     ) -> Callable[[np.ndarray], tuple[Sealed, MaskedShares, bytes]]:
-        """Seals and masks the round's payload as ``plan`` says, once per round."""
+        """Starts the round's mask for a payload of ``length`` values as ``plan`` says
+        (once per round), and returns what seals and masks the payload with it."""
         if not hasattr(box, "shift"):
             raise MeshflError("a masked round needs the CKKS back end")
+        ring = cast("CKKSSealer", box)
         run_id = ins.context.run_id
         scope = round_scope(run_id, ins.context.session, agent.name, ins.server_round)
+        where = (self._mask_dir(context), context.node_id, run_id, context.state)
+        with self.masking.run(*where) as state:
+            keys = self.masking.keys(state)
+            MaskingMemory.pin(state, plan)
+            # A scope masked twice has the same pairwise masks: one run unmasked with the
+            # MSP alive, one with it "dropped", would reveal its update. So no round is
+            # masked unless it comes after every one masked before (this one included),
+            # however many rounds the MSP has forgotten since.
+            stream = f"{ins.context.session}\x00{agent.name}"
+            latest = state.setdefault("latest", {})
+            if ins.server_round <= latest.get(stream, 0):
+                raise MeshflError(
+                    f"this MSP already masked round {latest[stream]} of this session; "
+                    f"it masks only later rounds (asked for round {ins.server_round})"
+                )
+            latest[stream] = ins.server_round
+        pending = start_mask(ring, length, node=context.node_id, keys=keys, plan=plan, scope=scope)
 
         def mask(payload: np.ndarray) -> tuple[Sealed, MaskedShares, bytes]:
-            with self.masking.run(
-                self._mask_dir(context), context.node_id, run_id, context.state
-            ) as state:
-                keys = self.masking.keys(state)
-                MaskingMemory.pin(state, plan)
-                rounds = state.setdefault("rounds", {})
-                # A scope masked twice has the same pairwise masks: one run unmasked with
-                # the MSP alive, one with it "dropped", would reveal its update. So no
-                # round is masked unless it comes after every one masked before (this one
-                # included), however many rounds the MSP has forgotten since.
-                stream = f"{ins.context.session}\x00{agent.name}"
-                latest = state.setdefault("latest", {})
-                if ins.server_round <= latest.get(stream, 0):
-                    raise MeshflError(
-                        f"this MSP already masked round {latest[stream]} of this session; "
-                        f"it masks only later rounds (asked for round {ins.server_round})"
-                    )
-                latest[stream] = ins.server_round
-                ring = cast("CKKSSealer", box)  # checked above
-                masked, shares = seal_masked(
-                    ring, payload, node=context.node_id, keys=keys, plan=plan, scope=scope
+            if payload.size != length:
+                pending.cancel()
+                raise MeshflError(
+                    f"{agent.name}'s update holds {payload.size - PAYLOAD_EXTRA} values, but "
+                    f"its update_size says {length - PAYLOAD_EXTRA}: the coordinator checks "
+                    "every update against update_size, so fix the agent's update_size"
                 )
+            masked, shares = seal_masked(ring, payload, pending)
+            with self.masking.run(*where) as state:
+                rounds = state.setdefault("rounds", {})
                 rounds[scope.hex()] = {
                     "neighbours": {
                         str(n): k.hex()
@@ -361,7 +376,7 @@ class MSPNode:
                 }
                 for old in list(rounds)[: -self.MASKED_ROUNDS_KEPT]:
                     del rounds[old]
-                return masked, shares, keys.public
+            return masked, shares, keys.public
 
         return mask
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -68,6 +68,7 @@ __all__ = [
     "mask_for",
     "mask_update",
     "seal_masked",
+    "start_mask",
 ]
 
 MIN_MASKED = 3
@@ -202,24 +203,38 @@ def _masking_pool() -> ThreadPoolExecutor:
     return _POOLS[pid]
 
 
-def seal_masked(
-    ring: SealingRing,
-    payload: np.ndarray,
+def start_mask(
+    ring: Ring,
+    length: int,
     *,
     node: int,
     keys: KeyPair,
     plan: MaskingPlan,
     scope: bytes,
-) -> tuple[Sealed, MaskedShares]:
-    """Seal one MSP's payload with its round mask (:func:`mask_for`): the mask is computed
-    in a worker thread while the ciphertexts are encrypted, then added as they are packed.
+) -> Future[tuple[np.ndarray, MaskedShares]]:
+    """Start computing :func:`mask_for` in this process's masking worker thread.
 
-    The same ciphertext as ``ring.seal(payload, mask=mask_for(...)[0])``, in about the
-    time of the longer of the two on a machine with a core to spare.
+    A round's mask depends on the payload's length only, never on its values: an MSP
+    starts it when the round's plan arrives and trains meanwhile, then seals with it
+    (:func:`seal_masked`). Both the keystreams and X25519 release the GIL.
     """
-    pending = _masking_pool().submit(
-        mask_for, ring, payload.size, node=node, keys=keys, plan=plan, scope=scope
+    return _masking_pool().submit(
+        mask_for, ring, length, node=node, keys=keys, plan=plan, scope=scope
     )
+
+
+def seal_masked(
+    ring: SealingRing,
+    payload: np.ndarray,
+    pending: Future[tuple[np.ndarray, MaskedShares]],
+) -> tuple[Sealed, MaskedShares]:
+    """Seal one MSP's payload with the round mask :func:`start_mask` is computing: the
+    ciphertexts are encrypted first, the mask (awaited only then) added as they are packed.
+
+    The same ciphertext as ``ring.seal(payload, mask=mask_for(...)[0])``. Started before
+    training, the mask is ready by now; started just before, it takes about the time of
+    the longer of the two on a machine with a core to spare.
+    """
     try:
         sealed = ring.seal(payload, mask=lambda: pending.result()[0])
     finally:
