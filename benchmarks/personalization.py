@@ -46,6 +46,7 @@ import meshfl
 from meshfl.agents import get
 from meshfl.baselines import compare
 from meshfl.data.revenue_data import revenue_partitions
+from meshfl.federation.client_app import NodeData
 
 AGENTS = ("revenue", "threat_intel", "market_intel", "client_health", "anomaly")
 MIN_PERIODS = 52 + 13
@@ -90,14 +91,43 @@ def client_health_data(msps: int, seed: int, samples: int) -> list[pd.DataFrame]
     return out
 
 
+def held_out(
+    agent: str, msps: int, seed: int, samples: int, fraction: float, alpha: float
+) -> list[NodeData]:
+    """Each MSP's rows split into training rows (on average ``0.75 * samples``, as
+    simulate's 75/25 split of ``samples`` leaves) and held-out rows (``fraction`` of what
+    is generated): a larger held-out share measures each MSP's scores with less noise and
+    leaves what the models learn from as it was."""
+    generated = round(samples * 0.75 / (1 - fraction))
+    model = get(agent)()
+    if agent == "client_health":
+        parts = client_health_data(msps, seed, generated)
+    else:
+        parts = model.synthetic_partitions(msps, samples_per_msp=generated, seed=seed, alpha=alpha)
+    out = []
+    for i, part in enumerate(parts):
+        train, test = model.split(model.load_data(part), test_fraction=fraction, seed=seed + i)
+        out.append(NodeData(train, test))
+    return out
+
+
 def run_one(
-    agent: str, *, seed: int, msps: int, samples: int, encoder: str, short_revenue: bool
+    agent: str,
+    *,
+    seed: int,
+    msps: int,
+    samples: int,
+    encoder: str,
+    short_revenue: bool,
+    held_out_fraction: float = 0.25,
 ) -> pd.DataFrame:
     config: dict = {}
-    data = None
+    data: list | None = None
     alpha = 0.1
     if agent == "revenue":
         data = revenue_data(msps, seed, short=short_revenue)
+    elif held_out_fraction != 0.25:
+        data = held_out(agent, msps, seed, samples, held_out_fraction, alpha)
     elif agent == "client_health":
         data = client_health_data(msps, seed, samples)
     if agent in ("threat_intel", "market_intel"):
@@ -182,6 +212,13 @@ def main() -> None:
     parser.add_argument(
         "--short-revenue", action="store_true", help="revenue histories from half a year"
     )
+    parser.add_argument(
+        "--held-out",
+        type=float,
+        default=0.25,
+        help="share of each MSP's generated rows held out for its scores (not revenue); "
+        "above 0.25 more rows are generated, so the training rows stay as many",
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
     logging.getLogger("meshfl").setLevel(logging.ERROR)
@@ -196,6 +233,7 @@ def main() -> None:
                     samples=args.samples,
                     encoder=args.encoder,
                     short_revenue=args.short_revenue,
+                    held_out_fraction=args.held_out,
                 )
             )
             print(f"{agent} seed {seed}: {frames[-1]['seconds'].iloc[0]:.0f} s", flush=True)
