@@ -70,3 +70,24 @@ def test_revenue_compare_works_when_each_msp_holds_one_series_without_a_series_c
     assert result.evaluate()["examples"] == sum(
         int(p.test["is_holdout"].sum()) for p in result.partitions
     )
+
+
+@pytest.mark.filterwarnings("ignore:.*[Ss]ecure aggregation is OFF")
+def test_under_dp_the_local_only_reference_adds_no_noise():
+    """An MSP that goes alone shares nothing, so it adds no noise: the local-only reference
+    of a DP plan is the MSP's own model without DP. Trained with the plan's noise, it
+    handicapped the reference and flattered the federation (and differed run to run)."""
+    from meshfl.baselines import local_only
+    from meshfl.federation import AgentPlan
+    from meshfl.privacy import DPConfig
+    from meshfl.simulation import make_partitions
+
+    config = {"trees_per_round": 4, "depth": 5}
+    plan = AgentPlan(agent="anomaly", agent_config=config, rounds=2, seed=3)
+    parts = make_partitions(plan.build_agent(), num_msps=2, seed=3, samples_per_msp=120)
+    private = plan.model_copy(update={"privacy": DPConfig(epsilon=1.0)})
+    first, second = (local_only(private, parts)[0] for _ in range(2))
+    alone = local_only(plan, parts)[0]
+    for a, b, c in zip(first, second, alone, strict=True):
+        np.testing.assert_array_equal(a.vector, c.vector)
+        np.testing.assert_array_equal(b.vector, c.vector)

@@ -5,7 +5,7 @@ node), with the same rounds, so the comparison isolates what federation adds:
 
 * **local-only** — every MSP trains on its own rows only, and is scored on its own held-out
   rows: what an MSP gets by going alone, the bar its federated (or personalized) model must
-  clear on the same rows;
+  clear on the same rows. Never with DP, whatever the plan: going alone shares nothing;
 * **centralized** — one party holds everyone's training rows (what privacy forbids); the
   upper reference the federation approaches.
 
@@ -60,7 +60,12 @@ def _one_node(plan: AgentPlan, train: pd.DataFrame) -> tuple[GlobalModel, float]
 
 
 def local_only(plan: AgentPlan, partitions: Sequence[NodeData]) -> tuple[list[GlobalModel], float]:
-    """One model per MSP, trained on that MSP's rows only; and mean seconds per round."""
+    """One model per MSP, trained on that MSP's rows only; and mean seconds per round.
+
+    Without the plan's DP: an MSP that goes alone shares nothing and adds no noise, which
+    is what joining the mesh must beat.
+    """
+    plan = plan.model_copy(update={"privacy": None})
     runs = [_one_node(plan, p.train) for p in partitions]
     return [m for m, _ in runs], sum(s for _, s in runs) / len(runs)
 
