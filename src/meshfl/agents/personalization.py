@@ -52,6 +52,7 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
+from scipy.stats import t as student_t
 
 from meshfl.agents.base import Agent, GlobalModel
 from meshfl.config.errors import ConfigError, MeshflError
@@ -241,10 +242,12 @@ def select(
         return "local"  # nothing checks the months the MSP forecasts
     # one standard error for one candidate; with m candidates tried, the margin whose
     # chance of being passed by noise alone (a normal gain of mean 0) is the same in all:
-    # 1 - Φ(z) = (1 - Φ(1)) / m (Bonferroni), z = 1.41 for personalized and global
+    # tail (1 - Φ(1)) / m (Bonferroni; 1.41 normal standard errors for personalized and
+    # global). The standard error comes from k splits, so the margin is Student's t with
+    # k - 1 degrees of freedom at that tail (Nadeau & Bengio's corrected resampled t-test):
+    # 1.72 for 5 splits and two candidates, the normal 1.41 as k grows.
     tried = sum(c in values for c in ("personalized", "global"))
-    normal = NormalDist()
-    z = normal.inv_cdf(1.0 - (1.0 - normal.cdf(1.0)) / max(tried, 1))
+    tail = (1.0 - NormalDist().cdf(1.0)) / max(tried, 1)
     best: Choice = "local"
     best_gain = 0.0
     for candidate in ("personalized", "global"):
@@ -261,7 +264,8 @@ def select(
                 continue  # worse (or unscored) on the months the MSP forecasts
         gain = float(diff.mean())
         se = float(np.sqrt((1.0 / len(diff) + overlap) * diff.var(ddof=1)))
-        if gain > z * se and gain > best_gain:
+        margin = float(student_t.ppf(1.0 - tail, len(diff) - 1))
+        if gain > margin * se and gain > best_gain:
             best, best_gain = candidate, gain
     return best
 
