@@ -21,9 +21,11 @@ applies a one-standard-error rule that favours going alone: the MSP keeps its lo
 model unless another candidate beats it, on the paired per-split differences, by more than
 one standard error of their mean (Hastie, Tibshirani & Friedman, *The Elements of
 Statistical Learning*, 2nd ed., §7.10), widened for the two candidates tried (Bonferroni:
-1.41 standard errors) and for splits whose fits overlap (Nadeau & Bengio, "Inference for
-the generalization error", *Machine Learning* 52, 2003: k-fold, and rolling origins, whose
-fits are nested histories). A forecast must also be no worse than local-only on the origins
+1.41 normal standard errors), for splits whose fits overlap, and for a standard error
+estimated from few splits: Nadeau & Bengio's corrected resampled t-test ("Inference for
+the generalization error", *Machine Learning* 52, 2003: the overlap of k-fold, and of
+rolling origins, whose fits are nested histories; Student's t with k - 1 degrees of
+freedom, 1.72 standard errors for 5 splits). A forecast must also be no worse than local-only on the origins
 that hold out its own months, and without such an origin (a history of about one year) the
 MSP keeps local-only: a gain on other months says nothing about the months forecast. The
 kept candidate is then rebuilt on all the MSP's training rows. The choice is the MSP's and
@@ -195,7 +197,9 @@ def select(
 
     One-standard-error rule in favour of going alone: ``"local"`` is kept unless another
     candidate's mean paired improvement over it (split by split) exceeds one standard error
-    of that mean; of the candidates that do, the one with the best mean improvement wins
+    of that mean, read against Student's t with one degree of freedom fewer than the
+    splits, at the tail that one normal standard error leaves, shared by the candidates
+    tried (Bonferroni); of the candidates that do, the one with the best mean improvement wins
     (ties: personalized before global). Without a local-only score (it could not be trained
     or scored), the best mean wins (ties: personalized, global).
 
