@@ -6,7 +6,8 @@ the MSP's choice among personalized / global / local-only on validation splits o
 training rows (stratified 5-fold; for revenue, rolling forecast origins with those that
 hold out the forecast's own weeks a year before), local-only unless another is better by
 more than one standard error, widened for the two candidates tried and read against
-Student's t (1.72 for 5 folds), and, for a forecast, no worse on its own weeks: :func:`meshfl.agents.personalization.personalize`)
+Student's t (1.72 for 5 folds), and, for a forecast, no worse on its own weeks:
+:func:`meshfl.agents.personalization.personalize`)
 and its local-only model (the same rounds on its rows alone). The MSPs differ on purpose:
 
 * ``revenue`` — each MSP's series gets a yearly wave of its own on top of the industry's

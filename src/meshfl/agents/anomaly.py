@@ -346,9 +346,9 @@ class Anomaly(Agent[MetricsData]):
         vector = np.ascontiguousarray(vector, dtype=np.float64)
         size = self.block_size
         # One pass over the vector gives the digests of last round's model and this one's.
-        digest = hashlib.sha256(memoryview(vector[: (n_blocks - 1) * size]).cast("B"))
+        digest = hashlib.sha256(vector[: (n_blocks - 1) * size].data.cast("B"))
         before = digest.digest()
-        digest.update(memoryview(vector[(n_blocks - 1) * size :]).cast("B"))
+        digest.update(vector[(n_blocks - 1) * size :].data.cast("B"))
         key = digest.digest()
 
         def extend(start: int, kept: tuple[np.ndarray, int] | None) -> tuple[np.ndarray, int]:

@@ -25,11 +25,11 @@ Statistical Learning*, 2nd ed., §7.10), widened for the two candidates tried (B
 estimated from few splits: Nadeau & Bengio's corrected resampled t-test ("Inference for
 the generalization error", *Machine Learning* 52, 2003: the overlap of k-fold, and of
 rolling origins, whose fits are nested histories; Student's t with k - 1 degrees of
-freedom, 1.72 standard errors for 5 splits). A forecast must also be no worse than local-only on the origins
-that hold out its own months, and without such an origin (a history of about one year) the
-MSP keeps local-only: a gain on other months says nothing about the months forecast. The
-kept candidate is then rebuilt on all the MSP's training rows. The choice is the MSP's and
-uses only its data; nothing of it leaves the MSP.
+freedom, 1.72 standard errors for 5 splits). A forecast must also be no worse than
+local-only on the origins that hold out its own months, and without such an origin (a
+history of about one year) the MSP keeps local-only: a gain on other months says nothing
+about the months forecast. The kept candidate is then rebuilt on all the MSP's training
+rows. The choice is the MSP's and uses only its data; nothing of it leaves the MSP.
 
 The global model was trained on all the MSP's training rows, the held-out rows of each
 split too, so its validation scores (and the personalized model's, built from it) would be

@@ -974,7 +974,7 @@ def predict_margin(
             _route(forest, t, _left_of_values(forest, t, node, x, thr, layout), node)
         leaf = forest.value[t, node]
         margin = margin + (leaf + forest.base_margin if t == 0 else leaf)
-    return margin
+    return np.asarray(margin, dtype=np.float64)
 
 
 def forest_digest(forest: Forest, trees: int) -> bytes:
